@@ -1,0 +1,44 @@
+import { z } from "zod";
+import { VENDOR_NAMES } from "../vendors/index";
+
+const time = z.union([
+  z.iso.datetime({ offset: true }).transform((s) => Date.parse(s)),
+  z.iso.date().transform((s) => Date.parse(`${s}T00:00:00Z`)),
+]);
+
+export const AuditQuery = z.strictObject({
+  key_id: z.string().optional(),
+  label: z.string().optional(),
+  label_prefix: z.string().min(1).optional(),
+  vendor: z.enum(VENDOR_NAMES).optional(),
+  decision: z.string().optional(),
+  since: time.optional(),
+  until: time.optional(),
+  limit: z.coerce.number().int().min(1).max(1000).default(100),
+  cursor: z.coerce.number().int().positive().optional(),
+});
+
+export const AuditRowSchema = z.object({
+  id: z.string(),
+  at: z.string(),
+  key_id: z.string().nullable(),
+  label: z.string().nullable(),
+  vendor: z.string().nullable(),
+  mode: z.string().nullable(),
+  method: z.string(),
+  path: z.string(),
+  status: z.number(),
+  decision: z.string(),
+  hold_usd: z.number(),
+  cost_usd: z.number(),
+  cost_source: z.enum(["request", "response", "estimate", "replay"]).nullable(),
+  currency: z.string().nullable(),
+  amount_minor: z.number().nullable(),
+  vendor_request_id: z.string().nullable(),
+  idempotency_key: z.string().nullable(),
+  upstream_ms: z.number().nullable(),
+  overhead_ms: z.number().nullable(),
+  client_ip: z.string().nullable(),
+});
+
+export const AuditPage = z.object({ data: z.array(AuditRowSchema), next_cursor: z.string().nullable() });

@@ -1,0 +1,96 @@
+#!/usr/bin/env bun
+import { ConfigError, flagsToEnv, loadConfig, type Config } from "./config";
+import { KeybrakeError } from "./errors";
+import { keysCommand, UsageError } from "./cli/keys";
+import { announceAdminToken, ensureAdminToken } from "./ops/admin-auth";
+import { createApp } from "./server";
+import { openStore } from "./store/index";
+import { applyMigrations } from "./store/migrate";
+import { openDatabase } from "./store/sqlite";
+import { VERSION } from "./version";
+
+const USAGE = `keybrake ${VERSION} — a spend brake for jobs that call Stripe, Twilio and Resend
+
+usage: keybrake [serve]           start the server (default)
+       keybrake keys ...          create | list | show | revoke vault keys (keybrake keys --help)
+       keybrake migrate           bring the database to the latest schema
+       keybrake version
+
+Every KEYBRAKE_* variable can be given as a flag: KEYBRAKE_DB=x is --db x, KEYBRAKE_PORT=9000 is --port 9000.`;
+
+const SHUTDOWN_GRACE_MS = 25_000;
+
+async function serve(config: Config) {
+  const store = openStore(config.dbPath, { synchronous: config.dbSynchronous });
+  await ensureAdminToken(config, store, announceAdminToken);
+  const app = createApp(config, store);
+  // Bun's own limit sits above ours so that oversized bodies get the contract's 413, not a bare one.
+  app.listen({ hostname: config.host, port: config.port, maxRequestBodySize: config.maxBodyBytes + 65_536 });
+  const server = app.server!;
+  console.error(`keybrake ${VERSION} listening on http://${config.host}:${server.port} (db ${config.dbPath}); docs at /docs`);
+
+  let stopping = false;
+  const shutdown = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    console.error(`keybrake: ${signal}: no longer accepting; finishing in-flight calls`);
+    // stop(false) resolves when in-flight requests have answered (and so settled); bounded by the timer.
+    await Promise.race([server.stop(false), Bun.sleep(SHUTDOWN_GRACE_MS)]);
+    store.close();
+    console.error("keybrake: stopped cleanly");
+    process.exit(0);
+  };
+  process.on("SIGTERM", () => void shutdown("SIGTERM"));
+  process.on("SIGINT", () => void shutdown("SIGINT"));
+}
+
+async function main(argv: string[]): Promise<number> {
+  const { env: flagEnv, rest } = flagsToEnv(argv);
+  const [command = "serve", ...args] = rest;
+  if (command === "version" || command === "--version") {
+    console.log(VERSION);
+    return 0;
+  }
+  if (command === "help" || command === "--help" || command === "-h") {
+    console.log(USAGE);
+    return 0;
+  }
+  const config = loadConfig(process.env, flagEnv);
+  switch (command) {
+    case "serve":
+      await serve(config);
+      return -1;
+    case "migrate": {
+      const db = openDatabase(config.dbPath, { synchronous: config.dbSynchronous, migrate: false });
+      const applied = applyMigrations(db.$client);
+      db.$client.close();
+      console.log(applied.length ? `applied ${applied.join(", ")}` : "already at the latest schema");
+      return 0;
+    }
+    case "keys": {
+      const store = openStore(config.dbPath, { synchronous: config.dbSynchronous });
+      try {
+        await keysCommand(store, args, `cli:${process.env.USER ?? "local"}`);
+      } finally {
+        store.close();
+      }
+      return 0;
+    }
+    default:
+      console.error(USAGE);
+      return 2;
+  }
+}
+
+main(Bun.argv.slice(2)).then(
+  (code) => {
+    if (code >= 0) process.exit(code);
+  },
+  (err: unknown) => {
+    if (err instanceof ConfigError) console.error(`keybrake: invalid configuration: ${err.message}`);
+    else if (err instanceof UsageError) console.error(err.message);
+    else if (err instanceof KeybrakeError) console.error(`keybrake: ${err.code}: ${err.message}`);
+    else console.error(`keybrake: ${err instanceof Error ? err.message : String(err)}`);
+    process.exit(err instanceof ConfigError || err instanceof UsageError || err instanceof KeybrakeError ? 2 : 1);
+  },
+);

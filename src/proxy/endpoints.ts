@@ -1,0 +1,47 @@
+/**
+ * Endpoint patterns (SPEC §5): "[METHOD ]PATH". No method: any method. `*` matches within one path segment; a
+ * trailing `/*` matches one or more further segments. Case-sensitive, matched on the normalized path.
+ */
+export const METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"] as const;
+
+export interface EndpointPattern {
+  method: string | null;
+  regex: RegExp;
+}
+
+const SEGMENT = /^[A-Za-z0-9\-._~:@!$&'()+,;=*]+$/;
+
+/** Why a pattern is not of the contract's form, or null when it is. */
+export function patternProblem(pattern: string): string | null {
+  const m = /^(?:([A-Z]+) )?(\/\S*)$/.exec(pattern);
+  if (!m) return 'must be "[METHOD ]/path", e.g. "POST /v1/payment_intents"';
+  if (m[1] && !(METHODS as readonly string[]).includes(m[1])) return `unknown method ${m[1]}`;
+  if (pattern.length > 512) return "must be at most 512 characters";
+  const segments = m[2]!.split("/").slice(1);
+  for (const seg of segments) {
+    if (seg === "") return "must not contain empty segments (// or a trailing /)";
+    if (seg === "." || seg === "..") return "must not contain . or .. segments";
+    if (!SEGMENT.test(seg)) return `segment "${seg}" has characters a vendor path never has`;
+  }
+  return null;
+}
+
+export function compilePattern(pattern: string): EndpointPattern {
+  const m = /^(?:([A-Z]+) )?(\/\S*)$/.exec(pattern)!;
+  const segments = m[2]!.split("/").slice(1);
+  const last = segments.length - 1;
+  const body = segments
+    .map((seg, i) => {
+      if (seg === "*" && i === last) return "(?:/[^/]+)+";
+      if (seg === "*") return "/[^/]+";
+      return "/" + seg.split("*").map(escapeRegex).join("[^/]*");
+    })
+    .join("");
+  return { method: m[1] ?? null, regex: new RegExp(`^${body}$`) };
+}
+
+const escapeRegex = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+
+export function matchEndpoint(patterns: EndpointPattern[], method: string, path: string): boolean {
+  return patterns.some((p) => (p.method === null || p.method === method) && p.regex.test(path));
+}

@@ -1,0 +1,246 @@
+import type { Config } from "../config";
+import { KeybrakeError, errorResponse } from "../errors";
+import type { AuditRow, DayUsage, KeyRecord, Store } from "../store/index";
+import { microsToUsd, msUntilUtcMidnight, randomBase62, sha256Hex, utcDay } from "../util";
+import type { Credentials, Quote, Settlement, Vendor } from "../vendors/types";
+import { presentedVaultKey } from "./credentials";
+import { compilePattern, matchEndpoint } from "./endpoints";
+import { callUpstream, clientResponseHeaders, upstreamRequestHeaders, type UpstreamResult } from "./forward";
+import { normalizeVendorPath } from "./path";
+import { RateLimiter } from "./rate-limit";
+
+export interface ProxyDeps {
+  config: Config;
+  store: Store;
+  now: () => number;
+  rateLimiter: RateLimiter;
+}
+
+export interface ProxyCall {
+  request: Request;
+  vendor: Vendor;
+  url: URL;
+  /** The path after the vendor prefix, as Bun delivered it. */
+  rawPath: string;
+  clientIp: string | null;
+}
+
+/** A call that passed every check and holds its price. */
+interface Admitted {
+  key: KeyRecord;
+  vendor: Vendor;
+  path: string;
+  body: Uint8Array;
+  quote: Quote;
+  creds: Credentials;
+  holdId: string;
+  day: string;
+}
+
+/** Whether the call gets a ledger entry: it holds money, or its cost is only known from the answer. */
+export const holdsMoney = (q: Pick<Quote, "micros" | "needsHeadroom">) => q.micros > 0 || q.needsHeadroom;
+
+const deny = (status: number, code: string, message: string, headers: Record<string, string> = {}) =>
+  new KeybrakeError(status, code, message, headers);
+
+/** auth -> vendor -> path safety -> allowlist -> body size -> rate -> idempotency -> price -> secret -> hold -> forward -> settle -> audit */
+export async function handleProxy(deps: ProxyDeps, call: ProxyCall): Promise<Response> {
+  const started = performance.now();
+  const { request } = call;
+  const audit: AuditRow = {
+    id: `kbr_${randomBase62(22)}`,
+    at: deps.now(),
+    keyId: null,
+    label: null,
+    vendor: call.vendor.name,
+    mode: null,
+    method: request.method,
+    path: call.rawPath.slice(0, 2048),
+    status: 0,
+    decision: "allowed",
+    holdMicros: 0,
+    costMicros: 0,
+    costSource: null,
+    currency: null,
+    amountMinor: null,
+    vendorRequestId: null,
+    idempotencyKey: request.headers.get("idempotency-key")?.slice(0, 255) ?? null,
+    upstreamMs: null,
+    overheadMs: null,
+    clientIp: call.clientIp,
+  };
+
+  let admitted: Admitted;
+  try {
+    admitted = await admit(deps, call, audit);
+  } catch (err) {
+    if (!(err instanceof KeybrakeError)) throw err;
+    audit.status = err.status;
+    audit.decision = err.code;
+    audit.overheadMs = performance.now() - started;
+    await deps.store.recordAudit(audit);
+    const headers: Record<string, string> = { "x-keybrake-request-id": audit.id };
+    if (audit.keyId) headers["x-keybrake-key-id"] = audit.keyId;
+    return errorResponse(err, headers);
+  }
+  return forwardAndSettle(deps, call, admitted, audit, started);
+}
+
+async function admit(deps: ProxyDeps, call: ProxyCall, audit: AuditRow): Promise<Admitted> {
+  const { request, vendor } = call;
+  const { store, config } = deps;
+  const secret = presentedVaultKey(request.headers.get("authorization"));
+  const key = secret ? await store.findKeyByHash(sha256Hex(secret)) : null;
+  if (!key) throw deny(401, "invalid_key", "No valid vault key was presented.");
+  audit.keyId = key.id;
+  audit.label = key.label;
+  audit.mode = key.mode;
+  const now = deps.now();
+  if (key.status === "revoked") throw deny(401, "key_revoked", "This vault key has been revoked.");
+  if (key.expiresAt <= now) throw deny(401, "key_expired", "This vault key has expired.");
+  if (key.vendor !== vendor.name) {
+    throw deny(403, "vendor_mismatch", `This vault key is for ${key.vendor}, not ${vendor.name}.`);
+  }
+
+  const host = request.headers.get("host");
+  const normalized = normalizeVendorPath(call.rawPath);
+  if (normalized === null || (host !== null && call.url.host !== host)) {
+    throw deny(400, "bad_path", "The request path is not a plain vendor path (encoded separators, dots, control bytes or //).");
+  }
+  const creds = vendor.credentials(config, key.mode);
+  const path = vendor.upstreamPath(normalized, creds);
+  audit.path = path;
+  if (!matchEndpoint(key.allowedEndpoints.map(compilePattern), request.method, path)) {
+    throw deny(403, "endpoint_not_allowed", `${request.method} ${path} is not in this key's allowed_endpoints.`);
+  }
+
+  const body = await readBody(request, config.maxBodyBytes);
+
+  if (key.maxRequestsPerMinute !== null) {
+    const wait = deps.rateLimiter.take(key.id, key.maxRequestsPerMinute, now);
+    if (wait > 0) {
+      throw deny(429, "rate_limited", `This key allows ${key.maxRequestsPerMinute} requests per minute.`, { "retry-after": String(wait) });
+    }
+  }
+  if (key.requireIdempotencyKey && audit.idempotencyKey === null && vendor.isPriced(request.method, path)) {
+    throw deny(400, "idempotency_key_required", "This key requires an Idempotency-Key header on calls that spend money.");
+  }
+
+  const quote = await vendor.price(
+    { method: request.method, path, query: call.url.searchParams, contentType: request.headers.get("content-type"), body, keyId: key.id },
+    { fx: config.fx, prices: config.prices, findTracked: (id) => store.findTracked(id) },
+  );
+  audit.currency = quote.currency;
+  audit.amountMinor = quote.amountMinor;
+  audit.costSource = quote.source;
+
+  if (!creds) throw deny(503, "vendor_not_configured", `No ${key.mode} secret is configured for ${vendor.name}.`);
+
+  const holdId = `hold_${randomBase62(22)}`;
+  const day = utcDay(now);
+  const hold = await store.holdSpend({ holdId, keyId: key.id, day, micros: quote.micros, needsHeadroom: quote.needsHeadroom, now });
+  if (!hold.admitted) {
+    if (hold.reason === "revoked") throw deny(401, "key_revoked", "This vault key has been revoked.");
+    const retry: Record<string, string> = hold.reason === "daily_cap" ? { "retry-after": String(Math.ceil(msUntilUtcMidnight(now) / 1000)) } : {};
+    throw deny(429, "cap_exhausted", `This call would exceed the key's ${hold.reason === "daily_cap" ? "daily" : "lifetime"} USD cap.`, {
+      "x-keybrake-cap-hit": "true",
+      ...retry,
+    });
+  }
+  audit.holdMicros = quote.micros;
+  return { key, vendor, path, body, quote, creds, holdId, day };
+}
+
+async function readBody(request: Request, limit: number): Promise<Uint8Array> {
+  const tooLarge = () => deny(413, "body_too_large", `Request bodies are limited to ${limit} bytes.`);
+  const declared = Number(request.headers.get("content-length") ?? "0");
+  if (declared > limit) throw tooLarge();
+  if (!request.body) return new Uint8Array(0);
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for await (const chunk of request.body) {
+    size += chunk.length;
+    if (size > limit) throw tooLarge();
+    chunks.push(chunk);
+  }
+  return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+}
+
+async function forwardAndSettle(deps: ProxyDeps, call: ProxyCall, a: Admitted, audit: AuditRow, started: number): Promise<Response> {
+  const { request } = call;
+  const upstreamStarted = performance.now();
+  const result = await callUpstream(a.vendor.baseUrl(deps.config) + a.path + call.url.search, {
+    method: request.method,
+    headers: upstreamRequestHeaders(request.headers, a.creds),
+    body: request.method === "GET" || request.method === "HEAD" ? null : a.body,
+    timeoutMs: deps.config.upstreamTimeoutMs,
+  });
+  const upstreamMs = performance.now() - upstreamStarted;
+
+  const { outcome, settlement } = settlementFor(result, a.quote);
+  audit.status = result.kind === "response" ? result.status : result.kind === "timeout" ? 504 : 502;
+  audit.costMicros = settlement.costMicros;
+  audit.costSource = settlement.source;
+  audit.currency = settlement.currency;
+  audit.amountMinor = settlement.amountMinor;
+  audit.upstreamMs = upstreamMs;
+  if (result.kind === "response") audit.vendorRequestId = a.vendor.requestId(result.headers);
+  audit.overheadMs = performance.now() - started - upstreamMs;
+
+  const today = await deps.store.settleCall({
+    keyId: a.key.id,
+    day: a.day,
+    holdId: holdsMoney(a.quote) ? a.holdId : undefined,
+    holdMicros: a.quote.micros,
+    outcome,
+    costMicros: settlement.costMicros,
+    now: deps.now(),
+    audit,
+    track: settlement.track,
+  });
+
+  const keybrakeHeaders = spendHeaders(a.key, today, audit);
+  if (result.kind !== "response") {
+    const err =
+      result.kind === "timeout"
+        ? deny(504, "upstream_timeout", `${a.vendor.name} did not answer within ${deps.config.upstreamTimeoutMs} ms.`)
+        : deny(502, "upstream_unreachable", `${a.vendor.name} could not be reached.`);
+    return errorResponse(err, keybrakeHeaders);
+  }
+  const headers = clientResponseHeaders(result.headers);
+  for (const [name, value] of Object.entries(keybrakeHeaders)) headers.set(name, value);
+  headers.set("x-keybrake-overhead-ms", (performance.now() - started - upstreamMs).toFixed(3));
+  return new Response(result.body, { status: result.status, headers });
+}
+
+/**
+ * 2xx: the actual cost. A definite failure (vendor 3xx/4xx, or the request never left): released, cost 0.
+ * Ambiguous (vendor 5xx, timeout, connection lost after sending): the hold is spent.
+ */
+function settlementFor(result: UpstreamResult, quote: Quote): { outcome: "settled" | "released" | "ambiguous"; settlement: Settlement } {
+  const atHold: Settlement = { costMicros: quote.micros, source: quote.source, currency: quote.currency, amountMinor: quote.amountMinor };
+  if (result.kind === "not_sent") return { outcome: "released", settlement: { ...atHold, costMicros: 0 } };
+  if (result.kind !== "response" || result.status >= 500) return { outcome: "ambiguous", settlement: atHold };
+  if (result.status < 200 || result.status >= 300) return { outcome: "released", settlement: { ...atHold, costMicros: 0 } };
+  if (!quote.settle) return { outcome: "settled", settlement: atHold };
+  let json: unknown = null;
+  try {
+    json = JSON.parse(new TextDecoder().decode(result.body));
+  } catch {
+    // Not JSON: the vendor stated nothing, so the hold stands as the cost.
+  }
+  return { outcome: "settled", settlement: quote.settle(json) };
+}
+
+function spendHeaders(key: KeyRecord, today: DayUsage, audit: AuditRow): Record<string, string> {
+  const remaining =
+    key.dailyCapMicros !== null
+      ? key.dailyCapMicros - today.settledMicros - today.heldMicros
+      : key.totalCapMicros! - key.spentTotalMicros - key.heldTotalMicros - audit.costMicros;
+  return {
+    "x-keybrake-request-id": audit.id,
+    "x-keybrake-key-id": key.id,
+    "x-keybrake-spent-usd": String(microsToUsd(today.settledMicros)),
+    "x-keybrake-remaining-usd": String(microsToUsd(remaining)),
+  };
+}

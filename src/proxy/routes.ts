@@ -1,0 +1,28 @@
+import { Elysia } from "elysia";
+import { VENDORS } from "../vendors/index";
+import type { Vendor } from "../vendors/types";
+import { handleProxy, type ProxyDeps } from "./pipeline";
+
+/**
+ * `ANY /{vendor}/{path}` and the vendors' bare paths (`/v1/...`, `/2010-04-01/...`, `/emails...`): stripe-node
+ * can only change host and port. Bodies are not parsed by Elysia: the exact bytes are priced and forwarded.
+ */
+export function proxyRoutes(deps: ProxyDeps) {
+  const app = new Elysia({ name: "proxy", seed: deps });
+  const hidden = { parse: "none" as const, detail: { hide: true } };
+  const route = (vendor: Vendor, prefix: string) => ({ request, server }: { request: Request; server: { requestIP(r: Request): { address: string } | null } | null }) => {
+    const url = new URL(request.url);
+    return handleProxy(deps, {
+      request,
+      vendor,
+      url,
+      rawPath: url.pathname.slice(prefix.length),
+      clientIp: server?.requestIP(request)?.address ?? null,
+    });
+  };
+  for (const vendor of Object.values(VENDORS)) {
+    app.all(`/${vendor.name}/*`, route(vendor, `/${vendor.name}`), hidden);
+    for (const bare of vendor.bareRoutes) app.all(bare, route(vendor, ""), hidden);
+  }
+  return app;
+}

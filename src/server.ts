@@ -1,0 +1,41 @@
+import { Elysia } from "elysia";
+import { auditRoutes } from "./audit/routes";
+import type { Config } from "./config";
+import { KeybrakeError, errorResponse, invalidRequest, notFound } from "./errors";
+import { keyRoutes } from "./keys/routes";
+import { adminAuth } from "./ops/admin-auth";
+import { docsRoutes } from "./ops/docs";
+import { healthRoutes } from "./ops/health";
+import { RateLimiter } from "./proxy/rate-limit";
+import { proxyRoutes } from "./proxy/routes";
+import type { Store } from "./store/index";
+
+export interface AppOptions {
+  /** The clock (ms). Tests inject one to cross UTC midnight. */
+  now?: () => number;
+  /** Where unexpected errors are reported; never given secrets (they are not in errors). */
+  log?: (message: string) => void;
+}
+
+/** The whole HTTP surface, without listening: `serve` listens, tests call `app.handle`. */
+export function createApp(config: Config, store: Store, options: AppOptions = {}) {
+  const now = options.now ?? Date.now;
+  const log = options.log ?? ((m: string) => console.error(m));
+  const auth = adminAuth(config, store);
+  return new Elysia()
+    .onError({ as: "global" }, ({ code, error }) => {
+      if (error instanceof KeybrakeError) return errorResponse(error);
+      if (code === "NOT_FOUND") return errorResponse(notFound());
+      if (code === "PARSE") return errorResponse(invalidRequest("The body is not valid JSON.", [{ path: "body", message: "is not valid JSON" }]));
+      if (code === "VALIDATION") return errorResponse(invalidRequest("The request is invalid.", [{ path: "body", message: "is invalid" }]));
+      log(`keybrake: unexpected error: ${error instanceof Error ? error.stack ?? error.message : String(error)}`);
+      return errorResponse(new KeybrakeError(500, "internal_error", "Keybrake hit an unexpected error; nothing was forwarded after it."));
+    })
+    .use(docsRoutes())
+    .use(healthRoutes(store))
+    .use(keyRoutes(store, auth, now))
+    .use(auditRoutes(store, auth))
+    .use(proxyRoutes({ config, store, now, rateLimiter: new RateLimiter() }));
+}
+
+export type App = ReturnType<typeof createApp>;

@@ -1,0 +1,38 @@
+import { adminQueries } from "./admin";
+import { auditQueries } from "./audit";
+import { keyQueries } from "./keys";
+import { ledgerQueries } from "./ledger";
+import { openDatabase, type OpenOptions } from "./sqlite";
+import type { Store } from "./types";
+
+export type * from "./types";
+
+/** The SQLite store: the only implementation today, and the only module with SQL in it. */
+export function openStore(path: string, opts: OpenOptions = {}): Store {
+  const db = openDatabase(path, opts);
+  const client = db.$client;
+  const probe = client.prepare("INSERT INTO settings (name, value) VALUES ('healthz', ?1) ON CONFLICT (name) DO UPDATE SET value = ?1");
+  return {
+    ...keyQueries(db),
+    ...ledgerQueries(db),
+    ...auditQueries(db),
+    ...adminQueries(db),
+    async checkWritable() {
+      try {
+        probe.run(String(Date.now()));
+        return true;
+      } catch {
+        return false;
+      }
+    },
+    close() {
+      // Fold the WAL back into the main file so a stopped server leaves one self-contained database.
+      try {
+        client.run("PRAGMA wal_checkpoint(TRUNCATE)");
+      } catch {
+        // A concurrent CLI reader can keep the checkpoint from finishing; the WAL is replayed on next open.
+      }
+      client.close(false);
+    },
+  };
+}

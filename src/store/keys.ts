@@ -1,0 +1,100 @@
+import { and, desc, eq, gt, inArray, lt, lte, sql, type SQL } from "drizzle-orm";
+import type { SQLiteColumn } from "drizzle-orm/sqlite-core";
+import type { Db } from "./sqlite";
+import { spendDays, vaultKeys } from "./schema";
+import type { DayUsage, KeyFilter, KeyPatch, KeyRecord, NewKey, Page } from "./types";
+
+type Row = typeof vaultKeys.$inferSelect;
+
+function toRecord({ seq: _seq, keyHash: _hash, ...rest }: Row): KeyRecord {
+  return rest;
+}
+
+export function keyQueries(db: Db) {
+  const byHash = db.select().from(vaultKeys).where(eq(vaultKeys.keyHash, sql.placeholder("hash"))).prepare();
+  const byId = db.select().from(vaultKeys).where(eq(vaultKeys.id, sql.placeholder("id"))).prepare();
+
+  function filterConditions(f: KeyFilter, now: number): SQL[] {
+    const where: SQL[] = [];
+    if (f.label !== undefined) where.push(eq(vaultKeys.label, f.label));
+    if (f.labelPrefix !== undefined) where.push(labelHasPrefix(f.labelPrefix));
+    if (f.vendor) where.push(eq(vaultKeys.vendor, f.vendor));
+    if (f.status === "revoked") where.push(eq(vaultKeys.status, "revoked"));
+    if (f.status === "active") where.push(eq(vaultKeys.status, "active"), gt(vaultKeys.expiresAt, now));
+    if (f.status === "expired") where.push(eq(vaultKeys.status, "active"), lte(vaultKeys.expiresAt, now));
+    if (f.cursor !== undefined) where.push(lt(vaultKeys.seq, f.cursor));
+    return where;
+  }
+
+  return {
+    async insertKey(key: NewKey): Promise<KeyRecord> {
+      const row = db.insert(vaultKeys).values(key).returning().get();
+      return toRecord(row);
+    },
+
+    async findKeyByHash(hash: string) {
+      const row = byHash.get({ hash });
+      return row ? toRecord(row) : null;
+    },
+
+    async findKeyById(id: string) {
+      const row = byId.get({ id });
+      return row ? toRecord(row) : null;
+    },
+
+    async listKeys(f: KeyFilter, now: number): Promise<Page<KeyRecord>> {
+      const rows = db
+        .select()
+        .from(vaultKeys)
+        .where(and(...filterConditions(f, now)))
+        .orderBy(desc(vaultKeys.seq))
+        .limit(f.limit + 1)
+        .all();
+      const more = rows.length > f.limit;
+      const page = rows.slice(0, f.limit);
+      return { data: page.map(toRecord), nextCursor: more ? page[page.length - 1]!.seq : null };
+    },
+
+    async revokeKey(id: string, now: number) {
+      db.update(vaultKeys)
+        .set({ status: "revoked", revokedAt: now })
+        .where(and(eq(vaultKeys.id, id), eq(vaultKeys.status, "active")))
+        .run();
+      const row = byId.get({ id });
+      return row ? toRecord(row) : null;
+    },
+
+    async revokeKeys(by: { ids: string[] } | { labelPrefix: string }, now: number): Promise<string[]> {
+      const target = "ids" in by ? inArray(vaultKeys.id, by.ids) : labelHasPrefix(by.labelPrefix);
+      return db
+        .update(vaultKeys)
+        .set({ status: "revoked", revokedAt: now })
+        .where(and(target, eq(vaultKeys.status, "active")))
+        .returning({ id: vaultKeys.id })
+        .all()
+        .map((r) => r.id);
+    },
+
+    async updateKey(id: string, patch: KeyPatch) {
+      const row = db.update(vaultKeys).set(patch).where(eq(vaultKeys.id, id)).returning().get();
+      return row ? toRecord(row) : null;
+    },
+
+    async dayUsage(keyIds: string[], day: string): Promise<Map<string, DayUsage>> {
+      const usage = new Map<string, DayUsage>();
+      if (keyIds.length === 0) return usage;
+      const rows = db
+        .select()
+        .from(spendDays)
+        .where(and(inArray(spendDays.keyId, keyIds), eq(spendDays.day, day)))
+        .all();
+      for (const r of rows) usage.set(r.keyId, { settledMicros: r.settledMicros, heldMicros: r.heldMicros });
+      return usage;
+    },
+  };
+}
+
+/** Prefix match without LIKE, so `%` and `_` in labels are plain characters. */
+export function labelHasPrefix(prefix: string, column: SQLiteColumn = vaultKeys.label): SQL {
+  return sql`substr(${column}, 1, length(${prefix})) = ${prefix}`;
+}

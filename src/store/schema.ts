@@ -1,0 +1,126 @@
+import { sql } from "drizzle-orm";
+import { check, index, integer, primaryKey, real, sqliteTable, text, uniqueIndex } from "drizzle-orm/sqlite-core";
+
+/** Money columns are integer micro-dollars (1 USD = 1,000,000); times are Unix milliseconds. */
+
+export const vaultKeys = sqliteTable(
+  "vault_keys",
+  {
+    seq: integer("seq").primaryKey({ autoIncrement: true }),
+    id: text("id").notNull(),
+    keyHash: text("key_hash").notNull(),
+    keyHint: text("key_hint").notNull(),
+    vendor: text("vendor", { enum: ["stripe", "twilio", "resend"] }).notNull(),
+    mode: text("mode", { enum: ["live", "test"] }).notNull(),
+    label: text("label"),
+    dailyCapMicros: integer("daily_cap_micros"),
+    totalCapMicros: integer("total_cap_micros"),
+    allowedEndpoints: text("allowed_endpoints", { mode: "json" }).$type<string[]>().notNull(),
+    maxRequestsPerMinute: integer("max_requests_per_minute"),
+    requireIdempotencyKey: integer("require_idempotency_key", { mode: "boolean" }).notNull().default(false),
+    metadata: text("metadata", { mode: "json" }).$type<Record<string, string>>().notNull(),
+    status: text("status", { enum: ["active", "revoked"] }).notNull().default("active"),
+    createdAt: integer("created_at").notNull(),
+    expiresAt: integer("expires_at").notNull(),
+    revokedAt: integer("revoked_at"),
+    spentTotalMicros: integer("spent_total_micros").notNull().default(0),
+    heldTotalMicros: integer("held_total_micros").notNull().default(0),
+    calls: integer("calls").notNull().default(0),
+    lastUsedAt: integer("last_used_at"),
+  },
+  (t) => [
+    uniqueIndex("vault_keys_id").on(t.id),
+    uniqueIndex("vault_keys_key_hash").on(t.keyHash),
+    index("vault_keys_label").on(t.label),
+    check("vault_keys_has_cap", sql`${t.dailyCapMicros} IS NOT NULL OR ${t.totalCapMicros} IS NOT NULL`),
+  ],
+);
+
+/** Per key and UTC day: what is settled and what is held. The cap check reads one row, never sums the ledger. */
+export const spendDays = sqliteTable(
+  "spend_days",
+  {
+    keyId: text("key_id").notNull(),
+    day: text("day").notNull(),
+    settledMicros: integer("settled_micros").notNull().default(0),
+    heldMicros: integer("held_micros").notNull().default(0),
+  },
+  (t) => [primaryKey({ columns: [t.keyId, t.day] })],
+);
+
+/** One row per hold: the ledger. Never pruned. */
+export const ledgerEntries = sqliteTable(
+  "ledger_entries",
+  {
+    id: text("id").primaryKey(),
+    keyId: text("key_id").notNull(),
+    day: text("day").notNull(),
+    holdMicros: integer("hold_micros").notNull(),
+    costMicros: integer("cost_micros"),
+    state: text("state", { enum: ["held", "settled", "released", "ambiguous"] }).notNull(),
+    createdAt: integer("created_at").notNull(),
+    settledAt: integer("settled_at"),
+  },
+  (t) => [index("ledger_entries_key").on(t.keyId, t.state)],
+);
+
+export const auditEvents = sqliteTable(
+  "audit_events",
+  {
+    seq: integer("seq").primaryKey({ autoIncrement: true }),
+    id: text("id").notNull(),
+    at: integer("at").notNull(),
+    keyId: text("key_id"),
+    label: text("label"),
+    vendor: text("vendor"),
+    mode: text("mode"),
+    method: text("method").notNull(),
+    path: text("path").notNull(),
+    status: integer("status").notNull(),
+    decision: text("decision").notNull(),
+    holdMicros: integer("hold_micros").notNull().default(0),
+    costMicros: integer("cost_micros").notNull().default(0),
+    costSource: text("cost_source"),
+    currency: text("currency"),
+    amountMinor: integer("amount_minor"),
+    vendorRequestId: text("vendor_request_id"),
+    idempotencyKey: text("idempotency_key"),
+    upstreamMs: real("upstream_ms"),
+    overheadMs: real("overhead_ms"),
+    clientIp: text("client_ip"),
+  },
+  (t) => [
+    uniqueIndex("audit_events_id").on(t.id),
+    index("audit_events_at").on(t.at),
+    index("audit_events_key").on(t.keyId, t.seq),
+    index("audit_events_label").on(t.label, t.seq),
+  ],
+);
+
+export const adminEvents = sqliteTable(
+  "admin_events",
+  {
+    seq: integer("seq").primaryKey({ autoIncrement: true }),
+    at: integer("at").notNull(),
+    actor: text("actor").notNull(),
+    action: text("action").notNull(),
+    target: text("target"),
+    details: text("details", { mode: "json" }).$type<Record<string, unknown>>(),
+  },
+  (t) => [index("admin_events_at").on(t.at)],
+);
+
+export const settings = sqliteTable("settings", {
+  name: text("name").primaryKey(),
+  value: text("value").notNull(),
+});
+
+/** Objects created through Keybrake (Stripe PaymentIntents) and what their creation already charged. */
+export const trackedObjects = sqliteTable("tracked_objects", {
+  objectId: text("object_id").primaryKey(),
+  keyId: text("key_id").notNull(),
+  currency: text("currency").notNull(),
+  amountMinor: integer("amount_minor").notNull(),
+  countedMicros: integer("counted_micros").notNull(),
+  updatedAt: integer("updated_at").notNull(),
+});

@@ -1,0 +1,36 @@
+const BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/** Uniform base62 string from the CSPRNG (rejection sampling: no modulo bias). */
+export function randomBase62(length: number): string {
+  let out = "";
+  while (out.length < length) {
+    const bytes = crypto.getRandomValues(new Uint8Array(length * 2));
+    for (const b of bytes) {
+      if (b < 248 && out.length < length) out += BASE62[b % 62];
+    }
+  }
+  return out;
+}
+
+export function sha256Hex(text: string): string {
+  return new Bun.CryptoHasher("sha256").update(text).digest("hex");
+}
+
+export const MICROS_PER_USD = 1_000_000;
+
+/** USD as the API speaks it (JSON number) from integer micro-dollars. */
+export const microsToUsd = (micros: number): number => micros / MICROS_PER_USD;
+
+/** Micro-dollars from a USD amount, rounded to the nearest micro-dollar. */
+export const usdToMicros = (usd: number): number => Math.round(usd * MICROS_PER_USD);
+
+/** The UTC calendar day a timestamp falls on, as the ledger buckets it. */
+export const utcDay = (ms: number): string => new Date(ms).toISOString().slice(0, 10);
+
+/** Milliseconds from `ms` until the next UTC midnight. */
+export function msUntilUtcMidnight(ms: number): number {
+  const d = new Date(ms);
+  return Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), d.getUTCDate() + 1) - ms;
+}
+
+export const iso = (ms: number | null | undefined): string | null => (ms == null ? null : new Date(ms).toISOString());

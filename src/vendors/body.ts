@@ -1,0 +1,120 @@
+import { KeybrakeError } from "../errors";
+
+export const unpriceable = (why: string) =>
+  new KeybrakeError(422, "unpriceable_request", `The price of this call cannot be read unambiguously: ${why}. It was not forwarded.`);
+
+/** A priced request's fields as the vendor will read them: form (bracket notation) or a JSON object. */
+export interface PricedBody {
+  /** The field's single value; undefined when absent. Throws unpriceable when given twice or nested. */
+  scalar(name: string): string | number | boolean | null | undefined;
+  /** Every value of a repeated form field or a JSON array/string field, for list-valued inputs. */
+  list(name: string): unknown[];
+}
+
+export function readPricedBody(contentType: string | null, body: Uint8Array, query: URLSearchParams, fields: string[]): PricedBody {
+  // A priced field in the query string could be read by the vendor instead of (or merged with) the body's.
+  for (const key of query.keys()) {
+    if (fields.some((f) => key === f || key.startsWith(`${f}[`))) throw unpriceable(`"${key}" is in the query string`);
+  }
+  const type = (contentType ?? "").split(";")[0]!.trim().toLowerCase();
+  const text = new TextDecoder("utf-8", { fatal: false }).decode(body);
+  if (type === "application/x-www-form-urlencoded") return formBody(new URLSearchParams(text));
+  if (type === "application/json") return jsonBody(text);
+  if (body.length === 0 && type === "") return formBody(new URLSearchParams());
+  throw unpriceable(`content type "${type || "none"}" is not form-encoded or JSON`);
+}
+
+function formBody(params: URLSearchParams): PricedBody {
+  return {
+    scalar(name) {
+      const hits = [...params.entries()].filter(([k]) => k === name || k.startsWith(`${name}[`));
+      if (hits.length === 0) return undefined;
+      if (hits.length > 1 || hits[0]![0] !== name) throw unpriceable(`"${name}" is given more than once or nested`);
+      return hits[0]![1];
+    },
+    list(name) {
+      return [...params.entries()]
+        .filter(([k]) => k === name || (k.startsWith(name) && /^\[\d*\]$/.test(k.slice(name.length))))
+        .map(([, v]) => v);
+    },
+  };
+}
+
+function jsonBody(text: string): PricedBody {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    throw unpriceable("the JSON body does not parse");
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) throw unpriceable("the JSON body is not an object");
+  const duplicate = duplicateTopLevelKey(text);
+  if (duplicate !== null) throw unpriceable(`"${duplicate}" is given more than once`);
+  const obj = value as Record<string, unknown>;
+  return {
+    scalar(name) {
+      const v = obj[name];
+      if (v !== null && typeof v === "object") throw unpriceable(`"${name}" is not a single value`);
+      return v as string | number | boolean | null | undefined;
+    },
+    list(name) {
+      const v = obj[name];
+      if (v === undefined || v === null) return [];
+      return Array.isArray(v) ? v : [v];
+    },
+  };
+}
+
+/**
+ * JSON.parse keeps the last of two equal keys; another parser may keep the first. Walk the text and report a
+ * top-level key that appears twice, so `{"amount":1,"amount":5000}` is refused rather than guessed.
+ */
+export function duplicateTopLevelKey(text: string): string | null {
+  const seen = new Set<string>();
+  let depth = 0;
+  let expectKey = false;
+  for (let i = 0; i < text.length; i++) {
+    const ch = text[i];
+    if (ch === '"') {
+      let j = i + 1;
+      while (j < text.length && text[j] !== '"') j += text[j] === "\\" ? 2 : 1;
+      if (depth === 1 && expectKey) {
+        const key = JSON.parse(text.slice(i, j + 1)) as string;
+        if (seen.has(key)) return key;
+        seen.add(key);
+        expectKey = false;
+      }
+      i = j;
+    } else if (ch === "{" || ch === "[") {
+      depth++;
+      if (depth === 1 && ch === "{") expectKey = true;
+    } else if (ch === "}" || ch === "]") {
+      depth--;
+    } else if (ch === "," && depth === 1) {
+      expectKey = true;
+    }
+  }
+  return null;
+}
+
+/** A minor-unit amount: a non-negative integer, as a JSON number or (form) digits. Anything else is refused. */
+export function readAmount(body: PricedBody, name: string, required: boolean): number | undefined {
+  const v = body.scalar(name);
+  if (v === undefined || v === null || v === "") {
+    if (required) throw unpriceable(`"${name}" is missing`);
+    return undefined;
+  }
+  const n = typeof v === "number" ? v : typeof v === "string" && /^\d{1,15}$/.test(v) ? Number(v) : NaN;
+  if (!Number.isSafeInteger(n) || n < 0) throw unpriceable(`"${name}" must be a non-negative integer in minor units`);
+  return n;
+}
+
+export function readCurrency(body: PricedBody, required: boolean): string | undefined {
+  const v = body.scalar("currency");
+  if (v === undefined || v === null || v === "") {
+    if (required) throw unpriceable(`"currency" is missing`);
+    return undefined;
+  }
+  if (typeof v !== "string" || !/^[A-Za-z]{3}$/.test(v)) throw unpriceable(`"currency" is not a three-letter code`);
+  return v.toLowerCase();
+}

@@ -1,0 +1,67 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { loadConfig, type Config } from "../../src/config";
+import { createApp } from "../../src/server";
+import { openStore, type Store } from "../../src/store/index";
+import { STRIPE_LIVE_SECRET, STRIPE_TEST_SECRET } from "./mock-stripe";
+
+export const ADMIN_TOKEN = "test-admin-token-0123456789abcdefghijklmnop";
+
+export interface Harness {
+  url: string;
+  config: Config;
+  store: Store;
+  dir: string;
+  dbPath: string;
+  logs: string[];
+  admin(path: string, init?: { method?: string; body?: unknown }): Promise<Response>;
+  issueKey(body: Record<string, unknown>): Promise<{ id: string; vault_key: string } & Record<string, unknown>>;
+  stop(): Promise<void>;
+}
+
+/** The real app listening on a free port over a fresh database, its upstreams pointed at the given mocks. */
+export async function startKeybrake(env: Record<string, string> = {}, options: { now?: () => number } = {}): Promise<Harness> {
+  const dir = mkdtempSync(join(tmpdir(), "keybrake-test-"));
+  const dbPath = join(dir, "keybrake.db");
+  const config = loadConfig({
+    KEYBRAKE_DB: dbPath,
+    KEYBRAKE_ADMIN_TOKEN: ADMIN_TOKEN,
+    KEYBRAKE_STRIPE_SECRET_KEY: STRIPE_LIVE_SECRET,
+    KEYBRAKE_STRIPE_TEST_SECRET_KEY: STRIPE_TEST_SECRET,
+    KEYBRAKE_UPSTREAM_TIMEOUT_MS: "1500",
+    ...env,
+  });
+  const store = openStore(dbPath);
+  const logs: string[] = [];
+  const app = createApp(config, store, { now: options.now, log: (m) => logs.push(m) });
+  app.listen({ hostname: "127.0.0.1", port: 0, maxRequestBodySize: config.maxBodyBytes + 65_536 });
+  const url = `http://127.0.0.1:${app.server!.port}`;
+
+  const admin = (path: string, init: { method?: string; body?: unknown } = {}) =>
+    fetch(url + path, {
+      method: init.method ?? (init.body === undefined ? "GET" : "POST"),
+      headers: { authorization: `Bearer ${ADMIN_TOKEN}`, "content-type": "application/json" },
+      body: init.body === undefined ? undefined : JSON.stringify(init.body),
+    });
+
+  return {
+    url,
+    config,
+    store,
+    dir,
+    dbPath,
+    logs,
+    admin,
+    async issueKey(body) {
+      const res = await admin("/vault/keys", { body: { expires_in: "1h", ...body } });
+      if (res.status !== 201) throw new Error(`issue failed: ${res.status} ${await res.text()}`);
+      return (await res.json()) as { id: string; vault_key: string };
+    },
+    async stop() {
+      await app.stop(true);
+      store.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}

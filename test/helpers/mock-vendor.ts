@@ -1,0 +1,93 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+
+export interface Received {
+  method: string;
+  path: string;
+  search: string;
+  headers: Record<string, string | string[] | undefined>;
+  body: string;
+}
+
+/** What the next calls should do instead of answering normally. */
+export type Fault =
+  | { kind: "status"; status: number; body: unknown; headers?: Record<string, string> }
+  | { kind: "delay"; ms: number }
+  | { kind: "drop" };
+
+export interface Reply {
+  status: number;
+  body: unknown;
+  headers?: Record<string, string>;
+}
+
+/**
+ * A real HTTP server on a free loopback port that records every request it receives and can, on demand, answer
+ * with an error, answer late, or drop the connection after reading the request. Vendor mocks plug in `answer`.
+ */
+export class MockVendor {
+  readonly received: Received[] = [];
+  private faults: Fault[] = [];
+  private persistentFault: Fault | null = null;
+  private server: Server;
+  url = "";
+
+  constructor(private answer: (req: Received) => Reply, private requestIdHeader: string | null, private newRequestId: () => string) {
+    this.server = createServer((req, res) => void this.handle(req, res));
+  }
+
+  async start(): Promise<this> {
+    await new Promise<void>((resolve) => this.server.listen(0, "127.0.0.1", resolve));
+    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+    return this;
+  }
+
+  stop(): Promise<void> {
+    this.server.closeAllConnections();
+    return new Promise((resolve) => this.server.close(() => resolve()));
+  }
+
+  /** The next call (or the next `times` calls) meets this fault. */
+  failNext(fault: Fault, times = 1) {
+    for (let i = 0; i < times; i++) this.faults.push(fault);
+  }
+
+  /** Every call meets this fault until cleared with null. */
+  failAlways(fault: Fault | null) {
+    this.persistentFault = fault;
+  }
+
+  reset() {
+    this.received.length = 0;
+    this.faults = [];
+    this.persistentFault = null;
+  }
+
+  count(method: string, path: string | RegExp) {
+    return this.received.filter((r) => r.method === method && (typeof path === "string" ? r.path === path : path.test(r.path))).length;
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse) {
+    const chunks: Buffer[] = [];
+    for await (const chunk of req) chunks.push(chunk as Buffer);
+    const url = new URL(req.url ?? "/", "http://mock");
+    const received: Received = { method: req.method ?? "GET", path: url.pathname, search: url.search, headers: req.headers, body: Buffer.concat(chunks).toString("utf8") };
+    this.received.push(received);
+
+    const fault = this.faults.shift() ?? this.persistentFault;
+    if (fault?.kind === "drop") {
+      req.socket.destroy();
+      return;
+    }
+    if (fault?.kind === "delay") await Bun.sleep(fault.ms);
+    const reply = fault?.kind === "status" ? { status: fault.status, body: fault.body, headers: fault.headers } : this.answer(received);
+    if (res.destroyed) return;
+    const headers: Record<string, string> = { "content-type": "application/json", ...reply.headers };
+    if (this.requestIdHeader) headers[this.requestIdHeader] = this.newRequestId();
+    res.writeHead(reply.status, headers);
+    res.end(reply.body === undefined ? "" : JSON.stringify(reply.body));
+  }
+}
+
+let seq = 0;
+export const mockId = (prefix: string) => `${prefix}${Date.now().toString(36)}${(++seq).toString(36).padStart(6, "0")}`;
