@@ -76,13 +76,7 @@ export async function keysCommand(store: Store, args: string[], actor: string): 
         status: values.status,
         limit: values.limit,
       }, "flags");
-      const page = await service.listKeys(ctx, {
-        label: query.label,
-        labelPrefix: query.label_prefix,
-        vendor: query.vendor,
-        status: query.status,
-        limit: query.limit,
-      });
+      const page = await service.listKeys(ctx, query);
       return printRecords(page.data, json);
     }
     case "show": {

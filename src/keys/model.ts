@@ -98,6 +98,7 @@ export const ListKeysQuery = z.strictObject({
   limit: z.coerce.number().int().min(1).max(1000).default(100),
   cursor: z.coerce.number().int().positive().optional(),
 });
+export type ListKeysQuery = z.infer<typeof ListKeysQuery>;
 
 export const KeyRecordSchema = z.object({
   id: z.string(),

@@ -1,7 +1,7 @@
 import { KeybrakeError, invalidRequest, notFound } from "../errors";
 import type { DayUsage, KeyFilter, KeyPatch, KeyRecord, Store } from "../store/index";
 import { iso, microsToUsd, randomBase62, sha256Hex, usdToMicros, utcDay } from "../util";
-import type { CreateKeyBody, PatchKeyBody } from "./model";
+import type { CreateKeyBody, ListKeysQuery, PatchKeyBody } from "./model";
 import { MAX_LIFETIME_MS } from "./model";
 
 const DEFAULT_LIFETIME_MS = 24 * 3600 * 1000;
@@ -93,7 +93,15 @@ export async function issueKey(ctx: KeyContext, body: CreateKeyBody) {
   return { ...presentKey(key, undefined, now), vault_key: secret, token: secret };
 }
 
-export async function listKeys(ctx: Pick<KeyContext, "store" | "now">, filter: KeyFilter) {
+export async function listKeys(ctx: Pick<KeyContext, "store" | "now">, query: ListKeysQuery) {
+  const filter: KeyFilter = {
+    label: query.label,
+    labelPrefix: query.label_prefix,
+    vendor: query.vendor,
+    status: query.status,
+    limit: query.limit,
+    cursor: query.cursor,
+  };
   const now = ctx.now();
   const page = await ctx.store.listKeys(filter, now);
   const usage = await ctx.store.dayUsage(page.data.map((k) => k.id), utcDay(now));

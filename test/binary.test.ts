@@ -1,0 +1,91 @@
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { copyFileSync, existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { run, startProcess } from "./helpers/process";
+
+const root = join(import.meta.dir, "..");
+let dir: string;
+let binary: string;
+
+// The compiled single file, copied alone into an empty folder: SPEC §1 and the foundation issue's point 9.
+beforeAll(async () => {
+  const build = await run(["bun", "run", "build"], { cwd: root, env: {} });
+  if (build.code !== 0) throw new Error(`build failed: ${build.stderr}`);
+  dir = mkdtempSync(join(tmpdir(), "keybrake-bin-"));
+  binary = join(dir, "keybrake");
+  copyFileSync(join(root, "dist/keybrake"), binary);
+  Bun.spawnSync(["chmod", "+x", binary]);
+}, 120_000);
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+describe("dist/keybrake alone in an empty folder", () => {
+  test("starts on a fresh database, serves /docs from inside itself, issues a key that survives a restart", async () => {
+    expect(readdirSync(dir)).toEqual(["keybrake"]);
+    const env = { KEYBRAKE_PORT: "0", KEYBRAKE_HOST: "127.0.0.1" };
+    const first = await startProcess([binary], { cwd: dir, env });
+    const token = /kb_admin_[0-9A-Za-z]{40}/.exec(first.stderr())?.[0];
+    expect(token).toBeString();
+    const auth = { authorization: `Bearer ${token}`, "content-type": "application/json" };
+
+    expect(await (await fetch(`${first.url}/healthz`)).json()).toMatchObject({ status: "ok", db: "ok" });
+    const page = await (await fetch(`${first.url}/docs`)).text();
+    expect(page).toContain("/docs/assets/swagger-ui-bundle.js");
+    expect(page).not.toMatch(/https?:\/\//); // nothing from a CDN: works with no internet
+    for (const asset of ["swagger-ui-bundle.js", "swagger-ui.css"]) {
+      const res = await fetch(`${first.url}/docs/assets/${asset}`);
+      expect(res.status).toBe(200);
+      expect((await res.arrayBuffer()).byteLength).toBeGreaterThan(100_000);
+    }
+    const spec = (await (await fetch(`${first.url}/docs/json`)).json()) as { paths: Record<string, unknown>; components: { securitySchemes: Record<string, unknown> } };
+    for (const path of ["/vault/keys", "/vault/keys/{id}", "/vault/keys/revoke", "/v1/keys", "/v1/keys/{id}", "/audit", "/healthz"]) expect(spec.paths).toHaveProperty(path);
+    expect(spec.components.securitySchemes.adminToken).toMatchObject({ type: "http", scheme: "bearer" });
+
+    const res = await fetch(`${first.url}/vault/keys`, { method: "POST", headers: auth, body: JSON.stringify({ vendor: "stripe", daily_usd_cap: 500, allowed_endpoints: ["POST /v1/payment_intents"], expires_in: "6h", agent_run_label: "airflow-billing/run_2026_11_22" }) });
+    expect(res.status).toBe(201);
+    const key = (await res.json()) as { id: string };
+
+    first.proc.kill("SIGTERM");
+    expect(await first.proc.exited).toBe(0);
+    expect(first.stderr()).toContain("stopped cleanly");
+
+    const second = await startProcess([binary], { cwd: dir, env });
+    expect(second.stderr()).not.toContain("kb_admin_"); // the token is printed once, on first start only
+    const again = await fetch(`${second.url}/vault/keys/${key.id}`, { headers: auth });
+    expect(again.status).toBe(200);
+    expect(((await again.json()) as { label: string }).label).toBe("airflow-billing/run_2026_11_22");
+    second.proc.kill("SIGTERM");
+    expect(await second.proc.exited).toBe(0);
+    expect(existsSync(join(dir, "keybrake.db"))).toBe(true);
+  }, 60_000);
+
+  test("the CLI: version, migrate, keys create|list|show|revoke with --json, on the same database", async () => {
+    const env = { KEYBRAKE_DB: join(dir, "cli.db") };
+    expect((await run([binary, "version"], { cwd: dir, env })).stdout.trim()).toMatch(/^\d+\.\d+\.\d+$/);
+    expect((await run([binary, "migrate"], { cwd: dir, env })).stdout).toContain("applied");
+    expect((await run([binary, "migrate"], { cwd: dir, env })).stdout).toContain("already at the latest schema");
+
+    const created = await run([binary, "keys", "create", "--vendor", "stripe", "--daily-usd-cap", "50", "--allow", "POST /v1/payment_intents", "--label", "cli/run-1", "--json"], { cwd: dir, env });
+    expect(created.code).toBe(0);
+    const key = JSON.parse(created.stdout) as { id: string; vault_key: string; daily_usd_cap: number };
+    expect(key.vault_key).toStartWith("kb_live_");
+    expect(key.daily_usd_cap).toBe(50);
+
+    const invalid = await run([binary, "keys", "create", "--vendor", "stripe", "--daily-usd-cap", "0", "--allow", "POST /v1/payment_intents"], { cwd: dir, env });
+    expect(invalid.code).toBe(2);
+    expect(invalid.stderr).toContain("daily_usd_cap");
+
+    const listed = JSON.parse((await run([binary, "keys", "list", "--label-prefix", "cli/", "--json"], { cwd: dir, env })).stdout) as { id: string }[];
+    expect(listed.map((k) => k.id)).toEqual([key.id]);
+    const table = (await run([binary, "keys", "list"], { cwd: dir, env })).stdout;
+    expect(table).toContain(key.id);
+    expect(table).not.toContain(key.vault_key);
+    const shown = JSON.parse((await run([binary, "keys", "show", key.id, "--json"], { cwd: dir, env })).stdout) as { status: string }[];
+    expect(shown[0]!.status).toBe("active");
+    const revoked = JSON.parse((await run([binary, "keys", "revoke", "--label-prefix", "cli/", "--json"], { cwd: dir, env })).stdout) as { revoked: number };
+    expect(revoked).toEqual({ revoked: 1 });
+    const missing = await run([binary, "keys", "show", "vk_missing"], { cwd: dir, env });
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toContain("not_found");
+  }, 60_000);
+});

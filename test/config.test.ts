@@ -1,0 +1,67 @@
+import { describe, expect, test } from "bun:test";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { ConfigError, flagsToEnv, loadConfig } from "../src/config";
+
+describe("config", () => {
+  test("defaults match the contract", () => {
+    const c = loadConfig({});
+    expect(c).toMatchObject({ host: "0.0.0.0", port: 8080, dbPath: "./keybrake.db", upstreamTimeoutMs: 80_000, maxBodyBytes: 1_048_576, fx: {} });
+    expect(c.baseUrls).toEqual({ stripe: "https://api.stripe.com", twilio: "https://api.twilio.com", resend: "https://api.resend.com" });
+    expect(c.adminToken).toBeUndefined();
+  });
+
+  test("flags override the environment", () => {
+    const { env, rest } = flagsToEnv(["serve", "--port", "9001", "--db=/tmp/x.db", "--json"]);
+    expect(rest).toEqual(["serve", "--json"]);
+    const c = loadConfig({ KEYBRAKE_PORT: "7000", KEYBRAKE_DB: "/tmp/env.db" }, env);
+    expect(c.port).toBe(9001);
+    expect(c.dbPath).toBe("/tmp/x.db");
+  });
+
+  test("NAME_FILE reads a secret from a file (trailing newline trimmed)", () => {
+    const dir = mkdtempSync(join(tmpdir(), "kbcfg-"));
+    writeFileSync(join(dir, "stripe"), "sk_live_fromfile\n");
+    writeFileSync(join(dir, "admin"), "a".repeat(40));
+    const c = loadConfig({ KEYBRAKE_STRIPE_SECRET_KEY_FILE: join(dir, "stripe"), KEYBRAKE_ADMIN_TOKEN_FILE: join(dir, "admin") });
+    expect(c.secrets.stripe.live).toBe("sk_live_fromfile");
+    expect(c.adminToken).toBe("a".repeat(40));
+  });
+
+  const bad: [Record<string, string>, RegExp][] = [
+    [{ KEYBRAKE_PORT: "abc" }, /^KEYBRAKE_PORT: must be an integer from 0 to 65535$/],
+    [{ KEYBRAKE_PORT: "70000" }, /^KEYBRAKE_PORT: /],
+    [{ KEYBRAKE_ADMIN_TOKEN: "short" }, /^KEYBRAKE_ADMIN_TOKEN: must be at least 32 characters$/],
+    [{ KEYBRAKE_STRIPE_BASE_URL: "ftp://x" }, /^KEYBRAKE_STRIPE_BASE_URL: must be an http\(s\) URL$/],
+    [{ KEYBRAKE_FX: "EUR=abc" }, /^KEYBRAKE_FX: "EUR=abc" is not CODE=rate/],
+    [{ KEYBRAKE_FX: "EURO=1.1" }, /^KEYBRAKE_FX: /],
+    [{ KEYBRAKE_TWILIO_SMS_USD: "-1" }, /^KEYBRAKE_TWILIO_SMS_USD: /],
+    [{ KEYBRAKE_UPSTREAM_TIMEOUT_MS: "0" }, /^KEYBRAKE_UPSTREAM_TIMEOUT_MS: /],
+    [{ KEYBRAKE_METRICS_PUBLIC: "yes" }, /^KEYBRAKE_METRICS_PUBLIC: must be 0 or 1$/],
+    [{ KEYBRAKE_TWILIO_ACCOUNT_SID: "AC1" }, /^KEYBRAKE_TWILIO_ACCOUNT_SID: set together with KEYBRAKE_TWILIO_AUTH_TOKEN$/],
+    [{ KEYBRAKE_STRIPE_SECRET_KEY_FILE: "/nonexistent/file" }, /^KEYBRAKE_STRIPE_SECRET_KEY_FILE: cannot read/],
+    [{ KEYBRAKE_STRIPE_SECRET_KEY: "a", KEYBRAKE_STRIPE_SECRET_KEY_FILE: "/etc/hostname" }, /either/],
+  ];
+  for (const [env, message] of bad) {
+    test(`${JSON.stringify(env)} is refused with one line naming the variable`, () => {
+      let error: unknown;
+      try {
+        loadConfig(env);
+      } catch (e) {
+        error = e;
+      }
+      expect(error).toBeInstanceOf(ConfigError);
+      expect((error as Error).message).toMatch(message);
+      expect((error as Error).message).not.toContain("\n");
+    });
+  }
+
+  test("the CLI prints one line and exits 2 on a bad value, with no stack trace", async () => {
+    const proc = Bun.spawn(["bun", "src/main.ts", "serve", "--port", "nope"], { cwd: join(import.meta.dir, ".."), stderr: "pipe", stdout: "pipe" });
+    const code = await proc.exited;
+    const stderr = await new Response(proc.stderr).text();
+    expect(code).toBe(2);
+    expect(stderr.trim()).toBe("keybrake: invalid configuration: KEYBRAKE_PORT: must be an integer from 0 to 65535");
+  });
+});
