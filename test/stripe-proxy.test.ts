@@ -386,7 +386,7 @@ describe("audit", () => {
     expect(denied.status).toBe(429);
     const page = (await (await kb.admin(`/audit?label_prefix=${encodeURIComponent(label.split("/")[0]! + "/")}`)).json()) as Json;
     expect(page.data).toHaveLength(2);
-    const [deniedRow, allowedRow] = page.data as Json[];
+    const [deniedRow, allowedRow] = page.data as [Json, Json];
     expect(allowedRow).toMatchObject({
       id: ok.headers.get("x-keybrake-request-id"),
       key_id: key.id,
