@@ -40,16 +40,25 @@ function formBody(params: URLSearchParams): PricedBody {
   };
 }
 
-function jsonBody(text: string): PricedBody {
+/**
+ * JSON.parse keeps the last of two equal keys; another parser may keep the first. A body with a key twice in
+ * any object is refused rather than guessed, so `{"amount":1,"amount":5000}` is never priced at $0.01.
+ */
+export function parseStrictJson(text: string): unknown {
   let value: unknown;
   try {
     value = JSON.parse(text);
   } catch {
     throw unpriceable("the JSON body does not parse");
   }
-  if (typeof value !== "object" || value === null || Array.isArray(value)) throw unpriceable("the JSON body is not an object");
-  const duplicate = duplicateTopLevelKey(text);
+  const duplicate = duplicateKey(text);
   if (duplicate !== null) throw unpriceable(`"${duplicate}" is given more than once`);
+  return value;
+}
+
+function jsonBody(text: string): PricedBody {
+  const value = parseStrictJson(text);
+  if (typeof value !== "object" || value === null || Array.isArray(value)) throw unpriceable("the JSON body is not an object");
   const obj = value as Record<string, unknown>;
   return {
     scalar(name) {
@@ -65,33 +74,31 @@ function jsonBody(text: string): PricedBody {
   };
 }
 
-/**
- * JSON.parse keeps the last of two equal keys; another parser may keep the first. Walk the text and report a
- * top-level key that appears twice, so `{"amount":1,"amount":5000}` is refused rather than guessed.
- */
-export function duplicateTopLevelKey(text: string): string | null {
-  const seen = new Set<string>();
-  let depth = 0;
-  let expectKey = false;
+/** The first key that appears twice in one object of already-valid JSON text, or null. */
+export function duplicateKey(text: string): string | null {
+  // One entry per open container: the keys seen so far for an object, null for an array.
+  const stack: ({ keys: Set<string>; expectKey: boolean } | null)[] = [];
   for (let i = 0; i < text.length; i++) {
     const ch = text[i];
+    const top = stack[stack.length - 1];
     if (ch === '"') {
       let j = i + 1;
-      while (j < text.length && text[j] !== '"') j += text[j] === "\\" ? 2 : 1;
-      if (depth === 1 && expectKey) {
+      while (text[j] !== '"') j += text[j] === "\\" ? 2 : 1;
+      if (top && top.expectKey) {
         const key = JSON.parse(text.slice(i, j + 1)) as string;
-        if (seen.has(key)) return key;
-        seen.add(key);
-        expectKey = false;
+        if (top.keys.has(key)) return key;
+        top.keys.add(key);
+        top.expectKey = false;
       }
       i = j;
-    } else if (ch === "{" || ch === "[") {
-      depth++;
-      if (depth === 1 && ch === "{") expectKey = true;
+    } else if (ch === "{") {
+      stack.push({ keys: new Set(), expectKey: true });
+    } else if (ch === "[") {
+      stack.push(null);
     } else if (ch === "}" || ch === "]") {
-      depth--;
-    } else if (ch === "," && depth === 1) {
-      expectKey = true;
+      stack.pop();
+    } else if (ch === "," && top) {
+      top.expectKey = true;
     }
   }
   return null;

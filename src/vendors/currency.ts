@@ -12,21 +12,24 @@ export function minorUnitExponent(currency: string): number {
 }
 
 /**
- * Micro-dollars for an amount in a currency's minor units, through KEYBRAKE_FX (USD per unit). Exact rational
+ * Micro-dollars for `digits / 10^scale` units of a currency, through KEYBRAKE_FX (USD per unit). Exact rational
  * arithmetic in BigInt; a fraction of a micro-dollar rounds up, so a hold is never smaller than the charge.
  */
-export function minorToMicros(amountMinor: number, currency: string, fx: Record<string, string>): number {
+export function decimalToMicros(digits: bigint, scale: number, currency: string, fx: Record<string, string>): number {
   const code = currency.toUpperCase();
   const rate = code === "USD" ? "1" : fx[code];
   if (rate === undefined) {
     throw new KeybrakeError(422, "currency_not_priced", `No KEYBRAKE_FX rate for ${code}; the call was not forwarded.`);
   }
   const [whole, frac = ""] = rate.split(".");
-  const rateNum = BigInt(whole! + frac);
-  const num = BigInt(amountMinor) * rateNum * 1_000_000n;
-  const den = 10n ** BigInt(minorUnitExponent(code) + frac.length);
+  const num = digits * BigInt(whole! + frac) * 1_000_000n;
+  const den = 10n ** BigInt(scale + frac.length);
   return Number((num + den - 1n) / den);
 }
+
+/** Micro-dollars for an amount in a currency's minor units (what Stripe sends). */
+export const minorToMicros = (amountMinor: number, currency: string, fx: Record<string, string>): number =>
+  decimalToMicros(BigInt(amountMinor), minorUnitExponent(currency), currency, fx);
 
 /** Micro-dollars for a USD unit price times a count, rounded up. */
 export const unitPriceMicros = (usd: number, count: number): number => Math.ceil(Math.round(usd * 1e8) * count / 100);

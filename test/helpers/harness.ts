@@ -4,7 +4,9 @@ import { join } from "node:path";
 import { loadConfig, type Config } from "../../src/config";
 import { createApp } from "../../src/server";
 import { openStore, type Store } from "../../src/store/index";
+import { RESEND_KEY, RESEND_TEST_KEY } from "./mock-resend";
 import { STRIPE_LIVE_SECRET, STRIPE_TEST_SECRET } from "./mock-stripe";
+import { TWILIO_SID, TWILIO_TEST_SID, TWILIO_TEST_TOKEN, TWILIO_TOKEN } from "./mock-twilio";
 
 export const ADMIN_TOKEN = "test-admin-token-0123456789abcdefghijklmnop";
 
@@ -29,6 +31,12 @@ export async function startKeybrake(env: Record<string, string> = {}, options: {
     KEYBRAKE_ADMIN_TOKEN: ADMIN_TOKEN,
     KEYBRAKE_STRIPE_SECRET_KEY: STRIPE_LIVE_SECRET,
     KEYBRAKE_STRIPE_TEST_SECRET_KEY: STRIPE_TEST_SECRET,
+    KEYBRAKE_TWILIO_ACCOUNT_SID: TWILIO_SID,
+    KEYBRAKE_TWILIO_AUTH_TOKEN: TWILIO_TOKEN,
+    KEYBRAKE_TWILIO_TEST_ACCOUNT_SID: TWILIO_TEST_SID,
+    KEYBRAKE_TWILIO_TEST_AUTH_TOKEN: TWILIO_TEST_TOKEN,
+    KEYBRAKE_RESEND_API_KEY: RESEND_KEY,
+    KEYBRAKE_RESEND_TEST_API_KEY: RESEND_TEST_KEY,
     KEYBRAKE_UPSTREAM_TIMEOUT_MS: "1500",
     ...env,
   });
