@@ -3,6 +3,8 @@ import { ConfigError, flagsToEnv, loadConfig, type Config } from "./config";
 import { KeybrakeError } from "./errors";
 import { keysCommand, UsageError } from "./cli/keys";
 import { announceAdminToken, ensureAdminToken } from "./ops/admin-auth";
+import { startMaintenance } from "./ops/maintenance";
+import { holdsCommand } from "./cli/holds";
 import { createApp } from "./server";
 import { openStore } from "./store/index";
 import { applyMigrations } from "./store/migrate";
@@ -13,6 +15,7 @@ const USAGE = `keybrake ${VERSION} — a spend brake for jobs that call Stripe, 
 
 usage: keybrake [serve]           start the server (default)
        keybrake keys ...          create | list | show | revoke vault keys (keybrake keys --help)
+       keybrake holds ...         list | settle | release holds a crash left unsettled
        keybrake migrate           bring the database to the latest schema
        keybrake version
 
@@ -23,7 +26,15 @@ const SHUTDOWN_GRACE_MS = 25_000;
 async function serve(config: Config) {
   const store = openStore(config.dbPath, { synchronous: config.dbSynchronous });
   await ensureAdminToken(config, store, announceAdminToken);
+  const orphaned = await store.recoverOrphanedHolds(Date.now());
+  if (orphaned.length > 0) {
+    console.error(
+      `keybrake: ${orphaned.length} hold(s) from a previous run were never settled; they stay counted as held until ` +
+        "resolved: keybrake holds list, then keybrake holds settle|release <id>",
+    );
+  }
   const app = createApp(config, store);
+  const maintenance = startMaintenance(store);
   // Bun's own limit sits above ours so that oversized bodies get the contract's 413, not a bare one.
   app.listen({ hostname: config.host, port: config.port, maxRequestBodySize: config.maxBodyBytes + 65_536 });
   const server = app.server!;
@@ -35,6 +46,7 @@ async function serve(config: Config) {
     stopping = true;
     console.error(`keybrake: ${signal}: no longer accepting; finishing in-flight calls`);
     // stop(false) resolves when in-flight requests have answered (and so settled); bounded by the timer.
+    maintenance.stop();
     await Promise.race([server.stop(false), Bun.sleep(SHUTDOWN_GRACE_MS)]);
     store.close();
     console.error("keybrake: stopped cleanly");
@@ -67,10 +79,11 @@ async function main(argv: string[]): Promise<number> {
       console.log(applied.length ? `applied ${applied.join(", ")}` : "already at the latest schema");
       return 0;
     }
-    case "keys": {
+    case "keys":
+    case "holds": {
       const store = openStore(config.dbPath, { synchronous: config.dbSynchronous });
       try {
-        await keysCommand(store, args, `cli:${process.env.USER ?? "local"}`);
+        await (command === "keys" ? keysCommand : holdsCommand)(store, args, `cli:${process.env.USER ?? "local"}`);
       } finally {
         store.close();
       }

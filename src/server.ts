@@ -2,6 +2,7 @@ import { Elysia } from "elysia";
 import { auditRoutes } from "./audit/routes";
 import type { Config } from "./config";
 import { KeybrakeError, errorResponse, invalidRequest, notFound } from "./errors";
+import { holdRoutes } from "./holds/routes";
 import { keyRoutes } from "./keys/routes";
 import { adminAuth } from "./ops/admin-auth";
 import { docsRoutes } from "./ops/docs";
@@ -34,6 +35,7 @@ export function createApp(config: Config, store: Store, options: AppOptions = {}
     .use(docsRoutes())
     .use(healthRoutes(store))
     .use(keyRoutes(store, auth, now))
+    .use(holdRoutes(store, auth, now))
     .use(auditRoutes(store, auth))
     .use(proxyRoutes({ config, store, now, rateLimiter: new RateLimiter() }));
 }

@@ -2,19 +2,18 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { copyFileSync, existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { ensureBinary } from "./helpers/binary";
 import { run, startProcess } from "./helpers/process";
 
-const root = join(import.meta.dir, "..");
 let dir: string;
 let binary: string;
 
 // The compiled single file, copied alone into an empty folder: SPEC §1 and the foundation issue's point 9.
 beforeAll(async () => {
-  const build = await run(["bun", "run", "build"], { cwd: root, env: {} });
-  if (build.code !== 0) throw new Error(`build failed: ${build.stderr}`);
+  const built = await ensureBinary();
   dir = mkdtempSync(join(tmpdir(), "keybrake-bin-"));
   binary = join(dir, "keybrake");
-  copyFileSync(join(root, "dist/keybrake"), binary);
+  copyFileSync(built, binary);
   Bun.spawnSync(["chmod", "+x", binary]);
 }, 120_000);
 afterAll(() => rmSync(dir, { recursive: true, force: true }));

@@ -1,6 +1,6 @@
 import type { Config } from "../config";
 import { KeybrakeError, errorResponse } from "../errors";
-import type { AuditRow, DayUsage, KeyRecord, Store } from "../store/index";
+import type { AuditRow, DayUsage, IdempotencyResult, KeyRecord, Outcome, Store, StoredResponse } from "../store/index";
 import { microsToUsd, msUntilUtcMidnight, randomBase62, sha256Hex, utcDay } from "../util";
 import type { Credentials, Quote, Settlement, Vendor } from "../vendors/types";
 import { presentedVaultKey } from "./credentials";
@@ -33,9 +33,15 @@ interface Admitted {
   body: Uint8Array;
   quote: Quote;
   creds: Credentials;
-  holdId: string;
+  /** The ledger entry holding the price (null when the call holds nothing). */
+  holdId: string | null;
   day: string;
+  idempotencyKey: string | null;
 }
+
+/** Idempotency memory lasts as long as Stripe's and Resend's own: 24 hours. */
+const IDEMPOTENCY_TTL_MS = 24 * 3600 * 1000;
+const IDEMPOTENT_METHODS = new Set(["POST", "PUT", "PATCH", "DELETE"]);
 
 /** Whether the call gets a ledger entry: it holds money, or its cost is only known from the answer. */
 export const holdsMoney = (q: Pick<Quote, "micros" | "needsHeadroom">) => q.micros > 0 || q.needsHeadroom;
@@ -70,7 +76,7 @@ export async function handleProxy(deps: ProxyDeps, call: ProxyCall): Promise<Res
     clientIp: call.clientIp,
   };
 
-  let admitted: Admitted;
+  let admitted: Admitted | { replay: StoredResponse };
   try {
     admitted = await admit(deps, call, audit);
   } catch (err) {
@@ -83,10 +89,11 @@ export async function handleProxy(deps: ProxyDeps, call: ProxyCall): Promise<Res
     if (audit.keyId) headers["x-keybrake-key-id"] = audit.keyId;
     return errorResponse(err, headers);
   }
+  if ("replay" in admitted) return replay(deps, admitted.replay, audit, started);
   return forwardAndSettle(deps, call, admitted, audit, started);
 }
 
-async function admit(deps: ProxyDeps, call: ProxyCall, audit: AuditRow): Promise<Admitted> {
+async function admit(deps: ProxyDeps, call: ProxyCall, audit: AuditRow): Promise<Admitted | { replay: StoredResponse }> {
   const { request, vendor } = call;
   const { store, config } = deps;
   const secret = presentedVaultKey(request.headers.get("authorization"));
@@ -136,19 +143,40 @@ async function admit(deps: ProxyDeps, call: ProxyCall, audit: AuditRow): Promise
 
   if (!creds) throw deny(503, "vendor_not_configured", `No ${key.mode} secret is configured for ${vendor.name}.`);
 
+  const idempotencyKey = IDEMPOTENT_METHODS.has(request.method) ? audit.idempotencyKey : null;
   const holdId = `hold_${randomBase62(22)}`;
-  const day = utcDay(now);
-  const hold = await store.holdSpend({ holdId, keyId: key.id, day, micros: quote.micros, needsHeadroom: quote.needsHeadroom, now });
-  if (!hold.admitted) {
-    if (hold.reason === "revoked") throw deny(401, "key_revoked", "This vault key has been revoked.");
-    const retry: Record<string, string> = hold.reason === "daily_cap" ? { "retry-after": String(Math.ceil(msUntilUtcMidnight(now) / 1000)) } : {};
-    throw deny(429, "cap_exhausted", `This call would exceed the key's ${hold.reason === "daily_cap" ? "daily" : "lifetime"} USD cap.`, {
-      "x-keybrake-cap-hit": "true",
-      ...retry,
-    });
+  const hold = await store.holdSpend({
+    holdId,
+    keyId: key.id,
+    day: utcDay(now),
+    micros: quote.micros,
+    ledger: holdsMoney(quote),
+    needsHeadroom: quote.needsHeadroom,
+    now,
+    call: { requestId: audit.id, method: request.method, path },
+    idempotency: idempotencyKey
+      ? { key: idempotencyKey, fingerprint: sha256Hex(`${request.method} ${path}${call.url.search}\n${Buffer.from(body).toString("latin1")}`), ttlMs: IDEMPOTENCY_TTL_MS }
+      : undefined,
+  });
+  switch (hold.kind) {
+    case "admitted":
+      audit.holdMicros = quote.micros;
+      return { key, vendor, path, body, quote, creds, holdId: hold.holdId, day: hold.day, idempotencyKey };
+    case "replay":
+      return { replay: hold.response };
+    case "in_flight":
+      throw deny(409, "idempotency_in_flight", "A call with this Idempotency-Key is still in flight; retry shortly.", { "retry-after": "1" });
+    case "conflict":
+      throw deny(409, "idempotency_conflict", "This Idempotency-Key was used with a different request; nothing was forwarded.", { "stripe-should-retry": "false" });
+    case "denied": {
+      if (hold.reason === "revoked") throw deny(401, "key_revoked", "This vault key has been revoked.");
+      const retry: Record<string, string> = hold.reason === "daily_cap" ? { "retry-after": String(Math.ceil(msUntilUtcMidnight(now) / 1000)) } : {};
+      throw deny(429, "cap_exhausted", `This call would exceed the key's ${hold.reason === "daily_cap" ? "daily" : "lifetime"} USD cap.`, {
+        "x-keybrake-cap-hit": "true",
+        ...retry,
+      });
+    }
   }
-  audit.holdMicros = quote.micros;
-  return { key, vendor, path, body, quote, creds, holdId, day };
 }
 
 async function readBody(request: Request, limit: number): Promise<Uint8Array> {
@@ -187,16 +215,17 @@ async function forwardAndSettle(deps: ProxyDeps, call: ProxyCall, a: Admitted, a
   if (result.kind === "response") audit.vendorRequestId = a.vendor.requestId(result.headers);
   audit.overheadMs = performance.now() - started - upstreamMs;
 
+  const passedHeaders = result.kind === "response" ? clientResponseHeaders(result.headers) : null;
   const today = await deps.store.settleCall({
     keyId: a.key.id,
     day: a.day,
-    holdId: holdsMoney(a.quote) ? a.holdId : undefined,
-    holdMicros: a.quote.micros,
+    holdId: a.holdId ?? undefined,
     outcome,
     costMicros: settlement.costMicros,
     now: deps.now(),
     audit,
     track: settlement.track,
+    idempotency: a.idempotencyKey ? { key: a.idempotencyKey, result: idempotencyResult(result, outcome, passedHeaders, audit.vendorRequestId) } : undefined,
   });
 
   const keybrakeHeaders = spendHeaders(a.key, today, audit);
@@ -207,7 +236,7 @@ async function forwardAndSettle(deps: ProxyDeps, call: ProxyCall, a: Admitted, a
         : deny(502, "upstream_unreachable", `${a.vendor.name} could not be reached.`);
     return errorResponse(err, keybrakeHeaders);
   }
-  const headers = clientResponseHeaders(result.headers);
+  const headers = passedHeaders!;
   for (const [name, value] of Object.entries(keybrakeHeaders)) headers.set(name, value);
   headers.set("x-keybrake-overhead-ms", (performance.now() - started - upstreamMs).toFixed(3));
   return new Response(result.body, { status: result.status, headers });
@@ -217,7 +246,7 @@ async function forwardAndSettle(deps: ProxyDeps, call: ProxyCall, a: Admitted, a
  * 2xx: the actual cost. A definite failure (vendor 3xx/4xx, or the request never left): released, cost 0.
  * Ambiguous (vendor 5xx, timeout, connection lost after sending): the hold is spent.
  */
-function settlementFor(result: UpstreamResult, quote: Quote): { outcome: "settled" | "released" | "ambiguous"; settlement: Settlement } {
+function settlementFor(result: UpstreamResult, quote: Quote): { outcome: Outcome; settlement: Settlement } {
   const atHold: Settlement = { costMicros: quote.micros, source: quote.source, currency: quote.currency, amountMinor: quote.amountMinor };
   if (result.kind === "not_sent") return { outcome: "released", settlement: { ...atHold, costMicros: 0 } };
   if (result.kind !== "response" || result.status >= 500) return { outcome: "ambiguous", settlement: atHold };
@@ -230,6 +259,34 @@ function settlementFor(result: UpstreamResult, quote: Quote): { outcome: "settle
     // Not JSON: the vendor stated nothing, so the hold stands as the cost.
   }
   return { outcome: "settled", settlement: quote.settle(json) };
+}
+
+function idempotencyResult(result: UpstreamResult, outcome: Outcome, headers: Headers | null, vendorRequestId: string | null): IdempotencyResult {
+  if (result.kind === "not_sent") return { kind: "forget" };
+  if (result.kind !== "response" || outcome === "ambiguous") return { kind: "ambiguous" };
+  return { kind: "completed", response: { status: result.status, headers: [...headers!.entries()], body: new Uint8Array(result.body), vendorRequestId } };
+}
+
+/** A completed call seen again with the same Idempotency-Key and body: its answer, with nothing forwarded or charged. */
+async function replay(deps: ProxyDeps, stored: StoredResponse, audit: AuditRow, started: number): Promise<Response> {
+  if (stored.body === null) {
+    const err = deny(409, "idempotency_conflict", "The first answer to this Idempotency-Key was too large to keep; nothing was forwarded.", { "stripe-should-retry": "false" });
+    audit.status = 409;
+    audit.decision = err.code;
+    await deps.store.recordAudit(audit);
+    return errorResponse(err, { "x-keybrake-request-id": audit.id });
+  }
+  audit.status = stored.status;
+  audit.costSource = "replay";
+  audit.vendorRequestId = stored.vendorRequestId;
+  audit.overheadMs = performance.now() - started;
+  await deps.store.recordAudit(audit);
+  const headers = new Headers(stored.headers);
+  headers.set("x-keybrake-replayed", "true");
+  headers.set("x-keybrake-request-id", audit.id);
+  headers.set("x-keybrake-key-id", audit.keyId!);
+  headers.set("x-keybrake-overhead-ms", audit.overheadMs.toFixed(3));
+  return new Response(stored.body, { status: stored.status, headers });
 }
 
 function spendHeaders(key: KeyRecord, today: DayUsage, audit: AuditRow): Record<string, string> {

@@ -1,10 +1,16 @@
 import type { Db } from "./sqlite";
-import { insertAuditSql, auditParams } from "./audit";
-import type { DayUsage, HoldRequest, HoldResult, SettleRequest, TrackedObject } from "./types";
+import { auditParams, insertAuditSql } from "./audit";
+import type { DayUsage, HoldRecord, HoldRequest, HoldResult, IdempotencyResult, SettleRequest, StoredResponse, TrackedObject } from "./types";
+
+/** Answers larger than this are not kept for replay (Stripe objects are a few KiB). */
+export const MAX_STORED_RESPONSE_BYTES = 256 * 1024;
+
+type EntryState = HoldRecord["state"];
 
 /**
  * Holds and settlements. Each runs in one `BEGIN IMMEDIATE` transaction: the write lock is taken before the
- * balance is read, so no two holds can both see the same headroom.
+ * balance is read, so no two holds can both see the same headroom, and no two calls can both claim the same
+ * Idempotency-Key.
  */
 export function ledgerQueries(db: Db) {
   const client = db.$client;
@@ -20,8 +26,13 @@ export function ledgerQueries(db: Db) {
     `SELECT settled_micros AS settledMicros, held_micros AS heldMicros FROM spend_days WHERE key_id = ? AND day = ?`,
   );
   const insertHold = client.prepare(
-    `INSERT INTO ledger_entries (id, key_id, day, hold_micros, state, created_at) VALUES (?, ?, ?, ?, 'held', ?)`,
+    `INSERT INTO ledger_entries (id, key_id, day, hold_micros, state, created_at, request_id, method, path)
+     VALUES (?, ?, ?, ?, 'held', ?, ?, ?, ?)`,
   );
+  const entryById = client.prepare<{ state: EntryState; hold: number; cost: number | null; keyId: string; day: string }, [string]>(
+    `SELECT state, hold_micros AS hold, cost_micros AS cost, key_id AS keyId, day FROM ledger_entries WHERE id = ?`,
+  );
+  const closeEntry = client.prepare(`UPDATE ledger_entries SET state = ?2, cost_micros = ?3, settled_at = ?4 WHERE id = ?1`);
   const addDay = client.prepare(
     `INSERT INTO spend_days (key_id, day, settled_micros, held_micros) VALUES (?1, ?2, ?3, ?4)
      ON CONFLICT (key_id, day) DO UPDATE SET settled_micros = settled_micros + ?3, held_micros = held_micros + ?4`,
@@ -30,9 +41,6 @@ export function ledgerQueries(db: Db) {
     `UPDATE vault_keys SET spent_total_micros = spent_total_micros + ?2, held_total_micros = held_total_micros + ?3,
             calls = calls + ?4, last_used_at = coalesce(?5, last_used_at)
       WHERE id = ?1`,
-  );
-  const closeHold = client.prepare(
-    `UPDATE ledger_entries SET state = ?2, cost_micros = ?3, settled_at = ?4 WHERE id = ?1 AND state = 'held'`,
   );
   const insertAudit = client.prepare(insertAuditSql);
   const upsertTracked = client.prepare(
@@ -45,36 +53,167 @@ export function ledgerQueries(db: Db) {
     `SELECT object_id AS objectId, key_id AS keyId, currency, amount_minor AS amountMinor, counted_micros AS countedMicros
        FROM tracked_objects WHERE object_id = ?`,
   );
+  const idemGet = client.prepare<
+    { fingerprint: string; state: string; holdId: string | null; day: string; status: number | null; headers: string | null; body: Uint8Array | null; vendorRequestId: string | null; expiresAt: number },
+    [string, string]
+  >(
+    `SELECT fingerprint, state, hold_id AS holdId, day, status, headers, body, vendor_request_id AS vendorRequestId, expires_at AS expiresAt
+       FROM idempotency_entries WHERE key_id = ? AND idempotency_key = ?`,
+  );
+  const idemClaim = client.prepare(
+    `INSERT OR REPLACE INTO idempotency_entries (key_id, idempotency_key, fingerprint, state, hold_id, day, created_at, expires_at)
+     VALUES (?, ?, ?, 'in_flight', ?, ?, ?, ?)`,
+  );
+  const idemSetState = client.prepare(`UPDATE idempotency_entries SET state = ?3 WHERE key_id = ?1 AND idempotency_key = ?2`);
+  const idemComplete = client.prepare(
+    `UPDATE idempotency_entries SET state = 'completed', status = ?3, headers = ?4, body = ?5, body_too_large = ?6, vendor_request_id = ?7
+      WHERE key_id = ?1 AND idempotency_key = ?2`,
+  );
+  const idemForget = client.prepare(`DELETE FROM idempotency_entries WHERE key_id = ? AND idempotency_key = ?`);
+  const idemPrune = client.prepare(
+    `DELETE FROM idempotency_entries WHERE rowid IN (SELECT rowid FROM idempotency_entries WHERE expires_at <= ? LIMIT ?)`,
+  );
+  const heldEntries = client.prepare<HoldRecord & { vendor: string | null; mode: string | null; method: string | null; path: string | null; requestId: string | null }, [string, number]>(
+    `SELECT e.id, e.key_id AS keyId, k.label, k.vendor, k.mode, e.day, e.hold_micros AS holdMicros, e.cost_micros AS costMicros,
+            e.state, e.created_at AS createdAt, e.settled_at AS settledAt, e.method, e.path, e.request_id AS requestId
+       FROM ledger_entries e LEFT JOIN vault_keys k ON k.id = e.key_id
+      WHERE e.state = ? ORDER BY e.created_at LIMIT ?`,
+  );
+  const holdById = client.prepare<HoldRecord, [string]>(
+    `SELECT e.id, e.key_id AS keyId, k.label, e.day, e.hold_micros AS holdMicros, e.cost_micros AS costMicros, e.state,
+            e.created_at AS createdAt, e.settled_at AS settledAt
+       FROM ledger_entries e LEFT JOIN vault_keys k ON k.id = e.key_id WHERE e.id = ?`,
+  );
+  const orphanEntries = client.prepare(`UPDATE ledger_entries SET state = 'orphaned' WHERE state = 'held'`);
+  const ambiguousInFlight = client.prepare(`UPDATE idempotency_entries SET state = 'ambiguous' WHERE state = 'in_flight'`);
+
+  /**
+   * Moves a ledger entry to its outcome and returns what that moves on the key's balances. From `held` or
+   * `orphaned` the hold is released and the cost settled; from `ambiguous` (a retry re-forwarded on the same
+   * hold) the earlier cost is replaced by this one. An entry already settled or released moves no money again.
+   */
+  function closeHold(holdId: string, outcome: "settled" | "released" | "ambiguous", costMicros: number, now: number) {
+    const entry = entryById.get(holdId);
+    if (!entry) return null;
+    let heldDelta: number;
+    let costDelta: number;
+    if (entry.state === "held" || entry.state === "orphaned") {
+      heldDelta = -entry.hold;
+      costDelta = costMicros;
+    } else if (entry.state === "ambiguous") {
+      heldDelta = 0;
+      costDelta = costMicros - (entry.cost ?? 0);
+    } else {
+      return null;
+    }
+    closeEntry.run(holdId, outcome, costMicros, now);
+    addDay.run(entry.keyId, entry.day, costDelta, heldDelta);
+    return { keyId: entry.keyId, costDelta, heldDelta };
+  }
+
+  function rememberOutcome(keyId: string, idemKey: string, result: IdempotencyResult) {
+    if (result.kind === "forget") return idemForget.run(keyId, idemKey);
+    if (result.kind === "ambiguous") return idemSetState.run(keyId, idemKey, "ambiguous");
+    const r = result.response;
+    const tooLarge = r.body !== null && r.body.byteLength > MAX_STORED_RESPONSE_BYTES;
+    idemComplete.run(keyId, idemKey, r.status, JSON.stringify(r.headers), tooLarge ? null : r.body, tooLarge ? 1 : 0, r.vendorRequestId);
+  }
 
   const hold = client.transaction((req: HoldRequest): HoldResult => {
     const key = keyBalance.get(req.keyId);
-    if (!key || key.status !== "active") return { admitted: false, reason: "revoked" };
+    if (!key || key.status !== "active") return { kind: "denied", reason: "revoked" };
+    if (req.idempotency) {
+      const prior = idemGet.get(req.keyId, req.idempotency.key);
+      if (prior && prior.expiresAt > req.now) {
+        if (prior.fingerprint !== req.idempotency.fingerprint) return { kind: "conflict" };
+        if (prior.state === "in_flight") return { kind: "in_flight" };
+        if (prior.state === "completed") {
+          const response: StoredResponse = { status: prior.status!, headers: JSON.parse(prior.headers ?? "[]"), body: prior.body, vendorRequestId: prior.vendorRequestId };
+          return { kind: "replay", response };
+        }
+        idemSetState.run(req.keyId, req.idempotency.key, "in_flight");
+        return { kind: "admitted", holdId: prior.holdId, day: prior.day, reused: true };
+      }
+    }
     const day = dayBalance.get(req.keyId, req.day) ?? { settledMicros: 0, heldMicros: 0 };
     const fits = (committed: number, cap: number | null) =>
       cap === null || (req.needsHeadroom ? committed + req.micros < cap : committed + req.micros <= cap);
-    if (!fits(day.settledMicros + day.heldMicros, key.daily)) return { admitted: false, reason: "daily_cap" };
-    if (!fits(key.spent + key.held, key.total)) return { admitted: false, reason: "total_cap" };
-    if (req.micros > 0 || req.needsHeadroom) {
-      insertHold.run(req.holdId, req.keyId, req.day, req.micros, req.now);
+    if (!fits(day.settledMicros + day.heldMicros, key.daily)) return { kind: "denied", reason: "daily_cap" };
+    if (!fits(key.spent + key.held, key.total)) return { kind: "denied", reason: "total_cap" };
+    if (req.ledger) {
+      insertHold.run(req.holdId, req.keyId, req.day, req.micros, req.now, req.call.requestId, req.call.method, req.call.path);
       addDay.run(req.keyId, req.day, 0, req.micros);
       addKeyTotals.run(req.keyId, 0, req.micros, 0, null);
     }
-    return { admitted: true };
+    if (req.idempotency) {
+      idemClaim.run(req.keyId, req.idempotency.key, req.idempotency.fingerprint, req.ledger ? req.holdId : null, req.day, req.now, req.now + req.idempotency.ttlMs);
+    }
+    return { kind: "admitted", holdId: req.ledger ? req.holdId : null, day: req.day, reused: false };
   });
 
   const settle = client.transaction((req: SettleRequest): DayUsage => {
-    // A hold settles once: a second settle of the same hold moves no money (only the audit row is written).
-    const closed = req.holdId ? closeHold.run(req.holdId, req.outcome, req.costMicros, req.now).changes === 1 : true;
-    const held = req.holdId && closed ? req.holdMicros : 0;
-    const cost = closed ? req.costMicros : 0;
-    addDay.run(req.keyId, req.day, cost, -held);
-    addKeyTotals.run(req.keyId, cost, -held, 1, req.now);
+    const moved = req.holdId ? closeHold(req.holdId, req.outcome, req.costMicros, req.now) : null;
+    addKeyTotals.run(req.keyId, moved?.costDelta ?? 0, moved?.heldDelta ?? 0, 1, req.now);
     insertAudit.run(...auditParams(req.audit));
     if (req.track) {
       const t = req.track;
       upsertTracked.run(t.objectId, t.keyId, t.currency, t.amountMinor, t.countedMicros, req.now);
     }
+    if (req.idempotency) rememberOutcome(req.keyId, req.idempotency.key, req.idempotency.result);
     return dayBalance.get(req.keyId, req.day) ?? { settledMicros: 0, heldMicros: 0 };
+  });
+
+  const recover = client.transaction((now: number): HoldRecord[] => {
+    const held = heldEntries.all("held", 1_000_000);
+    orphanEntries.run();
+    ambiguousInFlight.run();
+    for (const h of held) {
+      insertAudit.run(
+        ...auditParams({
+          id: h.requestId ?? `kbr_orphan_${h.id}`,
+          at: now,
+          keyId: h.keyId,
+          label: h.label,
+          vendor: h.vendor as never,
+          mode: h.mode as never,
+          method: h.method ?? "?",
+          path: h.path ?? "?",
+          status: 0,
+          decision: "orphaned_hold",
+          holdMicros: h.holdMicros,
+          costMicros: 0,
+          costSource: null,
+          currency: null,
+          amountMinor: null,
+          vendorRequestId: null,
+          idempotencyKey: null,
+          upstreamMs: null,
+          overheadMs: null,
+          clientIp: null,
+        }),
+      );
+    }
+    return held.map((h) => ({ ...h, state: "orphaned" as const }));
+  });
+
+  const resolve = client.transaction((id: string, outcome: "settled" | "released", costMicros: number, now: number) => {
+    const entry = entryById.get(id);
+    if (!entry || entry.state !== "orphaned") return false;
+    const moved = closeHold(id, outcome, outcome === "released" ? 0 : costMicros, now)!;
+    addKeyTotals.run(moved.keyId, moved.costDelta, moved.heldDelta, 0, null);
+    return true;
+  });
+
+  const holdRecord = (h: HoldRecord): HoldRecord => ({
+    id: h.id,
+    keyId: h.keyId,
+    label: h.label,
+    day: h.day,
+    holdMicros: h.holdMicros,
+    costMicros: h.costMicros,
+    state: h.state,
+    createdAt: h.createdAt,
+    settledAt: h.settledAt,
   });
 
   return {
@@ -86,6 +225,21 @@ export function ledgerQueries(db: Db) {
     },
     async findTracked(objectId: string) {
       return trackedById.get(objectId) ?? null;
+    },
+    async recoverOrphanedHolds(now: number) {
+      return recover.immediate(now).map(holdRecord);
+    },
+    async listHolds(state: EntryState, limit: number) {
+      return heldEntries.all(state, limit).map(holdRecord);
+    },
+    async resolveHold(id: string, outcome: "settled" | "released", costMicros: number, now: number) {
+      return resolve.immediate(id, outcome, costMicros, now) ? (holdById.get(id) ?? null) : null;
+    },
+    async findHold(id: string) {
+      return holdById.get(id) ?? null;
+    },
+    async pruneIdempotency(now: number, batch: number) {
+      return idemPrune.run(now, batch).changes;
     },
   };
 }

@@ -1,5 +1,5 @@
 import { sql } from "drizzle-orm";
-import { check, index, integer, primaryKey, real, sqliteTable, text, uniqueIndex } from "drizzle-orm/sqlite-core";
+import { blob, check, index, integer, primaryKey, real, sqliteTable, text, uniqueIndex } from "drizzle-orm/sqlite-core";
 
 /** Money columns are integer micro-dollars (1 USD = 1,000,000); times are Unix milliseconds. */
 
@@ -57,11 +57,16 @@ export const ledgerEntries = sqliteTable(
     day: text("day").notNull(),
     holdMicros: integer("hold_micros").notNull(),
     costMicros: integer("cost_micros"),
-    state: text("state", { enum: ["held", "settled", "released", "ambiguous"] }).notNull(),
+    // orphaned: held by a process that died before settling; counted as held until an operator resolves it.
+    state: text("state", { enum: ["held", "settled", "released", "ambiguous", "orphaned"] }).notNull(),
     createdAt: integer("created_at").notNull(),
     settledAt: integer("settled_at"),
+    // The call that took the hold, so a hold orphaned by a crash can still be audited.
+    requestId: text("request_id"),
+    method: text("method"),
+    path: text("path"),
   },
-  (t) => [index("ledger_entries_key").on(t.keyId, t.state)],
+  (t) => [index("ledger_entries_key").on(t.keyId, t.state), index("ledger_entries_state").on(t.state)],
 );
 
 export const auditEvents = sqliteTable(
@@ -124,3 +129,27 @@ export const trackedObjects = sqliteTable("tracked_objects", {
   countedMicros: integer("counted_micros").notNull(),
   updatedAt: integer("updated_at").notNull(),
 });
+
+/**
+ * What Keybrake remembers of a call sent with an Idempotency-Key, per vault key, for 24 hours: enough to replay
+ * a completed answer, refuse a concurrent duplicate, and re-forward an ambiguous one on the same hold.
+ */
+export const idempotencyEntries = sqliteTable(
+  "idempotency_entries",
+  {
+    keyId: text("key_id").notNull(),
+    idempotencyKey: text("idempotency_key").notNull(),
+    fingerprint: text("fingerprint").notNull(),
+    state: text("state", { enum: ["in_flight", "completed", "ambiguous"] }).notNull(),
+    holdId: text("hold_id"),
+    day: text("day").notNull(),
+    status: integer("status"),
+    headers: text("headers", { mode: "json" }).$type<[string, string][]>(),
+    body: blob("body", { mode: "buffer" }),
+    bodyTooLarge: integer("body_too_large", { mode: "boolean" }).notNull().default(false),
+    vendorRequestId: text("vendor_request_id"),
+    createdAt: integer("created_at").notNull(),
+    expiresAt: integer("expires_at").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.keyId, t.idempotencyKey] }), index("idempotency_entries_expires").on(t.expiresAt)],
+);

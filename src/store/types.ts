@@ -57,21 +57,47 @@ export interface DayUsage {
   heldMicros: number;
 }
 
+/** A response remembered for an Idempotency-Key, replayed instead of calling the vendor again. */
+export interface StoredResponse {
+  status: number;
+  headers: [string, string][];
+  /** Null when the answer was larger than Keybrake keeps. */
+  body: Uint8Array | null;
+  vendorRequestId: string | null;
+}
+
 export type HoldResult =
-  | { admitted: true }
-  | { admitted: false; reason: "daily_cap" | "total_cap" | "revoked" };
+  /** Forward the call. `reused`: an earlier ambiguous attempt's hold is forwarded again (no new hold). */
+  | { kind: "admitted"; holdId: string | null; day: string; reused: boolean }
+  | { kind: "denied"; reason: "daily_cap" | "total_cap" | "revoked" }
+  | { kind: "replay"; response: StoredResponse }
+  | { kind: "in_flight" }
+  | { kind: "conflict" };
 
 export interface HoldRequest {
   holdId: string;
   keyId: string;
   day: string;
   micros: number;
+  /** Whether the call gets a ledger entry (it holds money, or its cost is known only from the answer). */
+  ledger: boolean;
   /** Price known only from the response: admit only while some headroom is left. */
   needsHeadroom: boolean;
   now: number;
+  /** The call taking the hold: its audit id, method and path. */
+  call: { requestId: string; method: string; path: string };
+  idempotency?: { key: string; fingerprint: string; ttlMs: number };
 }
 
 export type Outcome = "settled" | "released" | "ambiguous";
+
+/** What happens to the call's idempotency memory once the answer is known. */
+export type IdempotencyResult =
+  /** The request never reached the vendor: forget it, so a retry is a fresh call. */
+  | { kind: "forget" }
+  /** The vendor may or may not have acted: a retry is forwarded again on the same hold. */
+  | { kind: "ambiguous" }
+  | { kind: "completed"; response: StoredResponse };
 
 export interface AuditRow {
   id: string;
@@ -108,14 +134,26 @@ export interface TrackedObject {
 export interface SettleRequest {
   keyId: string;
   day: string;
-  /** The hold to settle; absent for calls that held nothing. */
+  /** The ledger entry to settle; absent for calls that have none. */
   holdId?: string;
-  holdMicros: number;
   outcome: Outcome;
   costMicros: number;
   now: number;
   audit: AuditRow;
   track?: TrackedObject;
+  idempotency?: { key: string; result: IdempotencyResult };
+}
+
+export interface HoldRecord {
+  id: string;
+  keyId: string;
+  label: string | null;
+  day: string;
+  holdMicros: number;
+  costMicros: number | null;
+  state: "held" | "settled" | "released" | "ambiguous" | "orphaned";
+  createdAt: number;
+  settledAt: number | null;
 }
 
 export interface AuditFilter {
@@ -152,6 +190,13 @@ export interface Store {
   // ledger
   holdSpend(req: HoldRequest): Promise<HoldResult>;
   settleCall(req: SettleRequest): Promise<DayUsage>;
+  /** At start-up: holds a dead process never settled become `orphaned` (still counted as held) and are audited. */
+  recoverOrphanedHolds(now: number): Promise<HoldRecord[]>;
+  listHolds(state: HoldRecord["state"], limit: number): Promise<HoldRecord[]>;
+  findHold(id: string): Promise<HoldRecord | null>;
+  /** An operator's decision on an orphaned hold: spent (at `costMicros`) or released. */
+  resolveHold(id: string, outcome: "settled" | "released", costMicros: number, now: number): Promise<HoldRecord | null>;
+  pruneIdempotency(now: number, batch: number): Promise<number>;
   findTracked(objectId: string): Promise<TrackedObject | null>;
   // audit
   recordAudit(row: AuditRow): Promise<void>;

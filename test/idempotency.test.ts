@@ -1,0 +1,153 @@
+import { Database } from "bun:sqlite";
+import { afterAll, beforeAll, beforeEach, describe, expect, test } from "bun:test";
+import Stripe from "stripe";
+import { startKeybrake, type Harness } from "./helpers/harness";
+import { mockStripe, STRIPE_500, type MockStripe } from "./helpers/mock-stripe";
+
+type Json = Record<string, any>;
+let kb: Harness;
+let stripe: MockStripe;
+
+beforeAll(async () => {
+  stripe = await mockStripe().start();
+  kb = await startKeybrake({ KEYBRAKE_STRIPE_BASE_URL: stripe.url, KEYBRAKE_UPSTREAM_TIMEOUT_MS: "2000" });
+});
+afterAll(async () => {
+  await kb.stop();
+  await stripe.stop();
+});
+beforeEach(() => stripe.reset());
+
+const key = () => kb.issueKey({ vendor: "stripe", daily_usd_cap: 500, allowed_endpoints: ["POST /v1/payment_intents", "POST /v1/payment_intents/*"] });
+const post = (vaultKey: string, idem: string | null, body = "amount=2900&currency=usd") =>
+  fetch(`${kb.url}/v1/payment_intents`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${vaultKey}`, "content-type": "application/x-www-form-urlencoded", ...(idem ? { "idempotency-key": idem } : {}) },
+    body,
+  });
+const ledger = (keyId: string) => {
+  const db = new Database(kb.dbPath, { readonly: true });
+  try {
+    return db.query<{ state: string; cost_micros: number | null }, [string]>("SELECT state, cost_micros FROM ledger_entries WHERE key_id = ?").all(keyId);
+  } finally {
+    db.close();
+  }
+};
+const record = async (id: string) => (await (await kb.admin(`/vault/keys/${id}`)).json()) as Json;
+const audit = async (id: string) => ((await (await kb.admin(`/audit?key_id=${id}&limit=1000`)).json()) as Json).data as Json[];
+
+describe("retries never double-charge", () => {
+  test("stripe-node with maxNetworkRetries 2: the dropped first attempt is retried with the same key; one charge", async () => {
+    const k = await key();
+    stripe.failNext({ kind: "drop" });
+    const client = new Stripe(k.vault_key, { host: "127.0.0.1", port: Number(new URL(kb.url).port), protocol: "http", maxNetworkRetries: 2 });
+    const intent = await client.paymentIntents.create({ amount: 2900, currency: "usd" });
+    expect(intent.id).toStartWith("pi_");
+    expect(stripe.received).toHaveLength(2);
+    expect(stripe.received[0]!.headers["idempotency-key"]).toBe(stripe.received[1]!.headers["idempotency-key"]);
+    expect(ledger(k.id)).toEqual([{ state: "settled", cost_micros: 29_000_000 }]);
+    expect(await record(k.id)).toMatchObject({ spent_today_usd: 29, held_usd: 0 });
+  });
+
+  test("same key and body after success is replayed: nothing forwarded, nothing charged, audited as replay", async () => {
+    const k = await key();
+    const first = await post(k.vault_key, "run-1/cus-1");
+    expect(first.status).toBe(200);
+    const firstBody = await first.text();
+    const again = await post(k.vault_key, "run-1/cus-1");
+    expect(again.status).toBe(200);
+    expect(again.headers.get("x-keybrake-replayed")).toBe("true");
+    expect(await again.text()).toBe(firstBody);
+    expect(again.headers.get("request-id")).toBe(first.headers.get("request-id"));
+    expect(stripe.received).toHaveLength(1);
+    expect((await record(k.id)).spent_today_usd).toBe(29);
+    const [replayRow] = await audit(k.id);
+    expect(replayRow).toMatchObject({ cost_source: "replay", cost_usd: 0, status: 200, idempotency_key: "run-1/cus-1", vendor_request_id: first.headers.get("request-id") });
+  });
+
+  test("same key with a different body is 409 idempotency_conflict and nothing is forwarded", async () => {
+    const k = await key();
+    expect((await post(k.vault_key, "run-2/cus-1")).status).toBe(200);
+    const res = await post(k.vault_key, "run-2/cus-1", "amount=9900&currency=usd");
+    expect(res.status).toBe(409);
+    expect(res.headers.get("x-keybrake-error")).toBe("idempotency_conflict");
+    expect(stripe.received).toHaveLength(1);
+    expect((await record(k.id)).spent_today_usd).toBe(29);
+  });
+
+  test("50 concurrent requests with one key: exactly one reaches Stripe, the rest are 409 in flight or replays", async () => {
+    const k = await key();
+    stripe.failNext({ kind: "delay", ms: 300 });
+    const responses = await Promise.all(Array.from({ length: 50 }, () => post(k.vault_key, "run-3/cus-1")));
+    expect(stripe.received).toHaveLength(1);
+    const ok = responses.filter((r) => r.status === 200 && r.headers.get("x-keybrake-replayed") !== "true");
+    const inFlight = responses.filter((r) => r.status === 409 && r.headers.get("x-keybrake-error") === "idempotency_in_flight");
+    const replays = responses.filter((r) => r.headers.get("x-keybrake-replayed") === "true");
+    expect(ok).toHaveLength(1);
+    expect(inFlight.length + replays.length).toBe(49);
+    for (const r of inFlight) expect(r.headers.get("retry-after")).toBe("1");
+    expect(ledger(k.id)).toEqual([{ state: "settled", cost_micros: 29_000_000 }]);
+  });
+
+  test("a 500, then a retry with the same key that succeeds: one hold, settled once", async () => {
+    const k = await key();
+    stripe.failNext(STRIPE_500);
+    expect((await post(k.vault_key, "run-4/cus-1")).status).toBe(500);
+    expect(ledger(k.id)).toEqual([{ state: "ambiguous", cost_micros: 29_000_000 }]);
+    expect((await record(k.id)).spent_today_usd).toBe(29);
+    const retry = await post(k.vault_key, "run-4/cus-1");
+    expect(retry.status).toBe(200);
+    expect(stripe.received).toHaveLength(2);
+    expect(ledger(k.id)).toEqual([{ state: "settled", cost_micros: 29_000_000 }]);
+    expect(await record(k.id)).toMatchObject({ spent_today_usd: 29, held_usd: 0 });
+  });
+
+  test("an ambiguous call retried into a decline releases the hold", async () => {
+    const k = await key();
+    stripe.failNext({ kind: "delay", ms: 2500 });
+    expect((await post(k.vault_key, "run-5/cus-1")).status).toBe(504);
+    stripe.failNext({ kind: "status", status: 402, body: { error: { type: "card_error", code: "card_declined", message: "declined" } } });
+    expect((await post(k.vault_key, "run-5/cus-1")).status).toBe(402);
+    expect(ledger(k.id)).toEqual([{ state: "released", cost_micros: 0 }]);
+    expect((await record(k.id)).spent_today_usd).toBe(0);
+  });
+
+  test("a retry after connection refused is a fresh call (nothing was sent)", async () => {
+    const down = await startKeybrake({ KEYBRAKE_STRIPE_BASE_URL: "http://127.0.0.1:1" });
+    try {
+      const k = await down.issueKey({ vendor: "stripe", daily_usd_cap: 50, allowed_endpoints: ["POST /v1/payment_intents"] });
+      const send = () => fetch(`${down.url}/v1/payment_intents`, { method: "POST", headers: { authorization: `Bearer ${k.vault_key}`, "idempotency-key": "x", "content-type": "application/x-www-form-urlencoded" }, body: "amount=100&currency=usd" });
+      expect((await send()).status).toBe(502);
+      expect((await send()).status).toBe(502); // not a 409 and not a replay
+    } finally {
+      await down.stop();
+    }
+  });
+
+  test("require_idempotency_key: a priced call without the header is 400; a free call is not affected", async () => {
+    const k = await kb.issueKey({ vendor: "stripe", daily_usd_cap: 50, allowed_endpoints: ["/v1/*"], require_idempotency_key: true });
+    const res = await post(k.vault_key, null);
+    expect(res.status).toBe(400);
+    expect(res.headers.get("x-keybrake-error")).toBe("idempotency_key_required");
+    expect((await fetch(`${kb.url}/v1/customers`, { headers: { authorization: `Bearer ${k.vault_key}` } })).status).toBe(200);
+    expect((await post(k.vault_key, "k-1")).status).toBe(200);
+    expect(stripe.count("POST", "/v1/payment_intents")).toBe(1);
+  });
+
+  test("expired idempotency entries are pruned; a key older than 24h is a fresh call", async () => {
+    let now = Date.now();
+    const clocked = await startKeybrake({ KEYBRAKE_STRIPE_BASE_URL: stripe.url }, { now: () => now });
+    try {
+      const k = await clocked.issueKey({ vendor: "stripe", total_usd_cap: 500, allowed_endpoints: ["POST /v1/payment_intents"], expires_in: "30d" });
+      const send = () => fetch(`${clocked.url}/v1/payment_intents`, { method: "POST", headers: { authorization: `Bearer ${k.vault_key}`, "idempotency-key": "old", "content-type": "application/x-www-form-urlencoded" }, body: "amount=100&currency=usd" });
+      await send();
+      now += 24 * 3600 * 1000 + 1;
+      expect(await clocked.store.pruneIdempotency(now, 500)).toBe(1);
+      const again = await send();
+      expect(again.headers.get("x-keybrake-replayed")).toBeNull();
+      expect(stripe.count("POST", "/v1/payment_intents")).toBe(2);
+    } finally {
+      await clocked.stop();
+    }
+  });
+});
