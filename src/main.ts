@@ -1,6 +1,8 @@
 #!/usr/bin/env bun
 import { ConfigError, flagsToEnv, loadConfig, type Config } from "./config";
 import { KeybrakeError } from "./errors";
+import { existsSync } from "node:fs";
+import { auditCommand, spendCommand } from "./cli/audit";
 import { keysCommand, UsageError } from "./cli/keys";
 import { announceAdminToken, ensureAdminToken } from "./ops/admin-auth";
 import { startMaintenance } from "./ops/maintenance";
@@ -16,6 +18,9 @@ const USAGE = `keybrake ${VERSION} — a spend brake for jobs that call Stripe, 
 usage: keybrake [serve]           start the server (default)
        keybrake keys ...          create | list | show | revoke vault keys (keybrake keys --help)
        keybrake holds ...         list | settle | release holds a crash left unsettled
+       keybrake audit [filters]   audit rows (--format table|ndjson|csv; --label-prefix, --since, ...)
+       keybrake spend             spend per --group-by label|key|vendor|day
+       keybrake backup <file>     an online, consistent copy of the database
        keybrake migrate           bring the database to the latest schema
        keybrake version
 
@@ -34,7 +39,8 @@ async function serve(config: Config) {
     );
   }
   const app = createApp(config, store);
-  const maintenance = startMaintenance(store);
+  const maintenance = startMaintenance(store, config.auditRetentionDays);
+  void maintenance.tick();
   // Bun's own limit sits above ours so that oversized bodies get the contract's 413, not a bare one.
   app.listen({ hostname: config.host, port: config.port, maxRequestBodySize: config.maxBodyBytes + 65_536 });
   const server = app.server!;
@@ -80,13 +86,31 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case "keys":
-    case "holds": {
+    case "holds":
+    case "audit":
+    case "spend": {
       const store = openStore(config.dbPath, { synchronous: config.dbSynchronous });
+      const actor = `cli:${process.env.USER ?? "local"}`;
       try {
-        await (command === "keys" ? keysCommand : holdsCommand)(store, args, `cli:${process.env.USER ?? "local"}`);
+        if (command === "keys") await keysCommand(store, args, actor);
+        else if (command === "holds") await holdsCommand(store, args, actor);
+        else if (command === "audit") await auditCommand(store, args);
+        else await spendCommand(store, args);
       } finally {
         store.close();
       }
+      return 0;
+    }
+    case "backup": {
+      if (args.length !== 1) throw new UsageError("usage: keybrake backup <file>");
+      if (existsSync(args[0]!)) throw new UsageError(`keybrake backup: ${args[0]} exists; choose a new file`);
+      const store = openStore(config.dbPath, { synchronous: config.dbSynchronous });
+      try {
+        await store.backupTo(args[0]!);
+      } finally {
+        store.close();
+      }
+      console.log(`backed up ${config.dbPath} to ${args[0]}`);
       return 0;
     }
     default:

@@ -7,6 +7,7 @@ import { keyRoutes } from "./keys/routes";
 import { adminAuth } from "./ops/admin-auth";
 import { docsRoutes } from "./ops/docs";
 import { healthRoutes } from "./ops/health";
+import { Metrics, metricsRoutes } from "./ops/metrics";
 import { RateLimiter } from "./proxy/rate-limit";
 import { proxyRoutes } from "./proxy/routes";
 import type { Store } from "./store/index";
@@ -23,6 +24,7 @@ export function createApp(config: Config, store: Store, options: AppOptions = {}
   const now = options.now ?? Date.now;
   const log = options.log ?? ((m: string) => console.error(m));
   const auth = adminAuth(config, store);
+  const metrics = new Metrics();
   return new Elysia()
     .onError({ as: "global" }, ({ code, error }) => {
       if (error instanceof KeybrakeError) return errorResponse(error);
@@ -37,7 +39,8 @@ export function createApp(config: Config, store: Store, options: AppOptions = {}
     .use(keyRoutes(store, auth, now))
     .use(holdRoutes(store, auth, now))
     .use(auditRoutes(store, auth))
-    .use(proxyRoutes({ config, store, now, rateLimiter: new RateLimiter() }));
+    .use(metricsRoutes(metrics, store, auth, config.metricsPublic))
+    .use(proxyRoutes({ config, store, now, rateLimiter: new RateLimiter(), metrics }));
 }
 
 export type App = ReturnType<typeof createApp>;

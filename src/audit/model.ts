@@ -6,7 +6,8 @@ const time = z.union([
   z.iso.date().transform((s) => Date.parse(`${s}T00:00:00Z`)),
 ]);
 
-export const AuditQuery = z.strictObject({
+/** The filters every audit view takes (SPEC §8). */
+const filters = {
   key_id: z.string().optional(),
   label: z.string().optional(),
   label_prefix: z.string().min(1).optional(),
@@ -14,8 +15,19 @@ export const AuditQuery = z.strictObject({
   decision: z.string().optional(),
   since: time.optional(),
   until: time.optional(),
+};
+
+export const AuditQuery = z.strictObject({
+  ...filters,
   limit: z.coerce.number().int().min(1).max(1000).default(100),
   cursor: z.coerce.number().int().positive().optional(),
+});
+export const SpendQuery = z.strictObject({ ...filters, group_by: z.enum(["label", "key", "vendor", "day"]).default("label") });
+export const ExportQuery = z.strictObject({ ...filters, format: z.enum(["ndjson", "csv"]).default("ndjson") });
+export type AuditFilters = Omit<z.infer<typeof AuditQuery>, "limit" | "cursor">;
+
+export const SpendPage = z.object({
+  data: z.array(z.object({ group: z.string().nullable(), calls: z.number(), allowed: z.number(), denied: z.number(), spend_usd: z.number() })),
 });
 
 export const AuditRowSchema = z.object({

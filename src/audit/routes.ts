@@ -4,8 +4,8 @@ import { adminGuard, type AdminAuth } from "../ops/admin-auth";
 import { routeDoc } from "../ops/openapi";
 import type { Store } from "../store/index";
 import { parseInput } from "../validation";
-import { AuditPage, AuditQuery } from "./model";
-import { listAudit } from "./service";
+import { AuditPage, AuditQuery, ExportQuery, SpendPage, SpendQuery } from "./model";
+import { exportStream, listAudit, spendBy } from "./service";
 
 const EventsQuery = z.strictObject({
   limit: z.coerce.number().int().min(1).max(1000).default(100),
@@ -29,6 +29,31 @@ export const auditRoutes = (store: Store, auth: AdminAuth) =>
       tags: ["Audit"],
       query: AuditQuery,
       ok: [200, AuditPage, "A page of audit rows; pass next_cursor as cursor for the next"],
+      errors: [400],
+    }))
+    .get("/audit/spend", ({ query }) => {
+      const { group_by, ...filters } = parseInput(SpendQuery, query, "query");
+      return spendBy(store, group_by, filters);
+    }, routeDoc({
+      summary: "Spend per run label, key, vendor or UTC day (sums equal the ledger to the micro-dollar)",
+      tags: ["Audit"],
+      query: SpendQuery,
+      ok: [200, SpendPage, "One row per group"],
+      errors: [400],
+    }))
+    .get("/audit/export", ({ query }) => {
+      const { format, ...filters } = parseInput(ExportQuery, query, "query");
+      return new Response(exportStream(store, filters, format), {
+        headers: {
+          "content-type": format === "csv" ? "text/csv; charset=utf-8" : "application/x-ndjson",
+          "content-disposition": `attachment; filename="keybrake-audit.${format === "csv" ? "csv" : "ndjson"}"`,
+        },
+      });
+    }, routeDoc({
+      summary: "Every matching audit row, streamed as NDJSON or CSV",
+      tags: ["Audit"],
+      query: ExportQuery,
+      ok: [200, z.string(), "NDJSON (one row per line) or CSV with a header line"],
       errors: [400],
     }))
     .get("/admin/events", async ({ query }) => {

@@ -1,7 +1,7 @@
 import type { z } from "zod";
-import type { AuditRow, Store } from "../store/index";
+import type { AuditFilter, AuditRow, SpendGroup, Store } from "../store/index";
 import { iso, microsToUsd } from "../util";
-import type { AuditQuery } from "./model";
+import type { AuditFilters, AuditQuery } from "./model";
 
 export function presentAudit(r: AuditRow) {
   return {
@@ -27,18 +27,73 @@ export function presentAudit(r: AuditRow) {
     client_ip: r.clientIp,
   };
 }
+export type PresentedAudit = ReturnType<typeof presentAudit>;
+
+const toFilter = (q: AuditFilters): Omit<AuditFilter, "limit" | "cursor"> => ({
+  keyId: q.key_id,
+  label: q.label,
+  labelPrefix: q.label_prefix,
+  vendor: q.vendor,
+  decision: q.decision,
+  since: q.since,
+  until: q.until,
+});
 
 export async function listAudit(store: Store, q: z.infer<typeof AuditQuery>) {
-  const page = await store.listAudit({
-    keyId: q.key_id,
-    label: q.label,
-    labelPrefix: q.label_prefix,
-    vendor: q.vendor,
-    decision: q.decision,
-    since: q.since,
-    until: q.until,
-    limit: q.limit,
-    cursor: q.cursor,
-  });
+  const page = await store.listAudit({ ...toFilter(q), limit: q.limit, cursor: q.cursor });
   return { data: page.data.map(presentAudit), next_cursor: page.nextCursor === null ? null : String(page.nextCursor) };
+}
+
+/** Per-run spend (group_by=label), or per key, vendor or UTC day. */
+export async function spendBy(store: Store, group: SpendGroup, q: AuditFilters) {
+  const rows = await store.spendBy(group, toFilter(q));
+  return { data: rows.map((r) => ({ group: r.group, calls: r.calls, allowed: r.allowed, denied: r.denied, spend_usd: microsToUsd(r.spendMicros) })) };
+}
+
+/** Every matching row, newest first, one page of the store at a time: memory stays flat however many rows. */
+export async function* auditRows(store: Store, q: AuditFilters): AsyncGenerator<PresentedAudit[]> {
+  let cursor: number | undefined;
+  do {
+    const page = await store.listAudit({ ...toFilter(q), limit: 1000, cursor });
+    yield page.data.map(presentAudit);
+    cursor = page.nextCursor ?? undefined;
+  } while (cursor !== undefined);
+}
+
+export const AUDIT_COLUMNS = [
+  "id", "at", "key_id", "label", "vendor", "mode", "method", "path", "status", "decision", "hold_usd", "cost_usd",
+  "cost_source", "currency", "amount_minor", "vendor_request_id", "idempotency_key", "upstream_ms", "overhead_ms", "client_ip",
+] as const satisfies readonly (keyof PresentedAudit)[];
+
+/** RFC 4180: a field with a comma, quote, CR or LF is quoted, and quotes inside are doubled. */
+export function csvField(value: unknown): string {
+  if (value === null || value === undefined) return "";
+  const text = String(value);
+  return /[",\r\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
+}
+
+export const csvLine = (row: PresentedAudit) => AUDIT_COLUMNS.map((c) => csvField(row[c])).join(",") + "\r\n";
+export const csvHeader = () => AUDIT_COLUMNS.join(",") + "\r\n";
+
+/** The export as a byte stream: each pull renders one page, so the first bytes leave before the last are read. */
+export function exportStream(store: Store, q: AuditFilters, format: "ndjson" | "csv"): ReadableStream<Uint8Array> {
+  const pages = auditRows(store, q);
+  const encoder = new TextEncoder();
+  let headerSent = format !== "csv";
+  return new ReadableStream({
+    async pull(controller) {
+      if (!headerSent) {
+        headerSent = true;
+        controller.enqueue(encoder.encode(csvHeader()));
+        return;
+      }
+      const next = await pages.next();
+      if (next.done) return controller.close();
+      const text = next.value.map((row) => (format === "csv" ? csvLine(row) : JSON.stringify(row) + "\n")).join("");
+      if (text) controller.enqueue(encoder.encode(text));
+    },
+    async cancel() {
+      await pages.return(undefined);
+    },
+  });
 }

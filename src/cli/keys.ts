@@ -1,5 +1,4 @@
 import { parseArgs } from "node:util";
-import { KeybrakeError } from "../errors";
 import { BulkRevokeBody, CreateKeyBody, ListKeysQuery } from "../keys/model";
 import * as service from "../keys/service";
 import type { Store } from "../store/index";
@@ -94,5 +93,3 @@ export async function keysCommand(store: Store, args: string[], actor: string): 
       throw new UsageError(USAGE);
   }
 }
-
-export { KeybrakeError };

@@ -4,16 +4,21 @@ const EVERY_MS = 60_000;
 const BATCH = 500;
 
 /**
- * Background upkeep: expired idempotency entries are deleted in small batches, each its own short transaction,
- * yielding between batches so proxied calls never wait behind a long delete.
+ * Background upkeep: expired idempotency entries, and audit rows older than the retention, are deleted in small
+ * batches, each its own short transaction, yielding between batches so proxied calls never wait behind a long
+ * delete. The ledger is never pruned.
  */
-export function startMaintenance(store: Store, now: () => number = Date.now) {
+export function startMaintenance(store: Store, retentionDays: number, now: () => number = Date.now) {
   let running = false;
+  const drain = async (prune: () => Promise<number>) => {
+    while ((await prune()) === BATCH) await Bun.sleep(5);
+  };
   const tick = async () => {
     if (running) return;
     running = true;
     try {
-      while ((await store.pruneIdempotency(now(), BATCH)) === BATCH) await Bun.sleep(5);
+      await drain(() => store.pruneIdempotency(now(), BATCH));
+      await drain(() => store.pruneAudit(now() - retentionDays * 86_400_000, BATCH));
     } finally {
       running = false;
     }

@@ -7,13 +7,15 @@ import { presentedVaultKey } from "./credentials";
 import { compilePattern, matchEndpoint } from "./endpoints";
 import { callUpstream, clientResponseHeaders, upstreamRequestHeaders, type UpstreamResult } from "./forward";
 import { normalizeVendorPath } from "./path";
-import { RateLimiter } from "./rate-limit";
+import type { Metrics } from "../ops/metrics";
+import type { RateLimiter } from "./rate-limit";
 
 export interface ProxyDeps {
   config: Config;
   store: Store;
   now: () => number;
   rateLimiter: RateLimiter;
+  metrics: Metrics;
 }
 
 export interface ProxyCall {
@@ -75,7 +77,12 @@ export async function handleProxy(deps: ProxyDeps, call: ProxyCall): Promise<Res
     overheadMs: null,
     clientIp: call.clientIp,
   };
+  const response = await runPipeline(deps, call, audit, started);
+  deps.metrics.record(audit);
+  return response;
+}
 
+async function runPipeline(deps: ProxyDeps, call: ProxyCall, audit: AuditRow, started: number): Promise<Response> {
   let admitted: Admitted | { replay: StoredResponse };
   try {
     admitted = await admit(deps, call, audit);

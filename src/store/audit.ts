@@ -1,8 +1,8 @@
-import { and, desc, eq, gte, lt, type SQL } from "drizzle-orm";
+import { and, desc, eq, gte, lt, sql, type SQL } from "drizzle-orm";
 import type { Db } from "./sqlite";
 import { labelHasPrefix } from "./keys";
 import { auditEvents } from "./schema";
-import type { AuditFilter, AuditRow, Page } from "./types";
+import type { AuditFilter, AuditRow, Page, SpendGroup, SpendRow } from "./types";
 
 const COLUMNS = [
   "id", "at", "key_id", "label", "vendor", "mode", "method", "path", "status", "decision", "hold_micros",
@@ -20,8 +20,32 @@ export function auditParams(r: AuditRow) {
   ] as const;
 }
 
+/** Audit rows that are not proxied calls but hold events (a crash's orphan, an operator's decision). */
+export const HOLD_EVENT_DECISIONS = ["orphaned_hold", "hold_settled", "hold_released"];
+
+function conditions(f: Omit<AuditFilter, "limit" | "cursor">): SQL[] {
+  const where: SQL[] = [];
+  if (f.keyId !== undefined) where.push(eq(auditEvents.keyId, f.keyId));
+  if (f.label !== undefined) where.push(eq(auditEvents.label, f.label));
+  if (f.labelPrefix !== undefined) where.push(labelHasPrefix(f.labelPrefix, auditEvents.label));
+  if (f.vendor !== undefined) where.push(eq(auditEvents.vendor, f.vendor));
+  if (f.decision !== undefined) where.push(eq(auditEvents.decision, f.decision));
+  if (f.since !== undefined) where.push(gte(auditEvents.at, f.since));
+  if (f.until !== undefined) where.push(lt(auditEvents.at, f.until));
+  return where;
+}
+
+const GROUPS: Record<SpendGroup, SQL> = {
+  label: sql`${auditEvents.label}`,
+  key: sql`${auditEvents.keyId}`,
+  vendor: sql`${auditEvents.vendor}`,
+  day: sql`strftime('%Y-%m-%d', ${auditEvents.at} / 1000, 'unixepoch')`,
+};
+
 export function auditQueries(db: Db) {
   const insert = db.$client.prepare(insertAuditSql);
+  const prune = db.$client.prepare(`DELETE FROM audit_events WHERE seq IN (SELECT seq FROM audit_events WHERE at < ? ORDER BY seq LIMIT ?)`);
+  const holdEvents = sql.join(HOLD_EVENT_DECISIONS.map((d) => sql`${d}`), sql`, `);
 
   return {
     async recordAudit(row: AuditRow) {
@@ -29,14 +53,7 @@ export function auditQueries(db: Db) {
     },
 
     async listAudit(f: AuditFilter): Promise<Page<AuditRow>> {
-      const where: SQL[] = [];
-      if (f.keyId !== undefined) where.push(eq(auditEvents.keyId, f.keyId));
-      if (f.label !== undefined) where.push(eq(auditEvents.label, f.label));
-      if (f.labelPrefix !== undefined) where.push(labelHasPrefix(f.labelPrefix, auditEvents.label));
-      if (f.vendor !== undefined) where.push(eq(auditEvents.vendor, f.vendor));
-      if (f.decision !== undefined) where.push(eq(auditEvents.decision, f.decision));
-      if (f.since !== undefined) where.push(gte(auditEvents.at, f.since));
-      if (f.until !== undefined) where.push(lt(auditEvents.at, f.until));
+      const where = conditions(f);
       if (f.cursor !== undefined) where.push(lt(auditEvents.seq, f.cursor));
       const rows = db
         .select()
@@ -51,6 +68,28 @@ export function auditQueries(db: Db) {
         data: page.map(({ seq: _seq, ...row }) => row as AuditRow),
         nextCursor: more ? page[page.length - 1]!.seq : null,
       };
+    },
+
+    /** Spend is the sum of audit costs, which the ledger writes in the same transaction: the two agree exactly. */
+    async spendBy(group: SpendGroup, f: Omit<AuditFilter, "limit" | "cursor">): Promise<SpendRow[]> {
+      const g = GROUPS[group];
+      return db
+        .select({
+          group: sql<string | null>`${g}`,
+          calls: sql<number>`sum(${auditEvents.decision} NOT IN (${holdEvents}))`,
+          allowed: sql<number>`sum(${auditEvents.decision} = 'allowed')`,
+          denied: sql<number>`sum(${auditEvents.decision} NOT IN ('allowed', ${holdEvents}))`,
+          spendMicros: sql<number>`sum(${auditEvents.costMicros})`,
+        })
+        .from(auditEvents)
+        .where(and(...conditions(f)))
+        .groupBy(g)
+        .orderBy(sql`${g}`)
+        .all();
+    },
+
+    async pruneAudit(before: number, batch: number) {
+      return prune.run(before, batch).changes;
     },
   };
 }

@@ -11,12 +11,19 @@ export type * from "./types";
 export function openStore(path: string, opts: OpenOptions = {}): Store {
   const db = openDatabase(path, opts);
   const client = db.$client;
+  const openHolds = client.prepare<{ n: number }, []>("SELECT count(*) AS n FROM ledger_entries WHERE state IN ('held', 'orphaned')");
   const probe = client.prepare("INSERT INTO settings (name, value) VALUES ('healthz', ?1) ON CONFLICT (name) DO UPDATE SET value = ?1");
   return {
     ...keyQueries(db),
     ...ledgerQueries(db),
     ...auditQueries(db),
     ...adminQueries(db),
+    async countOpenHolds() {
+      return openHolds.get()!.n;
+    },
+    async backupTo(path: string) {
+      client.prepare("VACUUM INTO ?").run(path);
+    },
     async checkWritable() {
       try {
         probe.run(String(Date.now()));

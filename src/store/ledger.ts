@@ -1,11 +1,38 @@
 import type { Db } from "./sqlite";
 import { auditParams, insertAuditSql } from "./audit";
-import type { DayUsage, HoldRecord, HoldRequest, HoldResult, IdempotencyResult, SettleRequest, StoredResponse, TrackedObject } from "./types";
+import type { AuditRow, DayUsage, HoldRecord, HoldRequest, HoldResult, IdempotencyResult, SettleRequest, StoredResponse, TrackedObject } from "./types";
 
 /** Answers larger than this are not kept for replay (Stripe objects are a few KiB). */
 export const MAX_STORED_RESPONSE_BYTES = 256 * 1024;
 
 type EntryState = HoldRecord["state"];
+type HoldRow = HoldRecord & { vendor: string | null; mode: string | null; method: string | null; path: string | null; requestId: string | null };
+
+/** The audit row for a hold event that is not a proxied call: orphaned by a crash, or resolved by an operator. */
+function holdAuditRow(h: HoldRow, id: string, now: number, decision: string, costMicros: number): AuditRow {
+  return {
+    id,
+    at: now,
+    keyId: h.keyId,
+    label: h.label,
+    vendor: h.vendor as AuditRow["vendor"],
+    mode: h.mode as AuditRow["mode"],
+    method: h.method ?? "?",
+    path: h.path ?? "?",
+    status: 0,
+    decision,
+    holdMicros: h.holdMicros,
+    costMicros,
+    costSource: null,
+    currency: null,
+    amountMinor: null,
+    vendorRequestId: null,
+    idempotencyKey: null,
+    upstreamMs: null,
+    overheadMs: null,
+    clientIp: null,
+  };
+}
 
 /**
  * Holds and settlements. Each runs in one `BEGIN IMMEDIATE` transaction: the write lock is taken before the
@@ -73,17 +100,11 @@ export function ledgerQueries(db: Db) {
   const idemPrune = client.prepare(
     `DELETE FROM idempotency_entries WHERE rowid IN (SELECT rowid FROM idempotency_entries WHERE expires_at <= ? LIMIT ?)`,
   );
-  const heldEntries = client.prepare<HoldRecord & { vendor: string | null; mode: string | null; method: string | null; path: string | null; requestId: string | null }, [string, number]>(
-    `SELECT e.id, e.key_id AS keyId, k.label, k.vendor, k.mode, e.day, e.hold_micros AS holdMicros, e.cost_micros AS costMicros,
+  const HOLD_COLUMNS = `e.id, e.key_id AS keyId, k.label, k.vendor, k.mode, e.day, e.hold_micros AS holdMicros, e.cost_micros AS costMicros,
             e.state, e.created_at AS createdAt, e.settled_at AS settledAt, e.method, e.path, e.request_id AS requestId
-       FROM ledger_entries e LEFT JOIN vault_keys k ON k.id = e.key_id
-      WHERE e.state = ? ORDER BY e.created_at LIMIT ?`,
-  );
-  const holdById = client.prepare<HoldRecord, [string]>(
-    `SELECT e.id, e.key_id AS keyId, k.label, e.day, e.hold_micros AS holdMicros, e.cost_micros AS costMicros, e.state,
-            e.created_at AS createdAt, e.settled_at AS settledAt
-       FROM ledger_entries e LEFT JOIN vault_keys k ON k.id = e.key_id WHERE e.id = ?`,
-  );
+       FROM ledger_entries e LEFT JOIN vault_keys k ON k.id = e.key_id`;
+  const heldEntries = client.prepare<HoldRow, [string, number]>(`SELECT ${HOLD_COLUMNS} WHERE e.state = ? ORDER BY e.created_at LIMIT ?`);
+  const heldEntryById = client.prepare<HoldRow, [string]>(`SELECT ${HOLD_COLUMNS} WHERE e.id = ?`);
   const orphanEntries = client.prepare(`UPDATE ledger_entries SET state = 'orphaned' WHERE state = 'held'`);
   const ambiguousInFlight = client.prepare(`UPDATE idempotency_entries SET state = 'ambiguous' WHERE state = 'in_flight'`);
 
@@ -154,6 +175,9 @@ export function ledgerQueries(db: Db) {
   const settle = client.transaction((req: SettleRequest): DayUsage => {
     const moved = req.holdId ? closeHold(req.holdId, req.outcome, req.costMicros, req.now) : null;
     addKeyTotals.run(req.keyId, moved?.costDelta ?? 0, moved?.heldDelta ?? 0, 1, req.now);
+    // An audit row's cost is what this call added to spend, so audit sums always equal the ledger's: a retry
+    // re-settling an ambiguous hold records the difference, a second settle of one hold records 0.
+    req.audit.costMicros = moved?.costDelta ?? 0;
     insertAudit.run(...auditParams(req.audit));
     if (req.track) {
       const t = req.track;
@@ -167,32 +191,7 @@ export function ledgerQueries(db: Db) {
     const held = heldEntries.all("held", 1_000_000);
     orphanEntries.run();
     ambiguousInFlight.run();
-    for (const h of held) {
-      insertAudit.run(
-        ...auditParams({
-          id: h.requestId ?? `kbr_orphan_${h.id}`,
-          at: now,
-          keyId: h.keyId,
-          label: h.label,
-          vendor: h.vendor as never,
-          mode: h.mode as never,
-          method: h.method ?? "?",
-          path: h.path ?? "?",
-          status: 0,
-          decision: "orphaned_hold",
-          holdMicros: h.holdMicros,
-          costMicros: 0,
-          costSource: null,
-          currency: null,
-          amountMinor: null,
-          vendorRequestId: null,
-          idempotencyKey: null,
-          upstreamMs: null,
-          overheadMs: null,
-          clientIp: null,
-        }),
-      );
-    }
+    for (const h of held) insertAudit.run(...auditParams(holdAuditRow(h, h.requestId ?? `kbr_orphan_${h.id}`, now, "orphaned_hold", 0)));
     return held.map((h) => ({ ...h, state: "orphaned" as const }));
   });
 
@@ -201,6 +200,8 @@ export function ledgerQueries(db: Db) {
     if (!entry || entry.state !== "orphaned") return false;
     const moved = closeHold(id, outcome, outcome === "released" ? 0 : costMicros, now)!;
     addKeyTotals.run(moved.keyId, moved.costDelta, moved.heldDelta, 0, null);
+    const h = heldEntryById.get(id)!;
+    insertAudit.run(...auditParams(holdAuditRow(h, `kbr_hold_${outcome}_${id}`, now, outcome === "settled" ? "hold_settled" : "hold_released", moved.costDelta)));
     return true;
   });
 
@@ -233,10 +234,12 @@ export function ledgerQueries(db: Db) {
       return heldEntries.all(state, limit).map(holdRecord);
     },
     async resolveHold(id: string, outcome: "settled" | "released", costMicros: number, now: number) {
-      return resolve.immediate(id, outcome, costMicros, now) ? (holdById.get(id) ?? null) : null;
+      if (!resolve.immediate(id, outcome, costMicros, now)) return null;
+      return holdRecord(heldEntryById.get(id)!);
     },
     async findHold(id: string) {
-      return holdById.get(id) ?? null;
+      const row = heldEntryById.get(id);
+      return row ? holdRecord(row) : null;
     },
     async pruneIdempotency(now: number, batch: number) {
       return idemPrune.run(now, batch).changes;

@@ -168,6 +168,16 @@ export interface AuditFilter {
   cursor?: number;
 }
 
+export type SpendGroup = "label" | "key" | "vendor" | "day";
+
+export interface SpendRow {
+  group: string | null;
+  calls: number;
+  allowed: number;
+  denied: number;
+  spendMicros: number;
+}
+
 export interface AdminEvent {
   seq: number;
   at: number;
@@ -201,6 +211,11 @@ export interface Store {
   // audit
   recordAudit(row: AuditRow): Promise<void>;
   listAudit(filter: AuditFilter): Promise<Page<AuditRow>>;
+  spendBy(group: SpendGroup, filter: Omit<AuditFilter, "limit" | "cursor">): Promise<SpendRow[]>;
+  pruneAudit(before: number, batch: number): Promise<number>;
+  countOpenHolds(): Promise<number>;
+  /** A consistent copy of the whole database, taken while it is in use (VACUUM INTO). */
+  backupTo(path: string): Promise<void>;
   // admin
   recordAdminEvent(event: Omit<AdminEvent, "seq">): Promise<void>;
   listAdminEvents(limit: number, cursor?: number): Promise<Page<AdminEvent>>;

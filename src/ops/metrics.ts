@@ -1,0 +1,88 @@
+import { Elysia } from "elysia";
+import type { AuditRow, Store } from "../store/index";
+import { adminGuard, type AdminAuth } from "./admin-auth";
+
+const UPSTREAM_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 80];
+const OVERHEAD_BUCKETS = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1];
+
+class Histogram {
+  readonly counts: number[];
+  sum = 0;
+  count = 0;
+  constructor(readonly buckets: number[]) {
+    this.counts = buckets.map(() => 0);
+  }
+  observe(seconds: number) {
+    this.sum += seconds;
+    this.count++;
+    for (let i = 0; i < this.buckets.length; i++) if (seconds <= this.buckets[i]!) this.counts[i]!++;
+  }
+  render(name: string, labels: string): string[] {
+    const sep = labels ? `${labels},` : "";
+    return [
+      ...this.buckets.map((le, i) => `${name}_bucket{${sep}le="${le}"} ${this.counts[i]}`),
+      `${name}_bucket{${sep}le="+Inf"} ${this.count}`,
+      `${name}_sum${labels ? `{${labels}}` : ""} ${this.sum}`,
+      `${name}_count${labels ? `{${labels}}` : ""} ${this.count}`,
+    ];
+  }
+}
+
+const label = (v: string | null) => (v ?? "none").replace(/["\\\n]/g, "_");
+
+/** In-process counters fed by every audit row; rendered in the Prometheus text format (version 0.0.4). */
+export class Metrics {
+  private requests = new Map<string, number>();
+  private capHits = new Map<string, number>();
+  private spendMicros = new Map<string, number>();
+  private upstream = new Map<string, Histogram>();
+  private overhead = new Histogram(OVERHEAD_BUCKETS);
+
+  record(row: AuditRow) {
+    const vendor = label(row.vendor);
+    const key = `vendor="${vendor}",decision="${label(row.decision)}"`;
+    this.requests.set(key, (this.requests.get(key) ?? 0) + 1);
+    if (row.decision === "cap_exhausted") this.capHits.set(vendor, (this.capHits.get(vendor) ?? 0) + 1);
+    if (row.costMicros !== 0) this.spendMicros.set(vendor, (this.spendMicros.get(vendor) ?? 0) + row.costMicros);
+    if (row.upstreamMs !== null) {
+      let h = this.upstream.get(vendor);
+      if (!h) this.upstream.set(vendor, (h = new Histogram(UPSTREAM_BUCKETS)));
+      h.observe(row.upstreamMs / 1000);
+    }
+    if (row.overheadMs !== null) this.overhead.observe(row.overheadMs / 1000);
+  }
+
+  render(openHolds: number): string {
+    const lines = [
+      "# HELP keybrake_requests_total Proxied requests by vendor and decision (allowed or the denial code).",
+      "# TYPE keybrake_requests_total counter",
+      ...[...this.requests].map(([k, n]) => `keybrake_requests_total{${k}} ${n}`),
+      "# HELP keybrake_cap_hits_total Calls refused because a cap would be exceeded.",
+      "# TYPE keybrake_cap_hits_total counter",
+      ...[...this.capHits].map(([v, n]) => `keybrake_cap_hits_total{vendor="${v}"} ${n}`),
+      "# HELP keybrake_spend_usd_total Settled spend through this process, in USD.",
+      "# TYPE keybrake_spend_usd_total counter",
+      ...[...this.spendMicros].map(([v, m]) => `keybrake_spend_usd_total{vendor="${v}"} ${m / 1e6}`),
+      "# HELP keybrake_upstream_duration_seconds Time waiting for the vendor.",
+      "# TYPE keybrake_upstream_duration_seconds histogram",
+      ...[...this.upstream].flatMap(([v, h]) => h.render("keybrake_upstream_duration_seconds", `vendor="${v}"`)),
+      "# HELP keybrake_overhead_duration_seconds Time spent in Keybrake per call, the vendor excluded.",
+      "# TYPE keybrake_overhead_duration_seconds histogram",
+      ...this.overhead.render("keybrake_overhead_duration_seconds", ""),
+      "# HELP keybrake_open_holds Holds not yet settled (in flight, or orphaned by a crash).",
+      "# TYPE keybrake_open_holds gauge",
+      `keybrake_open_holds ${openHolds}`,
+    ];
+    return lines.join("\n") + "\n";
+  }
+}
+
+/** GET /metrics: admin token required unless KEYBRAKE_METRICS_PUBLIC=1. */
+export function metricsRoutes(metrics: Metrics, store: Store, auth: AdminAuth, isPublic: boolean) {
+  const scrape = new Elysia({ name: "metrics-scrape", seed: metrics }).get(
+    "/metrics",
+    async () => new Response(metrics.render(await store.countOpenHolds()), { headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" } }),
+    { detail: { summary: "Prometheus metrics", tags: ["Operations"], security: isPublic ? [] : [{ adminToken: [] }] } },
+  );
+  return isPublic ? scrape : new Elysia({ name: "metrics", seed: metrics }).use(adminGuard(auth)).use(scrape);
+}
