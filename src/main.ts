@@ -38,6 +38,7 @@ async function serve(config: Config) {
         "resolved: keybrake holds list, then keybrake holds settle|release <id>",
     );
   }
+  store.checkpointInBackground();
   const app = createApp(config, store);
   const maintenance = startMaintenance(store, config.auditRetentionDays);
   void maintenance.tick();
@@ -54,7 +55,7 @@ async function serve(config: Config) {
     // stop(false) resolves when in-flight requests have answered (and so settled); bounded by the timer.
     maintenance.stop();
     await Promise.race([server.stop(false), Bun.sleep(SHUTDOWN_GRACE_MS)]);
-    store.close();
+    await store.close();
     console.error("keybrake: stopped cleanly");
     process.exit(0);
   };
@@ -97,7 +98,7 @@ async function main(argv: string[]): Promise<number> {
         else if (command === "audit") await auditCommand(store, args);
         else await spendCommand(store, args);
       } finally {
-        store.close();
+        await store.close();
       }
       return 0;
     }
@@ -108,7 +109,7 @@ async function main(argv: string[]): Promise<number> {
       try {
         await store.backupTo(args[0]!);
       } finally {
-        store.close();
+        await store.close();
       }
       console.log(`backed up ${config.dbPath} to ${args[0]}`);
       return 0;

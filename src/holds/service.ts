@@ -20,7 +20,7 @@ export const presentHold = (h: HoldRecord) => ({
   settled_at: iso(h.settledAt),
 });
 
-export async function listHolds(ctx: Pick<HoldContext, "store">, state: HoldRecord["state"], limit: number) {
+export async function listHolds(ctx: Pick<HoldContext, "store">, state: "held" | "orphaned" | "ambiguous", limit: number) {
   return { data: (await ctx.store.listHolds(state, limit)).map(presentHold) };
 }
 

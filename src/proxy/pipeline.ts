@@ -1,6 +1,6 @@
 import type { Config } from "../config";
 import { KeybrakeError, errorResponse } from "../errors";
-import type { AuditRow, DayUsage, IdempotencyResult, KeyRecord, Outcome, Store, StoredResponse } from "../store/index";
+import type { AuditRow, Balance, IdempotencyResult, KeyRecord, Outcome, Store, StoredResponse } from "../store/index";
 import { microsToUsd, msUntilUtcMidnight, randomBase62, sha256Hex, utcDay } from "../util";
 import type { Credentials, Quote, Settlement, Vendor } from "../vendors/types";
 import { presentedVaultKey } from "./credentials";
@@ -39,6 +39,10 @@ interface Admitted {
   holdId: string | null;
   day: string;
   idempotencyKey: string | null;
+  /** An earlier ambiguous attempt's hold, forwarded again (its cost is already counted). */
+  reused: boolean;
+  /** The key's balances right after the hold, for the X-Keybrake-*-Usd headers. */
+  balance: Balance;
 }
 
 /** Idempotency memory lasts as long as Stripe's and Resend's own: 24 hours. */
@@ -168,7 +172,7 @@ async function admit(deps: ProxyDeps, call: ProxyCall, audit: AuditRow): Promise
   switch (hold.kind) {
     case "admitted":
       audit.holdMicros = quote.micros;
-      return { key, vendor, path, body, quote, creds, holdId: hold.holdId, day: hold.day, idempotencyKey };
+      return { key, vendor, path, body, quote, creds, holdId: hold.holdId, day: hold.day, idempotencyKey, reused: hold.reused, balance: hold.balance };
     case "replay":
       return { replay: hold.response };
     case "in_flight":
@@ -223,7 +227,9 @@ async function forwardAndSettle(deps: ProxyDeps, call: ProxyCall, a: Admitted, a
   audit.overheadMs = performance.now() - started - upstreamMs;
 
   const passedHeaders = result.kind === "response" ? clientResponseHeaders(result.headers) : null;
-  const today = await deps.store.settleCall({
+  // Settled (with its audit row and idempotency memory) before the answer leaves: a client that reads its
+  // spend, or retries, right after an answer sees that answer's outcome.
+  await deps.store.settleCall({
     keyId: a.key.id,
     day: a.day,
     holdId: a.holdId ?? undefined,
@@ -235,7 +241,7 @@ async function forwardAndSettle(deps: ProxyDeps, call: ProxyCall, a: Admitted, a
     idempotency: a.idempotencyKey ? { key: a.idempotencyKey, result: idempotencyResult(result, outcome, passedHeaders, audit.vendorRequestId) } : undefined,
   });
 
-  const keybrakeHeaders = spendHeaders(a.key, today, audit);
+  const keybrakeHeaders = spendHeaders(a, settlement.costMicros, audit.id);
   if (result.kind !== "response") {
     const err =
       result.kind === "timeout"
@@ -296,15 +302,21 @@ async function replay(deps: ProxyDeps, stored: StoredResponse, audit: AuditRow, 
   return new Response(stored.body, { status: stored.status, headers });
 }
 
-function spendHeaders(key: KeyRecord, today: DayUsage, audit: AuditRow): Record<string, string> {
+/** Today's spend and what remains after this call, from the balances its hold saw. */
+function spendHeaders(a: Admitted, costMicros: number, requestId: string): Record<string, string> {
+  const { key, balance: b } = a;
+  const fresh = a.holdId !== null && !a.reused;
+  const released = fresh ? a.quote.micros : 0;
+  const added = fresh ? costMicros : 0;
+  const spentToday = b.daySettled + added;
   const remaining =
     key.dailyCapMicros !== null
-      ? key.dailyCapMicros - today.settledMicros - today.heldMicros
-      : key.totalCapMicros! - key.spentTotalMicros - key.heldTotalMicros - audit.costMicros;
+      ? key.dailyCapMicros - spentToday - (b.dayHeld - released)
+      : key.totalCapMicros! - (b.totalSpent + added) - (b.totalHeld - released);
   return {
-    "x-keybrake-request-id": audit.id,
+    "x-keybrake-request-id": requestId,
     "x-keybrake-key-id": key.id,
-    "x-keybrake-spent-usd": String(microsToUsd(today.settledMicros)),
+    "x-keybrake-spent-usd": String(microsToUsd(spentToday)),
     "x-keybrake-remaining-usd": String(microsToUsd(remaining)),
   };
 }

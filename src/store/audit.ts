@@ -1,4 +1,5 @@
 import { and, desc, eq, gte, lt, sql, type SQL } from "drizzle-orm";
+import type { GroupCommit } from "./group-commit";
 import type { Db } from "./sqlite";
 import { labelHasPrefix } from "./keys";
 import { auditEvents } from "./schema";
@@ -42,14 +43,14 @@ const GROUPS: Record<SpendGroup, SQL> = {
   day: sql`strftime('%Y-%m-%d', ${auditEvents.at} / 1000, 'unixepoch')`,
 };
 
-export function auditQueries(db: Db) {
+export function auditQueries(db: Db, commits: GroupCommit) {
   const insert = db.$client.prepare(insertAuditSql);
   const prune = db.$client.prepare(`DELETE FROM audit_events WHERE seq IN (SELECT seq FROM audit_events WHERE at < ? ORDER BY seq LIMIT ?)`);
   const holdEvents = sql.join(HOLD_EVENT_DECISIONS.map((d) => sql`${d}`), sql`, `);
 
   return {
     async recordAudit(row: AuditRow) {
-      insert.run(...auditParams(row));
+      await commits.submit(() => insert.run(...auditParams(row)));
     },
 
     async listAudit(f: AuditFilter): Promise<Page<AuditRow>> {

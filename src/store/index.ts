@@ -1,5 +1,7 @@
 import { adminQueries } from "./admin";
 import { auditQueries } from "./audit";
+import { GroupCommit } from "./group-commit";
+import { startBackgroundCheckpoints } from "./wal";
 import { keyQueries } from "./keys";
 import { ledgerQueries } from "./ledger";
 import { openDatabase, type OpenOptions } from "./sqlite";
@@ -11,12 +13,14 @@ export type * from "./types";
 export function openStore(path: string, opts: OpenOptions = {}): Store {
   const db = openDatabase(path, opts);
   const client = db.$client;
+  const commits = new GroupCommit(client);
+  let checkpoints: { stop(): Promise<void> } | undefined;
   const openHolds = client.prepare<{ n: number }, []>("SELECT count(*) AS n FROM ledger_entries WHERE state IN ('held', 'orphaned')");
   const probe = client.prepare("INSERT INTO settings (name, value) VALUES ('healthz', ?1) ON CONFLICT (name) DO UPDATE SET value = ?1");
   return {
     ...keyQueries(db),
-    ...ledgerQueries(db),
-    ...auditQueries(db),
+    ...ledgerQueries(db, commits),
+    ...auditQueries(db, commits),
     ...adminQueries(db),
     async countOpenHolds() {
       return openHolds.get()!.n;
@@ -32,7 +36,12 @@ export function openStore(path: string, opts: OpenOptions = {}): Store {
         return false;
       }
     },
-    close() {
+    checkpointInBackground() {
+      checkpoints ??= startBackgroundCheckpoints(client, path);
+    },
+    async close() {
+      commits.flush();
+      await checkpoints?.stop();
       // Fold the WAL back into the main file so a stopped server leaves one self-contained database.
       try {
         client.run("PRAGMA wal_checkpoint(TRUNCATE)");

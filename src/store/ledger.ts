@@ -1,3 +1,5 @@
+import type { Statement } from "bun:sqlite";
+import type { GroupCommit } from "./group-commit";
 import type { Db } from "./sqlite";
 import { auditParams, insertAuditSql } from "./audit";
 import type { AuditRow, DayUsage, HoldRecord, HoldRequest, HoldResult, IdempotencyResult, SettleRequest, StoredResponse, TrackedObject } from "./types";
@@ -35,11 +37,12 @@ function holdAuditRow(h: HoldRow, id: string, now: number, decision: string, cos
 }
 
 /**
- * Holds and settlements. Each runs in one `BEGIN IMMEDIATE` transaction: the write lock is taken before the
- * balance is read, so no two holds can both see the same headroom, and no two calls can both claim the same
+ * Holds and settlements. Each runs inside a `BEGIN IMMEDIATE` transaction (shared with the other writes of the
+ * same event-loop turn, see GroupCommit): the write lock is taken before any balance is read and the writes run
+ * one after another, so no two holds can both see the same headroom, and no two calls can both claim the same
  * Idempotency-Key.
  */
-export function ledgerQueries(db: Db) {
+export function ledgerQueries(db: Db, commits: GroupCommit) {
   const client = db.$client;
   const keyBalance = client.prepare<
     { status: string; daily: number | null; total: number | null; spent: number; held: number },
@@ -103,7 +106,10 @@ export function ledgerQueries(db: Db) {
   const HOLD_COLUMNS = `e.id, e.key_id AS keyId, k.label, k.vendor, k.mode, e.day, e.hold_micros AS holdMicros, e.cost_micros AS costMicros,
             e.state, e.created_at AS createdAt, e.settled_at AS settledAt, e.method, e.path, e.request_id AS requestId
        FROM ledger_entries e LEFT JOIN vault_keys k ON k.id = e.key_id`;
-  const heldEntries = client.prepare<HoldRow, [string, number]>(`SELECT ${HOLD_COLUMNS} WHERE e.state = ? ORDER BY e.created_at LIMIT ?`);
+  // The state is spelled into each query so SQLite can use the partial index on open holds.
+  const entriesIn = Object.fromEntries(
+    (["held", "orphaned", "ambiguous"] as const).map((state) => [state, client.prepare<HoldRow, [number]>(`SELECT ${HOLD_COLUMNS} WHERE e.state = '${state}' ORDER BY e.created_at LIMIT ?`)]),
+  ) as Record<"held" | "orphaned" | "ambiguous", Statement<HoldRow, [number]>>;
   const heldEntryById = client.prepare<HoldRow, [string]>(`SELECT ${HOLD_COLUMNS} WHERE e.id = ?`);
   const orphanEntries = client.prepare(`UPDATE ledger_entries SET state = 'orphaned' WHERE state = 'held'`);
   const ambiguousInFlight = client.prepare(`UPDATE idempotency_entries SET state = 'ambiguous' WHERE state = 'in_flight'`);
@@ -140,7 +146,7 @@ export function ledgerQueries(db: Db) {
     idemComplete.run(keyId, idemKey, r.status, JSON.stringify(r.headers), tooLarge ? null : r.body, tooLarge ? 1 : 0, r.vendorRequestId);
   }
 
-  const hold = client.transaction((req: HoldRequest): HoldResult => {
+  const hold = (req: HoldRequest): HoldResult => {
     const key = keyBalance.get(req.keyId);
     if (!key || key.status !== "active") return { kind: "denied", reason: "revoked" };
     if (req.idempotency) {
@@ -153,7 +159,9 @@ export function ledgerQueries(db: Db) {
           return { kind: "replay", response };
         }
         idemSetState.run(req.keyId, req.idempotency.key, "in_flight");
-        return { kind: "admitted", holdId: prior.holdId, day: prior.day, reused: true };
+        const d = dayBalance.get(req.keyId, prior.day) ?? { settledMicros: 0, heldMicros: 0 };
+        const balance = { daySettled: d.settledMicros, dayHeld: d.heldMicros, totalSpent: key.spent, totalHeld: key.held };
+        return { kind: "admitted", holdId: prior.holdId, day: prior.day, reused: true, balance };
       }
     }
     const day = dayBalance.get(req.keyId, req.day) ?? { settledMicros: 0, heldMicros: 0 };
@@ -169,10 +177,12 @@ export function ledgerQueries(db: Db) {
     if (req.idempotency) {
       idemClaim.run(req.keyId, req.idempotency.key, req.idempotency.fingerprint, req.ledger ? req.holdId : null, req.day, req.now, req.now + req.idempotency.ttlMs);
     }
-    return { kind: "admitted", holdId: req.ledger ? req.holdId : null, day: req.day, reused: false };
-  });
+    const held = req.ledger ? req.micros : 0;
+    const balance = { daySettled: day.settledMicros, dayHeld: day.heldMicros + held, totalSpent: key.spent, totalHeld: key.held + held };
+    return { kind: "admitted", holdId: req.ledger ? req.holdId : null, day: req.day, reused: false, balance };
+  };
 
-  const settle = client.transaction((req: SettleRequest): DayUsage => {
+  const settle = (req: SettleRequest): void => {
     const moved = req.holdId ? closeHold(req.holdId, req.outcome, req.costMicros, req.now) : null;
     addKeyTotals.run(req.keyId, moved?.costDelta ?? 0, moved?.heldDelta ?? 0, 1, req.now);
     // An audit row's cost is what this call added to spend, so audit sums always equal the ledger's: a retry
@@ -184,11 +194,10 @@ export function ledgerQueries(db: Db) {
       upsertTracked.run(t.objectId, t.keyId, t.currency, t.amountMinor, t.countedMicros, req.now);
     }
     if (req.idempotency) rememberOutcome(req.keyId, req.idempotency.key, req.idempotency.result);
-    return dayBalance.get(req.keyId, req.day) ?? { settledMicros: 0, heldMicros: 0 };
-  });
+  };
 
   const recover = client.transaction((now: number): HoldRecord[] => {
-    const held = heldEntries.all("held", 1_000_000);
+    const held = entriesIn.held.all(1_000_000);
     orphanEntries.run();
     ambiguousInFlight.run();
     for (const h of held) insertAudit.run(...auditParams(holdAuditRow(h, h.requestId ?? `kbr_orphan_${h.id}`, now, "orphaned_hold", 0)));
@@ -218,20 +227,16 @@ export function ledgerQueries(db: Db) {
   });
 
   return {
-    async holdSpend(req: HoldRequest) {
-      return hold.immediate(req);
-    },
-    async settleCall(req: SettleRequest) {
-      return settle.immediate(req);
-    },
+    holdSpend: (req: HoldRequest) => commits.submit(() => hold(req)),
+    settleCall: (req: SettleRequest) => commits.submit(() => settle(req)),
     async findTracked(objectId: string) {
       return trackedById.get(objectId) ?? null;
     },
     async recoverOrphanedHolds(now: number) {
       return recover.immediate(now).map(holdRecord);
     },
-    async listHolds(state: EntryState, limit: number) {
-      return heldEntries.all(state, limit).map(holdRecord);
+    async listHolds(state: "held" | "orphaned" | "ambiguous", limit: number) {
+      return entriesIn[state].all(limit).map(holdRecord);
     },
     async resolveHold(id: string, outcome: "settled" | "released", costMicros: number, now: number) {
       if (!resolve.immediate(id, outcome, costMicros, now)) return null;

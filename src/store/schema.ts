@@ -66,7 +66,8 @@ export const ledgerEntries = sqliteTable(
     method: text("method"),
     path: text("path"),
   },
-  (t) => [index("ledger_entries_key").on(t.keyId, t.state), index("ledger_entries_state").on(t.state)],
+  // Only open and ambiguous holds are ever looked up by state: a partial index keeps settled rows out of it.
+  (t) => [index("ledger_entries_open").on(t.state).where(sql`state IN ('held', 'orphaned', 'ambiguous')`)],
 );
 
 export const auditEvents = sqliteTable(
@@ -94,8 +95,8 @@ export const auditEvents = sqliteTable(
     overheadMs: real("overhead_ms"),
     clientIp: text("client_ip"),
   },
+  // Every index is a page written per call: only what the audit queries filter on.
   (t) => [
-    uniqueIndex("audit_events_id").on(t.id),
     index("audit_events_at").on(t.at),
     index("audit_events_key").on(t.keyId, t.seq),
     index("audit_events_label").on(t.label, t.seq),

@@ -66,9 +66,17 @@ export interface StoredResponse {
   vendorRequestId: string | null;
 }
 
+/** A key's committed money right after a hold: the day's and the lifetime's settled and held micro-dollars. */
+export interface Balance {
+  daySettled: number;
+  dayHeld: number;
+  totalSpent: number;
+  totalHeld: number;
+}
+
 export type HoldResult =
   /** Forward the call. `reused`: an earlier ambiguous attempt's hold is forwarded again (no new hold). */
-  | { kind: "admitted"; holdId: string | null; day: string; reused: boolean }
+  | { kind: "admitted"; holdId: string | null; day: string; reused: boolean; balance: Balance }
   | { kind: "denied"; reason: "daily_cap" | "total_cap" | "revoked" }
   | { kind: "replay"; response: StoredResponse }
   | { kind: "in_flight" }
@@ -199,10 +207,10 @@ export interface Store {
   dayUsage(keyIds: string[], day: string): Promise<Map<string, DayUsage>>;
   // ledger
   holdSpend(req: HoldRequest): Promise<HoldResult>;
-  settleCall(req: SettleRequest): Promise<DayUsage>;
+  settleCall(req: SettleRequest): Promise<void>;
   /** At start-up: holds a dead process never settled become `orphaned` (still counted as held) and are audited. */
   recoverOrphanedHolds(now: number): Promise<HoldRecord[]>;
-  listHolds(state: HoldRecord["state"], limit: number): Promise<HoldRecord[]>;
+  listHolds(state: "held" | "orphaned" | "ambiguous", limit: number): Promise<HoldRecord[]>;
   findHold(id: string): Promise<HoldRecord | null>;
   /** An operator's decision on an orphaned hold: spent (at `costMicros`) or released. */
   resolveHold(id: string, outcome: "settled" | "released", costMicros: number, now: number): Promise<HoldRecord | null>;
@@ -223,5 +231,7 @@ export interface Store {
   setSetting(name: string, value: string): Promise<void>;
   // operations
   checkWritable(): Promise<boolean>;
-  close(): void;
+  /** The server's mode: WAL checkpoints on a background thread instead of on commits. */
+  checkpointInBackground(): void;
+  close(): Promise<void>;
 }

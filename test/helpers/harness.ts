@@ -68,7 +68,7 @@ export async function startKeybrake(env: Record<string, string> = {}, options: {
     },
     async stop() {
       await app.stop(true);
-      store.close();
+      await store.close();
       rmSync(dir, { recursive: true, force: true });
     },
   };

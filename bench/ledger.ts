@@ -1,0 +1,39 @@
+/**
+ * The ledger alone: hold + settle pairs per second through the store, no HTTP. Each pair is two
+ * `BEGIN IMMEDIATE` transactions, the second with its audit row, exactly as the proxy does.
+ */
+import { openStore } from "../src/store/index";
+import type { AuditRow } from "../src/store/types";
+
+export async function benchLedger(path: string, pairs: number) {
+  const store = openStore(path);
+  const now = Date.now();
+  await store.insertKey({
+    id: "vk_bench", keyHash: "bench", keyHint: "kb_live_…", vendor: "stripe", mode: "live", label: "bench", dailyCapMicros: 1e15,
+    totalCapMicros: null, allowedEndpoints: ["POST /v1/payment_intents"], maxRequestsPerMinute: null, requireIdempotencyKey: false,
+    metadata: {}, createdAt: now, expiresAt: now + 86_400_000,
+  });
+  const day = new Date(now).toISOString().slice(0, 10);
+  const audit: AuditRow = {
+    id: "", at: now, keyId: "vk_bench", label: "bench", vendor: "stripe", mode: "live", method: "POST", path: "/v1/payment_intents",
+    status: 200, decision: "allowed", holdMicros: 1_000_000, costMicros: 1_000_000, costSource: "request", currency: "usd", amountMinor: 100,
+    vendorRequestId: "req_x", idempotencyKey: null, upstreamMs: 1, overheadMs: 0.05, clientIp: "127.0.0.1",
+  };
+  const started = performance.now();
+  for (let i = 0; i < pairs; i++) {
+    const holdId = `hold_${i}`;
+    await store.holdSpend({ holdId, keyId: "vk_bench", day, micros: 1_000_000, ledger: true, needsHeadroom: false, now, call: { requestId: `kbr_${i}`, method: "POST", path: "/v1/payment_intents" } });
+    await store.settleCall({ keyId: "vk_bench", day, holdId, outcome: "settled", costMicros: 1_000_000, now, audit: { ...audit, id: `kbr_${i}` } });
+  }
+  const seconds = (performance.now() - started) / 1000;
+  await store.close();
+  return { pairs, opsPerSecond: pairs / seconds, microsPerPair: (seconds * 1e6) / pairs };
+}
+
+if (import.meta.main) {
+  const { mkdtempSync } = await import("node:fs");
+  const { join } = await import("node:path");
+  const { tmpdir } = await import("node:os");
+  const result = await benchLedger(join(mkdtempSync(join(tmpdir(), "kb-ledger-")), "ledger.db"), Number(process.argv[2] ?? 20_000));
+  console.log(result);
+}

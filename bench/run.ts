@@ -1,0 +1,211 @@
+/**
+ * `bun run bench`: what Keybrake costs per call, measured against the direct call and a bare nginx hop in the
+ * same run, at concurrency 1 and 64 (wrk). Then the ledger alone, and the race bench. Prints a table and
+ * writes bench/results/latest.json. Installs wrk and nginx with apt-get when they are missing.
+ *
+ * BENCH_DURATION (seconds per measurement, default 10), BENCH_WARMUP (default 2).
+ */
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { benchLedger } from "./ledger";
+import { runRace } from "./race";
+
+const root = join(import.meta.dir, "..");
+const DURATION = Number(process.env.BENCH_DURATION ?? 10);
+const WARMUP = Number(process.env.BENCH_WARMUP ?? 2);
+const ADMIN_TOKEN = "bench-admin-token-0123456789abcdefghijklmnop";
+const work = mkdtempSync(join(tmpdir(), "keybrake-bench-"));
+const children: { kill(signal?: number | NodeJS.Signals): void }[] = [];
+
+function sh(cmd: string[], env: Record<string, string> = {}) {
+  const r = Bun.spawnSync(cmd, { env: { ...process.env, ...env }, stdout: "pipe", stderr: "pipe" });
+  return { code: r.exitCode, out: r.stdout.toString(), err: r.stderr.toString() };
+}
+
+function ensureTool(bin: string, pkg: string) {
+  if (Bun.which(bin) || existsSync(`/usr/sbin/${bin}`)) return;
+  console.error(`installing ${pkg} with apt-get ...`);
+  sh(["apt-get", "update", "-qq"]);
+  const r = sh(["apt-get", "install", "-y", "-qq", pkg], { DEBIAN_FRONTEND: "noninteractive" });
+  if (r.code !== 0) throw new Error(`apt-get install ${pkg} failed: ${r.err}`);
+}
+
+async function freePort(): Promise<number> {
+  const s = Bun.serve({ port: 0, hostname: "127.0.0.1", fetch: () => new Response() });
+  const port = s.port!;
+  s.stop(true);
+  return port;
+}
+
+async function waitUp(url: string) {
+  for (let i = 0; i < 200; i++) {
+    try {
+      await fetch(url);
+      return;
+    } catch {
+      await Bun.sleep(25);
+    }
+  }
+  throw new Error(`${url} did not come up`);
+}
+
+function startUpstream(port: number) {
+  const p = Bun.spawn(["bun", join(import.meta.dir, "upstream.ts"), String(port)], { stdout: "ignore", stderr: "inherit" });
+  children.push(p);
+  return waitUp(`http://127.0.0.1:${port}/`);
+}
+
+function startNginx(port: number, upstreamPort: number) {
+  const conf = join(work, "nginx.conf");
+  writeFileSync(
+    conf,
+    `worker_processes 1;
+pid ${join(work, "nginx.pid")};
+error_log ${join(work, "nginx-error.log")} warn;
+daemon off;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path ${work}/client_body;
+  proxy_temp_path ${work}/proxy;
+  fastcgi_temp_path ${work}/fastcgi;
+  uwsgi_temp_path ${work}/uwsgi;
+  scgi_temp_path ${work}/scgi;
+  upstream mock { server 127.0.0.1:${upstreamPort}; keepalive 128; }
+  server {
+    listen 127.0.0.1:${port};
+    location / {
+      proxy_pass http://mock;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+`,
+  );
+  const p = Bun.spawn([Bun.which("nginx") ?? "/usr/sbin/nginx", "-c", conf], { stdout: "ignore", stderr: "inherit" });
+  children.push(p);
+  return waitUp(`http://127.0.0.1:${port}/`);
+}
+
+async function startKeybrake(port: number, upstreamPort: number): Promise<string> {
+  const built = sh(["bun", "run", "build"], {});
+  if (built.code !== 0) throw new Error(`build failed: ${built.err}`);
+  const p = Bun.spawn([join(root, "dist/keybrake"), "serve"], {
+    cwd: work,
+    env: {
+      PATH: process.env.PATH ?? "",
+      KEYBRAKE_PORT: String(port),
+      KEYBRAKE_HOST: "127.0.0.1",
+      KEYBRAKE_DB: join(work, "keybrake.db"),
+      KEYBRAKE_ADMIN_TOKEN: ADMIN_TOKEN,
+      KEYBRAKE_STRIPE_SECRET_KEY: "sk_live_bench",
+      KEYBRAKE_STRIPE_BASE_URL: `http://127.0.0.1:${upstreamPort}`,
+    },
+    stdout: "ignore",
+    stderr: "ignore",
+  });
+  children.push(p);
+  await waitUp(`http://127.0.0.1:${port}/healthz`);
+  const res = await fetch(`http://127.0.0.1:${port}/vault/keys`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${ADMIN_TOKEN}`, "content-type": "application/json" },
+    body: JSON.stringify({ vendor: "stripe", daily_usd_cap: 10_000_000, allowed_endpoints: ["POST /v1/payment_intents"], expires_in: "1d", agent_run_label: "bench/run" }),
+  });
+  return ((await res.json()) as { vault_key: string }).vault_key;
+}
+
+interface WrkResult {
+  requests: number;
+  duration_us: number;
+  errors: number;
+  p50_us: number;
+  p90_us: number;
+  p99_us: number;
+  max_us: number;
+  mean_us: number;
+  rps: number;
+}
+
+function wrk(url: string, connections: number, seconds: number, key: string): WrkResult {
+  const threads = Math.min(connections, 2);
+  const r = sh(["wrk", "-t", String(threads), "-c", String(connections), "-d", `${seconds}s`, "-s", join(import.meta.dir, "post.lua"), url], { BENCH_KEY: key });
+  const line = r.out.split("\n").find((l) => l.startsWith("RESULT "));
+  if (!line) throw new Error(`wrk printed no result: ${r.out} ${r.err}`);
+  const result = JSON.parse(line.slice(7)) as Omit<WrkResult, "rps">;
+  return { ...result, rps: result.requests / (result.duration_us / 1e6) };
+}
+
+async function main() {
+  ensureTool("wrk", "wrk");
+  ensureTool("nginx", "nginx");
+  const [upPort, nginxPort, kbPort] = [await freePort(), await freePort(), await freePort()];
+  await startUpstream(upPort);
+  await startNginx(nginxPort, upPort);
+  const vaultKey = await startKeybrake(kbPort, upPort);
+
+  const targets = {
+    direct: `http://127.0.0.1:${upPort}/v1/payment_intents`,
+    nginx: `http://127.0.0.1:${nginxPort}/v1/payment_intents`,
+    keybrake: `http://127.0.0.1:${kbPort}/v1/payment_intents`,
+  };
+  const results: Record<string, Record<string, WrkResult>> = {};
+  for (const connections of [1, 64]) {
+    for (const [name, url] of Object.entries(targets)) {
+      process.stderr.write(`wrk ${name} c=${connections} ...\n`);
+      wrk(url, connections, WARMUP, vaultKey);
+      (results[`c${connections}`] ??= {})[name] = wrk(url, connections, DURATION, vaultKey);
+    }
+  }
+
+  const ledger = await benchLedger(join(work, "ledger.db"), 20_000);
+  const race = await runRace(`http://127.0.0.1:${kbPort}`, ADMIN_TOKEN, { calls: 10_000, admit: 137 });
+  for (const c of children) c.kill("SIGTERM");
+
+  const rows: string[] = [];
+  const us = (v: number) => `${v.toFixed(0)} µs`;
+  rows.push("| concurrency | target | req/s | p50 | p99 | added p50 | added p99 | keybrake/nginx req/s |");
+  rows.push("|---|---|---|---|---|---|---|---|");
+  const summary: Record<string, unknown> = {};
+  for (const [c, byTarget] of Object.entries(results)) {
+    const direct = byTarget.direct!;
+    for (const [name, r] of Object.entries(byTarget)) {
+      const added = name === "direct" ? null : { p50: r.p50_us - direct.p50_us, p99: r.p99_us - direct.p99_us };
+      const ratio = name === "keybrake" ? (r.rps / byTarget.nginx!.rps).toFixed(2) : "";
+      rows.push(`| ${c.slice(1)} | ${name} | ${r.rps.toFixed(0)} | ${us(r.p50_us)} | ${us(r.p99_us)} | ${added ? us(added.p50) : "-"} | ${added ? us(added.p99) : "-"} | ${ratio} |`);
+      if (added) summary[`${c}_${name}_added_p50_us`] = added.p50;
+      if (added) summary[`${c}_${name}_added_p99_us`] = added.p99;
+    }
+    summary[`${c}_keybrake_over_nginx_rps`] = byTarget.keybrake!.rps / byTarget.nginx!.rps;
+  }
+  const errors = Object.values(results).flatMap((t) => Object.values(t)).reduce((n, r) => n + r.errors, 0);
+
+  console.log(`\nKeybrake ${DURATION}s per measurement on ${navigator.hardwareConcurrency} cores (${process.platform}), Bun ${Bun.version}\n`);
+  console.log(rows.join("\n"));
+  console.log(`\nledger alone: ${ledger.opsPerSecond.toFixed(0)} hold+settle pairs/s (${ledger.pairs} pairs, ${ledger.microsPerPair.toFixed(1)} µs each)`);
+  console.log(`race: ${race.calls} concurrent priced calls against a cap that admits ${race.expected}: admitted ${race.admitted}, overspend ${race.overspendMicros} micro-dollars`);
+  if (errors > 0) console.log(`wrk reported ${errors} errors`);
+
+  const out = {
+    at: new Date().toISOString(),
+    machine: { cores: navigator.hardwareConcurrency, platform: process.platform, bun: Bun.version },
+    duration_s: DURATION,
+    wrk: results,
+    summary,
+    ledger,
+    race,
+    wrk_errors: errors,
+  };
+  mkdirSync(join(import.meta.dir, "results"), { recursive: true });
+  writeFileSync(join(import.meta.dir, "results/latest.json"), JSON.stringify(out, null, 2));
+  console.log("\nwrote bench/results/latest.json");
+  rmSync(work, { recursive: true, force: true });
+  process.exit(race.admitted === race.expected && race.overspendMicros === 0 ? 0 : 1);
+}
+
+main().catch((err) => {
+  for (const c of children) c.kill("SIGKILL");
+  console.error(err);
+  process.exit(1);
+});
