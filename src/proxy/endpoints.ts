@@ -45,3 +45,16 @@ const escapeRegex = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 export function matchEndpoint(patterns: EndpointPattern[], method: string, path: string): boolean {
   return patterns.some((p) => (p.method === null || p.method === method) && p.regex.test(path));
 }
+
+const compiled = new Map<string, EndpointPattern[]>();
+
+/** A key's allowlist, compiled once per distinct list rather than once per call. */
+export function compiledAllowlist(patterns: string[]): EndpointPattern[] {
+  const cacheKey = patterns.join("\n");
+  let hit = compiled.get(cacheKey);
+  if (!hit) {
+    if (compiled.size >= 10_000) compiled.clear();
+    compiled.set(cacheKey, (hit = patterns.map(compilePattern)));
+  }
+  return hit;
+}

@@ -4,7 +4,7 @@ import type { AuditRow, Balance, IdempotencyResult, KeyRecord, Outcome, Store, S
 import { microsToUsd, msUntilUtcMidnight, randomBase62, sha256Hex, utcDay } from "../util";
 import type { Credentials, Quote, Settlement, Vendor } from "../vendors/types";
 import { presentedVaultKey } from "./credentials";
-import { compilePattern, matchEndpoint } from "./endpoints";
+import { compiledAllowlist, matchEndpoint } from "./endpoints";
 import { callUpstream, clientResponseHeaders, upstreamRequestHeaders, type UpstreamResult } from "./forward";
 import { normalizeVendorPath } from "./path";
 import type { Metrics } from "../ops/metrics";
@@ -128,7 +128,7 @@ async function admit(deps: ProxyDeps, call: ProxyCall, audit: AuditRow): Promise
   const creds = vendor.credentials(config, key.mode);
   const path = vendor.upstreamPath(normalized, creds);
   audit.path = path;
-  if (!matchEndpoint(key.allowedEndpoints.map(compilePattern), request.method, path)) {
+  if (!matchEndpoint(compiledAllowlist(key.allowedEndpoints), request.method, path)) {
     throw deny(403, "endpoint_not_allowed", `${request.method} ${path} is not in this key's allowed_endpoints.`);
   }
 
@@ -192,9 +192,11 @@ async function admit(deps: ProxyDeps, call: ProxyCall, audit: AuditRow): Promise
 
 async function readBody(request: Request, limit: number): Promise<Uint8Array> {
   const tooLarge = () => deny(413, "body_too_large", `Request bodies are limited to ${limit} bytes.`);
-  const declared = Number(request.headers.get("content-length") ?? "0");
-  if (declared > limit) throw tooLarge();
+  const length = request.headers.get("content-length");
+  if (Number(length ?? "0") > limit) throw tooLarge();
   if (!request.body) return new Uint8Array(0);
+  // A declared length within the limit is what Bun will deliver: read it whole. Chunked bodies are counted.
+  if (length !== null) return new Uint8Array(await request.arrayBuffer());
   const chunks: Uint8Array[] = [];
   let size = 0;
   for await (const chunk of request.body) {

@@ -1,7 +1,5 @@
 import type { Database } from "bun:sqlite";
 
-const SCHEDULE: (f: () => void) => void = process.env.GC_MODE === "micro" ? queueMicrotask : (f) => setImmediate(f);
-
 interface Pending {
   op: () => unknown;
   resolve: (value: unknown) => void;
@@ -12,20 +10,35 @@ interface Pending {
  * Group commit. Writes submitted during one turn of the event loop run, in submission order, inside one
  * `BEGIN IMMEDIATE` transaction, each in its own savepoint (a failing write rolls back alone). Every caller's
  * promise resolves only after the shared COMMIT, so a hold is durable before its call is forwarded; concurrent
- * callers share the ~20 µs a commit costs instead of paying it one after another.
+ * callers share the cost of a commit instead of paying it one after another.
  */
 export class GroupCommit {
   private queue: Pending[] = [];
   private scheduled = false;
+  private readonly begin;
+  private readonly commit;
+  private readonly rollback;
+  private readonly savepoint;
+  private readonly release;
+  private readonly rollbackTo;
 
-  constructor(private readonly db: Database) {}
+  constructor(db: Database) {
+    // Prepared once: bun:sqlite's db.transaction() builds a new wrapper on every call, too slow per write.
+    this.begin = db.prepare("BEGIN IMMEDIATE");
+    this.commit = db.prepare("COMMIT");
+    this.rollback = db.prepare("ROLLBACK");
+    this.savepoint = db.prepare("SAVEPOINT one_write");
+    this.release = db.prepare("RELEASE one_write");
+    this.rollbackTo = db.prepare("ROLLBACK TO one_write");
+  }
 
   submit<T>(op: () => T): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       this.queue.push({ op, resolve: resolve as (v: unknown) => void, reject });
       if (!this.scheduled) {
         this.scheduled = true;
-        SCHEDULE(() => this.flush());
+        // After this turn's I/O: every request parsed in this turn joins the same transaction.
+        setImmediate(() => this.flush());
       }
     });
   }
@@ -38,23 +51,33 @@ export class GroupCommit {
     if (batch.length === 0) return;
     const outcomes: { ok: boolean; value: unknown }[] = [];
     try {
-      this.db
-        .transaction(() => {
-          // A batch of one needs no savepoint: if it fails, the whole transaction is just that write.
-          if (batch.length === 1) return void outcomes.push({ ok: true, value: batch[0]!.op() });
-          for (const item of batch) {
-            try {
-              outcomes.push({ ok: true, value: this.db.transaction(item.op)() });
-            } catch (error) {
-              outcomes.push({ ok: false, value: error });
-            }
-          }
-        })
-        .immediate();
+      this.begin.run();
+      // A batch of one needs no savepoint: if it fails, the whole transaction is just that write.
+      for (const item of batch) outcomes.push(batch.length === 1 ? { ok: true, value: item.op() } : this.inSavepoint(item.op));
+      this.commit.run();
     } catch (error) {
+      try {
+        this.rollback.run();
+      } catch {
+        // SQLite already rolled back
+      }
       for (const item of batch) item.reject(error);
       return;
     }
     batch.forEach((item, i) => (outcomes[i]!.ok ? item.resolve(outcomes[i]!.value) : item.reject(outcomes[i]!.value)));
+  }
+
+  /** One write of a batch: a failure rolls back this write alone and is reported to its caller alone. */
+  private inSavepoint(op: () => unknown): { ok: boolean; value: unknown } {
+    this.savepoint.run();
+    try {
+      const value = op();
+      this.release.run();
+      return { ok: true, value };
+    } catch (error) {
+      this.rollbackTo.run();
+      this.release.run();
+      return { ok: false, value: error };
+    }
   }
 }

@@ -10,8 +10,26 @@ function toRecord({ seq: _seq, keyHash: _hash, ...rest }: Row): KeyRecord {
   return rest;
 }
 
+const RAW_COLUMNS = `id, key_hint AS keyHint, vendor, mode, label, daily_cap_micros AS dailyCapMicros,
+  total_cap_micros AS totalCapMicros, allowed_endpoints AS allowedEndpoints, max_requests_per_minute AS maxRequestsPerMinute,
+  require_idempotency_key AS requireIdempotencyKey, metadata, status, created_at AS createdAt, expires_at AS expiresAt,
+  revoked_at AS revokedAt, spent_total_micros AS spentTotalMicros, held_total_micros AS heldTotalMicros, calls,
+  last_used_at AS lastUsedAt`;
+type RawKey = Omit<KeyRecord, "allowedEndpoints" | "metadata" | "requireIdempotencyKey"> & {
+  allowedEndpoints: string;
+  metadata: string;
+  requireIdempotencyKey: number;
+};
+const fromRaw = (r: RawKey): KeyRecord => ({
+  ...r,
+  allowedEndpoints: JSON.parse(r.allowedEndpoints),
+  metadata: JSON.parse(r.metadata),
+  requireIdempotencyKey: r.requireIdempotencyKey === 1,
+});
+
 export function keyQueries(db: Db) {
-  const byHash = db.select().from(vaultKeys).where(eq(vaultKeys.keyHash, sql.placeholder("hash"))).prepare();
+  // Every proxied call starts here: a plain prepared statement, no ORM mapping on the hot path.
+  const byHash = db.$client.prepare<RawKey, [string]>(`SELECT ${RAW_COLUMNS} FROM vault_keys WHERE key_hash = ?`);
   const byId = db.select().from(vaultKeys).where(eq(vaultKeys.id, sql.placeholder("id"))).prepare();
 
   function filterConditions(f: KeyFilter, now: number): SQL[] {
@@ -33,8 +51,8 @@ export function keyQueries(db: Db) {
     },
 
     async findKeyByHash(hash: string) {
-      const row = byHash.get({ hash });
-      return row ? toRecord(row) : null;
+      const row = byHash.get(hash);
+      return row ? fromRaw(row) : null;
     },
 
     async findKeyById(id: string) {

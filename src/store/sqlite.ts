@@ -18,9 +18,13 @@ export interface OpenOptions {
  *   of fsync per commit.
  * - busy_timeout=5000: the CLI and the server share the file; a writer waits for the other instead of failing.
  * - foreign_keys=ON: declared for future references; cheap.
+ * - page_size=1024 for new files (see below).
  */
 export function openDatabase(path: string, opts: OpenOptions = {}): Db {
   const client = new Database(path, { create: true, strict: true });
+  // Takes effect only when the file is new. Every commit copies each page it touched into the WAL; a call
+  // touches ~10 pages for a few hundred bytes of rows, so 1 KiB pages make commits ~40% cheaper than 4 KiB.
+  client.run("PRAGMA page_size = 1024");
   client.run("PRAGMA journal_mode = WAL");
   client.run(`PRAGMA synchronous = ${opts.synchronous === "full" ? "FULL" : "NORMAL"}`);
   client.run("PRAGMA busy_timeout = 5000");
