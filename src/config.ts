@@ -86,7 +86,6 @@ const EnvSchema = z.object({
   KEYBRAKE_AUDIT_RETENTION_DAYS: int(1, 36_500, 90),
 });
 
-export type Env = z.infer<typeof EnvSchema>;
 
 export interface VendorSecrets {
   stripe: { live?: string; test?: string };

@@ -43,4 +43,3 @@ export function createApp(config: Config, store: Store, options: AppOptions = {}
     .use(proxyRoutes({ config, store, now, rateLimiter: new RateLimiter(), metrics }));
 }
 
-export type App = ReturnType<typeof createApp>;

@@ -49,7 +49,6 @@ export function presentKey(key: KeyRecord, today: DayUsage | undefined, now: num
     last_used_at: iso(key.lastUsedAt),
   };
 }
-export type PresentedKey = ReturnType<typeof presentKey>;
 
 async function presentOne(ctx: Pick<KeyContext, "store" | "now">, key: KeyRecord) {
   const now = ctx.now();

@@ -42,4 +42,3 @@ export function routeDoc(doc: RouteDoc) {
   return { detail: detail as never };
 }
 
-export const idParam = (what: string) => ({ name: "id", in: "path", required: true, schema: { type: "string" }, description: what });
