@@ -1,4 +1,5 @@
 import { Elysia } from "elysia";
+import { adminEventRoutes } from "./audit/admin-events";
 import { auditRoutes } from "./audit/routes";
 import type { Config } from "./config";
 import { KeybrakeError, errorResponse, invalidRequest, notFound } from "./errors";
@@ -39,6 +40,7 @@ export function createApp(config: Config, store: Store, options: AppOptions = {}
     .use(keyRoutes(store, auth, now))
     .use(holdRoutes(store, auth, now))
     .use(auditRoutes(store, auth))
+    .use(adminEventRoutes(store, auth))
     .use(metricsRoutes(metrics, store, auth, config.metricsPublic))
     .use(proxyRoutes({ config, store, now, rateLimiter: new RateLimiter(), metrics }));
 }

@@ -7,31 +7,18 @@ import { parseInput } from "../validation";
 import { AuditPage, AuditQuery, ExportQuery, SpendPage, SpendQuery } from "./model";
 import { exportStream, listAudit, spendBy } from "./service";
 
-const EventsQuery = z.strictObject({
-  limit: z.coerce.number().int().min(1).max(1000).default(100),
-  cursor: z.coerce.number().int().positive().optional(),
-});
-const AdminEventSchema = z.object({
-  seq: z.number(),
-  at: z.string(),
-  actor: z.string(),
-  action: z.string(),
-  target: z.string().nullable(),
-  details: z.record(z.string(), z.unknown()).nullable(),
-});
-
-/** SPEC §8: the per-call audit trail, and §3's record of admin actions. */
+/** SPEC §8: the per-call audit trail, per-run spend and the streamed export. */
 export const auditRoutes = (store: Store, auth: AdminAuth) =>
-  new Elysia({ name: "audit", seed: store })
+  new Elysia({ name: "audit", prefix: "/audit", seed: store })
     .use(adminGuard(auth))
-    .get("/audit", ({ query }) => listAudit(store, parseInput(AuditQuery, query, "query")), routeDoc({
+    .get("", ({ query }) => listAudit(store, parseInput(AuditQuery, query, "query")), routeDoc({
       summary: "Proxied calls, allowed and denied, newest first",
       tags: ["Audit"],
       query: AuditQuery,
       ok: [200, AuditPage, "A page of audit rows; pass next_cursor as cursor for the next"],
       errors: [400],
     }))
-    .get("/audit/spend", ({ query }) => {
+    .get("/spend", ({ query }) => {
       const { group_by, ...filters } = parseInput(SpendQuery, query, "query");
       return spendBy(store, group_by, filters);
     }, routeDoc({
@@ -41,7 +28,7 @@ export const auditRoutes = (store: Store, auth: AdminAuth) =>
       ok: [200, SpendPage, "One row per group"],
       errors: [400],
     }))
-    .get("/audit/export", ({ query }) => {
+    .get("/export", ({ query }) => {
       const { format, ...filters } = parseInput(ExportQuery, query, "query");
       return new Response(exportStream(store, filters, format), {
         headers: {
@@ -54,19 +41,5 @@ export const auditRoutes = (store: Store, auth: AdminAuth) =>
       tags: ["Audit"],
       query: ExportQuery,
       ok: [200, z.string(), "NDJSON (one row per line) or CSV with a header line"],
-      errors: [400],
-    }))
-    .get("/admin/events", async ({ query }) => {
-      const q = parseInput(EventsQuery, query, "query");
-      const page = await store.listAdminEvents(q.limit, q.cursor);
-      return {
-        data: page.data.map((e) => ({ ...e, at: new Date(e.at).toISOString() })),
-        next_cursor: page.nextCursor === null ? null : String(page.nextCursor),
-      };
-    }, routeDoc({
-      summary: "Admin actions (who: token fingerprint, what, when), newest first",
-      tags: ["Audit"],
-      query: EventsQuery,
-      ok: [200, z.object({ data: z.array(AdminEventSchema), next_cursor: z.string().nullable() }), "A page of admin events"],
       errors: [400],
     }));

@@ -26,20 +26,20 @@ const tags = ["Holds"];
 
 /** Holds a crashed process never settled: listed, and settled or released by an operator (audited). */
 export const holdRoutes = (store: Store, auth: AdminAuth, now: () => number) =>
-  new Elysia({ name: "holds", seed: store })
+  new Elysia({ name: "holds", prefix: "/vault/holds", seed: store })
     .use(adminGuard(auth))
-    .get("/vault/holds", ({ query }) => {
+    .get("", ({ query }) => {
       const q = parseInput(HoldsQuery, query, "query");
       return listHolds({ store }, q.state, q.limit);
     }, routeDoc({ summary: "Holds by state (default: orphaned by a crash, still counted as held)", tags, query: HoldsQuery, ok: [200, z.object({ data: z.array(HoldSchema) }), "Holds, oldest first"], errors: [400] }))
-    .post("/vault/holds/:id/settle", ({ params, body, actor }) => resolveHold({ store, now, actor }, params.id, "settled", parseInput(SettleBody, body ?? {}).cost_usd), routeDoc({
+    .post("/:id/settle", ({ params, body, actor }) => resolveHold({ store, now, actor }, params.id, "settled", parseInput(SettleBody, body ?? {}).cost_usd), routeDoc({
       summary: "Count an orphaned hold as spent (at the hold, or at cost_usd)",
       tags,
       body: SettleBody,
       ok: [200, HoldSchema, "The settled hold"],
       errors: [400, 404, 409],
     }))
-    .post("/vault/holds/:id/release", ({ params, actor }) => resolveHold({ store, now, actor }, params.id, "released"), routeDoc({
+    .post("/:id/release", ({ params, actor }) => resolveHold({ store, now, actor }, params.id, "released"), routeDoc({
       summary: "Release an orphaned hold (the vendor never charged)",
       tags,
       ok: [200, HoldSchema, "The released hold"],
