@@ -73,7 +73,9 @@ export const ledgerEntries = sqliteTable(
 export const auditEvents = sqliteTable(
   "audit_events",
   {
-    seq: integer("seq").primaryKey({ autoIncrement: true }),
+    // A plain rowid, not AUTOINCREMENT: that would rewrite sqlite_sequence on every call. Retention deletes only
+    // the oldest rows, so the newest seq is never reused and cursors stay monotonic.
+    seq: integer("seq").primaryKey(),
     id: text("id").notNull(),
     at: integer("at").notNull(),
     keyId: text("key_id"),
