@@ -166,6 +166,8 @@ describe("settlement", () => {
     expect(res.status).toBe(504);
     expect(res.headers.get("x-keybrake-error")).toBe("upstream_timeout");
     expect(res.headers.get("x-keybrake-request-id")).toStartWith("kbr_");
+    expect(Number(res.headers.get("x-keybrake-overhead-ms"))).toBeGreaterThan(0);
+    expect(res.headers.get("x-keybrake-spent-usd")).toBe("29");
     expect(ledger(key.id)).toEqual([{ state: "ambiguous", hold_micros: 29_000_000, cost_micros: 29_000_000 }]);
     expect((await auditFor(key.id))[0]).toMatchObject({ status: 504, decision: "allowed", cost_usd: 29 });
   });

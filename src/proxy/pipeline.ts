@@ -244,6 +244,7 @@ async function forwardAndSettle(deps: ProxyDeps, call: ProxyCall, a: Admitted, a
   });
 
   const keybrakeHeaders = spendHeaders(a, settlement.costMicros, audit.id);
+  keybrakeHeaders["x-keybrake-overhead-ms"] = (performance.now() - started - upstreamMs).toFixed(3);
   if (result.kind !== "response") {
     const err =
       result.kind === "timeout"
@@ -253,7 +254,6 @@ async function forwardAndSettle(deps: ProxyDeps, call: ProxyCall, a: Admitted, a
   }
   const headers = passedHeaders!;
   for (const [name, value] of Object.entries(keybrakeHeaders)) headers.set(name, value);
-  headers.set("x-keybrake-overhead-ms", (performance.now() - started - upstreamMs).toFixed(3));
   return new Response(result.body, { status: result.status, headers });
 }
 
