@@ -4,6 +4,7 @@ import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { embeddedMigrations, applyMigrations } from "../src/store/migrate";
 import { embeddedJournal, embeddedSql } from "../src/store/migrations.gen";
+import { OPEN_HOLDS } from "../src/store/schema";
 
 const drizzleDir = join(import.meta.dir, "../drizzle");
 const journalOnDisk = JSON.parse(readFileSync(join(drizzleDir, "meta/_journal.json"), "utf8")) as { entries: { tag: string }[] };
@@ -36,5 +37,14 @@ describe("embedded migrations", () => {
     expect(schemaOf(old)).toEqual(schemaOf(fresh));
     expect(old.query("SELECT id FROM vault_keys").all()).toEqual([{ id: "vk_old" }]);
     expect(applyMigrations(old)).toEqual([]); // idempotent
+  });
+
+  test("queries for open holds use the partial index (the ledger is never pruned, so a scan would grow forever)", () => {
+    const db = new Database(":memory:");
+    applyMigrations(db);
+    const plan = (q: string) => db.query<{ detail: string }, []>(`EXPLAIN QUERY PLAN ${q}`).all().map((r) => r.detail).join(" | ");
+    expect(plan(`SELECT id FROM ledger_entries WHERE ${OPEN_HOLDS} AND state = 'orphaned'`)).toContain("ledger_entries_open");
+    expect(plan(`SELECT count(*) FROM ledger_entries WHERE ${OPEN_HOLDS} AND state IN ('held', 'orphaned')`)).toContain("ledger_entries_open");
+    expect(plan("SELECT id FROM ledger_entries WHERE state = 'orphaned'")).not.toContain("ledger_entries_open");
   });
 });

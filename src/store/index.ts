@@ -1,6 +1,7 @@
 import { adminQueries } from "./admin";
 import { auditQueries } from "./audit";
 import { GroupCommit } from "./group-commit";
+import { OPEN_HOLDS } from "./schema";
 import { startBackgroundCheckpoints } from "./wal";
 import { keyQueries } from "./keys";
 import { ledgerQueries } from "./ledger";
@@ -15,7 +16,7 @@ export function openStore(path: string, opts: OpenOptions = {}): Store {
   const client = db.$client;
   const commits = new GroupCommit(client);
   let checkpoints: { stop(): Promise<void> } | undefined;
-  const openHolds = client.prepare<{ n: number }, []>("SELECT count(*) AS n FROM ledger_entries WHERE state IN ('held', 'orphaned')");
+  const openHolds = client.prepare<{ n: number }, []>(`SELECT count(*) AS n FROM ledger_entries WHERE ${OPEN_HOLDS} AND state IN ('held', 'orphaned')`);
   const probe = client.prepare("INSERT INTO settings (name, value) VALUES ('healthz', ?1) ON CONFLICT (name) DO UPDATE SET value = ?1");
   return {
     ...keyQueries(db),

@@ -2,6 +2,7 @@ import type { Statement } from "bun:sqlite";
 import type { GroupCommit } from "./group-commit";
 import type { Db } from "./sqlite";
 import { auditParams, insertAuditSql } from "./audit";
+import { OPEN_HOLDS } from "./schema";
 import type { AuditRow, DayUsage, HoldRecord, HoldRequest, HoldResult, IdempotencyResult, SettleRequest, StoredResponse, TrackedObject } from "./types";
 
 /** Answers larger than this are not kept for replay (Stripe objects are a few KiB). */
@@ -108,10 +109,10 @@ export function ledgerQueries(db: Db, commits: GroupCommit) {
        FROM ledger_entries e LEFT JOIN vault_keys k ON k.id = e.key_id`;
   // The state is spelled into each query so SQLite can use the partial index on open holds.
   const entriesIn = Object.fromEntries(
-    (["held", "orphaned", "ambiguous"] as const).map((state) => [state, client.prepare<HoldRow, [number]>(`SELECT ${HOLD_COLUMNS} WHERE e.state = '${state}' ORDER BY e.created_at LIMIT ?`)]),
+    (["held", "orphaned", "ambiguous"] as const).map((state) => [state, client.prepare<HoldRow, [number]>(`SELECT ${HOLD_COLUMNS} WHERE e.${OPEN_HOLDS} AND e.state = '${state}' ORDER BY e.created_at LIMIT ?`)]),
   ) as Record<"held" | "orphaned" | "ambiguous", Statement<HoldRow, [number]>>;
   const heldEntryById = client.prepare<HoldRow, [string]>(`SELECT ${HOLD_COLUMNS} WHERE e.id = ?`);
-  const orphanEntries = client.prepare(`UPDATE ledger_entries SET state = 'orphaned' WHERE state = 'held'`);
+  const orphanEntries = client.prepare(`UPDATE ledger_entries SET state = 'orphaned' WHERE ${OPEN_HOLDS} AND state = 'held'`);
   const ambiguousInFlight = client.prepare(`UPDATE idempotency_entries SET state = 'ambiguous' WHERE state = 'in_flight'`);
 
   /**

@@ -48,6 +48,12 @@ export const spendDays = sqliteTable(
   (t) => [primaryKey({ columns: [t.keyId, t.day] })],
 );
 
+/**
+ * The partial index's condition. SQLite uses a partial index only when a query repeats its condition word for
+ * word, so every query for holds by state includes OPEN_HOLDS (see ledger.ts).
+ */
+export const OPEN_HOLDS = "state IN ('held', 'orphaned', 'ambiguous')";
+
 /** One row per hold: the ledger. Never pruned. */
 export const ledgerEntries = sqliteTable(
   "ledger_entries",
@@ -67,7 +73,7 @@ export const ledgerEntries = sqliteTable(
     path: text("path"),
   },
   // Only open and ambiguous holds are ever looked up by state: a partial index keeps settled rows out of it.
-  (t) => [index("ledger_entries_open").on(t.state).where(sql`state IN ('held', 'orphaned', 'ambiguous')`)],
+  (t) => [index("ledger_entries_open").on(t.state).where(sql.raw(OPEN_HOLDS))],
 );
 
 export const auditEvents = sqliteTable(
