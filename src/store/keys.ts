@@ -2,7 +2,7 @@ import { and, desc, eq, gt, inArray, lt, lte, sql, type SQL } from "drizzle-orm"
 import type { SQLiteColumn } from "drizzle-orm/sqlite-core";
 import type { Db } from "./sqlite";
 import { spendDays, vaultKeys } from "./schema";
-import type { DayUsage, KeyFilter, KeyPatch, KeyRecord, NewKey, Page } from "./types";
+import type { DayUsage, KeyFilter, KeyPatch, KeyPolicy, KeyRecord, NewKey, Page } from "./types";
 
 type Row = typeof vaultKeys.$inferSelect;
 
@@ -10,26 +10,59 @@ function toRecord({ seq: _seq, keyHash: _hash, ...rest }: Row): KeyRecord {
   return rest;
 }
 
-const RAW_COLUMNS = `id, key_hint AS keyHint, vendor, mode, label, daily_cap_micros AS dailyCapMicros,
+const POLICY_COLUMNS = `id, key_hint AS keyHint, vendor, mode, label, daily_cap_micros AS dailyCapMicros,
   total_cap_micros AS totalCapMicros, allowed_endpoints AS allowedEndpoints, max_requests_per_minute AS maxRequestsPerMinute,
-  require_idempotency_key AS requireIdempotencyKey, metadata, status, created_at AS createdAt, expires_at AS expiresAt,
-  revoked_at AS revokedAt, spent_total_micros AS spentTotalMicros, held_total_micros AS heldTotalMicros, calls,
-  last_used_at AS lastUsedAt`;
-type RawKey = Omit<KeyRecord, "allowedEndpoints" | "metadata" | "requireIdempotencyKey"> & {
+  require_idempotency_key AS requireIdempotencyKey, metadata, status, created_at AS createdAt, expires_at AS expiresAt`;
+type RawPolicy = Omit<KeyPolicy, "allowedEndpoints" | "metadata" | "requireIdempotencyKey"> & {
   allowedEndpoints: string;
   metadata: string;
   requireIdempotencyKey: number;
 };
-const fromRaw = (r: RawKey): KeyRecord => ({
-  ...r,
-  allowedEndpoints: JSON.parse(r.allowedEndpoints),
-  metadata: JSON.parse(r.metadata),
-  requireIdempotencyKey: r.requireIdempotencyKey === 1,
-});
+const fromRaw = (r: RawPolicy): KeyPolicy =>
+  Object.freeze({
+    ...r,
+    allowedEndpoints: Object.freeze(JSON.parse(r.allowedEndpoints)),
+    metadata: Object.freeze(JSON.parse(r.metadata)),
+    requireIdempotencyKey: r.requireIdempotencyKey === 1,
+  });
+
+/** Enough for every key a busy server has live; past it the cache starts over rather than grow without bound. */
+const MAX_CACHED_KEYS = 10_000;
+
+/**
+ * Every proxied call starts by finding its key. Reading and decoding that row cost ~15% of a call, so policies
+ * are cached by hash. The cache is emptied by every write to vault_keys through this store, and whenever
+ * `PRAGMA data_version` shows that another connection (the CLI) committed: a key revoked or changed anywhere
+ * is seen on its very next call. Only keys that exist are cached, so unknown hashes cannot fill it. The hold
+ * re-reads the key's status inside its write transaction as well.
+ */
+function keyPolicyCache(client: Db["$client"]) {
+  const byHash = client.prepare<RawPolicy, [string]>(`SELECT ${POLICY_COLUMNS} FROM vault_keys WHERE key_hash = ?`);
+  const dataVersion = client.prepare<{ data_version: number }, []>("PRAGMA data_version");
+  const cache = new Map<string, KeyPolicy>();
+  let seenVersion = -1;
+  return {
+    find(hash: string): KeyPolicy | null {
+      const version = dataVersion.get()!.data_version;
+      if (version !== seenVersion) {
+        cache.clear();
+        seenVersion = version;
+      }
+      const cached = cache.get(hash);
+      if (cached) return cached;
+      const row = byHash.get(hash);
+      if (!row) return null;
+      if (cache.size >= MAX_CACHED_KEYS) cache.clear();
+      const policy = fromRaw(row);
+      cache.set(hash, policy);
+      return policy;
+    },
+    clear: () => cache.clear(),
+  };
+}
 
 export function keyQueries(db: Db) {
-  // Every proxied call starts here: a plain prepared statement, no ORM mapping on the hot path.
-  const byHash = db.$client.prepare<RawKey, [string]>(`SELECT ${RAW_COLUMNS} FROM vault_keys WHERE key_hash = ?`);
+  const policies = keyPolicyCache(db.$client);
   const byId = db.select().from(vaultKeys).where(eq(vaultKeys.id, sql.placeholder("id"))).prepare();
 
   function filterConditions(f: KeyFilter, now: number): SQL[] {
@@ -51,8 +84,7 @@ export function keyQueries(db: Db) {
     },
 
     async findKeyByHash(hash: string) {
-      const row = byHash.get(hash);
-      return row ? fromRaw(row) : null;
+      return policies.find(hash);
     },
 
     async findKeyById(id: string) {
@@ -74,6 +106,7 @@ export function keyQueries(db: Db) {
     },
 
     async revokeKey(id: string, now: number) {
+      policies.clear();
       db.update(vaultKeys)
         .set({ status: "revoked", revokedAt: now })
         .where(and(eq(vaultKeys.id, id), eq(vaultKeys.status, "active")))
@@ -83,6 +116,7 @@ export function keyQueries(db: Db) {
     },
 
     async revokeKeys(by: { ids: string[] } | { labelPrefix: string }, now: number): Promise<string[]> {
+      policies.clear();
       const target = "ids" in by ? inArray(vaultKeys.id, by.ids) : labelHasPrefix(by.labelPrefix);
       return db
         .update(vaultKeys)
@@ -94,6 +128,7 @@ export function keyQueries(db: Db) {
     },
 
     async updateKey(id: string, patch: KeyPatch) {
+      policies.clear();
       const row = db.update(vaultKeys).set(patch).where(eq(vaultKeys.id, id)).returning().get();
       return row ? toRecord(row) : null;
     },

@@ -27,6 +27,9 @@ export interface KeyRecord {
   lastUsedAt: number | null;
 }
 
+/** What a proxied call needs to know about its key: everything but the counters every call moves. */
+export type KeyPolicy = Omit<KeyRecord, "revokedAt" | "spentTotalMicros" | "heldTotalMicros" | "calls" | "lastUsedAt">;
+
 export type NewKey = Omit<KeyRecord, "revokedAt" | "spentTotalMicros" | "heldTotalMicros" | "calls" | "lastUsedAt" | "status"> & {
   keyHash: string;
 };
@@ -199,7 +202,8 @@ export interface Store {
   // keys
   insertKey(key: NewKey): Promise<KeyRecord>;
   findKeyById(id: string): Promise<KeyRecord | null>;
-  findKeyByHash(hash: string): Promise<KeyRecord | null>;
+  /** The key a proxied call presents (by SHA-256 of the secret); cached, see keys.ts. */
+  findKeyByHash(hash: string): Promise<KeyPolicy | null>;
   listKeys(filter: KeyFilter, now: number): Promise<Page<KeyRecord>>;
   revokeKey(id: string, now: number): Promise<KeyRecord | null>;
   revokeKeys(by: { ids: string[] } | { labelPrefix: string }, now: number): Promise<string[]>;
