@@ -42,6 +42,6 @@ export function createApp(config: Config, store: Store, options: AppOptions = {}
     .use(auditRoutes(store, auth))
     .use(adminEventRoutes(store, auth))
     .use(metricsRoutes(metrics, store, auth, config.metricsPublic))
-    .use(proxyRoutes({ config, store, now, rateLimiter: new RateLimiter(), metrics }));
+    .use(proxyRoutes({ config, store, now, rateLimiter: new RateLimiter(), metrics, log }));
 }
 

@@ -1,4 +1,3 @@
-import { Database } from "bun:sqlite";
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from "bun:test";
 import Stripe from "stripe";
 import { startKeybrake, type Harness } from "./helpers/harness";
@@ -25,14 +24,8 @@ const post = (vaultKey: string, idem: string | null, body = "amount=2900&currenc
     headers: { authorization: `Bearer ${vaultKey}`, "content-type": "application/x-www-form-urlencoded", ...(idem ? { "idempotency-key": idem } : {}) },
     body,
   });
-const ledger = (keyId: string) => {
-  const db = new Database(kb.dbPath, { readonly: true });
-  try {
-    return db.query<{ state: string; cost_micros: number | null }, [string]>("SELECT state, cost_micros FROM ledger_entries WHERE key_id = ?").all(keyId);
-  } finally {
-    db.close();
-  }
-};
+const ledger = (keyId: string) =>
+  kb.readDb((db) => db.query<{ state: string; cost_micros: number | null }, [string]>("SELECT state, cost_micros FROM ledger_entries WHERE key_id = ?").all(keyId));
 const record = async (id: string) => (await (await kb.admin(`/vault/keys/${id}`)).json()) as Json;
 const audit = async (id: string) => ((await (await kb.admin(`/audit?key_id=${id}&limit=1000`)).json()) as Json).data as Json[];
 
@@ -45,7 +38,7 @@ describe("retries never double-charge", () => {
     expect(intent.id).toStartWith("pi_");
     expect(stripe.received).toHaveLength(2);
     expect(stripe.received[0]!.headers["idempotency-key"]).toBe(stripe.received[1]!.headers["idempotency-key"]);
-    expect(ledger(k.id)).toEqual([{ state: "settled", cost_micros: 29_000_000 }]);
+    expect(await ledger(k.id)).toEqual([{ state: "settled", cost_micros: 29_000_000 }]);
     expect(await record(k.id)).toMatchObject({ spent_today_usd: 29, held_usd: 0 });
   });
 
@@ -86,19 +79,19 @@ describe("retries never double-charge", () => {
     expect(ok).toHaveLength(1);
     expect(inFlight.length + replays.length).toBe(49);
     for (const r of inFlight) expect(r.headers.get("retry-after")).toBe("1");
-    expect(ledger(k.id)).toEqual([{ state: "settled", cost_micros: 29_000_000 }]);
+    expect(await ledger(k.id)).toEqual([{ state: "settled", cost_micros: 29_000_000 }]);
   });
 
   test("a 500, then a retry with the same key that succeeds: one hold, settled once", async () => {
     const k = await key();
     stripe.failNext(STRIPE_500);
     expect((await post(k.vault_key, "run-4/cus-1")).status).toBe(500);
-    expect(ledger(k.id)).toEqual([{ state: "ambiguous", cost_micros: 29_000_000 }]);
+    expect(await ledger(k.id)).toEqual([{ state: "ambiguous", cost_micros: 29_000_000 }]);
     expect((await record(k.id)).spent_today_usd).toBe(29);
     const retry = await post(k.vault_key, "run-4/cus-1");
     expect(retry.status).toBe(200);
     expect(stripe.received).toHaveLength(2);
-    expect(ledger(k.id)).toEqual([{ state: "settled", cost_micros: 29_000_000 }]);
+    expect(await ledger(k.id)).toEqual([{ state: "settled", cost_micros: 29_000_000 }]);
     expect(await record(k.id)).toMatchObject({ spent_today_usd: 29, held_usd: 0 });
   });
 
@@ -108,7 +101,7 @@ describe("retries never double-charge", () => {
     expect((await post(k.vault_key, "run-5/cus-1")).status).toBe(504);
     stripe.failNext({ kind: "status", status: 402, body: { error: { type: "card_error", code: "card_declined", message: "declined" } } });
     expect((await post(k.vault_key, "run-5/cus-1")).status).toBe(402);
-    expect(ledger(k.id)).toEqual([{ state: "released", cost_micros: 0 }]);
+    expect(await ledger(k.id)).toEqual([{ state: "released", cost_micros: 0 }]);
     expect((await record(k.id)).spent_today_usd).toBe(0);
   });
 

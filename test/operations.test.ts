@@ -26,14 +26,8 @@ beforeEach(() => stripe.reset());
 const charge = (vaultKey: string, cents: number, path = "/v1/payment_intents") =>
   fetch(kb.url + path, { method: "POST", headers: { authorization: `Bearer ${vaultKey}`, "content-type": "application/x-www-form-urlencoded" }, body: `amount=${cents}&currency=usd` });
 const stripeKey = (label: string, extra: Json = {}) => kb.issueKey({ vendor: "stripe", total_usd_cap: 10_000, allowed_endpoints: ["POST /v1/payment_intents"], agent_run_label: label, expires_in: "2d", ...extra });
-const ledgerTotal = (where = "1=1") => {
-  const db = new Database(kb.dbPath, { readonly: true });
-  try {
-    return db.query<{ t: number }, []>(`SELECT coalesce(sum(cost_micros), 0) AS t FROM ledger_entries WHERE ${where}`).get()!.t;
-  } finally {
-    db.close();
-  }
-};
+const ledgerTotal = (where = "1=1") =>
+  kb.readDb((db) => db.query<{ t: number }, []>(`SELECT coalesce(sum(cost_micros), 0) AS t FROM ledger_entries WHERE ${where}`).get()!.t);
 
 describe("per-run spend views", () => {
   test("spend per label for three runs equals the known charges, and agrees with the ledger to the micro-dollar", async () => {
@@ -50,7 +44,7 @@ describe("per-run spend views", () => {
       { group: "airflow-billing/run_3", calls: 5, allowed: 4, denied: 1, spend_usd: 0.11 },
     ]);
     const total = res.data.reduce((sum: number, r: Json) => sum + Math.round(r.spend_usd * 1e6), 0);
-    expect(total).toBe(ledgerTotal("key_id IN (SELECT id FROM vault_keys WHERE label LIKE 'airflow-billing/%')"));
+    expect(total).toBe(await ledgerTotal("key_id IN (SELECT id FROM vault_keys WHERE label LIKE 'airflow-billing/%')"));
   });
 
   test("group_by=day splits at UTC midnight; key and vendor groupings work", async () => {
@@ -69,7 +63,7 @@ describe("per-run spend views", () => {
     expect(byKey.data).toEqual([{ group: key.id, calls: 3, allowed: 3, denied: 0, spend_usd: 35 }]);
     const byVendor = (await (await kb.admin("/audit/spend?group_by=vendor&vendor=stripe")).json()) as Json;
     expect(byVendor.data[0].group).toBe("stripe");
-    expect(Math.round(byVendor.data[0].spend_usd * 1e6)).toBe(ledgerTotal());
+    expect(Math.round(byVendor.data[0].spend_usd * 1e6)).toBe(await ledgerTotal());
     const bad = await kb.admin("/audit/spend?group_by=colour");
     expect(bad.status).toBe(400);
   });
@@ -157,7 +151,7 @@ describe("per-key rate limit", () => {
     expect(Number(res.headers.get("retry-after"))).toBeGreaterThan(0);
     expect(res.headers.get("x-keybrake-cap-hit")).toBeNull();
     expect(stripe.received).toHaveLength(60);
-    expect(ledgerTotal(`key_id = '${key.id}'`)).toBe(60 * 10_000);
+    expect(await ledgerTotal(`key_id = '${key.id}'`)).toBe(60 * 10_000);
     now += 61_000;
     expect((await charge(key.vault_key, 1)).status).toBe(200);
   });

@@ -43,14 +43,8 @@ const record = async (id: string) => (await (await kb.admin(`/vault/keys/${id}`)
 const auditFor = async (keyId: string) => ((await (await kb.admin(`/audit?key_id=${keyId}&limit=1000`)).json()) as Json).data as Json[];
 
 /** The ledger read straight from the database file. */
-function ledger(keyId: string) {
-  const db = new Database(kb.dbPath, { readonly: true });
-  try {
-    return db.query<{ state: string; hold_micros: number; cost_micros: number | null }, [string]>("SELECT state, hold_micros, cost_micros FROM ledger_entries WHERE key_id = ?").all(keyId);
-  } finally {
-    db.close();
-  }
-}
+const ledger = (keyId: string) =>
+  kb.readDb((db) => db.query<{ state: string; hold_micros: number; cost_micros: number | null }, [string]>("SELECT state, hold_micros, cost_micros FROM ledger_entries WHERE key_id = ?").all(keyId));
 
 describe("the seeds' fan-out", () => {
   test("300 concurrent creates of $29 against a $500 daily cap: exactly 17 reach Stripe, the ledger holds $493.00", async () => {
@@ -68,7 +62,7 @@ describe("the seeds' fan-out", () => {
     }
     expect(stripe.count("POST", "/v1/payment_intents")).toBe(17);
 
-    const rows = ledger(key.id);
+    const rows = await ledger(key.id);
     expect(rows).toHaveLength(17);
     expect(rows.every((r) => r.state === "settled" && r.cost_micros === 29_000_000)).toBe(true);
     expect(rows.reduce((sum, r) => sum + r.cost_micros!, 0)).toBe(493_000_000);
@@ -90,6 +84,44 @@ describe("revocation, expiry, allowlist, vendor", () => {
     expect(res.status).toBe(401);
     expect(((await res.json()) as Json).code).toBe("key_revoked");
     expect(stripe.received).toHaveLength(1);
+  });
+
+  test("changes committed by another process (the CLI) reach the very next call: allowlist, expiry, revocation", async () => {
+    const key = await stripeKey({ allowed_endpoints: ["POST /v1/payment_intents"] });
+    expect((await call(key.vault_key, "/v1/payment_intents")).status).toBe(200);
+    expect((await call(key.vault_key, "/v1/refunds", "payment_intent=pi_1")).status).toBe(403);
+    // Each change is one commit on its own connection, as `keybrake keys ...` makes it, followed at once by a call.
+    const other = (sql: string) => {
+      const db = new Database(kb.dbPath);
+      try {
+        db.run(sql, [key.id]);
+      } finally {
+        db.close();
+      }
+    };
+    other(`UPDATE vault_keys SET allowed_endpoints = '["POST /v1/payment_intents","POST /v1/refunds"]' WHERE id = ?`);
+    expect((await call(key.vault_key, "/v1/refunds", "payment_intent=pi_1&amount=100")).status).toBe(200);
+    other("UPDATE vault_keys SET expires_at = 1 WHERE id = ?");
+    expect((await call(key.vault_key, "/v1/payment_intents")).headers.get("x-keybrake-error")).toBe("key_expired");
+    other("UPDATE vault_keys SET expires_at = 4102444800000, status = 'revoked' WHERE id = ?");
+    const res = await call(key.vault_key, "/v1/payment_intents");
+    expect(res.status).toBe(401);
+    expect(res.headers.get("x-keybrake-error")).toBe("key_revoked");
+    expect(stripe.count("POST", "/v1/payment_intents")).toBe(1);
+    expect(stripe.count("POST", "/v1/refunds")).toBe(1);
+  });
+
+  test("a PATCH through the admin API reaches the very next call: rate limit and daily cap", async () => {
+    const key = await stripeKey({ allowed_endpoints: ["POST /v1/payment_intents"] });
+    expect((await call(key.vault_key, "/v1/payment_intents")).status).toBe(200);
+    await kb.admin(`/vault/keys/${key.id}`, { method: "PATCH", body: { max_requests_per_minute: 1, daily_usd_cap: 100 } });
+    const second = await call(key.vault_key, "/v1/payment_intents");
+    expect(second.status).toBe(200);
+    expect(second.headers.get("x-keybrake-remaining-usd")).toBe("42"); // 100 - 2 x 29
+    const third = await call(key.vault_key, "/v1/payment_intents");
+    expect(third.status).toBe(429);
+    expect(third.headers.get("x-keybrake-error")).toBe("rate_limited");
+    expect(stripe.count("POST", "/v1/payment_intents")).toBe(2);
   });
 
   test("a 2-second key works, then is 401 key_expired", async () => {
@@ -147,7 +179,7 @@ describe("settlement", () => {
     expect(((await res.json()) as Json).error.code).toBe("card_declined");
     expect(res.headers.get("request-id")).toStartWith("req_");
     expect(await record(key.id)).toMatchObject({ spent_today_usd: 0, held_usd: 0, remaining_today_usd: 500 });
-    expect(ledger(key.id)).toEqual([{ state: "released", hold_micros: 29_000_000, cost_micros: 0 }]);
+    expect(await ledger(key.id)).toEqual([{ state: "released", hold_micros: 29_000_000, cost_micros: 0 }]);
   });
 
   test("a vendor 500 keeps the hold as ambiguous spend", async () => {
@@ -156,7 +188,7 @@ describe("settlement", () => {
     const res = await call(key.vault_key, "/v1/payment_intents");
     expect(res.status).toBe(500);
     expect(await record(key.id)).toMatchObject({ spent_today_usd: 29, held_usd: 0 });
-    expect(ledger(key.id)).toEqual([{ state: "ambiguous", hold_micros: 29_000_000, cost_micros: 29_000_000 }]);
+    expect(await ledger(key.id)).toEqual([{ state: "ambiguous", hold_micros: 29_000_000, cost_micros: 29_000_000 }]);
   });
 
   test("a timeout is 504 upstream_timeout and keeps the hold as ambiguous spend", async () => {
@@ -168,7 +200,7 @@ describe("settlement", () => {
     expect(res.headers.get("x-keybrake-request-id")).toStartWith("kbr_");
     expect(Number(res.headers.get("x-keybrake-overhead-ms"))).toBeGreaterThan(0);
     expect(res.headers.get("x-keybrake-spent-usd")).toBe("29");
-    expect(ledger(key.id)).toEqual([{ state: "ambiguous", hold_micros: 29_000_000, cost_micros: 29_000_000 }]);
+    expect(await ledger(key.id)).toEqual([{ state: "ambiguous", hold_micros: 29_000_000, cost_micros: 29_000_000 }]);
     expect((await auditFor(key.id))[0]).toMatchObject({ status: 504, decision: "allowed", cost_usd: 29 });
   });
 
@@ -178,7 +210,7 @@ describe("settlement", () => {
     const res = await call(key.vault_key, "/v1/payment_intents");
     expect(res.status).toBe(502);
     expect(res.headers.get("x-keybrake-error")).toBe("upstream_unreachable");
-    expect(ledger(key.id)).toEqual([{ state: "ambiguous", hold_micros: 29_000_000, cost_micros: 29_000_000 }]);
+    expect(await ledger(key.id)).toEqual([{ state: "ambiguous", hold_micros: 29_000_000, cost_micros: 29_000_000 }]);
   });
 
   test("confirm and capture of an intent created through Keybrake cost 0; an increase costs the difference", async () => {
@@ -220,7 +252,7 @@ describe("settlement", () => {
     expect(res.status).toBe(422);
     expect(res.headers.get("x-keybrake-error")).toBe("currency_not_priced");
     expect(stripe.received).toHaveLength(0);
-    expect(ledger(key.id)).toHaveLength(0);
+    expect(await ledger(key.id)).toHaveLength(0);
   });
 
   test("Stripe unreachable (connection refused) is 502 and releases the hold", async () => {
@@ -307,7 +339,7 @@ describe("reading the price exactly as Stripe will", () => {
     expect(res.status).toBe(413);
     expect(res.headers.get("x-keybrake-error")).toBe("body_too_large");
     expect(stripe.received).toHaveLength(0);
-    expect(ledger(key.id)).toHaveLength(0);
+    expect(await ledger(key.id)).toHaveLength(0);
   });
 });
 

@@ -1,4 +1,3 @@
-import { Database } from "bun:sqlite";
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from "bun:test";
 import { Resend } from "resend";
 import twilio from "twilio";
@@ -32,14 +31,8 @@ beforeEach(() => {
 const FAKE_SID = "AC00000000000000000000000000000000"; // what a job puts in: it needs no real identifier
 const record = async (id: string) => (await (await kb.admin(`/vault/keys/${id}`)).json()) as Json;
 const auditFor = async (id: string) => ((await (await kb.admin(`/audit?key_id=${id}&limit=1000`)).json()) as Json).data as Json[];
-const ledgerMicros = (keyId: string) => {
-  const db = new Database(kb.dbPath, { readonly: true });
-  try {
-    return db.query<{ cost: number }, [string]>("SELECT coalesce(sum(cost_micros), 0) AS cost FROM ledger_entries WHERE key_id = ?").get(keyId)!.cost;
-  } finally {
-    db.close();
-  }
-};
+const ledgerMicros = (keyId: string) =>
+  kb.readDb((db) => db.query<{ cost: number }, [string]>("SELECT coalesce(sum(cost_micros), 0) AS cost FROM ledger_entries WHERE key_id = ?").get(keyId)!.cost);
 
 function twilioClient(vaultKey: string, prefix = "/twilio") {
   const client = twilio(FAKE_SID, vaultKey);
@@ -60,7 +53,7 @@ describe("Twilio through Keybrake", () => {
     expect(JSON.stringify(seen)).not.toContain(FAKE_SID);
 
     expect(await record(key.id)).toMatchObject({ spent_today_usd: 0.0083, calls: 1 });
-    expect(ledgerMicros(key.id)).toBe(8_300);
+    expect(await ledgerMicros(key.id)).toBe(8_300);
     const [row] = await auditFor(key.id);
     expect(row).toMatchObject({ vendor: "twilio", status: 201, cost_usd: 0.0083, cost_source: "estimate", label: "celery/sms-1", path: `/2010-04-01/Accounts/${TWILIO_SID}/Messages.json` });
     expect(row!.vendor_request_id).toStartWith("RQ");
@@ -75,7 +68,7 @@ describe("Twilio through Keybrake", () => {
     await client.calls.create({ to: "+15551230000", from: "+15559870000", url: "https://example.com/twiml" });
     const costs = (await auditFor(key.id)).map((r) => r.cost_usd).reverse();
     expect(costs).toEqual([0.0166, 0.0083, 0.022, 0.014]);
-    expect(ledgerMicros(key.id)).toBe(16_600 + 8_300 + 22_000 + 14_000);
+    expect(await ledgerMicros(key.id)).toBe(16_600 + 8_300 + 22_000 + 14_000);
   });
 
   test('a response price "-0.00750" settles at 0.0075; a EUR price goes through FX; a null price settles at the estimate', async () => {
@@ -90,7 +83,7 @@ describe("Twilio through Keybrake", () => {
     await client.messages.create({ to: "+15551230000", from: "+15559870000", body: "hi" });
     const rows = (await auditFor(key.id)).reverse();
     expect(rows.map((r) => [r.cost_usd, r.cost_source])).toEqual([[0.0075, "response"], [0.011, "response"], [0.0083, "estimate"]]);
-    expect(ledgerMicros(key.id)).toBe(7_500 + 11_000 + 8_300);
+    expect(await ledgerMicros(key.id)).toBe(7_500 + 11_000 + 8_300);
   });
 
   test("a $0.05 cap admits exactly 6 SMS of 100 concurrent sends (6 x $0.0083 = $0.0498)", async () => {
@@ -102,7 +95,7 @@ describe("Twilio through Keybrake", () => {
     expect(rejected).toHaveLength(94);
     expect(rejected.every((r) => r.reason.status === 429)).toBe(true);
     expect(tw.received).toHaveLength(6);
-    expect(ledgerMicros(key.id)).toBe(49_800);
+    expect(await ledgerMicros(key.id)).toBe(49_800);
   });
 
   test("Twilio errors pass through and release the hold; a Stripe key on /twilio is vendor_mismatch", async () => {
@@ -139,7 +132,7 @@ describe("Resend through Keybrake", () => {
     expect(rows.map((r) => r.cost_usd)).toEqual([0.0027, 0.0036]);
     expect(rows.every((r) => r.vendor_request_id === null)).toBe(true);
     expect(rows[0]!.idempotency_key).toBe("run-7/email-1");
-    expect(ledgerMicros(key.id)).toBe(2_700 + 3_600);
+    expect(await ledgerMicros(key.id)).toBe(2_700 + 3_600);
   });
 
   test("bare /emails routes by the key; an email without `to` or with a non-JSON body is 422 unpriceable", async () => {

@@ -1,6 +1,6 @@
 import type { Config } from "../config";
 import { KeybrakeError, errorResponse } from "../errors";
-import type { AuditRow, Balance, IdempotencyResult, KeyRecord, Outcome, Store, StoredResponse } from "../store/index";
+import type { AuditRow, Balance, IdempotencyResult, KeyPolicy, Outcome, Store, StoredResponse } from "../store/index";
 import { microsToUsd, msUntilUtcMidnight, randomBase62, sha256Hex, utcDay } from "../util";
 import type { Credentials, Quote, Settlement, Vendor } from "../vendors/types";
 import { presentedVaultKey } from "./credentials";
@@ -16,6 +16,7 @@ export interface ProxyDeps {
   now: () => number;
   rateLimiter: RateLimiter;
   metrics: Metrics;
+  log: (message: string) => void;
 }
 
 export interface ProxyCall {
@@ -29,7 +30,7 @@ export interface ProxyCall {
 
 /** A call that passed every check and holds its price. */
 interface Admitted {
-  key: KeyRecord;
+  key: KeyPolicy;
   vendor: Vendor;
   path: string;
   body: Uint8Array;
@@ -81,12 +82,24 @@ export async function handleProxy(deps: ProxyDeps, call: ProxyCall): Promise<Res
     overheadMs: null,
     clientIp: call.clientIp,
   };
-  const response = await runPipeline(deps, call, audit, started);
-  deps.metrics.record(audit);
+  const { response, settled } = await runPipeline(deps, call, audit, started);
+  // The audit row's cost is final once the settlement has run (a retry's re-settle records a difference).
+  settled.then(
+    () => deps.metrics.record(audit),
+    (err) => deps.log(`keybrake: the settlement of ${audit.id} failed to commit; its hold stays counted: ${err instanceof Error ? err.message : String(err)}`),
+  );
   return response;
 }
 
-async function runPipeline(deps: ProxyDeps, call: ProxyCall, audit: AuditRow, started: number): Promise<Response> {
+/** An answer, and the write that finishes its call (committed right after the answer leaves). */
+interface Answered {
+  response: Response;
+  settled: Promise<void>;
+}
+
+const answered = (response: Response): Answered => ({ response, settled: Promise.resolve() });
+
+async function runPipeline(deps: ProxyDeps, call: ProxyCall, audit: AuditRow, started: number): Promise<Answered> {
   let admitted: Admitted | { replay: StoredResponse };
   try {
     admitted = await admit(deps, call, audit);
@@ -98,9 +111,9 @@ async function runPipeline(deps: ProxyDeps, call: ProxyCall, audit: AuditRow, st
     await deps.store.recordAudit(audit);
     const headers: Record<string, string> = { "x-keybrake-request-id": audit.id };
     if (audit.keyId) headers["x-keybrake-key-id"] = audit.keyId;
-    return errorResponse(err, headers);
+    return answered(errorResponse(err, headers));
   }
-  if ("replay" in admitted) return replay(deps, admitted.replay, audit, started);
+  if ("replay" in admitted) return answered(await replay(deps, admitted.replay, audit, started));
   return forwardAndSettle(deps, call, admitted, audit, started);
 }
 
@@ -207,7 +220,7 @@ async function readBody(request: Request, limit: number): Promise<Uint8Array> {
   return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
 }
 
-async function forwardAndSettle(deps: ProxyDeps, call: ProxyCall, a: Admitted, audit: AuditRow, started: number): Promise<Response> {
+async function forwardAndSettle(deps: ProxyDeps, call: ProxyCall, a: Admitted, audit: AuditRow, started: number): Promise<Answered> {
   const { request } = call;
   const upstreamStarted = performance.now();
   const result = await callUpstream(a.vendor.baseUrl(deps.config) + a.path + call.url.search, {
@@ -229,9 +242,11 @@ async function forwardAndSettle(deps: ProxyDeps, call: ProxyCall, a: Admitted, a
   audit.overheadMs = performance.now() - started - upstreamMs;
 
   const passedHeaders = result.kind === "response" ? clientResponseHeaders(result.headers) : null;
-  // Settled (with its audit row and idempotency memory) before the answer leaves: a client that reads its
-  // spend, or retries, right after an answer sees that answer's outcome.
-  await deps.store.settleCall({
+  // Queued now and committed by the next group commit, right after the answer leaves: the caller does not wait
+  // for a second commit. The hold is already durable, so answering first loses nothing. Every other read of the
+  // store commits queued settlements first, so a client that reads its spend, or retries, right after an answer
+  // sees that answer's outcome; shutdown commits them; a crash in between leaves the hold counted (orphaned).
+  const settled = deps.store.settleCall({
     keyId: a.key.id,
     day: a.day,
     holdId: a.holdId ?? undefined,
@@ -250,11 +265,11 @@ async function forwardAndSettle(deps: ProxyDeps, call: ProxyCall, a: Admitted, a
       result.kind === "timeout"
         ? deny(504, "upstream_timeout", `${a.vendor.name} did not answer within ${deps.config.upstreamTimeoutMs} ms.`)
         : deny(502, "upstream_unreachable", `${a.vendor.name} could not be reached.`);
-    return errorResponse(err, keybrakeHeaders);
+    return { response: errorResponse(err, keybrakeHeaders), settled };
   }
   const headers = passedHeaders!;
   for (const [name, value] of Object.entries(keybrakeHeaders)) headers.set(name, value);
-  return new Response(result.body, { status: result.status, headers });
+  return { response: new Response(result.body, { status: result.status, headers }), settled };
 }
 
 /**

@@ -18,7 +18,7 @@ export function openStore(path: string, opts: OpenOptions = {}): Store {
   let checkpoints: { stop(): Promise<void> } | undefined;
   const openHolds = client.prepare<{ n: number }, []>(`SELECT count(*) AS n FROM ledger_entries WHERE ${OPEN_HOLDS} AND state IN ('held', 'orphaned')`);
   const probe = client.prepare("INSERT INTO settings (name, value) VALUES ('healthz', ?1) ON CONFLICT (name) DO UPDATE SET value = ?1");
-  return {
+  const store: Store = {
     ...keyQueries(db),
     ...ledgerQueries(db, commits),
     ...auditQueries(db, commits),
@@ -52,4 +52,28 @@ export function openStore(path: string, opts: OpenOptions = {}): Store {
       client.close(false);
     },
   };
+  return committingQueuedWritesFirst(store, commits);
+}
+
+/**
+ * What a proxied call runs on its own path. These neither need the queued writes committed first nor may force
+ * it: that would end every group commit after one call.
+ */
+const CALL_PATH: ReadonlySet<string> = new Set(["findKeyByHash", "holdSpend", "settleCall", "recordAudit"] satisfies (keyof Store)[]);
+
+/**
+ * Read-your-writes. A call's settlement is queued and commits right after its answer leaves (see pipeline.ts),
+ * so every other operation first commits what is queued: an admin read, a spend query, the pricing of a
+ * confirm right after its create all see every answered call settled.
+ */
+function committingQueuedWritesFirst(store: Store, commits: GroupCommit): Store {
+  const wrapped: Record<string, unknown> = { ...store };
+  for (const [name, op] of Object.entries(store) as [string, (...args: unknown[]) => unknown][]) {
+    if (CALL_PATH.has(name)) continue;
+    wrapped[name] = (...args: unknown[]) => {
+      commits.flush();
+      return op(...args);
+    };
+  }
+  return wrapped as unknown as Store;
 }

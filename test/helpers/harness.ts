@@ -1,3 +1,4 @@
+import { Database } from "bun:sqlite";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -19,6 +20,11 @@ export interface Harness {
   logs: string[];
   admin(path: string, init?: { method?: string; body?: unknown }): Promise<Response>;
   issueKey(body: Record<string, unknown>): Promise<{ id: string; vault_key: string } & Record<string, unknown>>;
+  /**
+   * Reads the database file on a connection of its own, as another process would. A call's settlement commits
+   * right after its answer; a read through the server (here /healthz) commits whatever is still queued first.
+   */
+  readDb<T>(read: (db: Database) => T): Promise<T>;
   stop(): Promise<void>;
 }
 
@@ -65,6 +71,15 @@ export async function startKeybrake(env: Record<string, string> = {}, options: {
       const res = await admin("/vault/keys", { body: { expires_in: "1h", ...body } });
       if (res.status !== 201) throw new Error(`issue failed: ${res.status} ${await res.text()}`);
       return (await res.json()) as { id: string; vault_key: string };
+    },
+    async readDb(read) {
+      await fetch(`${url}/healthz`);
+      const db = new Database(dbPath, { readonly: true });
+      try {
+        return read(db);
+      } finally {
+        db.close();
+      }
     },
     async stop() {
       await app.stop(true);
