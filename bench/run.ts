@@ -1,6 +1,7 @@
 /**
- * `bun run bench`: what Keybrake costs per call, measured against the direct call and a bare nginx hop in the
- * same run, at concurrency 1 and 64 (wrk). Then the ledger alone, and the race bench. Prints a table and
+ * `bun run bench`: what Keybrake costs per call, measured against the direct call, a bare nginx hop and a bare
+ * Bun hop (the stack's floor, bun-hop.ts) in the same run, at concurrency 1 and 64 (wrk). Then the ledger
+ * alone, and the race bench. Prints a table and
  * writes bench/results/latest.json. Installs wrk and nginx with apt-get when they are missing.
  *
  * BENCH_DURATION (seconds per measurement, default 10), BENCH_WARMUP (default 2).
@@ -50,10 +51,10 @@ async function waitUp(url: string) {
   throw new Error(`${url} did not come up`);
 }
 
-function startUpstream(port: number) {
-  const p = Bun.spawn(["bun", join(import.meta.dir, "upstream.ts"), String(port)], { stdout: "ignore", stderr: "inherit" });
+function startBun(script: string, ...args: number[]) {
+  const p = Bun.spawn(["bun", join(import.meta.dir, script), ...args.map(String)], { stdout: "ignore", stderr: "inherit" });
   children.push(p);
-  return waitUp(`http://127.0.0.1:${port}/`);
+  return waitUp(`http://127.0.0.1:${args[0]}/`);
 }
 
 function startNginx(port: number, upstreamPort: number) {
@@ -140,14 +141,16 @@ function wrk(url: string, connections: number, seconds: number, key: string): Wr
 async function main() {
   ensureTool("wrk", "wrk");
   ensureTool("nginx", "nginx");
-  const [upPort, nginxPort, kbPort] = [await freePort(), await freePort(), await freePort()];
-  await startUpstream(upPort);
+  const [upPort, nginxPort, hopPort, kbPort] = [await freePort(), await freePort(), await freePort(), await freePort()];
+  await startBun("upstream.ts", upPort);
   await startNginx(nginxPort, upPort);
+  await startBun("bun-hop.ts", hopPort, upPort);
   const vaultKey = await startKeybrake(kbPort, upPort);
 
   const targets = {
     direct: `http://127.0.0.1:${upPort}/v1/payment_intents`,
     nginx: `http://127.0.0.1:${nginxPort}/v1/payment_intents`,
+    "bun hop": `http://127.0.0.1:${hopPort}/v1/payment_intents`,
     keybrake: `http://127.0.0.1:${kbPort}/v1/payment_intents`,
   };
   const results: Record<string, Record<string, WrkResult>> = {};
@@ -165,19 +168,21 @@ async function main() {
 
   const rows: string[] = [];
   const us = (v: number) => `${v.toFixed(0)} µs`;
-  rows.push("| concurrency | target | req/s | p50 | p99 | added p50 | added p99 | keybrake/nginx req/s |");
+  rows.push("| concurrency | target | req/s | p50 | p99 | added p50 | added p99 | req/s vs nginx |");
   rows.push("|---|---|---|---|---|---|---|---|");
   const summary: Record<string, unknown> = {};
   for (const [c, byTarget] of Object.entries(results)) {
     const direct = byTarget.direct!;
     for (const [name, r] of Object.entries(byTarget)) {
       const added = name === "direct" ? null : { p50: r.p50_us - direct.p50_us, p99: r.p99_us - direct.p99_us };
-      const ratio = name === "keybrake" ? (r.rps / byTarget.nginx!.rps).toFixed(2) : "";
+      const ratio = name === "direct" || name === "nginx" ? "" : (r.rps / byTarget.nginx!.rps).toFixed(2);
       rows.push(`| ${c.slice(1)} | ${name} | ${r.rps.toFixed(0)} | ${us(r.p50_us)} | ${us(r.p99_us)} | ${added ? us(added.p50) : "-"} | ${added ? us(added.p99) : "-"} | ${ratio} |`);
-      if (added) summary[`${c}_${name}_added_p50_us`] = added.p50;
-      if (added) summary[`${c}_${name}_added_p99_us`] = added.p99;
+      const id = name.replace(" ", "_");
+      if (added) summary[`${c}_${id}_added_p50_us`] = added.p50;
+      if (added) summary[`${c}_${id}_added_p99_us`] = added.p99;
     }
     summary[`${c}_keybrake_over_nginx_rps`] = byTarget.keybrake!.rps / byTarget.nginx!.rps;
+    summary[`${c}_bun_hop_over_nginx_rps`] = byTarget["bun hop"]!.rps / byTarget.nginx!.rps;
   }
   const errors = Object.values(results).flatMap((t) => Object.values(t)).reduce((n, r) => n + r.errors, 0);
 
