@@ -138,6 +138,22 @@ function wrk(url: string, connections: number, seconds: number, key: string): Wr
   return { ...result, rps: result.requests / (result.duration_us / 1e6) };
 }
 
+/** Keybrake's own work per call (the vendor excluded), as its /metrics histogram counts it: calls per bucket. */
+async function overheadBuckets(kbUrl: string): Promise<Map<number, number>> {
+  const text = await (await fetch(`${kbUrl}/metrics`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })).text();
+  const buckets = new Map<number, number>();
+  for (const m of text.matchAll(/^keybrake_overhead_duration_seconds_bucket\{le="([^"]+)"\} (\d+)$/gm)) {
+    buckets.set(m[1] === "+Inf" ? Infinity : Number(m[1]), Number(m[2]));
+  }
+  return buckets;
+}
+
+/** The share of calls at or under each bound, between two snapshots of the histogram. */
+function overheadShares(before: Map<number, number>, after: Map<number, number>): { le_us: number | null; share: number }[] {
+  const total = after.get(Infinity)! - before.get(Infinity)!;
+  return [...after].map(([le, n]) => ({ le_us: le === Infinity ? null : Math.round(le * 1e6), share: (n - before.get(le)!) / total }));
+}
+
 async function main() {
   ensureTool("wrk", "wrk");
   ensureTool("nginx", "nginx");
@@ -154,16 +170,20 @@ async function main() {
     keybrake: `http://127.0.0.1:${kbPort}/v1/payment_intents`,
   };
   const results: Record<string, Record<string, WrkResult>> = {};
+  const overhead: Record<string, { le_us: number | null; share: number }[]> = {};
+  const kbUrl = `http://127.0.0.1:${kbPort}`;
   for (const connections of [1, 64]) {
     for (const [name, url] of Object.entries(targets)) {
       process.stderr.write(`wrk ${name} c=${connections} ...\n`);
       wrk(url, connections, WARMUP, vaultKey);
+      const before = name === "keybrake" ? await overheadBuckets(kbUrl) : null;
       (results[`c${connections}`] ??= {})[name] = wrk(url, connections, DURATION, vaultKey);
+      if (before) overhead[`c${connections}`] = overheadShares(before, await overheadBuckets(kbUrl));
     }
   }
 
   const ledger = await benchLedger(join(work, "ledger.db"), 20_000);
-  const race = await runRace(`http://127.0.0.1:${kbPort}`, ADMIN_TOKEN, { calls: 10_000, admit: 137 });
+  const race = await runRace(kbUrl, ADMIN_TOKEN, { calls: 10_000, admit: 137 });
   for (const c of children) c.kill("SIGTERM");
 
   const rows: string[] = [];
@@ -188,6 +208,9 @@ async function main() {
 
   console.log(`\nKeybrake ${DURATION}s per measurement on ${navigator.hardwareConcurrency} cores (${process.platform}), Bun ${Bun.version}\n`);
   console.log(rows.join("\n"));
+  // At c=1 nothing waits for anything else, so this is Keybrake's own work; at c=64 it is mostly queueing.
+  const alone = overhead.c1!.filter((b) => b.le_us !== null && b.le_us >= 100 && b.le_us <= 1000);
+  console.log(`\nKeybrake's own work per call at c=1 (X-Keybrake-Overhead-Ms: from its handler's start to the answer, the vendor's time excluded): ${alone.map((b) => `${(b.share * 100).toFixed(1)}% <= ${b.le_us} µs`).join(", ")}`);
   console.log(`\nledger alone: ${ledger.opsPerSecond.toFixed(0)} hold+settle pairs/s (${ledger.pairs} pairs, ${ledger.microsPerPair.toFixed(1)} µs each)`);
   console.log(`race: ${race.calls} concurrent priced calls against a cap that admits ${race.expected}: admitted ${race.admitted}, overspend ${race.overspendMicros} micro-dollars`);
   if (errors > 0) console.log(`wrk reported ${errors} errors`);
@@ -198,6 +221,7 @@ async function main() {
     duration_s: DURATION,
     wrk: results,
     summary,
+    keybrake_overhead_share_at_or_under: overhead,
     ledger,
     race,
     wrk_errors: errors,
