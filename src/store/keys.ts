@@ -30,8 +30,8 @@ const fromRaw = (r: RawPolicy): KeyPolicy =>
 const MAX_CACHED_KEYS = 10_000;
 
 /**
- * Every proxied call starts by finding its key. Reading and decoding that row cost ~15% of a call, so policies
- * are cached by hash. The cache is emptied by every write to vault_keys through this store, and whenever
+ * Every proxied call starts by finding its key, and the row (with its JSON allowlist) changes far less often
+ * than it is read, so policies are cached by hash. The cache is emptied by every write to vault_keys through this store, and whenever
  * `PRAGMA data_version` shows that another connection (the CLI) committed: a key revoked or changed anywhere
  * is seen on its very next call. Only keys that exist are cached, so unknown hashes cannot fill it. The hold
  * re-reads the key's status inside its write transaction as well.
