@@ -1,8 +1,8 @@
 /**
  * `bun run bench`: what Keybrake costs per call, measured against the direct call, a bare nginx hop and a bare
  * Bun hop (the stack's floor, bun-hop.ts) in the same run, at concurrency 1 and 64 (wrk). Then the ledger
- * alone, and the race bench. Prints a table and
- * writes bench/results/latest.json. Installs wrk and nginx with apt-get when they are missing.
+ * alone, and the race bench. Prints a table and writes bench/results/latest.json. Installs wrk and nginx with
+ * apt-get when they are missing.
  *
  * BENCH_DURATION (seconds per measurement, default 10), BENCH_WARMUP (default 2).
  */

@@ -46,15 +46,14 @@ export function matchEndpoint(patterns: EndpointPattern[], method: string, path:
   return patterns.some((p) => (p.method === null || p.method === method) && p.regex.test(path));
 }
 
-const compiled = new Map<string, EndpointPattern[]>();
+const compiled = new WeakMap<readonly string[], EndpointPattern[]>();
 
-/** A key's allowlist, compiled once per distinct list rather than once per call. */
-export function compiledAllowlist(patterns: string[]): EndpointPattern[] {
-  const cacheKey = patterns.join("\n");
-  let hit = compiled.get(cacheKey);
-  if (!hit) {
-    if (compiled.size >= 10_000) compiled.clear();
-    compiled.set(cacheKey, (hit = patterns.map(compilePattern)));
-  }
+/**
+ * A key's allowlist, compiled once per cached key policy (store/keys.ts hands out the same frozen array until
+ * the key changes), not once per call; a policy dropped from that cache takes its compiled list with it.
+ */
+export function compiledAllowlist(patterns: readonly string[]): EndpointPattern[] {
+  let hit = compiled.get(patterns);
+  if (!hit) compiled.set(patterns, (hit = patterns.map(compilePattern)));
   return hit;
 }
