@@ -9,7 +9,7 @@ export async function benchLedger(path: string, pairs: number) {
   const store = openStore(path);
   const now = Date.now();
   await store.insertKey({
-    id: "vk_bench", keyHash: "bench", keyHint: "kb_live_…", vendor: "stripe", mode: "live", label: "bench", dailyCapMicros: 1e15,
+    id: "vk_bench", keyHash: "bench", keyHint: "kb_live_…", vendor: "stripe", mode: "live", mintedBy: "admin", label: "bench", dailyCapMicros: 1e15,
     totalCapMicros: null, allowedEndpoints: ["POST /v1/payment_intents"], maxRequestsPerMinute: null, requireIdempotencyKey: false,
     metadata: {}, createdAt: now, expiresAt: now + 86_400_000,
   });
@@ -22,7 +22,7 @@ export async function benchLedger(path: string, pairs: number) {
   const started = performance.now();
   for (let i = 0; i < pairs; i++) {
     const holdId = `hold_${i}`;
-    await store.holdSpend({ holdId, keyId: "vk_bench", day, micros: 1_000_000, ledger: true, needsHeadroom: false, now, call: { requestId: `kbr_${i}`, method: "POST", path: "/v1/payment_intents" } });
+    await store.holdSpend({ holdId, keyId: "vk_bench", day, micros: 1_000_000, ledger: true, reuseAmbiguous: true, now, call: { requestId: `kbr_${i}`, method: "POST", path: "/v1/payment_intents" } });
     await store.settleCall({ keyId: "vk_bench", day, holdId, outcome: "settled", costMicros: 1_000_000, now, audit: { ...audit, id: `kbr_${i}` } });
   }
   const seconds = (performance.now() - started) / 1000;

@@ -59,7 +59,7 @@ const EnvSchema = z.object({
   KEYBRAKE_HOST: z.string().min(1).default("0.0.0.0"),
   KEYBRAKE_PORT: int(0, 65535, 8080),
   KEYBRAKE_DB: z.string().min(1, "must be a file path").default("./keybrake.db"),
-  KEYBRAKE_DB_SYNCHRONOUS: z.enum(["normal", "full"], { error: "must be normal or full" }).default("normal"),
+  KEYBRAKE_DB_SYNCHRONOUS: z.enum(["normal", "full"], { error: "must be normal or full" }).default("full"),
   KEYBRAKE_ADMIN_TOKEN: z.string().min(32, "must be at least 32 characters").optional(),
   KEYBRAKE_STRIPE_SECRET_KEY: secret,
   KEYBRAKE_STRIPE_TEST_SECRET_KEY: secret,
@@ -84,6 +84,7 @@ const EnvSchema = z.object({
   KEYBRAKE_RESEND_EMAIL_USD: unitPrice(0.0009),
   KEYBRAKE_METRICS_PUBLIC: flag,
   KEYBRAKE_AUDIT_RETENTION_DAYS: int(1, 36_500, 90),
+  KEYBRAKE_TWILIO_RECONCILE_AFTER_S: int(0, 7 * 86_400, 300),
 });
 
 
@@ -107,6 +108,8 @@ export interface Config {
   prices: { twilioSmsUsd: number; twilioMmsUsd: number; twilioCallUsd: number; resendEmailUsd: number };
   metricsPublic: boolean;
   auditRetentionDays: number;
+  /** How long after a call the reconciler first reads a final price the answer did not carry. */
+  reconcileAfterMs: number;
 }
 
 export class ConfigError extends Error {
@@ -192,5 +195,6 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     },
     metricsPublic: e.KEYBRAKE_METRICS_PUBLIC,
     auditRetentionDays: e.KEYBRAKE_AUDIT_RETENTION_DAYS,
+    reconcileAfterMs: e.KEYBRAKE_TWILIO_RECONCILE_AFTER_S * 1000,
   };
 }

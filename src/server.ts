@@ -9,6 +9,7 @@ import { adminAuth } from "./ops/admin-auth";
 import { docsRoutes } from "./ops/docs";
 import { healthRoutes } from "./ops/health";
 import { Metrics, metricsRoutes } from "./ops/metrics";
+import { idempotencyDeriver } from "./proxy/idempotency";
 import { RateLimiter } from "./proxy/rate-limit";
 import { proxyRoutes } from "./proxy/routes";
 import type { Store } from "./store/index";
@@ -42,6 +43,6 @@ export function createApp(config: Config, store: Store, options: AppOptions = {}
     .use(auditRoutes(store, auth))
     .use(adminEventRoutes(store, auth))
     .use(metricsRoutes(metrics, store, auth, config.metricsPublic))
-    .use(proxyRoutes({ config, store, now, rateLimiter: new RateLimiter(), metrics, log }));
+    .use(proxyRoutes({ config, store, now, rateLimiter: new RateLimiter(), metrics, log, deriveIdempotencyKey: idempotencyDeriver(store) }));
 }
 

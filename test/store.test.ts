@@ -13,7 +13,7 @@ beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), "keybrake-store-"));
   store = openStore(join(dir, "keybrake.db"));
   await store.insertKey({
-    id: "vk_store", keyHash: "hash_store", keyHint: "kb_live_…", vendor: "stripe", mode: "live", label: "store/run", dailyCapMicros: 100_000_000,
+    id: "vk_store", keyHash: "hash_store", keyHint: "kb_live_…", vendor: "stripe", mode: "live", mintedBy: "admin", label: "store/run", dailyCapMicros: 100_000_000,
     totalCapMicros: null, allowedEndpoints: ["POST /v1/payment_intents"], maxRequestsPerMinute: null, requireIdempotencyKey: false,
     metadata: {}, createdAt: now, expiresAt: now + 86_400_000,
   });
@@ -31,7 +31,7 @@ const audit = (id: string): AuditRow => ({
 
 describe("read-your-writes", () => {
   test("a settlement still queued (the proxy does not wait for it) is committed before any other store read", async () => {
-    const hold = await store.holdSpend({ holdId: "hold_ryw", keyId: "vk_store", day, micros: 29_000_000, ledger: true, needsHeadroom: false, now, call: { requestId: "kbr_ryw", method: "POST", path: "/v1/payment_intents" } });
+    const hold = await store.holdSpend({ holdId: "hold_ryw", keyId: "vk_store", day, micros: 29_000_000, ledger: true, reuseAmbiguous: true, now, call: { requestId: "kbr_ryw", method: "POST", path: "/v1/payment_intents" } });
     expect(hold.kind).toBe("admitted");
     const settled = store.settleCall({ keyId: "vk_store", day, holdId: "hold_ryw", outcome: "settled", costMicros: 29_000_000, now, audit: audit("kbr_ryw") });
     // Read in the same turn, before the queued commit would run on its own.

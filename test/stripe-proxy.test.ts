@@ -100,7 +100,8 @@ describe("revocation, expiry, allowlist, vendor", () => {
       }
     };
     other(`UPDATE vault_keys SET allowed_endpoints = '["POST /v1/payment_intents","POST /v1/refunds"]' WHERE id = ?`);
-    expect((await call(key.vault_key, "/v1/refunds", "payment_intent=pi_1&amount=100")).status).toBe(200);
+    const charge = stripe.seedCharge(5000);
+    expect((await call(key.vault_key, "/v1/refunds", `charge=${charge.id}&amount=100`)).status).toBe(200);
     other("UPDATE vault_keys SET expires_at = 1 WHERE id = ?");
     expect((await call(key.vault_key, "/v1/payment_intents")).headers.get("x-keybrake-error")).toBe("key_expired");
     other("UPDATE vault_keys SET expires_at = 4102444800000, status = 'revoked' WHERE id = ?");
@@ -226,14 +227,15 @@ describe("settlement", () => {
     expect((await record(key.id)).spent_today_usd).toBe(50);
   });
 
-  test("capture of an intent not created through Keybrake is priced from the response", async () => {
+  test("capture of an intent not created through Keybrake holds what the intent can capture, read before the call", async () => {
     const key = await stripeKey();
     const foreign = (await (await fetch(`${stripe.url}/v1/payment_intents`, { method: "POST", headers: { authorization: `Bearer ${STRIPE_LIVE_SECRET}`, "content-type": "application/x-www-form-urlencoded" }, body: "amount=1234&currency=usd" })).json()) as Json;
     stripe.reset();
     const res = await call(key.vault_key, `/v1/payment_intents/${foreign.id}/capture`, "");
     expect(res.status).toBe(200);
     expect((await record(key.id)).spent_today_usd).toBe(12.34);
-    expect((await auditFor(key.id))[0]).toMatchObject({ cost_usd: 12.34, cost_source: "response", amount_minor: 1234, currency: "usd" });
+    expect((await auditFor(key.id))[0]).toMatchObject({ hold_usd: 12.34, cost_usd: 12.34, cost_source: "response", amount_minor: 1234, currency: "usd" });
+    expect(stripe.received.map((r) => `${r.method} ${r.path}`)).toEqual([`GET /v1/payment_intents/${foreign.id}`, `POST /v1/payment_intents/${foreign.id}/capture`]);
   });
 
   test("JPY (zero-decimal) and KWD (three-decimal) are converted exactly through KEYBRAKE_FX", async () => {
@@ -388,7 +390,9 @@ describe("forwarding", () => {
     expect(res.status).toBe(200);
     const seen = stripe.received[0]!;
     expect(seen.search).toBe("?expand[]=customer");
-    expect(seen.headers).toMatchObject({ "idempotency-key": "run-1-cus-1", "stripe-version": "2024-06-20", "stripe-account": "acct_1", "x-custom": "kept", authorization: `Bearer ${STRIPE_LIVE_SECRET}` });
+    // The job's Idempotency-Key is replaced by its derivation (SPEC §7; see idempotency tests).
+    expect(seen.headers["idempotency-key"]).toMatch(/^kb_[A-Za-z0-9_-]{43}$/);
+    expect(seen.headers).toMatchObject({ "stripe-version": "2024-06-20", "stripe-account": "acct_1", "x-custom": "kept", authorization: `Bearer ${STRIPE_LIVE_SECRET}` });
     expect(seen.headers.cookie).toBeUndefined();
     expect(seen.headers["proxy-authorization"]).toBeUndefined();
     expect(seen.headers.host).toBe(new URL(stripe.url).host);
@@ -433,7 +437,7 @@ describe("audit", () => {
       decision: "allowed",
       hold_usd: 29,
       cost_usd: 29,
-      cost_source: "request",
+      cost_source: "response",
       currency: "usd",
       amount_minor: 2900,
       vendor_request_id: ok.headers.get("request-id"),

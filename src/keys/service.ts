@@ -12,6 +12,13 @@ export interface KeyContext {
   actor: string;
 }
 
+/**
+ * Who mints keys today: the bootstrap admin token and the CLI both act with admin rights, so they share one
+ * minter and a job's retries de-duplicate at the vendor whichever of them issued its key. Issuer tokens
+ * (SPEC §10) will mint under their own ids.
+ */
+export const ADMIN_MINTER = "admin";
+
 /** The vault key secret: `kb_live_`/`kb_test_` + 40 base62 characters (~238 bits). */
 export const newVaultKey = (mode: "live" | "test") => `kb_${mode}_${randomBase62(40)}`;
 
@@ -73,6 +80,7 @@ export async function issueKey(ctx: KeyContext, body: CreateKeyBody) {
     vendor: body.vendor,
     mode: body.mode,
     label: body.agent_run_label ?? body.label ?? null,
+    mintedBy: ADMIN_MINTER,
     dailyCapMicros: body.daily_usd_cap === undefined ? null : usdToMicros(body.daily_usd_cap),
     totalCapMicros: body.total_usd_cap === undefined ? null : usdToMicros(body.total_usd_cap),
     allowedEndpoints: body.allowed_endpoints,

@@ -9,7 +9,8 @@ export interface EndpointPattern {
   regex: RegExp;
 }
 
-const SEGMENT = /^[A-Za-z0-9\-._~:@!$&'()+,;=*]+$/;
+// Braces for Twilio's `{AccountSid}` placeholder (SPEC §4).
+const SEGMENT = /^[A-Za-z0-9\-._~:@!$&'()+,;=*{}]+$/;
 
 /** Why a pattern is not of the contract's form, or null when it is. */
 export function patternProblem(pattern: string): string | null {
@@ -26,9 +27,10 @@ export function patternProblem(pattern: string): string | null {
   return null;
 }
 
-export function compilePattern(pattern: string): EndpointPattern {
+/** `publicPath` writes the pattern's path as the vendor's paths are matched (Twilio: any account as `{AccountSid}`). */
+export function compilePattern(pattern: string, publicPath: (path: string) => string = (p) => p): EndpointPattern {
   const m = /^(?:([A-Z]+) )?(\/\S*)$/.exec(pattern)!;
-  const segments = m[2]!.split("/").slice(1);
+  const segments = publicPath(m[2]!).split("/").slice(1);
   const last = segments.length - 1;
   const body = segments
     .map((seg, i) => {
@@ -52,8 +54,8 @@ const compiled = new WeakMap<readonly string[], EndpointPattern[]>();
  * A key's allowlist, compiled once per cached key policy (store/keys.ts hands out the same frozen array until
  * the key changes), not once per call; a policy dropped from that cache takes its compiled list with it.
  */
-export function compiledAllowlist(patterns: readonly string[]): EndpointPattern[] {
+export function compiledAllowlist(patterns: readonly string[], publicPath: (path: string) => string): EndpointPattern[] {
   let hit = compiled.get(patterns);
-  if (!hit) compiled.set(patterns, (hit = patterns.map(compilePattern)));
+  if (!hit) compiled.set(patterns, (hit = patterns.map((p) => compilePattern(p, publicPath))));
   return hit;
 }

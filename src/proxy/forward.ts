@@ -1,8 +1,6 @@
-import type { Credentials } from "../vendors/types";
-
 /** Hop-by-hop headers (RFC 9110 §7.6.1) plus what must never cross Keybrake: credentials and cookies. */
 const DROP_REQUEST = new Set([
-  "authorization", "host", "cookie", "connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
+  "authorization", "host", "cookie", "idempotency-key", "x-http-method-override", "forwarded", "x-real-ip", "connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
   "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "content-length", "expect",
 ]);
 /** The body is re-framed by Bun (and already decoded by fetch), so framing headers do not pass back either. */
@@ -14,13 +12,15 @@ const DROP_RESPONSE = new Set([
 const connectionListed = (headers: Headers) =>
   new Set((headers.get("connection") ?? "").split(",").map((s) => s.trim().toLowerCase()).filter(Boolean));
 
-export function upstreamRequestHeaders(incoming: Headers, creds: Credentials): Headers {
+/** What the vendor receives: the job's headers less what must not cross, the real credential, and the derived Idempotency-Key. */
+export function upstreamRequestHeaders(incoming: Headers, auth: Record<string, string>, idempotencyKey: string | null): Headers {
   const listed = connectionListed(incoming);
   const out = new Headers();
   incoming.forEach((value, name) => {
-    if (!DROP_REQUEST.has(name) && !listed.has(name) && !name.startsWith("x-keybrake-")) out.set(name, value);
+    if (!DROP_REQUEST.has(name) && !listed.has(name) && !name.startsWith("x-keybrake-") && !name.startsWith("x-forwarded-")) out.set(name, value);
   });
-  out.set("authorization", creds.authorization);
+  for (const [name, value] of Object.entries(auth)) out.set(name, value);
+  if (idempotencyKey !== null) out.set("idempotency-key", idempotencyKey);
   return out;
 }
 

@@ -2,10 +2,12 @@ import type { Config } from "../config";
 import { KeybrakeError, errorResponse } from "../errors";
 import type { AuditRow, Balance, IdempotencyResult, KeyPolicy, Outcome, Store, StoredResponse } from "../store/index";
 import { microsToUsd, msUntilUtcMidnight, randomBase62, sha256Hex, utcDay } from "../util";
-import type { Credentials, Quote, Settlement, Vendor } from "../vendors/types";
+import { unpriceable } from "../vendors/body";
+import { FREE, atHold, type Credentials, type PricingContext, type Quote, type Settlement, type Vendor } from "../vendors/types";
 import { presentedVaultKey } from "./credentials";
 import { compiledAllowlist, matchEndpoint } from "./endpoints";
 import { callUpstream, clientResponseHeaders, upstreamRequestHeaders, type UpstreamResult } from "./forward";
+import { IDEMPOTENCY_TTL_MS, callFingerprint, idempotencyKeyOf } from "./idempotency";
 import { normalizeVendorPath } from "./path";
 import type { Metrics } from "../ops/metrics";
 import type { RateLimiter } from "./rate-limit";
@@ -17,6 +19,8 @@ export interface ProxyDeps {
   rateLimiter: RateLimiter;
   metrics: Metrics;
   log: (message: string) => void;
+  /** The Idempotency-Key the vendor sees for a job's key (see idempotency.ts). */
+  deriveIdempotencyKey: (mintedBy: string, jobKey: string) => Promise<string>;
 }
 
 export interface ProxyCall {
@@ -38,20 +42,20 @@ interface Admitted {
   creds: Credentials;
   /** The ledger entry holding the price (null when the call holds nothing). */
   holdId: string | null;
+  /** What that entry holds (an entry re-forwarded after an ambiguous attempt may hold more than the quote). */
+  holdMicros: number;
+  /** Set when an ambiguous attempt's entry is forwarded again: what it counted before. */
+  priorCostMicros: number | null;
   day: string;
+  /** The job's Idempotency-Key (replaced by its derivation on the way out). */
+  jobKey: string | null;
+  /** The key Keybrake remembers the call by (idempotent methods only). */
   idempotencyKey: string | null;
-  /** An earlier ambiguous attempt's hold, forwarded again (its cost is already counted). */
-  reused: boolean;
   /** The key's balances right after the hold, for the X-Keybrake-*-Usd headers. */
   balance: Balance;
 }
 
-/** Idempotency memory lasts as long as Stripe's and Resend's own: 24 hours. */
-const IDEMPOTENCY_TTL_MS = 24 * 3600 * 1000;
 const IDEMPOTENT_METHODS = new Set(["POST", "PUT", "PATCH", "DELETE"]);
-
-/** Whether the call gets a ledger entry: it holds money, or its cost is only known from the answer. */
-export const holdsMoney = (q: Pick<Quote, "micros" | "needsHeadroom">) => q.micros > 0 || q.needsHeadroom;
 
 const deny = (status: number, code: string, message: string, headers: Record<string, string> = {}) =>
   new KeybrakeError(status, code, message, headers);
@@ -133,15 +137,15 @@ async function admit(deps: ProxyDeps, call: ProxyCall, audit: AuditRow): Promise
     throw deny(403, "vendor_mismatch", `This vault key is for ${key.vendor}, not ${vendor.name}.`);
   }
 
-  const host = request.headers.get("host");
+  // The Host header is not looked at: the upstream is fixed, so it can neither route nor refuse a call (SPEC §4).
   const normalized = normalizeVendorPath(call.rawPath);
-  if (normalized === null || (host !== null && call.url.host !== host)) {
+  if (normalized === null) {
     throw deny(400, "bad_path", "The request path is not a plain vendor path (encoded separators, dots, control bytes or //).");
   }
   const creds = vendor.credentials(config, key.mode);
-  const path = vendor.upstreamPath(normalized, creds);
+  const path = vendor.publicPath(normalized);
   audit.path = path;
-  if (!matchEndpoint(compiledAllowlist(key.allowedEndpoints), request.method, path)) {
+  if (!matchEndpoint(compiledAllowlist(key.allowedEndpoints, vendor.publicPath), request.method, path)) {
     throw deny(403, "endpoint_not_allowed", `${request.method} ${path} is not in this key's allowed_endpoints.`);
   }
 
@@ -153,39 +157,50 @@ async function admit(deps: ProxyDeps, call: ProxyCall, audit: AuditRow): Promise
       throw deny(429, "rate_limited", `This key allows ${key.maxRequestsPerMinute} requests per minute.`, { "retry-after": String(wait) });
     }
   }
-  if (key.requireIdempotencyKey && audit.idempotencyKey === null && vendor.isPriced(request.method, path)) {
+  const jobKey = idempotencyKeyOf(request.headers);
+  const priced = isPricedCall(vendor, request.method, path, request.headers);
+  if (key.requireIdempotencyKey && priced && jobKey === null) {
     throw deny(400, "idempotency_key_required", "This key requires an Idempotency-Key header on calls that spend money.");
   }
 
-  const quote = await vendor.price(
-    { method: request.method, path, query: call.url.searchParams, contentType: request.headers.get("content-type"), body, keyId: key.id },
-    { fx: config.fx, prices: config.prices, findTracked: (id) => store.findTracked(id) },
-  );
+  const quote = priced
+    ? await vendor.price(
+        { method: request.method, path, query: call.url.searchParams, contentType: request.headers.get("content-type"), body, keyId: key.id },
+        { fx: config.fx, prices: config.prices, findTracked: (id) => store.findTracked(id), preflight: preflightReader(deps, vendor, key, creds, request.headers, audit) },
+      )
+    : FREE;
   audit.currency = quote.currency;
   audit.amountMinor = quote.amountMinor;
   audit.costSource = quote.source;
 
-  if (!creds) throw deny(503, "vendor_not_configured", `No ${key.mode} secret is configured for ${vendor.name}.`);
+  if (!creds) throw notConfigured(vendor, key);
 
-  const idempotencyKey = IDEMPOTENT_METHODS.has(request.method) ? audit.idempotencyKey : null;
+  const idempotencyKey = IDEMPOTENT_METHODS.has(request.method) ? jobKey : null;
   const holdId = `hold_${randomBase62(22)}`;
   const hold = await store.holdSpend({
     holdId,
     keyId: key.id,
     day: utcDay(now),
     micros: quote.micros,
-    ledger: holdsMoney(quote),
-    needsHeadroom: quote.needsHeadroom,
+    ledger: priced,
+    reuseAmbiguous: vendor.honoursIdempotencyKey,
     now,
     call: { requestId: audit.id, method: request.method, path },
     idempotency: idempotencyKey
-      ? { key: idempotencyKey, fingerprint: sha256Hex(`${request.method} ${path}${call.url.search}\n${Buffer.from(body).toString("latin1")}`), ttlMs: IDEMPOTENCY_TTL_MS }
+      ? {
+          key: idempotencyKey,
+          fingerprint: callFingerprint({ method: request.method, path, search: call.url.search, headers: request.headers, contextHeaders: vendor.contextHeaders, body }),
+          ttlMs: IDEMPOTENCY_TTL_MS,
+        }
       : undefined,
   });
   switch (hold.kind) {
     case "admitted":
-      audit.holdMicros = quote.micros;
-      return { key, vendor, path, body, quote, creds, holdId: hold.holdId, day: hold.day, idempotencyKey, reused: hold.reused, balance: hold.balance };
+      audit.holdMicros = hold.holdMicros;
+      return {
+        key, vendor, path, body, quote, creds, holdId: hold.holdId, holdMicros: hold.holdMicros, priorCostMicros: hold.priorCostMicros,
+        day: hold.day, jobKey, idempotencyKey, balance: hold.balance,
+      };
     case "replay":
       return { replay: hold.response };
     case "in_flight":
@@ -203,63 +218,127 @@ async function admit(deps: ProxyDeps, call: ProxyCall, audit: AuditRow): Promise
   }
 }
 
+const notConfigured = (vendor: Vendor, key: KeyPolicy) => deny(503, "vendor_not_configured", `No ${key.mode} secret is configured for ${vendor.name}.`);
+
+/**
+ * Whether the call is priced (SPEC §6): a POST on a priced path. Other methods than GET/HEAD/POST on a priced
+ * path, POSTs that move money Keybrake does not price, and compressed priced bodies (which Keybrake cannot read
+ * as the vendor will) are refused, never forwarded at $0.
+ */
+function isPricedCall(vendor: Vendor, method: string, path: string, headers: Headers): boolean {
+  const pathClass = vendor.classify(method, path);
+  if (pathClass === "free" || method === "GET" || method === "HEAD") return false;
+  if (pathClass === "refused") {
+    if (method === "DELETE") return false; // deleting (cancelling) moves no money
+    throw unpriceable(`${method} ${path} can move money and Keybrake does not price it`);
+  }
+  if (method !== "POST") throw deny(405, "method_not_priced", `${method} is not allowed on ${path}: it is priced for POST only.`);
+  const encoding = headers.get("content-encoding");
+  if (encoding !== null && encoding.trim().toLowerCase() !== "identity") throw unpriceable(`the body is compressed (${encoding})`);
+  return true;
+}
+
+/** Class 2's pre-flight read (SPEC §6), with the real secret and the call's context headers; its time counts as upstream time. */
+function preflightReader(deps: ProxyDeps, vendor: Vendor, key: KeyPolicy, creds: Credentials | null, incoming: Headers, audit: AuditRow): PricingContext["preflight"] {
+  return async (path) => {
+    if (!creds) throw notConfigured(vendor, key);
+    const headers = new Headers(creds.headers);
+    for (const name of vendor.contextHeaders) {
+      const value = incoming.get(name);
+      if (value !== null) headers.set(name, value);
+    }
+    const started = performance.now();
+    const result = await callUpstream(vendor.baseUrl(deps.config) + creds.upstreamPath(path), { method: "GET", headers, body: null, timeoutMs: deps.config.upstreamTimeoutMs });
+    audit.upstreamMs = (audit.upstreamMs ?? 0) + (performance.now() - started);
+    const failed = (why: string) => deny(502, "preflight_failed", `Keybrake could not read ${path} from ${vendor.name} to price this call (${why}); nothing was forwarded.`);
+    if (result.kind !== "response") throw failed(result.kind === "timeout" ? "timed out" : "unreachable");
+    if (result.status !== 200) throw failed(`${vendor.name} answered ${result.status}`);
+    const object = parseJson(result.body);
+    if (typeof object !== "object" || object === null || Array.isArray(object)) throw failed("the answer is not a JSON object");
+    return object as Record<string, unknown>;
+  };
+}
+
+function parseJson(body: ArrayBuffer): unknown {
+  try {
+    return JSON.parse(new TextDecoder().decode(body));
+  } catch {
+    return null;
+  }
+}
+
 async function readBody(request: Request, limit: number): Promise<Uint8Array> {
   const tooLarge = () => deny(413, "body_too_large", `Request bodies are limited to ${limit} bytes.`);
   const length = request.headers.get("content-length");
   if (Number(length ?? "0") > limit) throw tooLarge();
   if (!request.body) return new Uint8Array(0);
-  // A declared length within the limit is what Bun will deliver: read it whole. Chunked bodies are counted.
-  if (length !== null) return new Uint8Array(await request.arrayBuffer());
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  for await (const chunk of request.body) {
-    size += chunk.length;
-    if (size > limit) throw tooLarge();
-    chunks.push(chunk);
+  try {
+    // A declared length within the limit is what Bun will deliver: read it whole. Chunked bodies are counted.
+    if (length !== null) return new Uint8Array(await request.arrayBuffer());
+    const chunks: Uint8Array[] = [];
+    let size = 0;
+    for await (const chunk of request.body) {
+      size += chunk.length;
+      if (size > limit) throw tooLarge();
+      chunks.push(chunk);
+    }
+    return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+  } catch (err) {
+    if (err instanceof KeybrakeError) throw err;
+    // The client closed the connection before the body's end: the stream fails with no message. A refusal
+    // like any other, so the attempt is audited and the hold is never taken.
+    throw deny(400, "request_aborted", "The request body was cut off before its end; nothing was forwarded.");
   }
-  return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
 }
 
 async function forwardAndSettle(deps: ProxyDeps, call: ProxyCall, a: Admitted, audit: AuditRow, started: number): Promise<Answered> {
   const { request } = call;
+  const vendorKey = a.jobKey === null ? null : await deps.deriveIdempotencyKey(a.key.mintedBy, a.jobKey);
   const upstreamStarted = performance.now();
-  const result = await callUpstream(a.vendor.baseUrl(deps.config) + a.path + call.url.search, {
+  const result = await callUpstream(a.vendor.baseUrl(deps.config) + a.creds.upstreamPath(a.path) + call.url.search, {
     method: request.method,
-    headers: upstreamRequestHeaders(request.headers, a.creds),
+    headers: upstreamRequestHeaders(request.headers, a.creds.headers, vendorKey),
     body: request.method === "GET" || request.method === "HEAD" ? null : a.body,
     timeoutMs: deps.config.upstreamTimeoutMs,
   });
   const upstreamMs = performance.now() - upstreamStarted;
+  // A pre-flight's time is already in upstreamMs.
+  audit.upstreamMs = (audit.upstreamMs ?? 0) + upstreamMs;
 
-  const { outcome, settlement } = settlementFor(result, a.quote);
+  const { outcome, settlement } = settlementFor(result, a);
+  if (settlement.unreadable) deps.log(`keybrake: ${audit.id}: settled at its hold: ${settlement.unreadable}`);
+  if (outcome === "settled" && settlement.costMicros > a.holdMicros) {
+    deps.log(`keybrake: price_differential: ${audit.id} (key ${a.key.id}) cost ${microsToUsd(settlement.costMicros)} USD, ${microsToUsd(a.holdMicros)} USD was held`);
+  }
   audit.status = result.kind === "response" ? result.status : result.kind === "timeout" ? 504 : 502;
   audit.costMicros = settlement.costMicros;
   audit.costSource = settlement.source;
   audit.currency = settlement.currency;
   audit.amountMinor = settlement.amountMinor;
-  audit.upstreamMs = upstreamMs;
   if (result.kind === "response") audit.vendorRequestId = a.vendor.requestId(result.headers);
-  audit.overheadMs = performance.now() - started - upstreamMs;
+  audit.overheadMs = performance.now() - started - audit.upstreamMs;
 
   const passedHeaders = result.kind === "response" ? clientResponseHeaders(result.headers) : null;
   // Queued now and committed by the next group commit, right after the answer leaves: the caller does not wait
   // for a second commit. The hold is already durable, so answering first loses nothing. Every other read of the
   // store commits queued settlements first, so a client that reads its spend, or retries, right after an answer
   // sees that answer's outcome; shutdown commits them; a crash in between leaves the hold counted (orphaned).
+  const now = deps.now();
   const settled = deps.store.settleCall({
     keyId: a.key.id,
     day: a.day,
     holdId: a.holdId ?? undefined,
     outcome,
     costMicros: settlement.costMicros,
-    now: deps.now(),
+    now,
     audit,
     track: settlement.track,
-    idempotency: a.idempotencyKey ? { key: a.idempotencyKey, result: idempotencyResult(result, outcome, passedHeaders, audit.vendorRequestId) } : undefined,
+    idempotency: a.idempotencyKey ? { key: a.idempotencyKey, result: idempotencyResult(result, outcome, a, passedHeaders, audit.vendorRequestId) } : undefined,
+    reconcile: settlement.reconcilePath ? { path: settlement.reconcilePath, at: now + deps.config.reconcileAfterMs } : undefined,
   });
 
   const keybrakeHeaders = spendHeaders(a, settlement.costMicros, audit.id);
-  keybrakeHeaders["x-keybrake-overhead-ms"] = (performance.now() - started - upstreamMs).toFixed(3);
+  keybrakeHeaders["x-keybrake-overhead-ms"] = audit.overheadMs.toFixed(3);
   if (result.kind !== "response") {
     const err =
       result.kind === "timeout"
@@ -273,26 +352,26 @@ async function forwardAndSettle(deps: ProxyDeps, call: ProxyCall, a: Admitted, a
 }
 
 /**
- * 2xx: the actual cost. A definite failure (vendor 3xx/4xx, or the request never left): released, cost 0.
- * Ambiguous (vendor 5xx, timeout, connection lost after sending): the hold is spent.
+ * 2xx: what the vendor states, else the hold. A definite failure (vendor 3xx/4xx, or the request never left):
+ * released, cost 0. Ambiguous (vendor 5xx, timeout, connection lost after sending): spent at the full hold.
+ * A retry re-forwarded on an ambiguous entry that never left keeps what the entry counted before; its vendor
+ * honours the forwarded Idempotency-Key (the only case entries are re-forwarded), so a 4xx speaks for the first
+ * attempt too and releases it.
  */
-function settlementFor(result: UpstreamResult, quote: Quote): { outcome: Outcome; settlement: Settlement } {
-  const atHold: Settlement = { costMicros: quote.micros, source: quote.source, currency: quote.currency, amountMinor: quote.amountMinor };
-  if (result.kind === "not_sent") return { outcome: "released", settlement: { ...atHold, costMicros: 0 } };
-  if (result.kind !== "response" || result.status >= 500) return { outcome: "ambiguous", settlement: atHold };
-  if (result.status < 200 || result.status >= 300) return { outcome: "released", settlement: { ...atHold, costMicros: 0 } };
-  if (!quote.settle) return { outcome: "settled", settlement: atHold };
-  let json: unknown = null;
-  try {
-    json = JSON.parse(new TextDecoder().decode(result.body));
-  } catch {
-    // Not JSON: the vendor stated nothing, so the hold stands as the cost.
+function settlementFor(result: UpstreamResult, a: Admitted): { outcome: Outcome; settlement: Settlement } {
+  const held: Settlement = { ...atHold(a.quote), costMicros: a.holdMicros };
+  if (result.kind === "not_sent") {
+    if (a.priorCostMicros !== null) return { outcome: "ambiguous", settlement: { ...held, costMicros: a.priorCostMicros } };
+    return { outcome: "released", settlement: { ...held, costMicros: 0 } };
   }
-  return { outcome: "settled", settlement: quote.settle(json) };
+  if (result.kind !== "response" || result.status >= 500) return { outcome: "ambiguous", settlement: held };
+  if (result.status < 200 || result.status >= 300) return { outcome: "released", settlement: { ...held, costMicros: 0 } };
+  if (!a.quote.settle) return { outcome: "settled", settlement: held };
+  return { outcome: "settled", settlement: a.quote.settle(parseJson(result.body)) };
 }
 
-function idempotencyResult(result: UpstreamResult, outcome: Outcome, headers: Headers | null, vendorRequestId: string | null): IdempotencyResult {
-  if (result.kind === "not_sent") return { kind: "forget" };
+function idempotencyResult(result: UpstreamResult, outcome: Outcome, a: Admitted, headers: Headers | null, vendorRequestId: string | null): IdempotencyResult {
+  if (result.kind === "not_sent") return a.priorCostMicros !== null ? { kind: "ambiguous" } : { kind: "forget" };
   if (result.kind !== "response" || outcome === "ambiguous") return { kind: "ambiguous" };
   return { kind: "completed", response: { status: result.status, headers: [...headers!.entries()], body: new Uint8Array(result.body), vendorRequestId } };
 }
@@ -322,14 +401,12 @@ async function replay(deps: ProxyDeps, stored: StoredResponse, audit: AuditRow, 
 /** Today's spend and what remains after this call, from the balances its hold saw. */
 function spendHeaders(a: Admitted, costMicros: number, requestId: string): Record<string, string> {
   const { key, balance: b } = a;
-  const fresh = a.holdId !== null && !a.reused;
-  const released = fresh ? a.quote.micros : 0;
-  const added = fresh ? costMicros : 0;
+  const added = a.holdId !== null ? costMicros : 0;
   const spentToday = b.daySettled + added;
   const remaining =
     key.dailyCapMicros !== null
-      ? key.dailyCapMicros - spentToday - (b.dayHeld - released)
-      : key.totalCapMicros! - (b.totalSpent + added) - (b.totalHeld - released);
+      ? key.dailyCapMicros - spentToday - (b.dayHeld - a.holdMicros)
+      : key.totalCapMicros! - (b.totalSpent + added) - (b.totalHeld - a.holdMicros);
   return {
     "x-keybrake-request-id": requestId,
     "x-keybrake-key-id": key.id,

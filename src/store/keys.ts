@@ -10,7 +10,7 @@ function toRecord({ seq: _seq, keyHash: _hash, ...rest }: Row): KeyRecord {
   return rest;
 }
 
-const POLICY_COLUMNS = `id, key_hint AS keyHint, vendor, mode, label, daily_cap_micros AS dailyCapMicros,
+const POLICY_COLUMNS = `id, key_hint AS keyHint, vendor, mode, label, minted_by AS mintedBy, daily_cap_micros AS dailyCapMicros,
   total_cap_micros AS totalCapMicros, allowed_endpoints AS allowedEndpoints, max_requests_per_minute AS maxRequestsPerMinute,
   require_idempotency_key AS requireIdempotencyKey, metadata, status, created_at AS createdAt, expires_at AS expiresAt`;
 type RawPolicy = Omit<KeyPolicy, "allowedEndpoints" | "metadata" | "requireIdempotencyKey"> & {

@@ -63,7 +63,10 @@ export function ledgerQueries(db: Db, commits: GroupCommit) {
   const entryById = client.prepare<{ state: EntryState; hold: number; cost: number | null; keyId: string; day: string }, [string]>(
     `SELECT state, hold_micros AS hold, cost_micros AS cost, key_id AS keyId, day FROM ledger_entries WHERE id = ?`,
   );
-  const closeEntry = client.prepare(`UPDATE ledger_entries SET state = ?2, cost_micros = ?3, settled_at = ?4 WHERE id = ?1`);
+  const closeEntry = client.prepare(
+    `UPDATE ledger_entries SET state = ?2, cost_micros = ?3, settled_at = ?4, reconcile_path = ?5, reconcile_at = ?6 WHERE id = ?1`,
+  );
+  const reholdEntry = client.prepare(`UPDATE ledger_entries SET state = 'held', hold_micros = ?2, cost_micros = ?3 WHERE id = ?1`);
   const addDay = client.prepare(
     `INSERT INTO spend_days (key_id, day, settled_micros, held_micros) VALUES (?1, ?2, ?3, ?4)
      ON CONFLICT (key_id, day) DO UPDATE SET settled_micros = settled_micros + ?3, held_micros = held_micros + ?4`,
@@ -104,6 +107,8 @@ export function ledgerQueries(db: Db, commits: GroupCommit) {
   const idemPrune = client.prepare(
     `DELETE FROM idempotency_entries WHERE rowid IN (SELECT rowid FROM idempotency_entries WHERE expires_at <= ? LIMIT ?)`,
   );
+  const fits = (committed: number, micros: number, cap: number | null) => cap === null || committed + micros <= cap;
+
   const HOLD_COLUMNS = `e.id, e.key_id AS keyId, k.label, k.vendor, k.mode, e.day, e.hold_micros AS holdMicros, e.cost_micros AS costMicros,
             e.state, e.created_at AS createdAt, e.settled_at AS settledAt, e.method, e.path, e.request_id AS requestId
        FROM ledger_entries e LEFT JOIN vault_keys k ON k.id = e.key_id`;
@@ -116,27 +121,40 @@ export function ledgerQueries(db: Db, commits: GroupCommit) {
   const ambiguousInFlight = client.prepare(`UPDATE idempotency_entries SET state = 'ambiguous' WHERE state = 'in_flight'`);
 
   /**
-   * Moves a ledger entry to its outcome and returns what that moves on the key's balances. From `held` or
-   * `orphaned` the hold is released and the cost settled; from `ambiguous` (a retry re-forwarded on the same
-   * hold) the earlier cost is replaced by this one. An entry already settled or released moves no money again.
+   * Moves an open ledger entry (`held`, or `orphaned` by a crash) to its outcome and returns what that moves: the
+   * hold is released and the cost settled. An entry already closed moves no money again. `auditDelta` is what
+   * the call added to spend: an entry re-forwarded after an ambiguous attempt still carries that attempt's
+   * cost, which its new outcome replaces.
    */
-  function closeHold(holdId: string, outcome: "settled" | "released" | "ambiguous", costMicros: number, now: number) {
+  function closeHold(holdId: string, outcome: "settled" | "released" | "ambiguous", costMicros: number, now: number, reconcile?: { path: string; at: number }) {
     const entry = entryById.get(holdId);
-    if (!entry) return null;
-    let heldDelta: number;
-    let costDelta: number;
-    if (entry.state === "held" || entry.state === "orphaned") {
-      heldDelta = -entry.hold;
-      costDelta = costMicros;
-    } else if (entry.state === "ambiguous") {
-      heldDelta = 0;
-      costDelta = costMicros - (entry.cost ?? 0);
-    } else {
-      return null;
-    }
-    closeEntry.run(holdId, outcome, costMicros, now);
-    addDay.run(entry.keyId, entry.day, costDelta, heldDelta);
-    return { keyId: entry.keyId, costDelta, heldDelta };
+    if (!entry || (entry.state !== "held" && entry.state !== "orphaned")) return null;
+    closeEntry.run(holdId, outcome, costMicros, now, reconcile?.path ?? null, reconcile?.at ?? null);
+    addDay.run(entry.keyId, entry.day, costMicros, -entry.hold);
+    return { keyId: entry.keyId, costDelta: costMicros, heldDelta: -entry.hold, auditDelta: costMicros - (entry.cost ?? 0) };
+  }
+
+  /**
+   * A retry of an ambiguous call, forwarded again on its entry: what the entry counted as spent becomes held
+   * again (at least as much; more if the retry's price is higher), so settle + held never drops below what the
+   * vendor may have charged. Returns null when the higher price does not fit the caps.
+   */
+  function reopenEntry(holdId: string, micros: number, key: { daily: number | null; total: number | null; spent: number; held: number }) {
+    const entry = entryById.get(holdId);
+    if (!entry || (entry.state !== "ambiguous" && entry.state !== "orphaned")) return undefined;
+    const counted = entry.state === "ambiguous" ? (entry.cost ?? 0) : entry.hold;
+    const hold = Math.max(micros, counted);
+    const more = hold - counted;
+    const day = dayBalance.get(entry.keyId, entry.day) ?? { settledMicros: 0, heldMicros: 0 };
+    if (more > 0 && (!fits(day.settledMicros + day.heldMicros, more, key.daily) || !fits(key.spent + key.held, more, key.total))) return null;
+    // An orphaned entry was never settled: it keeps no prior cost, its hold simply grows.
+    const settledBack = entry.state === "ambiguous" ? -counted : 0;
+    const heldMore = entry.state === "ambiguous" ? hold : more;
+    reholdEntry.run(holdId, hold, entry.state === "ambiguous" ? counted : null);
+    addDay.run(entry.keyId, entry.day, settledBack, heldMore);
+    addKeyTotals.run(entry.keyId, settledBack, heldMore, 0, null);
+    const balance = { daySettled: day.settledMicros + settledBack, dayHeld: day.heldMicros + heldMore, totalSpent: key.spent + settledBack, totalHeld: key.held + heldMore };
+    return { day: entry.day, hold, counted, balance };
   }
 
   function rememberOutcome(keyId: string, idemKey: string, result: IdempotencyResult) {
@@ -159,17 +177,20 @@ export function ledgerQueries(db: Db, commits: GroupCommit) {
           const response: StoredResponse = { status: prior.status!, headers: JSON.parse(prior.headers ?? "[]"), body: prior.body, vendorRequestId: prior.vendorRequestId };
           return { kind: "replay", response };
         }
-        idemSetState.run(req.keyId, req.idempotency.key, "in_flight");
-        const d = dayBalance.get(req.keyId, prior.day) ?? { settledMicros: 0, heldMicros: 0 };
-        const balance = { daySettled: d.settledMicros, dayHeld: d.heldMicros, totalSpent: key.spent, totalHeld: key.held };
-        return { kind: "admitted", holdId: prior.holdId, day: prior.day, reused: true, balance };
+        if (req.reuseAmbiguous && prior.holdId) {
+          const reopened = reopenEntry(prior.holdId, req.micros, key);
+          if (reopened === null) return { kind: "denied", reason: "daily_cap" };
+          if (reopened) {
+            idemSetState.run(req.keyId, req.idempotency.key, "in_flight");
+            return { kind: "admitted", holdId: prior.holdId, day: reopened.day, holdMicros: reopened.hold, priorCostMicros: reopened.counted, balance: reopened.balance };
+          }
+        }
+        // Otherwise the retry is a new call: the ambiguous entry stays counted and a new hold is taken below.
       }
     }
     const day = dayBalance.get(req.keyId, req.day) ?? { settledMicros: 0, heldMicros: 0 };
-    const fits = (committed: number, cap: number | null) =>
-      cap === null || (req.needsHeadroom ? committed + req.micros < cap : committed + req.micros <= cap);
-    if (!fits(day.settledMicros + day.heldMicros, key.daily)) return { kind: "denied", reason: "daily_cap" };
-    if (!fits(key.spent + key.held, key.total)) return { kind: "denied", reason: "total_cap" };
+    if (!fits(day.settledMicros + day.heldMicros, req.micros, key.daily)) return { kind: "denied", reason: "daily_cap" };
+    if (!fits(key.spent + key.held, req.micros, key.total)) return { kind: "denied", reason: "total_cap" };
     if (req.ledger) {
       insertHold.run(req.holdId, req.keyId, req.day, req.micros, req.now, req.call.requestId, req.call.method, req.call.path);
       addDay.run(req.keyId, req.day, 0, req.micros);
@@ -180,15 +201,15 @@ export function ledgerQueries(db: Db, commits: GroupCommit) {
     }
     const held = req.ledger ? req.micros : 0;
     const balance = { daySettled: day.settledMicros, dayHeld: day.heldMicros + held, totalSpent: key.spent, totalHeld: key.held + held };
-    return { kind: "admitted", holdId: req.ledger ? req.holdId : null, day: req.day, reused: false, balance };
+    return { kind: "admitted", holdId: req.ledger ? req.holdId : null, day: req.day, holdMicros: held, priorCostMicros: null, balance };
   };
 
   const settle = (req: SettleRequest): void => {
-    const moved = req.holdId ? closeHold(req.holdId, req.outcome, req.costMicros, req.now) : null;
+    const moved = req.holdId ? closeHold(req.holdId, req.outcome, req.costMicros, req.now, req.reconcile) : null;
     addKeyTotals.run(req.keyId, moved?.costDelta ?? 0, moved?.heldDelta ?? 0, 1, req.now);
     // An audit row's cost is what this call added to spend, so audit sums always equal the ledger's: a retry
     // re-settling an ambiguous hold records the difference, a second settle of one hold records 0.
-    req.audit.costMicros = moved?.costDelta ?? 0;
+    req.audit.costMicros = moved?.auditDelta ?? 0;
     insertAudit.run(...auditParams(req.audit));
     if (req.track) {
       const t = req.track;
@@ -211,7 +232,7 @@ export function ledgerQueries(db: Db, commits: GroupCommit) {
     const moved = closeHold(id, outcome, outcome === "released" ? 0 : costMicros, now)!;
     addKeyTotals.run(moved.keyId, moved.costDelta, moved.heldDelta, 0, null);
     const h = heldEntryById.get(id)!;
-    insertAudit.run(...auditParams(holdAuditRow(h, `kbr_hold_${outcome}_${id}`, now, outcome === "settled" ? "hold_settled" : "hold_released", moved.costDelta)));
+    insertAudit.run(...auditParams(holdAuditRow(h, `kbr_hold_${outcome}_${id}`, now, outcome === "settled" ? "hold_settled" : "hold_released", moved.auditDelta)));
     return true;
   });
 

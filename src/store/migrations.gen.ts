@@ -5,6 +5,7 @@ import m1 from "../../drizzle/0001_tracked_objects.sql" with { type: "text" };
 import m2 from "../../drizzle/0002_idempotency.sql" with { type: "text" };
 import m3 from "../../drizzle/0003_hot_path_indexes.sql" with { type: "text" };
 import m4 from "../../drizzle/0004_audit_rowid.sql" with { type: "text" };
+import m5 from "../../drizzle/0005_minters_and_reconciliation.sql" with { type: "text" };
 
 export const embeddedJournal = journal;
 export const embeddedSql: Record<string, string> = {
@@ -13,4 +14,5 @@ export const embeddedSql: Record<string, string> = {
   "0002_idempotency": m2,
   "0003_hot_path_indexes": m3,
   "0004_audit_rowid": m4,
+  "0005_minters_and_reconciliation": m5,
 };

@@ -27,6 +27,9 @@ export const vaultKeys = sqliteTable(
     heldTotalMicros: integer("held_total_micros").notNull().default(0),
     calls: integer("calls").notNull().default(0),
     lastUsedAt: integer("last_used_at"),
+    // Who minted the key ("admin" for the bootstrap token and the CLI): the vendor's idempotency keys are
+    // derived from it, so retries under fresh keys of one minter de-duplicate and two minters never collide.
+    mintedBy: text("minted_by").notNull().default("admin"),
   },
   (t) => [
     uniqueIndex("vault_keys_id").on(t.id),
@@ -71,9 +74,16 @@ export const ledgerEntries = sqliteTable(
     requestId: text("request_id"),
     method: text("method"),
     path: text("path"),
+    // Where the vendor states the final price later (a Twilio message or call), and when to read it next.
+    reconcilePath: text("reconcile_path"),
+    reconcileAt: integer("reconcile_at"),
+    reconcileAttempts: integer("reconcile_attempts").notNull().default(0),
   },
   // Only open and ambiguous holds are ever looked up by state: a partial index keeps settled rows out of it.
-  (t) => [index("ledger_entries_open").on(t.state).where(sql.raw(OPEN_HOLDS))],
+  (t) => [
+    index("ledger_entries_open").on(t.state).where(sql.raw(OPEN_HOLDS)),
+    index("ledger_entries_reconcile").on(t.reconcileAt).where(sql`${t.reconcileAt} IS NOT NULL`),
+  ],
 );
 
 export const auditEvents = sqliteTable(

@@ -11,6 +11,8 @@ export interface KeyRecord {
   vendor: VendorName;
   mode: KeyMode;
   label: string | null;
+  /** Who minted the key; the vendor's idempotency keys are derived from it (SPEC §7). */
+  mintedBy: string;
   dailyCapMicros: number | null;
   totalCapMicros: number | null;
   allowedEndpoints: string[];
@@ -78,8 +80,11 @@ export interface Balance {
 }
 
 export type HoldResult =
-  /** Forward the call. `reused`: an earlier ambiguous attempt's hold is forwarded again (no new hold). */
-  | { kind: "admitted"; holdId: string | null; day: string; reused: boolean; balance: Balance }
+  /**
+   * Forward the call. `priorCostMicros`: an earlier ambiguous (or orphaned) attempt's entry is forwarded again
+   * (no second hold) and this is what it counted before; a retry that never leaves puts it back at that.
+   */
+  | { kind: "admitted"; holdId: string | null; day: string; holdMicros: number; priorCostMicros: number | null; balance: Balance }
   | { kind: "denied"; reason: "daily_cap" | "total_cap" | "revoked" }
   | { kind: "replay"; response: StoredResponse }
   | { kind: "in_flight" }
@@ -90,10 +95,13 @@ export interface HoldRequest {
   keyId: string;
   day: string;
   micros: number;
-  /** Whether the call gets a ledger entry (it holds money, or its cost is known only from the answer). */
+  /** Whether the call gets a ledger entry (it holds money). */
   ledger: boolean;
-  /** Price known only from the response: admit only while some headroom is left. */
-  needsHeadroom: boolean;
+  /**
+   * Whether a retry of an ambiguous call goes out again on the same entry: only where the vendor honours the
+   * forwarded Idempotency-Key, so it cannot act twice. Elsewhere the retry is a new call with a new hold.
+   */
+  reuseAmbiguous: boolean;
   now: number;
   /** The call taking the hold: its audit id, method and path. */
   call: { requestId: string; method: string; path: string };
@@ -123,7 +131,7 @@ export interface AuditRow {
   decision: string;
   holdMicros: number;
   costMicros: number;
-  costSource: "request" | "response" | "estimate" | "replay" | null;
+  costSource: "request" | "response" | "object" | "hold" | "estimate" | "reconciled" | "replay" | null;
   currency: string | null;
   amountMinor: number | null;
   vendorRequestId: string | null;
@@ -153,6 +161,8 @@ export interface SettleRequest {
   audit: AuditRow;
   track?: TrackedObject;
   idempotency?: { key: string; result: IdempotencyResult };
+  /** Where and from when the vendor's final price can be read (the reconciler re-settles the entry to it). */
+  reconcile?: { path: string; at: number };
 }
 
 export interface HoldRecord {

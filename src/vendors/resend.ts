@@ -1,6 +1,6 @@
 import { parseStrictJson, unpriceable } from "./body";
 import { unitPriceMicros } from "./currency";
-import { FREE, type Vendor } from "./types";
+import type { PathClass, Vendor } from "./types";
 
 /**
  * Resend bills each To, CC and BCC recipient as one email. `to` is an address or a list; a string is counted
@@ -24,27 +24,35 @@ function countAddresses(value: unknown, field: string): number {
   return n;
 }
 
+const EMAILS = /^\/emails\/?$/i;
+const BATCH = /^\/emails\/batch\/?$/i;
+/** Broadcasts send to a whole audience: money Keybrake does not price, so refused rather than forwarded free. */
+const BROADCAST_SEND = /^\/broadcasts\/[^/]+\/send\/?$/i;
+
 export const resend: Vendor = {
   name: "resend",
   bareRoutes: ["/emails", "/emails/*"],
   baseUrl: (config) => config.baseUrls.resend,
   credentials(config, mode) {
     const key = config.secrets.resend[mode];
-    return key ? { authorization: `Bearer ${key}` } : null;
+    return key ? { headers: { authorization: `Bearer ${key}` }, upstreamPath: (path) => path } : null;
   },
-  upstreamPath: (path) => path,
-  isPriced: (method, path) => method === "POST" && (path === "/emails" || path === "/emails/batch"),
+  publicPath: (path) => path,
+  classify(_method, path): PathClass {
+    if (EMAILS.test(path) || BATCH.test(path)) return "priced";
+    return BROADCAST_SEND.test(path) ? "refused" : "free";
+  },
   // Resend sends no request-id header: none is recorded rather than one made up.
   requestId: () => null,
-
+  contextHeaders: [],
+  honoursIdempotencyKey: true,
   async price(input, ctx) {
-    if (!resend.isPriced(input.method, input.path)) return FREE;
     if (!(input.contentType ?? "").toLowerCase().startsWith("application/json")) throw unpriceable("Resend takes JSON bodies");
     const parsed = parseStrictJson(new TextDecoder().decode(input.body));
     let count: number;
-    if (input.path === "/emails") count = recipients(parsed);
+    if (EMAILS.test(input.path)) count = recipients(parsed);
     else if (Array.isArray(parsed)) count = parsed.reduce((sum: number, email) => sum + recipients(email), 0);
     else throw unpriceable("a batch must be a JSON array");
-    return { micros: unitPriceMicros(ctx.prices.resendEmailUsd, count), needsHeadroom: false, source: "request", currency: "usd", amountMinor: null };
+    return { micros: unitPriceMicros(ctx.prices.resendEmailUsd, count), source: "request", currency: "usd", amountMinor: null };
   },
 };

@@ -1,28 +1,65 @@
-import { readAmount, readCurrency, readPricedBody, type PricedBody } from "./body";
+import type { TrackedObject } from "../store/types";
+import { readAmount, readCurrency, readPricedBody, unpriceable, type PricedBody } from "./body";
 import { minorToMicros } from "./currency";
-import { FREE, type PricingContext, type PricingInput, type Quote, type Settlement, type Vendor } from "./types";
+import { unreadableAnswer, type PathClass, type PricingContext, type PricingInput, type Quote, type Settlement, type Vendor } from "./types";
 
-const PRICED_FIELDS = ["amount", "currency", "amount_to_capture"];
+/** Fields that decide a price: refused in the query string, where Stripe could read them instead of the body's. */
+const PRICED_FIELDS = ["amount", "currency", "amount_to_capture", "charge", "payment_intent"];
 
-type Rule =
-  | { kind: "amount"; path: RegExp; trackIntent?: boolean }
-  | { kind: "intent_followup"; path: RegExp; responseField: string }
-  | { kind: "intent_increase"; path: RegExp }
-  | { kind: "amount_or_response"; path: RegExp; responseField: string };
+interface Call {
+  input: PricingInput;
+  ctx: PricingContext;
+  body: PricedBody;
+  /** The object id in the path, when the endpoint acts on one. */
+  objectId: string;
+}
 
-/** SPEC §6, the Stripe rows. Every other call is free. */
+interface Rule {
+  path: RegExp;
+  price(call: Call): Promise<Quote>;
+}
+
+// Paths are matched case-insensitively and with an optional trailing slash: every form Stripe might route to a
+// priced endpoint is priced (SPEC §6, "never free"). Ids keep their case for the pre-flight.
+const ID = "([^/]+)";
+const route = (p: string) => new RegExp(`^/v1/${p}/?$`, "i");
+
+/** SPEC §6, the Stripe rows: every priced endpoint and its class. */
 const RULES: Rule[] = [
-  { kind: "amount", path: /^\/v1\/payment_intents$/, trackIntent: true },
-  { kind: "amount", path: /^\/v1\/(?:charges|transfers|payouts|topups)$/ },
-  { kind: "intent_followup", path: /^\/v1\/payment_intents\/([^/]+)\/confirm$/, responseField: "amount" },
-  { kind: "intent_followup", path: /^\/v1\/payment_intents\/([^/]+)\/capture$/, responseField: "amount_received" },
-  { kind: "intent_increase", path: /^\/v1\/payment_intents\/([^/]+)(?:\/increment_authorization)?$/ },
-  { kind: "amount_or_response", path: /^\/v1\/refunds$/, responseField: "amount" },
-  { kind: "amount_or_response", path: /^\/v1\/charges\/[^/]+\/capture$/, responseField: "amount_captured" },
-  { kind: "amount_or_response", path: /^\/v1\/invoices\/[^/]+\/pay$/, responseField: "amount_paid" },
+  { path: route("payment_intents"), price: (c) => created(c, "payment_intent") },
+  { path: route("charges"), price: (c) => created(c, "charge") },
+  { path: route("(?:transfers|payouts|topups)"), price: (c) => created(c, null) },
+  { path: route(`payment_intents/${ID}/(?:confirm|capture)`), price: intentMovesMoney },
+  { path: route(`payment_intents/${ID}(?:/increment_authorization)?`), price: intentNewTotal },
+  { path: route("refunds"), price: (c) => refund(c, "amount") },
+  { path: route(`charges/${ID}/refunds`), price: (c) => refund(c, "amount") },
+  // The legacy form answers with the charge, whose `amount` is not what was refunded: the hold is the cost.
+  { path: route(`charges/${ID}/refund`), price: (c) => refund(c, null) },
+  { path: route(`charges/${ID}/capture`), price: chargeCapture },
+  { path: route(`invoices/${ID}/pay`), price: invoicePay },
 ];
 
-const ruleFor = (method: string, path: string) => (method === "POST" ? RULES.find((r) => r.path.test(path)) : undefined);
+/**
+ * POSTs that can move money and that Keybrake does not price: refused (422 unpriceable_request) rather than
+ * forwarded at $0. Listed in the README.
+ */
+export const REFUSED_MONEY_MOVERS: { path: RegExp; what: string }[] = [
+  { path: /^\/v1\/subscriptions(?:\/|$)/i, what: "subscriptions (create, update, resume)" },
+  { path: /^\/v1\/subscription_items(?:\/|$)/i, what: "subscription items" },
+  { path: /^\/v1\/subscription_schedules(?:\/|$)/i, what: "subscription schedules" },
+  { path: /^\/v1\/credit_notes(?:\/|$)/i, what: "credit notes (can refund)" },
+  { path: /^\/v1\/invoices\/?$/i, what: "invoice creation (auto-advances to a charge)" },
+  { path: /^\/v1\/invoices\/[^/]+\/finalize\/?$/i, what: "invoice finalization (auto-advances to a charge)" },
+  { path: /^\/v1\/quotes\/[^/]+\/accept\/?$/i, what: "quote acceptance (creates a subscription or invoice)" },
+  { path: /^\/v1\/customers\/[^/]+\/(?:balance_transactions|cash_balance|funding_instructions)(?:\/|$)/i, what: "customer balance changes" },
+  { path: /^\/v1\/payment_intents\/[^/]+\/apply_customer_balance\/?$/i, what: "customer balance application" },
+  { path: /^\/v1\/application_fees\/[^/]+\/refunds?(?:\/|$)/i, what: "application fee refunds" },
+  { path: /^\/v1\/disputes\/[^/]+\/close\/?$/i, what: "conceding a dispute" },
+  { path: /^\/v1\/(?:treasury|issuing|climate)\//i, what: "Treasury, Issuing and Climate money movement" },
+  { path: /^\/v2\//i, what: "the v2 API (money management)" },
+];
+
+const ruleFor = (path: string) => RULES.find((r) => r.path.test(path));
 
 export const stripe: Vendor = {
   name: "stripe",
@@ -30,105 +67,177 @@ export const stripe: Vendor = {
   baseUrl: (config) => config.baseUrls.stripe,
   credentials(config, mode) {
     const secret = config.secrets.stripe[mode];
-    return secret ? { authorization: `Bearer ${secret}` } : null;
+    return secret ? { headers: { authorization: `Bearer ${secret}` }, upstreamPath: (path) => path } : null;
   },
-  upstreamPath: (path) => path,
-  isPriced: (method, path) => ruleFor(method, path) !== undefined,
+  publicPath: (path) => path,
+  classify(_method, path): PathClass {
+    if (ruleFor(path)) return "priced";
+    return REFUSED_MONEY_MOVERS.some((r) => r.path.test(path)) ? "refused" : "free";
+  },
   requestId: (headers) => headers.get("request-id"),
+  contextHeaders: ["stripe-account", "stripe-context", "stripe-version"],
+  honoursIdempotencyKey: true,
 
-  async price(input: PricingInput, ctx: PricingContext): Promise<Quote> {
-    const rule = ruleFor(input.method, input.path);
-    if (!rule) return FREE;
+  async price(input, ctx) {
+    const rule = ruleFor(input.path)!;
     const body = readPricedBody(input.contentType, input.body, input.query, PRICED_FIELDS);
-    const objectId = rule.path.exec(input.path)?.[1];
-
-    switch (rule.kind) {
-      case "amount": {
-        const amount = readAmount(body, "amount", true)!;
-        const currency = readCurrency(body, true)!;
-        const micros = minorToMicros(amount, currency, ctx.fx);
-        const quote: Quote = { micros, needsHeadroom: false, source: "request", currency, amountMinor: amount };
-        if (rule.trackIntent) quote.settle = (response) => trackCreatedIntent(quote, response, input.keyId);
-        return quote;
-      }
-      case "intent_followup": {
-        const tracked = await ctx.findTracked(objectId!);
-        // Creating the intent through Keybrake already charged the cap: moving its money costs nothing more.
-        if (tracked) return { ...FREE, currency: tracked.currency, amountMinor: 0 };
-        return fromResponse(body, "amount_to_capture", rule.responseField, 0, ctx);
-      }
-      case "intent_increase": {
-        const amount = readAmount(body, "amount", false);
-        if (amount === undefined) return FREE;
-        const tracked = await ctx.findTracked(objectId!);
-        const counted = tracked?.countedMicros ?? 0;
-        const currency = readCurrency(body, false) ?? tracked?.currency;
-        if (!currency) return fromResponse(body, "amount", "amount", counted, ctx);
-        const total = minorToMicros(amount, currency, ctx.fx);
-        const quote: Quote = {
-          micros: Math.max(0, total - counted),
-          needsHeadroom: false,
-          source: "request",
-          currency,
-          amountMinor: amount,
-        };
-        quote.settle = () => ({
-          ...settledAtHold(quote),
-          track: { objectId: objectId!, keyId: tracked?.keyId ?? input.keyId, currency, amountMinor: amount, countedMicros: Math.max(total, counted) },
-        });
-        return quote;
-      }
-      case "amount_or_response":
-        return fromResponse(body, "amount", rule.responseField, 0, ctx);
-    }
+    return rule.price({ input, ctx, body, objectId: rule.path.exec(input.path)?.[1] ?? "" });
   },
 };
 
-const settledAtHold = (q: Quote): Settlement => ({
-  costMicros: q.micros,
-  source: q.source,
-  currency: q.currency,
-  amountMinor: q.amountMinor,
-});
-
-function trackCreatedIntent(quote: Quote, response: unknown, keyId: string): Settlement {
-  const id = (response as { id?: unknown } | null)?.id;
-  const settlement = settledAtHold(quote);
-  if (typeof id === "string" && id.length > 0) {
-    settlement.track = { objectId: id, keyId, currency: quote.currency!, amountMinor: quote.amountMinor!, countedMicros: quote.micros };
+/** An object Stripe answered with: the amount it states in `field`, in micro-dollars (null when unreadable). */
+function stated(object: unknown, field: string, fx: Record<string, string>): { micros: number; currency: string; amountMinor: number } | null {
+  const o = (object ?? {}) as Record<string, unknown>;
+  const amount = o[field];
+  const currency = o.currency;
+  if (typeof amount !== "number" || !Number.isSafeInteger(amount) || amount < 0) return null;
+  if (typeof currency !== "string" || !/^[A-Za-z]{3}$/.test(currency)) return null;
+  try {
+    return { micros: minorToMicros(amount, currency, fx), currency: currency.toLowerCase(), amountMinor: amount };
+  } catch {
+    return null; // no FX rate for the answer's currency
   }
-  return settlement;
 }
 
 /**
- * The amount is stated by the vendor's answer (a refund's default is the whole charge; a capture's is what was
- * authorized). The request's amount, when given, is held meanwhile, read as USD cents because the currency
- * is the charge's and not in the request; the response's amount and currency are what settles.
+ * Settles at what the answer states in `field` (minus what was already counted), else at the hold. A stated
+ * amount above the hold is kept as the cost: the pipeline records it as a price differential.
  */
-function fromResponse(body: PricedBody, requestField: string, responseField: string, alreadyCounted: number, ctx: PricingContext): Quote {
-  const requested = readAmount(body, requestField, false);
-  const currency = readCurrency(body, false);
-  const micros = requested === undefined ? 0 : minorToMicros(requested, currency ?? "usd", ctx.fx);
-  const quote: Quote = {
-    micros: Math.max(0, micros - alreadyCounted),
-    needsHeadroom: true,
-    source: "request",
-    currency: currency ?? null,
-    amountMinor: requested ?? null,
+function settleFromAnswer(quote: Quote, field: string, fx: Record<string, string>, counted = 0, track?: (total: { micros: number; currency: string; amountMinor: number }, id: string) => TrackedObject) {
+  return (response: unknown): Settlement => {
+    const s = stated(response, field, fx);
+    if (!s) return unreadableAnswer(quote, `the answer's "${field}" or "currency" is missing, unreadable or has no KEYBRAKE_FX rate`);
+    const settlement: Settlement = { costMicros: Math.max(0, s.micros - counted), source: "response", currency: s.currency, amountMinor: s.amountMinor };
+    const id = (response as { id?: unknown }).id;
+    if (track && typeof id === "string" && id !== "") settlement.track = track(s, id);
+    return settlement;
   };
-  quote.settle = (response) => {
-    const r = (response ?? {}) as Record<string, unknown>;
-    const amount = r[responseField];
-    const cur = r.currency;
-    if (typeof amount !== "number" || !Number.isSafeInteger(amount) || amount < 0 || typeof cur !== "string") {
-      return settledAtHold(quote);
-    }
-    try {
-      const cost = Math.max(0, minorToMicros(amount, cur, ctx.fx) - alreadyCounted);
-      return { costMicros: cost, source: "response", currency: cur.toLowerCase(), amountMinor: amount };
-    } catch {
-      return settledAtHold(quote); // the answer's currency has no FX rate: keep what was held
-    }
-  };
+}
+
+/** What a tracked object (created or last priced through Keybrake) has been counted, from its stated total. */
+const trackedAs = (keyId: string, counted: number) => (total: { micros: number; currency: string; amountMinor: number }, objectId: string): TrackedObject => ({
+  objectId,
+  keyId,
+  currency: total.currency,
+  amountMinor: total.amountMinor,
+  countedMicros: Math.max(total.micros, counted),
+});
+
+/** Class 1: a create that carries its amount and currency. Intents and charges are tracked so that confirming or capturing them later costs nothing more. */
+async function created({ input, ctx, body }: Call, tracks: "payment_intent" | "charge" | null): Promise<Quote> {
+  const amount = readAmount(body, "amount", true)!;
+  const currency = readCurrency(body, true)!;
+  const quote: Quote = { micros: minorToMicros(amount, currency, ctx.fx), source: "request", currency, amountMinor: amount };
+  quote.settle = settleFromAnswer(quote, "amount", ctx.fx, 0, tracks ? trackedAs(input.keyId, 0) : undefined);
   return quote;
+}
+
+/** The object's currency, as Stripe states it; an object without one cannot be priced. */
+function objectCurrency(object: Record<string, unknown>): string {
+  const currency = object.currency;
+  if (typeof currency !== "string" || !/^[A-Za-z]{3}$/.test(currency)) throw unpriceable('the object\'s "currency" cannot be read');
+  return currency.toLowerCase();
+}
+
+/**
+ * Class 1 or 2 for calls whose request has no currency (refunds, captures, invoice pays): the object is read
+ * first for its currency and for what the call can move. With `requestField` in the request, that amount is
+ * held; else `movable(object)` (what remains refundable, capturable or due). `paid(object)` is what the answer's
+ * `answerField` already counted before this call.
+ */
+async function fromObject(
+  { ctx, body }: Call,
+  objectPath: string,
+  requestField: string | null,
+  movable: (o: Record<string, unknown>) => number,
+  answerField: string | null,
+  paid: (o: Record<string, unknown>) => number = () => 0,
+): Promise<Quote> {
+  const requested = requestField ? readAmount(body, requestField, false) : undefined;
+  const object = await ctx.preflight(objectPath);
+  const currency = objectCurrency(object);
+  const amountMinor = requested ?? movable(object);
+  // minorToMicros throws 422 currency_not_priced when the object's currency has no rate: nothing is forwarded.
+  const quote: Quote = { micros: minorToMicros(amountMinor, currency, ctx.fx), source: requested === undefined ? "object" : "request", currency, amountMinor };
+  if (answerField) quote.settle = settleFromAnswer(quote, answerField, ctx.fx, minorToMicros(paid(object), currency, ctx.fx));
+  return quote;
+}
+
+const int = (o: Record<string, unknown>, field: string): number => {
+  const v = o[field];
+  if (v === undefined || v === null) return 0;
+  if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 0) throw unpriceable(`the object's "${field}" cannot be read`);
+  return v;
+};
+
+/** A refund (`/v1/refunds` with `charge` or `payment_intent`, or a charge's legacy refund paths): at most what is still refundable. */
+async function refund(call: Call, answerField: string | null): Promise<Quote> {
+  let objectPath: string;
+  if (call.objectId !== "") {
+    objectPath = `/v1/charges/${call.objectId}`;
+  } else {
+    const charge = call.body.scalar("charge");
+    const intent = call.body.scalar("payment_intent");
+    if ((charge === undefined) === (intent === undefined)) throw unpriceable('a refund names exactly one of "charge" or "payment_intent"');
+    const id = String(charge ?? intent);
+    if (!/^[A-Za-z0-9_]+$/.test(id)) throw unpriceable("the refunded object's id is not a plain id");
+    objectPath = charge !== undefined ? `/v1/charges/${id}` : `/v1/payment_intents/${id}`;
+  }
+  const refundable = (o: Record<string, unknown>) =>
+    o.object === "payment_intent" ? Math.max(int(o, "amount_received"), int(o, "amount")) : Math.max(0, int(o, "amount") - int(o, "amount_refunded"));
+  return fromObject(call, objectPath, "amount", refundable, answerField);
+}
+
+/** A charge created through Keybrake was counted at creation; any other is read for what it can capture. */
+async function chargeCapture(call: Call): Promise<Quote> {
+  const tracked = await call.ctx.findTracked(call.objectId);
+  if (tracked) return { micros: 0, source: "request", currency: tracked.currency, amountMinor: 0 };
+  const capturable = (o: Record<string, unknown>) => Math.max(0, int(o, "amount") - int(o, "amount_captured"));
+  return fromObject(call, `/v1/charges/${call.objectId}`, "amount", capturable, "amount_captured", (o) => int(o, "amount_captured"));
+}
+
+/** An invoice pay charges what remains due. */
+function invoicePay(call: Call): Promise<Quote> {
+  return fromObject(call, `/v1/invoices/${call.objectId}`, null, (o) => int(o, "amount_remaining"), "amount_paid", (o) => int(o, "amount_paid"));
+}
+
+/**
+ * Confirm or capture: free for an intent created through Keybrake (its creation counted it); any other intent is
+ * read first and its amount (capture: `amount_to_capture`, else what is capturable) is held.
+ */
+async function intentMovesMoney(call: Call): Promise<Quote> {
+  const { ctx, input, objectId } = call;
+  const tracked = await ctx.findTracked(objectId);
+  if (tracked) return { micros: 0, source: "request", currency: tracked.currency, amountMinor: 0 };
+  const capture = /\/capture\/?$/i.test(input.path);
+  // Capturing an intent that is not yet confirmed fails at Stripe; holding its amount is the safe bound then.
+  const movable = (o: Record<string, unknown>) => (capture ? int(o, "amount_capturable") || int(o, "amount") : int(o, "amount"));
+  const quote = await fromObject(call, `/v1/payment_intents/${objectId}`, capture ? "amount_to_capture" : null, movable, "amount");
+  // Tracked from now on: a later capture or update of the same intent is priced against what this call counted.
+  quote.settle = settleFromAnswer(quote, capture ? "amount_received" : "amount", ctx.fx, 0, trackedAs(input.keyId, 0));
+  return quote;
+}
+
+/**
+ * An update or increment sets the intent's new total, possibly in a new currency: the hold is that total minus
+ * what was already counted for the intent, never below 0. An intent Keybrake has not seen is read first.
+ */
+async function intentNewTotal({ input, ctx, body, objectId }: Call): Promise<Quote> {
+  const amount = readAmount(body, "amount", false);
+  const currency = readCurrency(body, false);
+  if (amount === undefined && currency === undefined) return { micros: 0, source: "request", currency: null, amountMinor: null };
+  const tracked = await ctx.findTracked(objectId);
+  const current = tracked ? { amount: tracked.amountMinor, currency: tracked.currency } : await currentIntent(ctx, objectId);
+  const counted = tracked?.countedMicros ?? 0;
+  const newAmount = amount ?? current.amount;
+  const newCurrency = currency ?? current.currency;
+  const total = minorToMicros(newAmount, newCurrency, ctx.fx);
+  const quote: Quote = { micros: Math.max(0, total - counted), source: "request", currency: newCurrency, amountMinor: newAmount };
+  quote.settle = settleFromAnswer(quote, "amount", ctx.fx, counted, trackedAs(tracked?.keyId ?? input.keyId, counted));
+  return quote;
+}
+
+async function currentIntent(ctx: PricingContext, objectId: string): Promise<{ amount: number; currency: string }> {
+  const o = await ctx.preflight(`/v1/payment_intents/${objectId}`);
+  return { amount: int(o, "amount"), currency: objectCurrency(o) };
 }

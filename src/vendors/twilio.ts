@@ -1,11 +1,13 @@
 import { readPricedBody, unpriceable } from "./body";
 import { decimalToMicros, unitPriceMicros } from "./currency";
 import { smsSegments } from "./sms";
-import { FREE, type Quote, type Settlement, type Vendor } from "./types";
+import type { PathClass, Quote, Settlement, Vendor } from "./types";
 
-const ACCOUNT_IN_PATH = /^\/2010-04-01\/Accounts\/[^/]+?(?=\/|\.json$|$)/;
-const MESSAGES = /^\/2010-04-01\/Accounts\/[^/]+\/Messages\.json$/;
-const CALLS = /^\/2010-04-01\/Accounts\/[^/]+\/Calls\.json$/;
+const ACCOUNT_IN_PATH = /^\/2010-04-01\/Accounts\/[^/]+?(?=\/|\.json$|\.xml$|$)/i;
+/** How allowlists and audit rows show the account segment: the real SID never reaches a job. */
+export const ACCOUNT_PLACEHOLDER = "{AccountSid}";
+const MESSAGES = /^\/2010-04-01\/Accounts\/[^/]+\/Messages(?:\.json|\.xml)?\/?$/i;
+const CALLS = /^\/2010-04-01\/Accounts\/[^/]+\/Calls(?:\.json|\.xml)?\/?$/i;
 
 export const twilio: Vendor = {
   name: "twilio",
@@ -14,15 +16,19 @@ export const twilio: Vendor = {
   credentials(config, mode) {
     const account = config.secrets.twilio[mode];
     if (!account) return null;
-    return { authorization: `Basic ${Buffer.from(`${account.sid}:${account.token}`).toString("base64")}`, accountSid: account.sid };
+    return {
+      headers: { authorization: `Basic ${Buffer.from(`${account.sid}:${account.token}`).toString("base64")}` },
+      upstreamPath: (path) => path.replace(ACCOUNT_PLACEHOLDER, account.sid),
+    };
   },
-  // The job needs no real identifier: whatever SID it put in the path becomes the configured one.
-  upstreamPath: (path, creds) => (creds?.accountSid ? path.replace(ACCOUNT_IN_PATH, `/2010-04-01/Accounts/${creds.accountSid}`) : path),
-  isPriced: (method, path) => method === "POST" && (MESSAGES.test(path) || CALLS.test(path)),
+  // The job needs no real identifier: whatever SID it put in the path stands for the configured account.
+  publicPath: (path) => path.replace(ACCOUNT_IN_PATH, `/2010-04-01/Accounts/${ACCOUNT_PLACEHOLDER}`),
+  classify: (_method, path): PathClass => (MESSAGES.test(path) || CALLS.test(path) ? "priced" : "free"),
   requestId: (headers) => headers.get("twilio-request-id"),
+  contextHeaders: [],
+  honoursIdempotencyKey: false,
 
   async price(input, ctx) {
-    if (!twilio.isPriced(input.method, input.path)) return FREE;
     const body = readPricedBody(input.contentType, input.body, input.query, ["Body", "MediaUrl"]);
     let micros: number;
     if (CALLS.test(input.path)) {
@@ -34,7 +40,7 @@ export const twilio: Vendor = {
       if (typeof text !== "string") throw unpriceable('"Body" is not text');
       micros = unitPriceMicros(ctx.prices.twilioSmsUsd, smsSegments(text));
     }
-    const quote: Quote = { micros, needsHeadroom: false, source: "estimate", currency: "usd", amountMinor: null };
+    const quote: Quote = { micros, source: "estimate", currency: "usd", amountMinor: null };
     quote.settle = (response) => priceFromResponse(response, ctx.fx) ?? { costMicros: micros, source: "estimate", currency: "usd", amountMinor: null };
     return quote;
   },

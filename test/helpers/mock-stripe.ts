@@ -23,8 +23,30 @@ interface Intent {
   status: string;
   amount_received: number;
   amount_capturable: number;
+  amount_refunded: number;
   customer: string | null;
   metadata: Record<string, string>;
+}
+
+interface Charge {
+  id: string;
+  object: "charge";
+  amount: number;
+  currency: string;
+  captured: boolean;
+  amount_captured: number;
+  amount_refunded: number;
+  paid: boolean;
+}
+
+interface Invoice {
+  id: string;
+  object: "invoice";
+  currency: string;
+  amount_due: number;
+  amount_paid: number;
+  amount_remaining: number;
+  status: string;
 }
 
 /** Reads a Stripe-style body: form (bracket notation flattened as keys) or JSON. */
@@ -40,10 +62,41 @@ function params(req: Received): Record<string, string> {
   return Object.fromEntries(new URLSearchParams(req.body));
 }
 
-/** A mock Stripe: the endpoints Keybrake prices, Stripe-shaped objects, errors and `Request-Id` headers. */
+const missing = (kind: string, id: string) => stripeError(404, "invalid_request_error", `No such ${kind}: '${id}'`, { code: "resource_missing" });
+
+/**
+ * A mock Stripe: the endpoints Keybrake prices, Stripe-shaped objects (intents, charges, refunds, invoices) whose
+ * money fields move as Stripe moves them, errors and `Request-Id` headers. Objects "created outside Keybrake"
+ * are seeded with `seedCharge`, `seedIntent` and `seedInvoice`.
+ */
 export function mockStripe() {
   const intents = new Map<string, Intent>();
+  const charges = new Map<string, Charge>();
+  const invoices = new Map<string, Invoice>();
   const accepted = [STRIPE_LIVE_SECRET, STRIPE_TEST_SECRET];
+
+  const newIntent = (amount: number, currency: string, extra: Partial<Intent> = {}): Intent => {
+    const intent: Intent = { id: mockId("pi_"), object: "payment_intent", amount, currency, status: "requires_payment_method", amount_received: 0, amount_capturable: 0, amount_refunded: 0, customer: null, metadata: {}, ...extra };
+    intents.set(intent.id, intent);
+    return intent;
+  };
+  const newCharge = (amount: number, currency: string, captured = true): Charge => {
+    const charge: Charge = { id: mockId("ch_"), object: "charge", amount, currency, captured, amount_captured: captured ? amount : 0, amount_refunded: 0, paid: true };
+    charges.set(charge.id, charge);
+    return charge;
+  };
+
+  /** A refund of a charge or an intent: `amount` or whatever remains refundable; more than that is a 400, as at Stripe. */
+  const refund = (target: Charge | Intent, requested: number | undefined): Reply => {
+    const refundable = (target.object === "charge" ? target.amount_captured : target.amount_received) - target.amount_refunded;
+    const amount = requested ?? refundable;
+    if (amount <= 0 || amount > refundable) {
+      return stripeError(400, "invalid_request_error", `Refund amount (${amount}) is greater than unrefunded amount on charge (${refundable})`, { code: "amount_too_large", param: "amount" });
+    }
+    target.amount_refunded += amount;
+    const ref = target.object === "charge" ? { charge: target.id, payment_intent: null } : { charge: null, payment_intent: target.id };
+    return { status: 200, body: { id: mockId("re_"), object: "refund", amount, currency: target.currency, status: "succeeded", ...ref } };
+  };
 
   const answer = (req: Received): Reply => {
     const auth = String(req.headers.authorization ?? "");
@@ -56,40 +109,66 @@ export function mockStripe() {
     if (req.method === "POST" && req.path === "/v1/payment_intents") {
       if (amount() === undefined) return stripeError(400, "invalid_request_error", "Missing required param: amount.", { code: "parameter_missing", param: "amount" });
       if (!p.currency) return stripeError(400, "invalid_request_error", "Missing required param: currency.", { code: "parameter_missing", param: "currency" });
-      const intent: Intent = {
-        id: mockId("pi_"),
-        object: "payment_intent",
-        amount: amount()!,
-        currency: p.currency,
-        status: "requires_payment_method",
-        amount_received: 0,
-        amount_capturable: 0,
-        customer: p.customer ?? null,
-        metadata: {},
-      };
-      intents.set(intent.id, intent);
-      return { status: 200, body: intent };
+      return { status: 200, body: newIntent(amount()!, p.currency, { customer: p.customer ?? null }) };
     }
     if ((m = /^\/v1\/payment_intents\/([^/]+)(?:\/(confirm|capture|increment_authorization))?$/.exec(req.path))) {
       const intent = intents.get(m[1]!);
-      if (!intent) return stripeError(404, "invalid_request_error", `No such payment_intent: '${m[1]}'`, { code: "resource_missing" });
+      if (!intent) return missing("payment_intent", m[1]!);
       if (req.method === "GET") return { status: 200, body: intent };
       if (m[2] === "confirm") Object.assign(intent, { status: "succeeded", amount_received: intent.amount });
-      if (m[2] === "capture") Object.assign(intent, { status: "succeeded", amount_received: amount("amount_to_capture") ?? intent.amount });
+      if (m[2] === "capture") Object.assign(intent, { status: "succeeded", amount_received: amount("amount_to_capture") ?? (intent.amount_capturable || intent.amount), amount_capturable: 0 });
       if ((m[2] === undefined || m[2] === "increment_authorization") && amount() !== undefined) intent.amount = amount()!;
+      if (m[2] === undefined && p.currency) intent.currency = p.currency;
       return { status: 200, body: intent };
     }
-    if (req.method === "POST" && (m = /^\/v1\/(charges|transfers|payouts|topups)$/.exec(req.path))) {
+    if (req.method === "POST" && req.path === "/v1/charges") {
+      return { status: 200, body: newCharge(amount()!, p.currency!, p.capture !== "false") };
+    }
+    if ((m = /^\/v1\/charges\/([^/]+)(?:\/(capture|refunds|refund))?$/.exec(req.path))) {
+      const charge = charges.get(m[1]!);
+      if (!charge) return missing("charge", m[1]!);
+      if (req.method === "GET") return { status: 200, body: charge };
+      if (m[2] === "capture") {
+        Object.assign(charge, { captured: true, amount_captured: amount() ?? charge.amount });
+        return { status: 200, body: charge };
+      }
+      if (m[2] === "refunds") return refund(charge, amount());
+      // The legacy `/refund` answers with the charge, not the refund.
+      const r = refund(charge, amount());
+      return r.status === 200 ? { status: 200, body: charge } : r;
+    }
+    if (req.method === "POST" && (m = /^\/v1\/(transfers|payouts|topups)$/.exec(req.path))) {
       return { status: 200, body: { id: mockId(`${m[1]!.slice(0, 2)}_`), object: m[1]!.slice(0, -1), amount: amount(), currency: p.currency } };
     }
     if (req.method === "POST" && req.path === "/v1/refunds") {
-      return { status: 200, body: { id: mockId("re_"), object: "refund", amount: amount() ?? 2900, currency: "usd", status: "succeeded" } };
+      const target = p.charge ? charges.get(p.charge) : p.payment_intent ? intents.get(p.payment_intent) : undefined;
+      if (!target) return missing(p.charge ? "charge" : "payment_intent", p.charge ?? p.payment_intent ?? "");
+      return refund(target, amount());
+    }
+    if ((m = /^\/v1\/invoices\/([^/]+)(?:\/(pay))?$/.exec(req.path))) {
+      const invoice = invoices.get(m[1]!);
+      if (!invoice) return missing("invoice", m[1]!);
+      if (m[2] === "pay") Object.assign(invoice, { amount_paid: invoice.amount_paid + invoice.amount_remaining, amount_remaining: 0, status: "paid" });
+      return { status: 200, body: invoice };
     }
     if (req.method === "GET" && req.path === "/v1/customers") return { status: 200, body: { object: "list", data: [], has_more: false } };
     return stripeError(404, "invalid_request_error", `Unrecognized request URL (${req.method}: ${req.path}).`);
   };
 
   const mock = new MockVendor(answer, "Request-Id", () => mockId("req_"));
-  return Object.assign(mock, { intents });
+  return Object.assign(mock, {
+    intents,
+    charges,
+    invoices,
+    /** A captured (or, with `captured: false`, authorized) charge made outside Keybrake. */
+    seedCharge: (amount: number, currency = "usd", captured = true) => newCharge(amount, currency, captured),
+    /** An intent made outside Keybrake, e.g. confirmed with manual capture: `{ amount_capturable: 5000 }`. */
+    seedIntent: (amount: number, currency = "usd", extra: Partial<Intent> = {}) => newIntent(amount, currency, extra),
+    seedInvoice: (amountDue: number, currency = "usd"): Invoice => {
+      const invoice: Invoice = { id: mockId("in_"), object: "invoice", currency, amount_due: amountDue, amount_paid: 0, amount_remaining: amountDue, status: "open" };
+      invoices.set(invoice.id, invoice);
+      return invoice;
+    },
+  });
 }
 export type MockStripe = ReturnType<typeof mockStripe>;
