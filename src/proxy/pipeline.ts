@@ -11,6 +11,7 @@ import { IDEMPOTENCY_TTL_MS, callFingerprint, idempotencyKeyOf } from "./idempot
 import { normalizeVendorPath } from "./path";
 import type { Metrics } from "../ops/metrics";
 import type { RateLimiter } from "./rate-limit";
+import type { UnauthenticatedDenials } from "./unauthenticated";
 
 export interface ProxyDeps {
   config: Config;
@@ -21,6 +22,8 @@ export interface ProxyDeps {
   log: (message: string) => void;
   /** The Idempotency-Key the vendor sees for a job's key (see idempotency.ts). */
   deriveIdempotencyKey: (mintedBy: string, jobKey: string) => Promise<string>;
+  /** Audits `invalid_key` denials per client and minute, so a flood cannot grow the database per request. */
+  unauthenticated: UnauthenticatedDenials;
 }
 
 export interface ProxyCall {
@@ -112,7 +115,7 @@ async function runPipeline(deps: ProxyDeps, call: ProxyCall, audit: AuditRow, st
     audit.status = err.status;
     audit.decision = err.code;
     audit.overheadMs = performance.now() - started;
-    await deps.store.recordAudit(audit);
+    await (audit.decision === "invalid_key" ? deps.unauthenticated.record(audit) : deps.store.recordAudit(audit));
     const headers: Record<string, string> = { "x-keybrake-request-id": audit.id };
     if (audit.keyId) headers["x-keybrake-key-id"] = audit.keyId;
     return answered(errorResponse(err, headers));
@@ -163,6 +166,15 @@ async function admit(deps: ProxyDeps, call: ProxyCall, audit: AuditRow): Promise
     throw deny(400, "idempotency_key_required", "This key requires an Idempotency-Key header on calls that spend money.");
   }
 
+  const idempotencyKey = IDEMPOTENT_METHODS.has(request.method) ? jobKey : null;
+  const fingerprint = idempotencyKey
+    ? callFingerprint({ method: request.method, path, search: call.url.search, headers: request.headers, contextHeaders: vendor.contextHeaders, body })
+    : null;
+  if (idempotencyKey) {
+    const remembered = await store.idempotencyFingerprint(key.id, idempotencyKey, now);
+    if (remembered !== null && remembered !== fingerprint) throw idempotencyConflict();
+  }
+
   const quote = priced
     ? await vendor.price(
         { method: request.method, path, query: call.url.searchParams, contentType: request.headers.get("content-type"), body, keyId: key.id },
@@ -175,7 +187,6 @@ async function admit(deps: ProxyDeps, call: ProxyCall, audit: AuditRow): Promise
 
   if (!creds) throw notConfigured(vendor, key);
 
-  const idempotencyKey = IDEMPOTENT_METHODS.has(request.method) ? jobKey : null;
   const holdId = `hold_${randomBase62(22)}`;
   const hold = await store.holdSpend({
     holdId,
@@ -186,13 +197,7 @@ async function admit(deps: ProxyDeps, call: ProxyCall, audit: AuditRow): Promise
     reuseAmbiguous: vendor.honoursIdempotencyKey,
     now,
     call: { requestId: audit.id, method: request.method, path },
-    idempotency: idempotencyKey
-      ? {
-          key: idempotencyKey,
-          fingerprint: callFingerprint({ method: request.method, path, search: call.url.search, headers: request.headers, contextHeaders: vendor.contextHeaders, body }),
-          ttlMs: IDEMPOTENCY_TTL_MS,
-        }
-      : undefined,
+    idempotency: idempotencyKey ? { key: idempotencyKey, fingerprint: fingerprint!, ttlMs: IDEMPOTENCY_TTL_MS } : undefined,
   });
   switch (hold.kind) {
     case "admitted":
@@ -206,7 +211,7 @@ async function admit(deps: ProxyDeps, call: ProxyCall, audit: AuditRow): Promise
     case "in_flight":
       throw deny(409, "idempotency_in_flight", "A call with this Idempotency-Key is still in flight; retry shortly.", { "retry-after": "1" });
     case "conflict":
-      throw deny(409, "idempotency_conflict", "This Idempotency-Key was used with a different request; nothing was forwarded.", { "stripe-should-retry": "false" });
+      throw idempotencyConflict();
     case "denied": {
       if (hold.reason === "revoked") throw deny(401, "key_revoked", "This vault key has been revoked.");
       const retry: Record<string, string> = hold.reason === "daily_cap" ? { "retry-after": String(Math.ceil(msUntilUtcMidnight(now) / 1000)) } : {};
@@ -217,6 +222,9 @@ async function admit(deps: ProxyDeps, call: ProxyCall, audit: AuditRow): Promise
     }
   }
 }
+
+const idempotencyConflict = () =>
+  deny(409, "idempotency_conflict", "This Idempotency-Key was used with a different request; nothing was forwarded.", { "stripe-should-retry": "false" });
 
 const notConfigured = (vendor: Vendor, key: KeyPolicy) => deny(503, "vendor_not_configured", `No ${key.mode} secret is configured for ${vendor.name}.`);
 

@@ -1,3 +1,4 @@
+import { closeSync, openSync, rmSync } from "node:fs";
 import { adminQueries } from "./admin";
 import { auditQueries } from "./audit";
 import { GroupCommit } from "./group-commit";
@@ -5,6 +6,7 @@ import { OPEN_HOLDS } from "./schema";
 import { startBackgroundCheckpoints } from "./wal";
 import { keyQueries } from "./keys";
 import { ledgerQueries } from "./ledger";
+import { reconcileQueries } from "./reconcile";
 import { openDatabase, type OpenOptions } from "./sqlite";
 import type { Store } from "./types";
 
@@ -21,13 +23,22 @@ export function openStore(path: string, opts: OpenOptions = {}): Store {
   const store: Store = {
     ...keyQueries(db),
     ...ledgerQueries(db, commits),
+    ...reconcileQueries(client, commits),
     ...auditQueries(db, commits),
     ...adminQueries(db),
     async countOpenHolds() {
       return openHolds.get()!.n;
     },
     async backupTo(path: string) {
-      client.prepare("VACUUM INTO ?").run(path);
+      // SQLite would create the copy 0644 whatever the umask. VACUUM INTO also fills an existing empty file and
+      // keeps its mode, so the file is created first, owner-only: never readable by others, not even while written.
+      closeSync(openSync(path, "wx", 0o600));
+      try {
+        client.prepare("VACUUM INTO ?").run(path);
+      } catch (error) {
+        rmSync(path, { force: true });
+        throw error;
+      }
     },
     async checkWritable() {
       try {
@@ -59,7 +70,7 @@ export function openStore(path: string, opts: OpenOptions = {}): Store {
  * What a proxied call runs on its own path. These neither need the queued writes committed first nor may force
  * it: that would end every group commit after one call.
  */
-const CALL_PATH: ReadonlySet<string> = new Set(["findKeyByHash", "holdSpend", "settleCall", "recordAudit"] satisfies (keyof Store)[]);
+const CALL_PATH: ReadonlySet<string> = new Set(["findKeyByHash", "idempotencyFingerprint", "holdSpend", "settleCall", "recordAudit"] satisfies (keyof Store)[]);
 
 /**
  * Read-your-writes. A call's settlement is queued and commits right after its answer leaves (see pipeline.ts),

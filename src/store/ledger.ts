@@ -254,6 +254,10 @@ export function ledgerQueries(db: Db, commits: GroupCommit) {
     async findTracked(objectId: string) {
       return trackedById.get(objectId) ?? null;
     },
+    async idempotencyFingerprint(keyId: string, idemKey: string, now: number) {
+      const prior = idemGet.get(keyId, idemKey);
+      return prior && prior.expiresAt > now ? prior.fingerprint : null;
+    },
     async recoverOrphanedHolds(now: number) {
       return recover.immediate(now).map(holdRecord);
     },

@@ -139,6 +139,8 @@ export interface AuditRow {
   upstreamMs: number | null;
   overheadMs: number | null;
   clientIp: string | null;
+  /** How many requests the row stands for when more than one (an aggregate of unauthenticated denials). */
+  requests?: number;
 }
 
 /** What an object created through Keybrake (a Stripe PaymentIntent) has already been charged on the cap. */
@@ -163,6 +165,34 @@ export interface SettleRequest {
   idempotency?: { key: string; result: IdempotencyResult };
   /** Where and from when the vendor's final price can be read (the reconciler re-settles the entry to it). */
   reconcile?: { path: string; at: number };
+}
+
+/** A settled entry whose final price the vendor states only later (SPEC §6: Twilio), due to be read. */
+export interface DueReconciliation {
+  id: string;
+  keyId: string;
+  label: string | null;
+  vendor: VendorName;
+  mode: KeyMode;
+  holdMicros: number;
+  costMicros: number;
+  /** Where the vendor states the final price, as a public path (Twilio's account as `{AccountSid}`). */
+  reconcilePath: string;
+  /** Reads that found no final price yet. */
+  attempts: number;
+  settledAt: number;
+  /** The call that made the entry. */
+  method: string;
+  path: string;
+}
+
+export interface ReconcileRequest {
+  /** The ledger entry. */
+  id: string;
+  /** Its final price. */
+  costMicros: number;
+  /** The reconciliation's audit row; its cost is set to the difference from what the entry counted. */
+  audit: AuditRow;
 }
 
 export interface HoldRecord {
@@ -230,6 +260,19 @@ export interface Store {
   resolveHold(id: string, outcome: "settled" | "released", costMicros: number, now: number): Promise<HoldRecord | null>;
   pruneIdempotency(now: number, batch: number): Promise<number>;
   findTracked(objectId: string): Promise<TrackedObject | null>;
+  /**
+   * The fingerprint remembered for a job's Idempotency-Key, or null. Read before pricing so that a conflicting
+   * reuse is refused before anything (a pre-flight included) reaches the vendor; a fingerprint never changes
+   * once claimed, so this read needs no queued settlement committed first.
+   */
+  idempotencyFingerprint(keyId: string, idempotencyKey: string, now: number): Promise<string | null>;
+  // reconciliation (store/reconcile.ts)
+  /** Entries whose final price is due to be read (reconcile_at <= now), the longest due first. */
+  dueReconciliations(now: number, limit: number): Promise<DueReconciliation[]>;
+  /** Re-settles an entry at its final price and audits the difference; false when it no longer awaits one. */
+  reconcileEntry(req: ReconcileRequest): Promise<boolean>;
+  /** When to read the entry's final price next; null stops trying (the entry keeps its cost). */
+  postponeReconciliation(id: string, nextAt: number | null): Promise<void>;
   // audit
   recordAudit(row: AuditRow): Promise<void>;
   listAudit(filter: AuditFilter): Promise<Page<AuditRow>>;

@@ -71,6 +71,8 @@ const missing = (kind: string, id: string) => stripeError(404, "invalid_request_
  */
 export function mockStripe() {
   const intents = new Map<string, Intent>();
+  /** Objects made outside Keybrake (seeded), whose captures move money Keybrake has not counted yet. */
+  const seeded = new Set<string>();
   const charges = new Map<string, Charge>();
   const invoices = new Map<string, Invoice>();
   const accepted = [STRIPE_LIVE_SECRET, STRIPE_TEST_SECRET];
@@ -98,7 +100,35 @@ export function mockStripe() {
     return { status: 200, body: { id: mockId("re_"), object: "refund", amount, currency: target.currency, status: "succeeded", ...ref } };
   };
 
+  /** Stripe's own idempotency: a POST's result is saved under its Idempotency-Key and replayed for 24 h. */
+  const saved = new Map<string, Reply>();
+  /** Money the mock actually moved, in the order it moved it (creates, refunds, captures of objects made elsewhere, pays). */
+  const moved: { kind: string; amount: number; currency: string }[] = [];
+
   const answer = (req: Received): Reply => {
+    const idem = req.method === "POST" ? (req.headers["idempotency-key"] as string | undefined) : undefined;
+    const prior = idem ? saved.get(idem) : undefined;
+    if (prior) return { ...prior, headers: { ...prior.headers, "Idempotent-Replayed": "true" } };
+    const reply = execute(req);
+    if (idem) saved.set(idem, reply);
+    if (reply.status === 200 && req.method === "POST") {
+      const body = reply.body as { object?: string; amount?: number; currency?: string; amount_captured?: number; amount_paid?: number };
+      const kind = req.path.replace(/\/(ch|pi|in)_[^/]+/, "/{id}");
+      const amount = movedBy(kind, body, req);
+      if (amount > 0) moved.push({ kind, amount, currency: body.currency ?? "usd" });
+    }
+    return reply;
+  };
+
+  /** What a successful POST moved, as Keybrake counts it: creates and refunds their amount; a capture or pay what it newly took. */
+  const captureBefore = new Map<Received, number>();
+  const movedBy = (kind: string, body: { amount?: number; amount_captured?: number; amount_paid?: number }, req: Received): number => {
+    if (kind === "/v1/charges" || kind === "/v1/payment_intents" || kind === "/v1/refunds" || kind === "/v1/charges/{id}/refunds") return body.amount ?? 0;
+    if (kind === "/v1/charges/{id}/capture" || kind === "/v1/invoices/{id}/pay") return captureBefore.get(req) ?? 0;
+    return 0;
+  };
+
+  const execute = (req: Received): Reply => {
     const auth = String(req.headers.authorization ?? "");
     if (!accepted.some((s) => auth === `Bearer ${s}`)) {
       return stripeError(401, "invalid_request_error", "Invalid API Key provided.");
@@ -129,7 +159,10 @@ export function mockStripe() {
       if (!charge) return missing("charge", m[1]!);
       if (req.method === "GET") return { status: 200, body: charge };
       if (m[2] === "capture") {
+        if (charge.captured) return stripeError(400, "invalid_request_error", `Charge ${charge.id} has already been captured.`, { code: "charge_already_captured" });
         Object.assign(charge, { captured: true, amount_captured: amount() ?? charge.amount });
+        // Captures of charges created through this API were counted when created.
+        if (seeded.has(charge.id)) captureBefore.set(req, charge.amount_captured);
         return { status: 200, body: charge };
       }
       if (m[2] === "refunds") return refund(charge, amount());
@@ -148,7 +181,11 @@ export function mockStripe() {
     if ((m = /^\/v1\/invoices\/([^/]+)(?:\/(pay))?$/.exec(req.path))) {
       const invoice = invoices.get(m[1]!);
       if (!invoice) return missing("invoice", m[1]!);
-      if (m[2] === "pay") Object.assign(invoice, { amount_paid: invoice.amount_paid + invoice.amount_remaining, amount_remaining: 0, status: "paid" });
+      if (m[2] === "pay") {
+        if (invoice.amount_remaining === 0) return stripeError(400, "invalid_request_error", "Invoice is already paid", { code: "invoice_already_paid" });
+        captureBefore.set(req, invoice.amount_remaining);
+        Object.assign(invoice, { amount_paid: invoice.amount_paid + invoice.amount_remaining, amount_remaining: 0, status: "paid" });
+      }
       return { status: 200, body: invoice };
     }
     if (req.method === "GET" && req.path === "/v1/customers") return { status: 200, body: { object: "list", data: [], has_more: false } };
@@ -157,11 +194,17 @@ export function mockStripe() {
 
   const mock = new MockVendor(answer, "Request-Id", () => mockId("req_"));
   return Object.assign(mock, {
+    moved,
+    saved,
     intents,
     charges,
     invoices,
     /** A captured (or, with `captured: false`, authorized) charge made outside Keybrake. */
-    seedCharge: (amount: number, currency = "usd", captured = true) => newCharge(amount, currency, captured),
+    seedCharge: (amount: number, currency = "usd", captured = true) => {
+      const charge = newCharge(amount, currency, captured);
+      seeded.add(charge.id);
+      return charge;
+    },
     /** An intent made outside Keybrake, e.g. confirmed with manual capture: `{ amount_capturable: 5000 }`. */
     seedIntent: (amount: number, currency = "usd", extra: Partial<Intent> = {}) => newIntent(amount, currency, extra),
     seedInvoice: (amountDue: number, currency = "usd"): Invoice => {

@@ -13,7 +13,9 @@ export interface Received {
 export type Fault =
   | { kind: "status"; status: number; body: unknown; headers?: Record<string, string> }
   | { kind: "delay"; ms: number }
-  | { kind: "drop" };
+  | { kind: "drop" }
+  /** The vendor acts on the call, then the connection is lost before the answer: an ambiguous outcome that did cost. */
+  | { kind: "drop_after" };
 
 export interface Reply {
   status: number;
@@ -27,7 +29,7 @@ export interface Reply {
  */
 export class MockVendor {
   readonly received: Received[] = [];
-  private faults: Fault[] = [];
+  private faults: { fault: Fault; method?: string }[] = [];
   private persistentFault: Fault | null = null;
   private server: Server;
   url = "";
@@ -47,9 +49,9 @@ export class MockVendor {
     return new Promise((resolve) => this.server.close(() => resolve()));
   }
 
-  /** The next call (or the next `times` calls) meets this fault. */
-  failNext(fault: Fault, times = 1) {
-    for (let i = 0; i < times; i++) this.faults.push(fault);
+  /** The next call (or the next `times` calls; only calls of `method` when given) meets this fault. */
+  failNext(fault: Fault, times = 1, method?: string) {
+    for (let i = 0; i < times; i++) this.faults.push({ fault, method });
   }
 
   /** Every call meets this fault until cleared with null. */
@@ -74,13 +76,18 @@ export class MockVendor {
     const received: Received = { method: req.method ?? "GET", path: url.pathname, search: url.search, headers: req.headers, body: Buffer.concat(chunks).toString("utf8") };
     this.received.push(received);
 
-    const fault = this.faults.shift() ?? this.persistentFault;
+    const queued = this.faults.findIndex((f) => f.method === undefined || f.method === received.method);
+    const fault = (queued >= 0 ? this.faults.splice(queued, 1)[0]!.fault : undefined) ?? this.persistentFault;
     if (fault?.kind === "drop") {
       req.socket.destroy();
       return;
     }
     if (fault?.kind === "delay") await Bun.sleep(fault.ms);
     const reply = fault?.kind === "status" ? { status: fault.status, body: fault.body, headers: fault.headers } : this.answer(received);
+    if (fault?.kind === "drop_after") {
+      req.socket.destroy();
+      return;
+    }
     if (res.destroyed) return;
     const headers: Record<string, string> = { "content-type": "application/json", ...reply.headers };
     if (this.requestIdHeader) headers[this.requestIdHeader] = this.newRequestId();
