@@ -375,7 +375,11 @@ function settlementFor(result: UpstreamResult, a: Admitted): { outcome: Outcome;
   if (result.kind !== "response" || result.status >= 500) return { outcome: "ambiguous", settlement: held };
   if (result.status < 200 || result.status >= 300) return { outcome: "released", settlement: { ...held, costMicros: 0 } };
   if (!a.quote.settle) return { outcome: "settled", settlement: held };
-  return { outcome: "settled", settlement: a.quote.settle(parseJson(result.body)) };
+  const settlement = a.quote.settle(parseJson(result.body));
+  // A retry's 2xx may be the vendor's replay of the first attempt, priced against an object this retry read
+  // after the first attempt had already moved its money: never settle below what that attempt counted.
+  if (a.priorCostMicros !== null && settlement.costMicros < a.priorCostMicros) return { outcome: "settled", settlement: { ...settlement, costMicros: a.priorCostMicros } };
+  return { outcome: "settled", settlement };
 }
 
 function idempotencyResult(result: UpstreamResult, outcome: Outcome, a: Admitted, headers: Headers | null, vendorRequestId: string | null): IdempotencyResult {

@@ -192,7 +192,8 @@ export function mockStripe() {
     return stripeError(404, "invalid_request_error", `Unrecognized request URL (${req.method}: ${req.path}).`);
   };
 
-  const mock = new MockVendor(answer, "Request-Id", () => mockId("req_"));
+  const isReplay = (req: Received) => req.method === "POST" && saved.has(req.headers["idempotency-key"] as string);
+  const mock = new MockVendor(answer, "Request-Id", () => mockId("req_"), isReplay);
   return Object.assign(mock, {
     moved,
     saved,

@@ -34,7 +34,16 @@ export class MockVendor {
   private server: Server;
   url = "";
 
-  constructor(private answer: (req: Received) => Reply, private requestIdHeader: string | null, private newRequestId: () => string) {
+  /**
+   * `isReplay`: the vendor already holds an answer for this request (its idempotency layer) and will replay it;
+   * such a request meets no injected fault, as a real vendor never answers a retry with a fresh error.
+   */
+  constructor(
+    private answer: (req: Received) => Reply,
+    private requestIdHeader: string | null,
+    private newRequestId: () => string,
+    private isReplay: (req: Received) => boolean = () => false,
+  ) {
     this.server = createServer((req, res) => void this.handle(req, res));
   }
 
@@ -76,7 +85,7 @@ export class MockVendor {
     const received: Received = { method: req.method ?? "GET", path: url.pathname, search: url.search, headers: req.headers, body: Buffer.concat(chunks).toString("utf8") };
     this.received.push(received);
 
-    const queued = this.faults.findIndex((f) => f.method === undefined || f.method === received.method);
+    const queued = this.isReplay(received) ? -1 : this.faults.findIndex((f) => f.method === undefined || f.method === received.method);
     const fault = (queued >= 0 ? this.faults.splice(queued, 1)[0]!.fault : undefined) ?? this.persistentFault;
     if (fault?.kind === "drop") {
       req.socket.destroy();
