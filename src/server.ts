@@ -12,6 +12,7 @@ import { Metrics, metricsRoutes } from "./ops/metrics";
 import { idempotencyDeriver } from "./proxy/idempotency";
 import { RateLimiter } from "./proxy/rate-limit";
 import { proxyRoutes } from "./proxy/routes";
+import { UnauthenticatedDenials } from "./proxy/unauthenticated";
 import type { Store } from "./store/index";
 
 export interface AppOptions {
@@ -27,7 +28,10 @@ export function createApp(config: Config, store: Store, options: AppOptions = {}
   const log = options.log ?? ((m: string) => console.error(m));
   const auth = adminAuth(config, store);
   const metrics = new Metrics();
+  const unauthenticated = new UnauthenticatedDenials(store, now, log);
   return new Elysia()
+    // What is still only counted is written before the store closes (the caller closes it after stop()).
+    .onStop(() => unauthenticated.flush())
     .onError({ as: "global" }, ({ code, error }) => {
       if (error instanceof KeybrakeError) return errorResponse(error);
       if (code === "NOT_FOUND") return errorResponse(notFound());
@@ -43,6 +47,6 @@ export function createApp(config: Config, store: Store, options: AppOptions = {}
     .use(auditRoutes(store, auth))
     .use(adminEventRoutes(store, auth))
     .use(metricsRoutes(metrics, store, auth, config.metricsPublic))
-    .use(proxyRoutes({ config, store, now, rateLimiter: new RateLimiter(), metrics, log, deriveIdempotencyKey: idempotencyDeriver(store) }));
+    .use(proxyRoutes({ config, store, now, rateLimiter: new RateLimiter(), metrics, log, deriveIdempotencyKey: idempotencyDeriver(store), unauthenticated }));
 }
 

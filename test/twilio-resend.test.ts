@@ -55,17 +55,17 @@ describe("Twilio through Keybrake", () => {
     expect(await record(key.id)).toMatchObject({ spent_today_usd: 0.0083, calls: 1 });
     expect(await ledgerMicros(key.id)).toBe(8_300);
     const [row] = await auditFor(key.id);
-    expect(row).toMatchObject({ vendor: "twilio", status: 201, cost_usd: 0.0083, cost_source: "estimate", label: "celery/sms-1", path: `/2010-04-01/Accounts/${TWILIO_SID}/Messages.json` });
+    expect(row).toMatchObject({ vendor: "twilio", status: 201, cost_usd: 0.0083, cost_source: "estimate", label: "celery/sms-1", path: "/2010-04-01/Accounts/{AccountSid}/Messages.json" });
     expect(row!.vendor_request_id).toStartWith("RQ");
   });
 
-  test("bare /2010-04-01 paths route by the key; segments, MMS and calls are priced", async () => {
+  test("bare /2010-04-01 paths route by the key; segments, MMS and calls (held for their TimeLimit) are priced", async () => {
     const key = await kb.issueKey({ vendor: "twilio", daily_usd_cap: 1, allowed_endpoints: ["POST /2010-04-01/Accounts/*/Messages.json", "POST /2010-04-01/Accounts/*/Calls.json"] });
     const client = twilioClient(key.vault_key, "");
     await client.messages.create({ to: "+15551230000", from: "+15559870000", body: "a".repeat(161) }); // 2 segments
     await client.messages.create({ to: "+15551230000", from: "+15559870000", body: "Привет" }); // UCS-2, 1 segment
     await client.messages.create({ to: "+15551230000", from: "+15559870000", body: "pic", mediaUrl: ["https://example.com/a.png"] });
-    await client.calls.create({ to: "+15551230000", from: "+15559870000", url: "https://example.com/twiml" });
+    await client.calls.create({ to: "+15551230000", from: "+15559870000", url: "https://example.com/twiml", timeLimit: 60 }); // 1 minute
     const costs = (await auditFor(key.id)).map((r) => r.cost_usd).reverse();
     expect(costs).toEqual([0.0166, 0.0083, 0.022, 0.014]);
     expect(await ledgerMicros(key.id)).toBe(16_600 + 8_300 + 22_000 + 14_000);
@@ -126,7 +126,8 @@ describe("Resend through Keybrake", () => {
 
     expect(rs.received.map((r) => r.path)).toEqual(["/emails", "/emails/batch"]);
     expect(rs.received.every((r) => r.headers.authorization === `Bearer ${RESEND_KEY}`)).toBe(true);
-    expect(rs.received[0]!.headers["idempotency-key"]).toBe("run-7/email-1");
+    // Resend gets the derivation of the job's key (SPEC §7), never the key itself.
+    expect(rs.received[0]!.headers["idempotency-key"]).toMatch(/^kb_[A-Za-z0-9_-]{43}$/);
     expect(JSON.stringify(rs.received)).not.toContain(key.vault_key);
     const rows = (await auditFor(key.id)).reverse();
     expect(rows.map((r) => r.cost_usd)).toEqual([0.0027, 0.0036]);

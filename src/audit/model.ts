@@ -51,6 +51,7 @@ export const AuditRowSchema = z.object({
   upstream_ms: z.number().nullable(),
   overhead_ms: z.number().nullable(),
   client_ip: z.string().nullable(),
+  requests: z.number().int().describe("How many requests the row stands for: 1, or a client's unauthenticated denials in one minute"),
 });
 
 export const AuditPage = z.object({ data: z.array(AuditRowSchema), next_cursor: z.string().nullable() });

@@ -25,6 +25,7 @@ export function presentAudit(r: AuditRow) {
     upstream_ms: r.upstreamMs,
     overhead_ms: r.overheadMs,
     client_ip: r.clientIp,
+    requests: r.requests ?? 1,
   };
 }
 export type PresentedAudit = ReturnType<typeof presentAudit>;
@@ -62,13 +63,22 @@ export async function* auditRows(store: Store, q: AuditFilters): AsyncGenerator<
 
 export const AUDIT_COLUMNS = [
   "id", "at", "key_id", "label", "vendor", "mode", "method", "path", "status", "decision", "hold_usd", "cost_usd",
-  "cost_source", "currency", "amount_minor", "vendor_request_id", "idempotency_key", "upstream_ms", "overhead_ms", "client_ip",
+  "cost_source", "currency", "amount_minor", "vendor_request_id", "idempotency_key", "upstream_ms", "overhead_ms", "client_ip", "requests",
 ] as const satisfies readonly (keyof PresentedAudit)[];
 
-/** RFC 4180: a field with a comma, quote, CR or LF is quoted, and quotes inside are doubled. */
+/** What a spreadsheet takes for the start of a formula (OWASP "CSV injection"). */
+const FORMULA_START = /^[=+\-@\t\r]/;
+
+/**
+ * RFC 4180: a field with a comma, quote, CR or LF is quoted, and quotes inside are doubled. A text cell that
+ * would start a formula is prefixed with `'` first (OWASP): labels, paths and Idempotency-Keys come from
+ * clients, unauthenticated ones included. Numbers are left alone: `String()` of a number is never a formula,
+ * and a negative amount, should one ever appear, must stay a number in the spreadsheet.
+ */
 export function csvField(value: unknown): string {
   if (value === null || value === undefined) return "";
-  const text = String(value);
+  let text = String(value);
+  if (typeof value === "string" && FORMULA_START.test(text)) text = `'${text}`;
   return /[",\r\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
 }
 

@@ -28,6 +28,8 @@ class Histogram {
   }
 }
 
+const add = (counts: Map<string, number>, name: string, n: number) => counts.set(name, (counts.get(name) ?? 0) + n);
+
 const label = (v: string | null) => (v ?? "none").replace(/["\\\n]/g, "_");
 
 /** In-process counters fed by every audit row; rendered in the Prometheus text format (version 0.0.4). */
@@ -35,15 +37,19 @@ export class Metrics {
   private requests = new Map<string, number>();
   private capHits = new Map<string, number>();
   private spendMicros = new Map<string, number>();
+  private correctedMicros = new Map<string, number>();
   private upstream = new Map<string, Histogram>();
   private overhead = new Histogram(OVERHEAD_BUCKETS);
 
   record(row: AuditRow) {
     const vendor = label(row.vendor);
     const key = `vendor="${vendor}",decision="${label(row.decision)}"`;
-    this.requests.set(key, (this.requests.get(key) ?? 0) + 1);
-    if (row.decision === "cap_exhausted") this.capHits.set(vendor, (this.capHits.get(vendor) ?? 0) + 1);
-    if (row.costMicros !== 0) this.spendMicros.set(vendor, (this.spendMicros.get(vendor) ?? 0) + row.costMicros);
+    add(this.requests, key, 1);
+    if (row.decision === "cap_exhausted") add(this.capHits, vendor, 1);
+    // A counter never goes down (Prometheus reads a drop as a restart): a re-settlement's negative difference,
+    // counted as spend earlier, goes to a counter of its own.
+    if (row.costMicros > 0) add(this.spendMicros, vendor, row.costMicros);
+    if (row.costMicros < 0) add(this.correctedMicros, vendor, -row.costMicros);
     if (row.upstreamMs !== null) {
       let h = this.upstream.get(vendor);
       if (!h) this.upstream.set(vendor, (h = new Histogram(UPSTREAM_BUCKETS)));
@@ -60,9 +66,12 @@ export class Metrics {
       "# HELP keybrake_cap_hits_total Calls refused because a cap would be exceeded.",
       "# TYPE keybrake_cap_hits_total counter",
       ...[...this.capHits].map(([v, n]) => `keybrake_cap_hits_total{vendor="${v}"} ${n}`),
-      "# HELP keybrake_spend_usd_total Settled spend through this process, in USD.",
+      "# HELP keybrake_spend_usd_total Spend counted through this process, in USD; corrections are in keybrake_spend_corrected_usd_total.",
       "# TYPE keybrake_spend_usd_total counter",
       ...[...this.spendMicros].map(([v, m]) => `keybrake_spend_usd_total{vendor="${v}"} ${m / 1e6}`),
+      "# HELP keybrake_spend_corrected_usd_total Spend counted earlier and taken back by a later settlement (an ambiguous call's retry showed a smaller or no charge), in USD. Net spend is keybrake_spend_usd_total minus this.",
+      "# TYPE keybrake_spend_corrected_usd_total counter",
+      ...[...this.correctedMicros].map(([v, m]) => `keybrake_spend_corrected_usd_total{vendor="${v}"} ${m / 1e6}`),
       "# HELP keybrake_upstream_duration_seconds Time waiting for the vendor.",
       "# TYPE keybrake_upstream_duration_seconds histogram",
       ...[...this.upstream].flatMap(([v, h]) => h.render("keybrake_upstream_duration_seconds", `vendor="${v}"`)),

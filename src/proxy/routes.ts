@@ -1,7 +1,15 @@
 import { Elysia } from "elysia";
 import { VENDORS } from "../vendors/index";
 import type { Vendor } from "../vendors/types";
+import { FIXED_ORIGIN } from "../ops/listen";
 import { handleProxy, type ProxyDeps } from "./pipeline";
+
+/**
+ * The request's path and query on a fixed origin: the host part of `request.url` is whatever the client's Host
+ * header said (an out-of-range port, say), and the upstream is fixed, so it is never parsed. Concatenated, not
+ * resolved against a base, so a path starting with "//" stays a path.
+ */
+const pathAndQuery = (url: string) => new URL(FIXED_ORIGIN + url.slice(url.indexOf("/", url.indexOf("//") + 2)));
 
 /**
  * `ANY /{vendor}/{path}` and the vendors' bare paths (`/v1/...`, `/2010-04-01/...`, `/emails...`): stripe-node
@@ -11,7 +19,7 @@ export function proxyRoutes(deps: ProxyDeps) {
   const app = new Elysia({ name: "proxy", seed: deps });
   const hidden = { parse: "none" as const, detail: { hide: true } };
   const route = (vendor: Vendor, prefix: string) => ({ request, server }: { request: Request; server: { requestIP(r: Request): { address: string } | null } | null }) => {
-    const url = new URL(request.url);
+    const url = pathAndQuery(request.url);
     return handleProxy(deps, {
       request,
       vendor,

@@ -8,7 +8,7 @@ import type { AuditFilter, AuditRow, Page, SpendGroup, SpendRow } from "./types"
 const COLUMNS = [
   "id", "at", "key_id", "label", "vendor", "mode", "method", "path", "status", "decision", "hold_micros",
   "cost_micros", "cost_source", "currency", "amount_minor", "vendor_request_id", "idempotency_key",
-  "upstream_ms", "overhead_ms", "client_ip",
+  "upstream_ms", "overhead_ms", "client_ip", "requests",
 ] as const;
 
 export const insertAuditSql = `INSERT INTO audit_events (${COLUMNS.join(", ")}) VALUES (${COLUMNS.map(() => "?").join(", ")})`;
@@ -17,12 +17,15 @@ export function auditParams(r: AuditRow) {
   return [
     r.id, r.at, r.keyId, r.label, r.vendor, r.mode, r.method, r.path, r.status, r.decision, r.holdMicros,
     r.costMicros, r.costSource, r.currency, r.amountMinor, r.vendorRequestId, r.idempotencyKey, r.upstreamMs,
-    r.overheadMs, r.clientIp,
+    r.overheadMs, r.clientIp, r.requests ?? 1,
   ] as const;
 }
 
-/** Audit rows that are not proxied calls but hold events (a crash's orphan, an operator's decision). */
-export const HOLD_EVENT_DECISIONS = ["orphaned_hold", "hold_settled", "hold_released"];
+/**
+ * Audit rows that are not proxied calls but hold events (a crash's orphan, an operator's decision, a final
+ * price read later by the reconciler).
+ */
+export const HOLD_EVENT_DECISIONS = ["orphaned_hold", "hold_settled", "hold_released", "price_reconciled"];
 
 function conditions(f: Omit<AuditFilter, "limit" | "cursor">): SQL[] {
   const where: SQL[] = [];
@@ -77,9 +80,10 @@ export function auditQueries(db: Db, commits: GroupCommit) {
       return db
         .select({
           group: sql<string | null>`${g}`,
-          calls: sql<number>`sum(${auditEvents.decision} NOT IN (${holdEvents}))`,
+          // A row may stand for several requests (aggregated unauthenticated denials): count requests, not rows.
+          calls: sql<number>`sum(${auditEvents.requests} * (${auditEvents.decision} NOT IN (${holdEvents})))`,
           allowed: sql<number>`sum(${auditEvents.decision} = 'allowed')`,
-          denied: sql<number>`sum(${auditEvents.decision} NOT IN ('allowed', ${holdEvents}))`,
+          denied: sql<number>`sum(${auditEvents.requests} * (${auditEvents.decision} NOT IN ('allowed', ${holdEvents})))`,
           spendMicros: sql<number>`sum(${auditEvents.costMicros})`,
         })
         .from(auditEvents)

@@ -3,6 +3,8 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { loadConfig, type Config } from "../../src/config";
+import { listen } from "../../src/ops/listen";
+import { startReconciler, type ReconcilerOptions } from "../../src/ops/reconciler";
 import { createApp } from "../../src/server";
 import { openStore, type Store } from "../../src/store/index";
 import { RESEND_KEY, RESEND_TEST_KEY } from "./mock-resend";
@@ -25,11 +27,19 @@ export interface Harness {
    * right after its answer; a read through the server (here /healthz) commits whatever is still queued first.
    */
   readDb<T>(read: (db: Database) => T): Promise<T>;
+  /** The reconciler, when started with the `reconciler` option (its `tick()` runs one pass now). */
+  reconciler?: ReturnType<typeof startReconciler>;
   stop(): Promise<void>;
 }
 
+export interface HarnessOptions {
+  now?: () => number;
+  /** Starts the Twilio final-price reconciler with the server, on the same clock and log. */
+  reconciler?: ReconcilerOptions;
+}
+
 /** The real app listening on a free port over a fresh database, its upstreams pointed at the given mocks. */
-export async function startKeybrake(env: Record<string, string> = {}, options: { now?: () => number } = {}): Promise<Harness> {
+export async function startKeybrake(env: Record<string, string> = {}, options: HarnessOptions = {}): Promise<Harness> {
   const dir = mkdtempSync(join(tmpdir(), "keybrake-test-"));
   const dbPath = join(dir, "keybrake.db");
   const config = loadConfig({
@@ -49,8 +59,9 @@ export async function startKeybrake(env: Record<string, string> = {}, options: {
   const store = openStore(dbPath);
   const logs: string[] = [];
   const app = createApp(config, store, { now: options.now, log: (m) => logs.push(m) });
-  app.listen({ hostname: "127.0.0.1", port: 0, maxRequestBodySize: config.maxBodyBytes + 65_536 });
-  const url = `http://127.0.0.1:${app.server!.port}`;
+  const server = listen(app, { hostname: "127.0.0.1", port: 0, maxRequestBodySize: config.maxBodyBytes + 65_536 });
+  const url = `http://127.0.0.1:${server.port}`;
+  const reconciler = options.reconciler && startReconciler(store, config, { now: options.now, log: (m) => logs.push(m), ...options.reconciler });
 
   const admin = (path: string, init: { method?: string; body?: unknown } = {}) =>
     fetch(url + path, {
@@ -67,6 +78,7 @@ export async function startKeybrake(env: Record<string, string> = {}, options: {
     dbPath,
     logs,
     admin,
+    reconciler,
     async issueKey(body) {
       const res = await admin("/vault/keys", { body: { expires_in: "1h", ...body } });
       if (res.status !== 201) throw new Error(`issue failed: ${res.status} ${await res.text()}`);
@@ -82,6 +94,7 @@ export async function startKeybrake(env: Record<string, string> = {}, options: {
       }
     },
     async stop() {
+      await reconciler?.stop();
       await app.stop(true);
       await store.close();
       rmSync(dir, { recursive: true, force: true });
