@@ -112,6 +112,9 @@ export const auditEvents = sqliteTable(
     upstreamMs: real("upstream_ms"),
     overheadMs: real("overhead_ms"),
     clientIp: text("client_ip"),
+    // How many requests the row stands for: 1, or a client's unauthenticated denials of one minute counted
+    // together (see proxy/unauthenticated.ts), so a flood of bad keys cannot grow the table a row per request.
+    requests: integer("requests").notNull().default(1),
   },
   // Every index is a page written per call: only what the audit queries filter on.
   (t) => [
