@@ -1,5 +1,6 @@
 import { readFileSync } from "node:fs";
 import { z } from "zod";
+import { SMS_COUNTRIES } from "./vendors/sms";
 
 /** Variables that hold secrets: each may also be given as NAME_FILE (systemd credentials, container secrets). */
 export const SECRET_VARIABLES = [
@@ -15,6 +16,30 @@ export const SECRET_VARIABLES = [
 ] as const;
 
 const secret = z.string().min(1, "must not be empty").optional();
+
+/** Words of a token that was never replaced: deploy/keybrake.env.example ships `change-me-…`. */
+const PLACEHOLDER = /change[-_]?me|replace[-_]?me|example|placeholder/i;
+/** Random hex has 3.6 to 4 bits per character, base64 about 5; `aaaa…` has 0, `abab…` 1, one long run little. */
+const MIN_BITS_PER_CHAR = 3;
+const GENERATE = "generate one with: openssl rand -hex 32";
+
+/** Shannon entropy of a string's character frequencies, in bits per character. */
+function bitsPerChar(s: string): number {
+  const chars = [...s];
+  const counts = new Map<string, number>();
+  for (const ch of chars) counts.set(ch, (counts.get(ch) ?? 0) + 1);
+  let bits = 0;
+  for (const n of counts.values()) bits -= (n / chars.length) * Math.log2(n / chars.length);
+  return bits;
+}
+
+/** The admin token guards every key and cap: a guessable or published one is refused at start (README "Run as a service"). */
+const adminToken = z
+  .string()
+  .min(32, "must be at least 32 characters")
+  .refine((t) => !PLACEHOLDER.test(t), `is a placeholder, not a secret; ${GENERATE}`)
+  .refine((t) => bitsPerChar(t) >= MIN_BITS_PER_CHAR, `is too uniform (under ${MIN_BITS_PER_CHAR} bits of entropy per character); ${GENERATE}`)
+  .optional();
 const httpUrl = (fallback: string) =>
   z
     .url({ protocol: /^https?$/, error: "must be an http(s) URL" })
@@ -38,29 +63,52 @@ const flag = z
   .default("0")
   .transform((v) => v === "1" || v === "true");
 
-/** `EUR=1.08,GBP=1.27` -> { EUR: "1.08", GBP: "1.27" }; rates stay decimal strings so conversion is exact. */
-const fxTable = z
-  .string()
-  .default("")
-  .transform((raw, ctx) => {
-    const table: Record<string, string> = {};
-    for (const part of raw.split(",").map((p) => p.trim()).filter(Boolean)) {
-      const m = /^([A-Za-z]{3})=(\d+(?:\.\d+)?)$/.exec(part);
-      if (!m || Number(m[2]) <= 0) {
-        ctx.addIssue({ code: "custom", message: `"${part}" is not CODE=rate with a positive decimal rate (e.g. EUR=1.08)` });
-        return z.NEVER;
+/**
+ * `A=1.08,B=2` -> { A: "1.08", B: "2" } (names upper-cased, values kept as decimal strings). `problem` says what is
+ * wrong with one entry, or null; an entry not of the form NAME=decimal is refused with `form`.
+ */
+const decimalTable = (name: RegExp, form: string, problem: (name: string, value: string, part: string) => string | null) =>
+  z
+    .string()
+    .default("")
+    .transform((raw, ctx) => {
+      const table: Record<string, string> = {};
+      for (const part of raw.split(",").map((p) => p.trim()).filter(Boolean)) {
+        const m = new RegExp(`^(${name.source})=(\\d+(?:\\.\\d+)?)$`).exec(part);
+        const why = m ? problem(m[1]!.toUpperCase(), m[2]!, part) : `"${part}" is not ${form}`;
+        if (why !== null) {
+          ctx.addIssue({ code: "custom", message: why });
+          return z.NEVER;
+        }
+        table[m![1]!.toUpperCase()] = m![2]!;
       }
-      table[m[1]!.toUpperCase()] = m[2]!;
-    }
-    return table;
-  });
+      return table;
+    });
+
+/** `EUR=1.08,GBP=1.27` -> { EUR: "1.08", GBP: "1.27" }; rates stay decimal strings so conversion is exact. */
+const FX_FORM = "CODE=rate with a positive decimal rate (e.g. EUR=1.08)";
+const fxTable = decimalTable(/[A-Za-z]{3}/, FX_FORM, (_code, rate, part) => (Number(rate) > 0 ? null : `"${part}" is not ${FX_FORM}`));
+
+/** `GB=0.0524,*=0.5`: USD per SMS segment by destination country (ISO 3166 alpha-2), `*` for any other. */
+const smsPriceTable = decimalTable(/[A-Za-z]{2}|\*/, "COUNTRY=USD (e.g. GB=0.0524 or *=0.5)", (country, usd, part) => {
+  if (Number(usd) > 100) return `"${part}": a price must be a USD amount <= 100`;
+  if (country !== "*" && !SMS_COUNTRIES.has(country)) return `${country}: Keybrake cannot tell its phone numbers apart, so they are priced at *`;
+  return null;
+});
+
+/**
+ * SMS prices when KEYBRAKE_TWILIO_SMS_PRICES does not name the destination (it adds to and overrides these). The
+ * US and Canada default to KEYBRAKE_TWILIO_SMS_USD; GB is Twilio's UK list price. `*` is any other destination,
+ * held high on purpose: Twilio's dearest list prices reach about $0.30 a segment (Nepal, Trinidad and Tobago).
+ */
+export const DEFAULT_SMS_PRICES = { GB: 0.0524, "*": 0.5 };
 
 const EnvSchema = z.object({
   KEYBRAKE_HOST: z.string().min(1).default("0.0.0.0"),
   KEYBRAKE_PORT: int(0, 65535, 8080),
   KEYBRAKE_DB: z.string().min(1, "must be a file path").default("./keybrake.db"),
   KEYBRAKE_DB_SYNCHRONOUS: z.enum(["normal", "full"], { error: "must be normal or full" }).default("full"),
-  KEYBRAKE_ADMIN_TOKEN: z.string().min(32, "must be at least 32 characters").optional(),
+  KEYBRAKE_ADMIN_TOKEN: adminToken,
   KEYBRAKE_STRIPE_SECRET_KEY: secret,
   KEYBRAKE_STRIPE_TEST_SECRET_KEY: secret,
   KEYBRAKE_TWILIO_ACCOUNT_SID: secret,
@@ -76,10 +124,11 @@ const EnvSchema = z.object({
   KEYBRAKE_MAX_BODY_BYTES: int(1, 64 * 1024 * 1024, 1_048_576),
   KEYBRAKE_FX: fxTable,
   // Twilio US list prices (twilio.com/en-us/sms/pricing/us, /voice/pricing/us): outbound SMS per segment,
-  // outbound MMS per message, outbound call per minute (one minute is held per call).
+  // outbound MMS per message, outbound call per minute (a call holds TimeLimit's minutes).
   KEYBRAKE_TWILIO_SMS_USD: unitPrice(0.0083),
   KEYBRAKE_TWILIO_MMS_USD: unitPrice(0.022),
   KEYBRAKE_TWILIO_CALL_USD: unitPrice(0.014),
+  KEYBRAKE_TWILIO_SMS_PRICES: smsPriceTable,
   // Resend Pro overage: $0.90 per 1,000 emails, each To/CC/BCC recipient counted (resend.com/pricing).
   KEYBRAKE_RESEND_EMAIL_USD: unitPrice(0.0009),
   KEYBRAKE_METRICS_PUBLIC: flag,
@@ -87,6 +136,8 @@ const EnvSchema = z.object({
   KEYBRAKE_TWILIO_RECONCILE_AFTER_S: int(0, 7 * 86_400, 300),
 });
 
+
+export type SmsPrices = Record<string, number> & { "*": number };
 
 export interface VendorSecrets {
   stripe: { live?: string; test?: string };
@@ -105,7 +156,14 @@ export interface Config {
   upstreamTimeoutMs: number;
   maxBodyBytes: number;
   fx: Record<string, string>;
-  prices: { twilioSmsUsd: number; twilioMmsUsd: number; twilioCallUsd: number; resendEmailUsd: number };
+  prices: {
+    twilioSmsUsd: number;
+    twilioMmsUsd: number;
+    twilioCallUsd: number;
+    /** USD per SMS segment by destination country; `*` for any other destination. */
+    twilioSmsUsdTo: SmsPrices;
+    resendEmailUsd: number;
+  };
   metricsPublic: boolean;
   auditRetentionDays: number;
   /** How long after a call the reconciler first reads a final price the answer did not carry. */
@@ -150,6 +208,12 @@ function readSecretFiles(env: Record<string, string | undefined>): Record<string
   return out;
 }
 
+function smsPrices(usUsd: number, configured: Record<string, string>): SmsPrices {
+  const table: SmsPrices = { US: usUsd, CA: usUsd, ...DEFAULT_SMS_PRICES };
+  for (const [country, usd] of Object.entries(configured)) table[country] = Number(usd);
+  return table;
+}
+
 function pair(sid?: string, token?: string, label = "") {
   if (!sid && !token) return undefined;
   if (!sid || !token) {
@@ -191,6 +255,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       twilioSmsUsd: e.KEYBRAKE_TWILIO_SMS_USD,
       twilioMmsUsd: e.KEYBRAKE_TWILIO_MMS_USD,
       twilioCallUsd: e.KEYBRAKE_TWILIO_CALL_USD,
+      twilioSmsUsdTo: smsPrices(e.KEYBRAKE_TWILIO_SMS_USD, e.KEYBRAKE_TWILIO_SMS_PRICES),
       resendEmailUsd: e.KEYBRAKE_RESEND_EMAIL_USD,
     },
     metricsPublic: e.KEYBRAKE_METRICS_PUBLIC,

@@ -5,7 +5,9 @@ import { existsSync } from "node:fs";
 import { auditCommand, spendCommand } from "./cli/audit";
 import { keysCommand, UsageError } from "./cli/keys";
 import { announceAdminToken, ensureAdminToken } from "./ops/admin-auth";
+import { listen } from "./ops/listen";
 import { startMaintenance } from "./ops/maintenance";
+import { startReconciler } from "./ops/reconciler";
 import { holdsCommand } from "./cli/holds";
 import { createApp } from "./server";
 import { openStore } from "./store/index";
@@ -31,7 +33,14 @@ const SHUTDOWN_GRACE_MS = 25_000;
 async function serve(config: Config) {
   const store = openStore(config.dbPath, { synchronous: config.dbSynchronous });
   await ensureAdminToken(config, store, announceAdminToken);
+  const app = createApp(config, store);
+  // The address is taken before the ledger is touched: a second serve on a busy address stops here, before its
+  // recovery could mark the running server's in-flight holds orphaned. Calls wait until recovery has run.
+  const recovered = Promise.withResolvers<void>();
+  // Bun's own limit sits above ours so that oversized bodies get the contract's 413, not a bare one.
+  const server = listen(app, { hostname: config.host, port: config.port, maxRequestBodySize: config.maxBodyBytes + 65_536, ready: recovered.promise });
   const orphaned = await store.recoverOrphanedHolds(Date.now());
+  recovered.resolve();
   if (orphaned.length > 0) {
     console.error(
       `keybrake: ${orphaned.length} hold(s) from a previous run were never settled; they stay counted as held until ` +
@@ -39,12 +48,9 @@ async function serve(config: Config) {
     );
   }
   store.checkpointInBackground();
-  const app = createApp(config, store);
   const maintenance = startMaintenance(store, config.auditRetentionDays);
   void maintenance.tick();
-  // Bun's own limit sits above ours so that oversized bodies get the contract's 413, not a bare one.
-  app.listen({ hostname: config.host, port: config.port, maxRequestBodySize: config.maxBodyBytes + 65_536 });
-  const server = app.server!;
+  const reconciler = startReconciler(store, config);
   console.error(`keybrake ${VERSION} listening on http://${config.host}:${server.port} (db ${config.dbPath}); docs at /docs`);
 
   let stopping = false;
@@ -52,9 +58,11 @@ async function serve(config: Config) {
     if (stopping) return;
     stopping = true;
     console.error(`keybrake: ${signal}: no longer accepting; finishing in-flight calls`);
-    // stop(false) resolves when in-flight requests have answered (and so settled); bounded by the timer.
+    // stop(false) resolves when in-flight requests have answered (and so settled); bounded by the timer. The app's
+    // stop hook then writes the unauthenticated denials still only counted, before the store closes.
     maintenance.stop();
-    await Promise.race([server.stop(false), Bun.sleep(SHUTDOWN_GRACE_MS)]);
+    const reconciled = reconciler.stop();
+    await Promise.race([Promise.all([app.stop(false), reconciled]), Bun.sleep(SHUTDOWN_GRACE_MS)]);
     await store.close();
     console.error("keybrake: stopped cleanly");
     process.exit(0);
@@ -90,7 +98,7 @@ async function main(argv: string[]): Promise<number> {
     case "holds":
     case "audit":
     case "spend": {
-      const store = openStore(config.dbPath, { synchronous: config.dbSynchronous });
+      const store = openStore(config.dbPath, { synchronous: config.dbSynchronous, create: false });
       const actor = `cli:${process.env.USER ?? "local"}`;
       try {
         if (command === "keys") await keysCommand(store, args, actor);
@@ -105,7 +113,7 @@ async function main(argv: string[]): Promise<number> {
     case "backup": {
       if (args.length !== 1) throw new UsageError("usage: keybrake backup <file>");
       if (existsSync(args[0]!)) throw new UsageError(`keybrake backup: ${args[0]} exists; choose a new file`);
-      const store = openStore(config.dbPath, { synchronous: config.dbSynchronous });
+      const store = openStore(config.dbPath, { synchronous: config.dbSynchronous, create: false });
       try {
         await store.backupTo(args[0]!);
       } finally {

@@ -1,8 +1,10 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { copyFileSync, existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { copyFileSync, existsSync, mkdtempSync, readdirSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ensureBinary } from "./helpers/binary";
+import { ADMIN_TOKEN } from "./helpers/harness";
+import { mockStripe, STRIPE_LIVE_SECRET } from "./helpers/mock-stripe";
 import { run, startProcess } from "./helpers/process";
 
 let dir: string;
@@ -87,4 +89,47 @@ describe("dist/keybrake alone in an empty folder", () => {
     expect(missing.code).toBe(2);
     expect(missing.stderr).toContain("not_found");
   }, 60_000);
+
+  test("keeps the WAL bounded while serving: 5,000 priced calls leave keybrake.db-wal under 4 MB", async () => {
+    const stripe = await mockStripe().start();
+    const db = join(dir, "wal.db");
+    const server = await startProcess([binary], {
+      cwd: dir,
+      env: { KEYBRAKE_DB: db, KEYBRAKE_PORT: "0", KEYBRAKE_HOST: "127.0.0.1", KEYBRAKE_ADMIN_TOKEN: ADMIN_TOKEN, KEYBRAKE_STRIPE_SECRET_KEY: STRIPE_LIVE_SECRET, KEYBRAKE_STRIPE_BASE_URL: stripe.url },
+    });
+    try {
+      const issued = await fetch(`${server.url}/vault/keys`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${ADMIN_TOKEN}`, "content-type": "application/json" },
+        body: JSON.stringify({ vendor: "stripe", daily_usd_cap: 1_000_000, allowed_endpoints: ["POST /v1/payment_intents"], agent_run_label: "wal/run" }),
+      });
+      const { vault_key } = (await issued.json()) as { vault_key: string };
+      const walBytes = () => (existsSync(`${db}-wal`) ? statSync(`${db}-wal`).size : 0);
+      let largest = 0;
+      const statuses = new Map<number, number>();
+      let next = 0;
+      const caller = async () => {
+        while (next < 5_000) {
+          next++;
+          const res = await fetch(`${server.url}/stripe/v1/payment_intents`, {
+            method: "POST",
+            headers: { authorization: `Bearer ${vault_key}`, "content-type": "application/x-www-form-urlencoded" },
+            body: "amount=2900&currency=usd",
+          });
+          await res.arrayBuffer();
+          statuses.set(res.status, (statuses.get(res.status) ?? 0) + 1);
+          if (next % 250 === 0) largest = Math.max(largest, walBytes());
+        }
+      };
+      await Promise.all(Array.from({ length: 32 }, caller));
+      expect(Object.fromEntries(statuses)).toEqual({ 200: 5_000 });
+      largest = Math.max(largest, walBytes());
+      expect(largest).toBeLessThan(4 * 1024 * 1024);
+      expect(server.stderr()).not.toMatch(/checkpoint/i);
+    } finally {
+      server.proc.kill("SIGTERM");
+      await server.proc.exited;
+      await stripe.stop();
+    }
+  }, 120_000);
 });

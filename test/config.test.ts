@@ -1,13 +1,18 @@
 import { describe, expect, test } from "bun:test";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ConfigError, flagsToEnv, loadConfig } from "../src/config";
 
+// `openssl rand -hex 32`
+const STRONG_TOKEN = "3f9c1a7e52b04d8e96a1c0f7b2d35e84a9c61f0e7d2b48a5c3e91f06d7a2b5c8";
+const envExample = readFileSync(join(import.meta.dir, "../deploy/keybrake.env.example"), "utf8");
+const exampleToken = /^KEYBRAKE_ADMIN_TOKEN=(.*)$/m.exec(envExample)![1]!;
+
 describe("config", () => {
   test("defaults match the contract", () => {
     const c = loadConfig({});
-    expect(c).toMatchObject({ host: "0.0.0.0", port: 8080, dbPath: "./keybrake.db", upstreamTimeoutMs: 80_000, maxBodyBytes: 1_048_576, fx: {} });
+    expect(c).toMatchObject({ host: "0.0.0.0", port: 8080, dbPath: "./keybrake.db", dbSynchronous: "full", upstreamTimeoutMs: 80_000, maxBodyBytes: 1_048_576, fx: {} });
     expect(c.baseUrls).toEqual({ stripe: "https://api.stripe.com", twilio: "https://api.twilio.com", resend: "https://api.resend.com" });
     expect(c.adminToken).toBeUndefined();
   });
@@ -23,16 +28,24 @@ describe("config", () => {
   test("NAME_FILE reads a secret from a file (trailing newline trimmed)", () => {
     const dir = mkdtempSync(join(tmpdir(), "kbcfg-"));
     writeFileSync(join(dir, "stripe"), "sk_live_fromfile\n");
-    writeFileSync(join(dir, "admin"), "a".repeat(40));
+    writeFileSync(join(dir, "admin"), `${STRONG_TOKEN}\n`);
     const c = loadConfig({ KEYBRAKE_STRIPE_SECRET_KEY_FILE: join(dir, "stripe"), KEYBRAKE_ADMIN_TOKEN_FILE: join(dir, "admin") });
     expect(c.secrets.stripe.live).toBe("sk_live_fromfile");
-    expect(c.adminToken).toBe("a".repeat(40));
+    expect(c.adminToken).toBe(STRONG_TOKEN);
   });
 
   const bad: [Record<string, string>, RegExp][] = [
     [{ KEYBRAKE_PORT: "abc" }, /^KEYBRAKE_PORT: must be an integer from 0 to 65535$/],
     [{ KEYBRAKE_PORT: "70000" }, /^KEYBRAKE_PORT: /],
     [{ KEYBRAKE_ADMIN_TOKEN: "short" }, /^KEYBRAKE_ADMIN_TOKEN: must be at least 32 characters$/],
+    [{ KEYBRAKE_ADMIN_TOKEN: exampleToken }, /^KEYBRAKE_ADMIN_TOKEN: is a placeholder, not a secret; generate one with: openssl rand -hex 32$/],
+    [{ KEYBRAKE_ADMIN_TOKEN: `ChangeMe${STRONG_TOKEN}` }, /^KEYBRAKE_ADMIN_TOKEN: is a placeholder/],
+    [{ KEYBRAKE_ADMIN_TOKEN: `${STRONG_TOKEN}-replace_me` }, /^KEYBRAKE_ADMIN_TOKEN: is a placeholder/],
+    [{ KEYBRAKE_ADMIN_TOKEN: `example-${STRONG_TOKEN}` }, /^KEYBRAKE_ADMIN_TOKEN: is a placeholder/],
+    [{ KEYBRAKE_ADMIN_TOKEN: `${STRONG_TOKEN}PLACEHOLDER` }, /^KEYBRAKE_ADMIN_TOKEN: is a placeholder/],
+    [{ KEYBRAKE_ADMIN_TOKEN: "a".repeat(40) }, /^KEYBRAKE_ADMIN_TOKEN: is too uniform \(under 3 bits of entropy per character\); generate one with: openssl rand -hex 32$/],
+    [{ KEYBRAKE_ADMIN_TOKEN: "ab".repeat(20) }, /^KEYBRAKE_ADMIN_TOKEN: is too uniform/],
+    [{ KEYBRAKE_ADMIN_TOKEN: `Xk9#mP2$vL${"0".repeat(30)}` }, /^KEYBRAKE_ADMIN_TOKEN: is too uniform/],
     [{ KEYBRAKE_STRIPE_BASE_URL: "ftp://x" }, /^KEYBRAKE_STRIPE_BASE_URL: must be an http\(s\) URL$/],
     [{ KEYBRAKE_FX: "EUR=abc" }, /^KEYBRAKE_FX: "EUR=abc" is not CODE=rate/],
     [{ KEYBRAKE_FX: "EURO=1.1" }, /^KEYBRAKE_FX: /],
@@ -56,6 +69,12 @@ describe("config", () => {
       expect((error as Error).message).not.toContain("\n");
     });
   }
+
+  test("admin tokens that are long and random enough are accepted", () => {
+    for (const token of [STRONG_TOKEN, "test-admin-token-0123456789abcdefghijklmnop", "kb_admin_4fQ9zL2mX8rT1vB6nK3pW7yC5hJ0dS2gA9eR4uZ1", "Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MGFiY2RlZg=="]) {
+      expect(loadConfig({ KEYBRAKE_ADMIN_TOKEN: token }).adminToken).toBe(token);
+    }
+  });
 
   test("the CLI prints one line and exits 2 on a bad value, with no stack trace", async () => {
     const proc = Bun.spawn(["bun", "src/main.ts", "serve", "--port", "nope"], { cwd: join(import.meta.dir, ".."), stderr: "pipe", stdout: "pipe" });

@@ -2,6 +2,7 @@ import { describe, expect, test } from "bun:test";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { loadConfig } from "../src/config";
 import { ensureBinary } from "./helpers/binary";
 import { run } from "./helpers/process";
 
@@ -21,9 +22,19 @@ describe("deploy/keybrake.service", () => {
       "PrivateTmp=yes",
       "Restart=on-failure",
       "ExecStart=/usr/local/bin/keybrake serve",
+      "Environment=KEYBRAKE_HOST=127.0.0.1",
     ]) {
       expect(unit.split("\n")).toContain(line);
     }
+  });
+
+  test("its env example binds to loopback and carries a placeholder token that Keybrake refuses", () => {
+    const example = readFileSync(join(root, "deploy/keybrake.env.example"), "utf8");
+    expect(example.split("\n")).toContain("KEYBRAKE_HOST=127.0.0.1");
+    const env = Object.fromEntries(example.split("\n").filter((l) => /^KEYBRAKE_\w+=/.test(l)).map((l) => [l.slice(0, l.indexOf("=")), l.slice(l.indexOf("=") + 1)]));
+    expect(() => loadConfig(env)).toThrow(/^KEYBRAKE_ADMIN_TOKEN: is a placeholder/);
+    const { KEYBRAKE_ADMIN_TOKEN: _, ...rest } = env;
+    expect(loadConfig(rest).host).toBe("127.0.0.1");
   });
 
   test.skipIf(!hasSystemdAnalyze)("passes systemd-analyze verify (with ExecStart pointed at the built binary)", async () => {
@@ -43,5 +54,6 @@ describe("deploy/Dockerfile", () => {
     expect(file).toContain("USER 65532:65532");
     expect(file).toContain('VOLUME ["/data"]');
     expect(file).toContain("KEYBRAKE_DB=/data/keybrake.db");
+    expect(file).toContain('CMD ["serve", "--host", "0.0.0.0"]'); // inside the container; published on loopback
   });
 });

@@ -43,7 +43,7 @@ export const AuditRowSchema = z.object({
   decision: z.string(),
   hold_usd: z.number(),
   cost_usd: z.number(),
-  cost_source: z.enum(["request", "response", "estimate", "replay"]).nullable(),
+  cost_source: z.enum(["request", "response", "object", "hold", "estimate", "reconciled", "replay"]).nullable(),
   currency: z.string().nullable(),
   amount_minor: z.number().nullable(),
   vendor_request_id: z.string().nullable(),

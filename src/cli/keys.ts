@@ -1,4 +1,5 @@
 import { parseArgs } from "node:util";
+import { notFound } from "../errors";
 import { BulkRevokeBody, CreateKeyBody, ListKeysQuery } from "../keys/model";
 import * as service from "../keys/service";
 import type { Store } from "../store/index";
@@ -87,6 +88,8 @@ export async function keysCommand(store: Store, args: string[], actor: string): 
       const by = values["label-prefix"] !== undefined ? { label_prefix: values["label-prefix"] } : values.ids ? { ids: values.ids.split(",") } : null;
       if (!by || positionals.length > 0) throw new UsageError(USAGE);
       const result = await service.revokeMany(ctx, parseInput(BulkRevokeBody, by, "flags"));
+      // A kill switch that silently did nothing is worse than one that fails: the operator must look again.
+      if (result.revoked === 0) throw notFound(`active key matching ${"ids" in by ? `--ids ${values.ids}` : `--label-prefix ${by.label_prefix}`}; nothing revoked`);
       return console.log(json ? JSON.stringify(result) : `revoked ${result.revoked} key(s)`);
     }
     default:

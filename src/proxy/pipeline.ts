@@ -303,12 +303,16 @@ async function forwardAndSettle(deps: ProxyDeps, call: ProxyCall, a: Admitted, a
   const { request } = call;
   const vendorKey = a.jobKey === null ? null : await deps.deriveIdempotencyKey(a.key.mintedBy, a.jobKey);
   const upstreamStarted = performance.now();
-  const result = await callUpstream(a.vendor.baseUrl(deps.config) + a.creds.upstreamPath(a.path) + call.url.search, {
-    method: request.method,
-    headers: upstreamRequestHeaders(request.headers, a.creds.headers, vendorKey),
-    body: request.method === "GET" || request.method === "HEAD" ? null : a.body,
-    timeoutMs: deps.config.upstreamTimeoutMs,
-  });
+  // A client that has gone (it closed the connection, or pipelined requests Bun will not answer) gets nothing
+  // forwarded: its hold is released as for a call that never left.
+  const result: UpstreamResult = request.signal.aborted
+    ? { kind: "not_sent" }
+    : await callUpstream(a.vendor.baseUrl(deps.config) + a.creds.upstreamPath(a.path) + call.url.search, {
+        method: request.method,
+        headers: upstreamRequestHeaders(request.headers, a.creds.headers, vendorKey),
+        body: request.method === "GET" || request.method === "HEAD" ? null : a.body,
+        timeoutMs: deps.config.upstreamTimeoutMs,
+      });
   const upstreamMs = performance.now() - upstreamStarted;
   // A pre-flight's time is already in upstreamMs.
   audit.upstreamMs = (audit.upstreamMs ?? 0) + upstreamMs;
