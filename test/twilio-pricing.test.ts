@@ -200,8 +200,15 @@ describe("the account segment stands for the configured account", () => {
     const patterns = [`POST /2010-04-01/Accounts/${TWILIO_SID}/Messages.json`, "POST /2010-04-01/Accounts/*/Messages.json", "POST /2010-04-01/Accounts/{AccountSid}/Messages.json"];
     for (const pattern of patterns) {
       const key = await twilioKey(1, [pattern]);
+      // The key record keeps the pattern as matched, never the real SID (SPEC §2).
+      expect(JSON.stringify(key)).not.toContain(TWILIO_SID);
       for (const account of ["{AccountSid}", FAKE_SID, TWILIO_SID]) {
-        expect((await post(key.vault_key, `/2010-04-01/Accounts/${account}/Messages.json`, { To: US, Body: "hi" })).status).toBe(201);
+        const res = await post(key.vault_key, `/2010-04-01/Accounts/${account}/Messages.json`, { To: US, Body: "hi" });
+        expect(res.status).toBe(201);
+        // Twilio's answer names the account (account_sid, uri): the job sees the placeholder instead.
+        const answer = await res.text();
+        expect(answer).not.toContain(TWILIO_SID);
+        expect(JSON.parse(answer)).toMatchObject({ account_sid: "{AccountSid}" });
       }
       expect((await post(key.vault_key, `${ACCOUNT}/Calls.json`, { To: US, Url: "https://example.com/twiml" })).status).toBe(403);
       const rows = (await auditFor(key.id)).reverse();

@@ -27,10 +27,18 @@ export function patternProblem(pattern: string): string | null {
   return null;
 }
 
-/** `publicPath` writes the pattern's path as the vendor's paths are matched (Twilio: any account as `{AccountSid}`). */
-export function compilePattern(pattern: string, publicPath: (path: string) => string = (p) => p): EndpointPattern {
+/**
+ * A pattern with its path written as the vendor's paths are matched (Twilio: any account as `{AccountSid}`), so
+ * a pattern naming the real SID neither misses nor keeps the SID in the database.
+ */
+export function publicPattern(pattern: string, publicPath: (path: string) => string): string {
   const m = /^(?:([A-Z]+) )?(\/\S*)$/.exec(pattern)!;
-  const segments = publicPath(m[2]!).split("/").slice(1);
+  return (m[1] ? `${m[1]} ` : "") + publicPath(m[2]!);
+}
+
+export function compilePattern(pattern: string, publicPath: (path: string) => string = (p) => p): EndpointPattern {
+  const m = /^(?:([A-Z]+) )?(\/\S*)$/.exec(publicPattern(pattern, publicPath))!;
+  const segments = m[2]!.split("/").slice(1);
   const last = segments.length - 1;
   const body = segments
     .map((seg, i) => {

@@ -314,6 +314,7 @@ async function forwardAndSettle(deps: ProxyDeps, call: ProxyCall, a: Admitted, a
         timeoutMs: deps.config.upstreamTimeoutMs,
       });
   const upstreamMs = performance.now() - upstreamStarted;
+  if (result.kind === "response" && a.creds.publicAnswer) result.body = a.creds.publicAnswer(result.body);
   // A pre-flight's time is already in upstreamMs.
   audit.upstreamMs = (audit.upstreamMs ?? 0) + upstreamMs;
 

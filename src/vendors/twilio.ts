@@ -44,6 +44,14 @@ export const twilio: Vendor = {
       headers: { authorization: `Basic ${Buffer.from(`${account.sid}:${account.token}`).toString("base64")}` },
       // Only in the account segment (publicPath has written it as the placeholder), never anywhere else.
       upstreamPath: (path) => (path.startsWith(PUBLIC_ACCOUNT) ? `/2010-04-01/Accounts/${account.sid}${path.slice(PUBLIC_ACCOUNT.length)}` : path),
+      // `account_sid`, `uri` and `subresource_uris` name the real account (SPEC §2: never in a response). Latin-1
+      // keeps every byte of the body as it was but the SID.
+      publicAnswer(body) {
+        const text = Buffer.from(body).toString("latin1");
+        if (!text.includes(account.sid)) return body;
+        const bytes = Buffer.from(text.replaceAll(account.sid, ACCOUNT_PLACEHOLDER), "latin1");
+        return bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer;
+      },
     };
   },
   // The job needs no real identifier: whatever SID it put in the path stands for the configured account.

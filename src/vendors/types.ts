@@ -65,6 +65,8 @@ export interface Credentials {
   headers: Record<string, string>;
   /** Rewrites the job's path into the one sent upstream (Twilio puts the real account SID in). */
   upstreamPath(path: string): string;
+  /** The answer as the job may see it: Twilio's carries the real account SID, written back as the placeholder. */
+  publicAnswer?(body: ArrayBuffer): ArrayBuffer;
 }
 
 /** How a path is priced (SPEC §6): free, priced on POST, or a money mover Keybrake refuses to forward. */
