@@ -7,7 +7,9 @@ let kb: Harness;
 let stripe: MockStripe;
 beforeAll(async () => {
   stripe = await mockStripe().start();
-  kb = await startKeybrake({ KEYBRAKE_STRIPE_BASE_URL: stripe.url });
+  // The mock shares this process's event loop with 10,000 calls: a generous timeout keeps admitted calls from
+  // turning ambiguous on a loaded machine (this test is about admission, not latency).
+  kb = await startKeybrake({ KEYBRAKE_STRIPE_BASE_URL: stripe.url, KEYBRAKE_UPSTREAM_TIMEOUT_MS: "30000" });
 });
 afterAll(async () => {
   await kb.stop();
