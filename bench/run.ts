@@ -1,6 +1,7 @@
 /**
  * `bun run bench`: what Keybrake costs per call, measured against the direct call, a bare nginx hop and a bare
- * Bun hop (the stack's floor, bun-hop.ts) in the same run, at concurrency 1 and 64 (wrk). Then the ledger
+ * Bun hop (the stack's floor, bun-hop.ts) in the same run, at concurrency 1 and 64 (wrk); Keybrake twice, with
+ * KEYBRAKE_DB_SYNCHRONOUS=full (the default) and =normal, for what power-loss safety costs. Then the ledger
  * alone, and the race bench. Prints a table and writes bench/results/latest.json. Installs wrk and nginx with
  * apt-get when they are missing.
  *
@@ -90,16 +91,21 @@ http {
   return waitUp(`http://127.0.0.1:${port}/`);
 }
 
-async function startKeybrake(port: number, upstreamPort: number): Promise<string> {
+function build() {
   const built = sh(["bun", "run", "build"], {});
   if (built.code !== 0) throw new Error(`build failed: ${built.err}`);
+}
+
+/** dist/keybrake on its own database; the vault key of a key whose cap never runs out. */
+async function startKeybrake(port: number, upstreamPort: number, synchronous: "full" | "normal"): Promise<string> {
   const p = Bun.spawn([join(root, "dist/keybrake"), "serve"], {
     cwd: work,
     env: {
       PATH: process.env.PATH ?? "",
       KEYBRAKE_PORT: String(port),
       KEYBRAKE_HOST: "127.0.0.1",
-      KEYBRAKE_DB: join(work, "keybrake.db"),
+      KEYBRAKE_DB: join(work, `keybrake-${synchronous}.db`),
+      KEYBRAKE_DB_SYNCHRONOUS: synchronous,
       KEYBRAKE_ADMIN_TOKEN: ADMIN_TOKEN,
       KEYBRAKE_STRIPE_SECRET_KEY: "sk_live_bench",
       KEYBRAKE_STRIPE_BASE_URL: `http://127.0.0.1:${upstreamPort}`,
@@ -154,31 +160,40 @@ function overheadShares(before: Map<number, number>, after: Map<number, number>)
   return [...after].map(([le, n]) => ({ le_us: le === Infinity ? null : Math.round(le * 1e6), share: (n - before.get(le)!) / total }));
 }
 
+/** What synchronous=full costs over normal: added latency at c=1 (one call, one fsync) and throughput at c=64 (shared). */
+function durability(results: Record<string, Record<string, WrkResult>>): string {
+  const added = (name: string, p: "p50_us" | "p99_us") => results.c1![name]![p] - results.c1!.direct![p];
+  const line = (label: string, name: string) =>
+    `${label}: c=1 added p50 ${added(name, "p50_us").toFixed(0)} µs, p99 ${added(name, "p99_us").toFixed(0)} µs; c=64 ${results.c64![name]!.rps.toFixed(0)} req/s`;
+  return `synchronous, full vs normal\n  ${line("full  ", "keybrake")}\n  ${line("normal", "keybrake normal")}`;
+}
+
 async function main() {
   ensureTool("wrk", "wrk");
   ensureTool("nginx", "nginx");
-  const [upPort, nginxPort, hopPort, kbPort] = [await freePort(), await freePort(), await freePort(), await freePort()];
+  const [upPort, nginxPort, hopPort, kbPort, kbNormalPort] = [await freePort(), await freePort(), await freePort(), await freePort(), await freePort()];
   await startBun("upstream.ts", upPort);
   await startNginx(nginxPort, upPort);
   await startBun("bun-hop.ts", hopPort, upPort);
-  const vaultKey = await startKeybrake(kbPort, upPort);
-
-  const targets = {
-    direct: `http://127.0.0.1:${upPort}/v1/payment_intents`,
-    nginx: `http://127.0.0.1:${nginxPort}/v1/payment_intents`,
-    "bun hop": `http://127.0.0.1:${hopPort}/v1/payment_intents`,
-    keybrake: `http://127.0.0.1:${kbPort}/v1/payment_intents`,
+  build();
+  const kbUrl = `http://127.0.0.1:${kbPort}`;
+  const kbNormalUrl = `http://127.0.0.1:${kbNormalPort}`;
+  const targets: Record<string, { url: string; key: string; keybrake?: string }> = {
+    direct: { url: `http://127.0.0.1:${upPort}/v1/payment_intents`, key: "none" },
+    nginx: { url: `http://127.0.0.1:${nginxPort}/v1/payment_intents`, key: "none" },
+    "bun hop": { url: `http://127.0.0.1:${hopPort}/v1/payment_intents`, key: "none" },
+    keybrake: { url: `${kbUrl}/v1/payment_intents`, key: await startKeybrake(kbPort, upPort, "full"), keybrake: kbUrl },
+    "keybrake normal": { url: `${kbNormalUrl}/v1/payment_intents`, key: await startKeybrake(kbNormalPort, upPort, "normal"), keybrake: kbNormalUrl },
   };
   const results: Record<string, Record<string, WrkResult>> = {};
   const overhead: Record<string, { le_us: number | null; share: number }[]> = {};
-  const kbUrl = `http://127.0.0.1:${kbPort}`;
   for (const connections of [1, 64]) {
-    for (const [name, url] of Object.entries(targets)) {
+    for (const [name, target] of Object.entries(targets)) {
       process.stderr.write(`wrk ${name} c=${connections} ...\n`);
-      wrk(url, connections, WARMUP, vaultKey);
-      const before = name === "keybrake" ? await overheadBuckets(kbUrl) : null;
-      (results[`c${connections}`] ??= {})[name] = wrk(url, connections, DURATION, vaultKey);
-      if (before) overhead[`c${connections}`] = overheadShares(before, await overheadBuckets(kbUrl));
+      wrk(target.url, connections, WARMUP, target.key);
+      const before = target.keybrake ? await overheadBuckets(target.keybrake) : null;
+      (results[`c${connections}`] ??= {})[name] = wrk(target.url, connections, DURATION, target.key);
+      if (before) overhead[`c${connections}_${name.replace(" ", "_")}`] = overheadShares(before, await overheadBuckets(target.keybrake!));
     }
   }
 
@@ -202,15 +217,20 @@ async function main() {
       if (added) summary[`${c}_${id}_added_p99_us`] = added.p99;
     }
     summary[`${c}_keybrake_over_nginx_rps`] = byTarget.keybrake!.rps / byTarget.nginx!.rps;
+    summary[`${c}_keybrake_normal_over_nginx_rps`] = byTarget["keybrake normal"]!.rps / byTarget.nginx!.rps;
     summary[`${c}_bun_hop_over_nginx_rps`] = byTarget["bun hop"]!.rps / byTarget.nginx!.rps;
   }
   const errors = Object.values(results).flatMap((t) => Object.values(t)).reduce((n, r) => n + r.errors, 0);
 
-  console.log(`\nKeybrake ${DURATION}s per measurement on ${navigator.hardwareConcurrency} cores (${process.platform}), Bun ${Bun.version}\n`);
+  console.log(`\nKeybrake ${DURATION}s per measurement on ${navigator.hardwareConcurrency} cores (${process.platform}), Bun ${Bun.version}`);
+  console.log("(keybrake: synchronous=full, the default; keybrake normal: KEYBRAKE_DB_SYNCHRONOUS=normal)\n");
   console.log(rows.join("\n"));
+  console.log(`\n${durability(results)}`);
   // At c=1 nothing waits for anything else, so this is Keybrake's own work; at c=64 it is mostly queueing.
-  const alone = overhead.c1!.filter((b) => b.le_us !== null && b.le_us >= 100 && b.le_us <= 1000);
-  console.log(`\nKeybrake's own work per call at c=1 (X-Keybrake-Overhead-Ms: from its handler's start to the answer, the vendor's time excluded): ${alone.map((b) => `${(b.share * 100).toFixed(1)}% <= ${b.le_us} µs`).join(", ")}`);
+  for (const mode of ["keybrake", "keybrake_normal"]) {
+    const alone = overhead[`c1_${mode}`]!.filter((b) => b.le_us !== null && b.le_us >= 100 && b.le_us <= 1000);
+    console.log(`\n${mode.replace("_", " ")}: its own work per call at c=1 (X-Keybrake-Overhead-Ms: from its handler's start to the answer, the vendor's time excluded): ${alone.map((b) => `${(b.share * 100).toFixed(1)}% <= ${b.le_us} µs`).join(", ")}`);
+  }
   console.log(`\nledger alone: ${ledger.opsPerSecond.toFixed(0)} hold+settle pairs/s (${ledger.pairs} pairs, ${ledger.microsPerPair.toFixed(1)} µs each)`);
   console.log(`race: ${race.calls} concurrent priced calls against a cap that admits ${race.expected}: admitted ${race.admitted}, overspend ${race.overspendMicros} micro-dollars`);
   if (errors > 0) console.log(`wrk reported ${errors} errors`);

@@ -62,7 +62,8 @@ async function serve(config: Config) {
     // stop hook then writes the unauthenticated denials still only counted, before the store closes.
     maintenance.stop();
     const reconciled = reconciler.stop();
-    await Promise.race([Promise.all([app.stop(false), reconciled]), Bun.sleep(SHUTDOWN_GRACE_MS)]);
+    // Elysia's stop does not wait for in-flight requests; Bun's does.
+    await Promise.race([Promise.all([server.stop(false), app.stop(false), reconciled]), Bun.sleep(SHUTDOWN_GRACE_MS)]);
     await store.close();
     console.error("keybrake: stopped cleanly");
     process.exit(0);

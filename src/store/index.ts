@@ -54,11 +54,15 @@ export function openStore(path: string, opts: OpenOptions = {}): Store {
     async close() {
       commits.flush();
       await checkpoints?.stop();
-      // Fold the WAL back into the main file so a stopped server leaves one self-contained database.
-      try {
-        client.run("PRAGMA wal_checkpoint(TRUNCATE)");
-      } catch {
-        // A concurrent CLI reader can keep the checkpoint from finishing; the WAL is replayed on next open.
+      // Fold the WAL back into the main file so a stopped server leaves one self-contained database. A reader
+      // still finishing (the checkpoint worker's last tick, a CLI) can keep it busy for a moment: try for a second.
+      for (let attempt = 0; attempt < 20; attempt++) {
+        try {
+          if (client.query<{ busy: number }, []>("PRAGMA wal_checkpoint(TRUNCATE)").get()?.busy === 0) break;
+        } catch {
+          // Locked: the WAL is replayed on next open if it stays.
+        }
+        await Bun.sleep(50);
       }
       client.close(false);
     },
