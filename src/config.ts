@@ -33,7 +33,10 @@ function bitsPerChar(s: string): number {
   return bits;
 }
 
-/** The admin token guards every key and cap: a guessable or published one is refused at start (README "Run as a service"). */
+/**
+ * The admin token guards every key and cap: a guessable or published one stops the start
+ * (README "Run as a service").
+ */
 const adminToken = z
   .string()
   .min(32, "must be at least 32 characters")

@@ -66,7 +66,7 @@ describe("the kill switch", () => {
       expect(again.stdout).toBe("");
       expect(again.stderr.trim()).toBe(`keybrake: not_found: No such active key matching ${by.join(" ")}; nothing revoked.`);
     }
-  });
+  }, 30_000);
 });
 
 describe("keybrake backup", () => {
@@ -80,5 +80,5 @@ describe("keybrake backup", () => {
     const copy = new Database(file, { readonly: true });
     expect(copy.query<{ integrity_check: string }, []>("PRAGMA integrity_check").get()!.integrity_check).toBe("ok");
     copy.close();
-  });
+  }, 15_000);
 });

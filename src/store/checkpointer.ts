@@ -1,6 +1,6 @@
 /**
  * A worker thread that folds the WAL back into the database with its own connection, so the fsync a checkpoint
- * does never runs on the serving thread (whose auto-checkpoint is off once this worker says "ready", wal.ts).
+ * does stays off the serving thread (which, once this worker says "ready", checkpoints only as a backstop: wal.ts).
  * Built into the binary as a second entry point (see package.json "build" and wal.ts).
  *
  * Every tick a PASSIVE checkpoint copies what it can without waiting for or blocking a writer. That alone never
@@ -32,7 +32,8 @@ self.onmessage = (event: MessageEvent<{ path: string } | "stop">) => {
   const restartAfterFrames = Math.ceil(RESTART_AFTER_BYTES / pageSize);
   const passive = db.prepare<{ log: number }, []>("PRAGMA wal_checkpoint(PASSIVE)");
   const restart = db.prepare<{ busy: number; log: number }, []>("PRAGMA wal_checkpoint(RESTART)");
-  // The WAL's length at the last RESTART: until a commit starts it over, it stays the same, and idle is idle.
+  // The WAL's length at the last RESTART. It stays so until a commit starts the WAL over: an idle server is not
+  // RESTARTed every tick.
   let restartedAt = -1;
   timer = setInterval(() => {
     try {
