@@ -84,6 +84,12 @@ describe("calls priced from the object hold what the object can move, before the
     const unpriced = await post(k.vault_key, "/v1/refunds", `charge=${eur.id}`);
     expect(unpriced.status).toBe(422);
     expect(unpriced.headers.get("x-keybrake-error")).toBe("currency_not_priced");
+    // An object without the amount the hold depends on is a failed pre-flight, never a $0 hold.
+    const invoice = stripe.seedInvoice(5_000) as unknown as Json;
+    delete invoice.amount_remaining;
+    const unreadable = await post(k.vault_key, `/v1/invoices/${invoice.id}/pay`, "");
+    expect(unreadable.status).toBe(502);
+    expect(unreadable.headers.get("x-keybrake-error")).toBe("preflight_failed");
     expect(posts(/./)).toHaveLength(0);
     expect(await committed(k.id)).toBe(0);
   });

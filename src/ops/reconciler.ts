@@ -1,6 +1,6 @@
 import type { Config } from "../config";
 import { callUpstream } from "../proxy/forward";
-import type { AuditRow, DueReconciliation, Store } from "../store/index";
+import { auditRow, type AuditRow, type DueReconciliation, type Store } from "../store/index";
 import { microsToUsd } from "../util";
 import { VENDORS } from "../vendors/index";
 import type { Settlement } from "../vendors/types";
@@ -118,7 +118,7 @@ function nextRead(entry: DueReconciliation, now: number, firstDelayMs: number): 
 
 /** Not a proxied call but a hold event: its cost is what the final price changes (set by the store). */
 function reconciledAuditRow(entry: DueReconciliation, read: Extract<Read, { kind: "final" }>, at: number): AuditRow {
-  return {
+  return auditRow({
     id: `kbr_reconciled_${entry.id}`,
     at,
     keyId: entry.keyId,
@@ -127,17 +127,12 @@ function reconciledAuditRow(entry: DueReconciliation, read: Extract<Read, { kind
     mode: entry.mode,
     method: entry.method,
     path: entry.path,
-    status: 0,
     decision: "price_reconciled",
     holdMicros: entry.holdMicros,
-    costMicros: 0,
     costSource: "reconciled",
     currency: read.settlement.currency,
     amountMinor: read.settlement.amountMinor,
     vendorRequestId: read.vendorRequestId,
-    idempotencyKey: null,
     upstreamMs: read.upstreamMs,
-    overheadMs: null,
-    clientIp: null,
-  };
+  });
 }

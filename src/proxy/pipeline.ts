@@ -1,6 +1,6 @@
 import type { Config } from "../config";
 import { KeybrakeError, errorResponse } from "../errors";
-import type { AuditRow, Balance, IdempotencyResult, KeyPolicy, Outcome, Store, StoredResponse } from "../store/index";
+import { auditRow, type AuditRow, type Balance, type IdempotencyResult, type KeyPolicy, type Outcome, type Store, type StoredResponse } from "../store/index";
 import { microsToUsd, msUntilUtcMidnight, randomBase62, sha256Hex, utcDay } from "../util";
 import { unpriceable } from "../vendors/body";
 import { FREE, atHold, type Credentials, type PricingContext, type Quote, type Settlement, type Vendor } from "../vendors/types";
@@ -67,28 +67,16 @@ const deny = (status: number, code: string, message: string, headers: Record<str
 export async function handleProxy(deps: ProxyDeps, call: ProxyCall): Promise<Response> {
   const started = performance.now();
   const { request } = call;
-  const audit: AuditRow = {
+  const audit = auditRow({
     id: `kbr_${randomBase62(22)}`,
     at: deps.now(),
-    keyId: null,
-    label: null,
     vendor: call.vendor.name,
-    mode: null,
     method: request.method,
     path: call.rawPath.slice(0, 2048),
-    status: 0,
     decision: "allowed",
-    holdMicros: 0,
-    costMicros: 0,
-    costSource: null,
-    currency: null,
-    amountMinor: null,
-    vendorRequestId: null,
     idempotencyKey: request.headers.get("idempotency-key")?.slice(0, 255) ?? null,
-    upstreamMs: null,
-    overheadMs: null,
     clientIp: call.clientIp,
-  };
+  });
   const { response, settled } = await runPipeline(deps, call, audit, started);
   // The audit row's cost is final once the settlement has run (a retry's re-settle records a difference).
   settled.then(

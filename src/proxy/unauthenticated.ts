@@ -1,4 +1,4 @@
-import type { AuditRow, Store } from "../store/index";
+import { auditRow, type AuditRow, type Store } from "../store/index";
 import { randomBase62 } from "../util";
 
 const MINUTE_MS = 60_000;
@@ -87,29 +87,17 @@ export class UnauthenticatedDenials {
 
   private write(client: string, tally: Tally) {
     if (tally.count === 0) return;
-    const row: AuditRow = {
+    const row = auditRow({
       id: `kbr_${randomBase62(22)}`,
       at: tally.lastAt,
-      keyId: null,
-      label: null,
       vendor: tally.vendor,
-      mode: null,
       method: tally.method,
       path: tally.path,
       status: 401,
       decision: "invalid_key",
-      holdMicros: 0,
-      costMicros: 0,
-      costSource: null,
-      currency: null,
-      amountMinor: null,
-      vendorRequestId: null,
-      idempotencyKey: null,
-      upstreamMs: null,
-      overheadMs: null,
       clientIp: client === "" ? null : client,
       requests: tally.count,
-    };
+    });
     // Nobody waits for an aggregate; a failure loses a count, never a call's own row.
     this.store.recordAudit(row).catch((err: unknown) => {
       this.log(`keybrake: could not audit ${tally.count} unauthenticated denial(s) from ${client || "an unknown client"}: ${err instanceof Error ? err.message : String(err)}`);

@@ -11,6 +11,7 @@ import { openDatabase, type OpenOptions } from "./sqlite";
 import type { Store } from "./types";
 
 export type * from "./types";
+export { auditRow } from "./audit-row";
 
 /** The SQLite store: the only implementation today, and the only module with SQL in it. */
 export function openStore(path: string, opts: OpenOptions = {}): Store {

@@ -2,6 +2,7 @@ import type { Statement } from "bun:sqlite";
 import type { GroupCommit } from "./group-commit";
 import type { Db } from "./sqlite";
 import { auditParams, insertAuditSql } from "./audit";
+import { auditRow } from "./audit-row";
 import { OPEN_HOLDS } from "./schema";
 import type { AuditRow, DayUsage, HoldRecord, HoldRequest, HoldResult, IdempotencyResult, SettleRequest, StoredResponse, TrackedObject } from "./types";
 
@@ -13,7 +14,7 @@ type HoldRow = HoldRecord & { vendor: string | null; mode: string | null; method
 
 /** The audit row for a hold event that is not a proxied call: orphaned by a crash, or resolved by an operator. */
 function holdAuditRow(h: HoldRow, id: string, now: number, decision: string, costMicros: number): AuditRow {
-  return {
+  return auditRow({
     id,
     at: now,
     keyId: h.keyId,
@@ -22,19 +23,10 @@ function holdAuditRow(h: HoldRow, id: string, now: number, decision: string, cos
     mode: h.mode as AuditRow["mode"],
     method: h.method ?? "?",
     path: h.path ?? "?",
-    status: 0,
     decision,
     holdMicros: h.holdMicros,
     costMicros,
-    costSource: null,
-    currency: null,
-    amountMinor: null,
-    vendorRequestId: null,
-    idempotencyKey: null,
-    upstreamMs: null,
-    overheadMs: null,
-    clientIp: null,
-  };
+  });
 }
 
 /**
@@ -137,7 +129,7 @@ export function ledgerQueries(db: Db, commits: GroupCommit) {
   /**
    * A retry of an ambiguous call, forwarded again on its entry: what the entry counted as spent becomes held
    * again (at least as much; more if the retry's price is higher), so settle + held never drops below what the
-   * vendor may have charged. Returns null when the higher price does not fit the caps.
+   * vendor may have charged. Returns the cap a higher price does not fit, if any.
    */
   function reopenEntry(holdId: string, micros: number, key: { daily: number | null; total: number | null; spent: number; held: number }) {
     const entry = entryById.get(holdId);
@@ -146,7 +138,8 @@ export function ledgerQueries(db: Db, commits: GroupCommit) {
     const hold = Math.max(micros, counted);
     const more = hold - counted;
     const day = dayBalance.get(entry.keyId, entry.day) ?? { settledMicros: 0, heldMicros: 0 };
-    if (more > 0 && (!fits(day.settledMicros + day.heldMicros, more, key.daily) || !fits(key.spent + key.held, more, key.total))) return null;
+    if (more > 0 && !fits(day.settledMicros + day.heldMicros, more, key.daily)) return "daily_cap" as const;
+    if (more > 0 && !fits(key.spent + key.held, more, key.total)) return "total_cap" as const;
     // An orphaned entry was never settled: it keeps no prior cost, its hold simply grows.
     const settledBack = entry.state === "ambiguous" ? -counted : 0;
     const heldMore = entry.state === "ambiguous" ? hold : more;
@@ -179,7 +172,7 @@ export function ledgerQueries(db: Db, commits: GroupCommit) {
         }
         if (req.reuseAmbiguous && prior.holdId) {
           const reopened = reopenEntry(prior.holdId, req.micros, key);
-          if (reopened === null) return { kind: "denied", reason: "daily_cap" };
+          if (typeof reopened === "string") return { kind: "denied", reason: reopened };
           if (reopened) {
             idemSetState.run(req.keyId, req.idempotency.key, "in_flight");
             return { kind: "admitted", holdId: prior.holdId, day: reopened.day, holdMicros: reopened.hold, priorCostMicros: reopened.counted, balance: reopened.balance };

@@ -1,3 +1,4 @@
+import { KeybrakeError } from "../errors";
 import type { TrackedObject } from "../store/types";
 import { readAmount, readCurrency, readPricedBody, unpriceable, type PricedBody } from "./body";
 import { minorToMicros } from "./currency";
@@ -135,7 +136,7 @@ async function created({ input, ctx, body }: Call, tracks: "payment_intent" | "c
 /** The object's currency, as Stripe states it; an object without one cannot be priced. */
 function objectCurrency(object: Record<string, unknown>): string {
   const currency = object.currency;
-  if (typeof currency !== "string" || !/^[A-Za-z]{3}$/.test(currency)) throw unpriceable('the object\'s "currency" cannot be read');
+  if (typeof currency !== "string" || !/^[A-Za-z]{3}$/.test(currency)) throw unreadableObject("currency");
   return currency.toLowerCase();
 }
 
@@ -163,12 +164,21 @@ async function fromObject(
   return quote;
 }
 
-const int = (o: Record<string, unknown>, field: string): number => {
+/**
+ * An amount field of the object read before the call. `whenAbsent` is for fields Stripe omits when nothing has
+ * moved yet (refunded, captured, paid); a missing amount the hold depends on fails the pre-flight rather than
+ * holding $0.
+ */
+const int = (o: Record<string, unknown>, field: string, whenAbsent?: number): number => {
   const v = o[field];
-  if (v === undefined || v === null) return 0;
-  if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 0) throw unpriceable(`the object's "${field}" cannot be read`);
+  if ((v === undefined || v === null) && whenAbsent !== undefined) return whenAbsent;
+  if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 0) throw unreadableObject(field);
   return v;
 };
+
+/** SPEC §6: an object that cannot be read is a failed pre-flight (502), nothing forwarded. */
+const unreadableObject = (field: string) =>
+  new KeybrakeError(502, "preflight_failed", `The object read to price this call has no readable "${field}"; nothing was forwarded.`);
 
 /** A refund (`/v1/refunds` with `charge` or `payment_intent`, or a charge's legacy refund paths): at most what is still refundable. */
 async function refund(call: Call, answerField: string | null): Promise<Quote> {
@@ -184,7 +194,7 @@ async function refund(call: Call, answerField: string | null): Promise<Quote> {
     objectPath = charge !== undefined ? `/v1/charges/${id}` : `/v1/payment_intents/${id}`;
   }
   const refundable = (o: Record<string, unknown>) =>
-    o.object === "payment_intent" ? Math.max(int(o, "amount_received"), int(o, "amount")) : Math.max(0, int(o, "amount") - int(o, "amount_refunded"));
+    o.object === "payment_intent" ? Math.max(int(o, "amount_received", 0), int(o, "amount")) : Math.max(0, int(o, "amount") - int(o, "amount_refunded", 0));
   return fromObject(call, objectPath, "amount", refundable, answerField);
 }
 
@@ -192,13 +202,13 @@ async function refund(call: Call, answerField: string | null): Promise<Quote> {
 async function chargeCapture(call: Call): Promise<Quote> {
   const tracked = await call.ctx.findTracked(call.objectId);
   if (tracked) return { micros: 0, source: "request", currency: tracked.currency, amountMinor: 0 };
-  const capturable = (o: Record<string, unknown>) => Math.max(0, int(o, "amount") - int(o, "amount_captured"));
-  return fromObject(call, `/v1/charges/${call.objectId}`, "amount", capturable, "amount_captured", (o) => int(o, "amount_captured"));
+  const capturable = (o: Record<string, unknown>) => Math.max(0, int(o, "amount") - int(o, "amount_captured", 0));
+  return fromObject(call, `/v1/charges/${call.objectId}`, "amount", capturable, "amount_captured", (o) => int(o, "amount_captured", 0));
 }
 
 /** An invoice pay charges what remains due. */
 function invoicePay(call: Call): Promise<Quote> {
-  return fromObject(call, `/v1/invoices/${call.objectId}`, null, (o) => int(o, "amount_remaining"), "amount_paid", (o) => int(o, "amount_paid"));
+  return fromObject(call, `/v1/invoices/${call.objectId}`, null, (o) => int(o, "amount_remaining"), "amount_paid", (o) => int(o, "amount_paid", 0));
 }
 
 /**
@@ -211,7 +221,7 @@ async function intentMovesMoney(call: Call): Promise<Quote> {
   if (tracked) return { micros: 0, source: "request", currency: tracked.currency, amountMinor: 0 };
   const capture = /\/capture\/?$/i.test(input.path);
   // Capturing an intent that is not yet confirmed fails at Stripe; holding its amount is the safe bound then.
-  const movable = (o: Record<string, unknown>) => (capture ? int(o, "amount_capturable") || int(o, "amount") : int(o, "amount"));
+  const movable = (o: Record<string, unknown>) => (capture ? int(o, "amount_capturable", 0) || int(o, "amount") : int(o, "amount"));
   const quote = await fromObject(call, `/v1/payment_intents/${objectId}`, capture ? "amount_to_capture" : null, movable, "amount");
   // Tracked from now on: a later capture or update of the same intent is priced against what this call counted.
   quote.settle = settleFromAnswer(quote, capture ? "amount_received" : "amount", ctx.fx, 0, trackedAs(input.keyId, 0));
