@@ -1,14 +1,52 @@
-/** Every error Keybrake answers with on purpose. `onError` turns it into the contract's body. */
+/**
+ * Every error Keybrake answers with on purpose: one status and one default message per code (SPEC §3, §4).
+ * Audit rows record the code as the call's `decision`.
+ */
+export const ERRORS = {
+  // admin API
+  unauthorized: { status: 401, message: "A valid admin bearer token is required." },
+  not_found: { status: 404, message: "No such route." },
+  invalid_request: { status: 400, message: "The request is invalid." },
+  revoked_key_unchangeable: { status: 409, message: "A revoked key cannot be changed." },
+  hold_not_orphaned: { status: 409, message: "Only holds orphaned by a crash can be settled or released by hand." },
+  internal_error: { status: 500, message: "Keybrake hit an unexpected error; nothing was forwarded after it." },
+  // proxy, in the order of SPEC §4's checks
+  invalid_key: { status: 401, message: "No valid vault key was presented." },
+  key_revoked: { status: 401, message: "This vault key has been revoked." },
+  key_expired: { status: 401, message: "This vault key has expired." },
+  vendor_mismatch: { status: 403, message: "This vault key is for another vendor." },
+  bad_path: { status: 400, message: "The request path is not a plain vendor path (encoded separators, dots, control bytes or //)." },
+  endpoint_not_allowed: { status: 403, message: "This endpoint is not in the key's allowed_endpoints." },
+  body_too_large: { status: 413, message: "The request body is too large." },
+  request_aborted: { status: 400, message: "The request body was cut off before its end; nothing was forwarded." },
+  rate_limited: { status: 429, message: "This key's request rate limit is reached." },
+  invalid_idempotency_key: { status: 400, message: "An Idempotency-Key must be 1 to 255 characters and not blank." },
+  idempotency_key_required: { status: 400, message: "This key requires an Idempotency-Key header on calls that spend money." },
+  idempotency_in_flight: { status: 409, message: "A call with this Idempotency-Key is still in flight; retry shortly." },
+  idempotency_conflict: { status: 409, message: "This Idempotency-Key was used with a different request; nothing was forwarded." },
+  currency_not_priced: { status: 422, message: "The call's currency has no KEYBRAKE_FX rate; it was not forwarded." },
+  unpriceable_request: { status: 422, message: "The price of this call cannot be read unambiguously; it was not forwarded." },
+  method_not_priced: { status: 405, message: "Only GET, HEAD and POST are allowed on a priced path." },
+  preflight_failed: { status: 502, message: "The object this call is priced from could not be read; nothing was forwarded." },
+  vendor_not_configured: { status: 503, message: "No real secret is configured for this vendor and mode." },
+  cap_exhausted: { status: 429, message: "This call would exceed the key's USD cap." },
+  upstream_unreachable: { status: 502, message: "The vendor could not be reached." },
+  upstream_timeout: { status: 504, message: "The vendor did not answer in time." },
+} as const satisfies Record<string, { status: number; message: string }>;
+
+export type ErrorCode = keyof typeof ERRORS;
+
 export class KeybrakeError extends Error {
+  readonly status: number;
   constructor(
-    readonly status: number,
-    readonly code: string,
-    message: string,
+    readonly code: ErrorCode,
+    message: string = ERRORS[code].message,
     readonly headers: Record<string, string> = {},
     readonly details?: unknown,
   ) {
     super(message);
     this.name = "KeybrakeError";
+    this.status = ERRORS[code].status;
   }
 }
 
@@ -37,7 +75,7 @@ export function errorResponse(err: KeybrakeError, extraHeaders: Record<string, s
   });
 }
 
-export const unauthorized = () => new KeybrakeError(401, "unauthorized", "A valid admin bearer token is required.");
-export const notFound = (what = "route") => new KeybrakeError(404, "not_found", `No such ${what}.`);
+export const unauthorized = () => new KeybrakeError("unauthorized");
+export const notFound = (what = "route") => new KeybrakeError("not_found", `No such ${what}.`);
 export const invalidRequest = (message: string, fields: { path: string; message: string }[]) =>
-  new KeybrakeError(400, "invalid_request", message, {}, { fields });
+  new KeybrakeError("invalid_request", message, {}, { fields });

@@ -38,7 +38,7 @@ export function createApp(config: Config, store: Store, options: AppOptions = {}
       if (code === "PARSE") return errorResponse(invalidRequest("The body is not valid JSON.", [{ path: "body", message: "is not valid JSON" }]));
       if (code === "VALIDATION") return errorResponse(invalidRequest("The request is invalid.", [{ path: "body", message: "is invalid" }]));
       log(`keybrake: unexpected error: ${error instanceof Error ? error.stack ?? error.message : String(error)}`);
-      return errorResponse(new KeybrakeError(500, "internal_error", "Keybrake hit an unexpected error; nothing was forwarded after it."));
+      return errorResponse(new KeybrakeError("internal_error"));
     })
     .use(docsRoutes())
     .use(healthRoutes(store))

@@ -217,6 +217,10 @@ describe("managing keys", () => {
     await expectError(await kb.admin(`/vault/keys/${key.id}`, { method: "PATCH", body: { daily_usd_cap: null, total_usd_cap: null } }), 400, "invalid_request");
     await expectError(await kb.admin(`/vault/keys/${key.id}`, { method: "PATCH", body: {} }), 400, "invalid_request");
     await expectError(await kb.admin("/vault/keys/vk_none", { method: "PATCH", body: { daily_usd_cap: 1 } }), 404, "not_found");
+    // One meaning per code: key_revoked (401) is the proxy's; changing a revoked key is a conflict of its own.
+    const revoked = await kb.issueKey({ ...valid, expires_in: "1h" });
+    await kb.admin(`/vault/keys/${revoked.id}`, { method: "DELETE" });
+    await expectError(await kb.admin(`/vault/keys/${revoked.id}`, { method: "PATCH", body: { daily_usd_cap: 1 } }), 409, "revoked_key_unchangeable");
 
     const events = (await (await kb.admin("/admin/events?limit=1000")).json()) as Json;
     const mine = events.data.filter((e: Json) => e.target === key.id);

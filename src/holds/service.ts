@@ -31,7 +31,7 @@ export async function listHolds(ctx: Pick<HoldContext, "store">, state: "held" |
 export async function resolveHold(ctx: HoldContext, id: string, outcome: "settled" | "released", costUsd?: number) {
   const hold = await ctx.store.findHold(id);
   if (!hold) throw notFound("hold");
-  if (hold.state !== "orphaned") throw new KeybrakeError(409, "hold_not_orphaned", "Only holds orphaned by a crash can be settled or released by hand.");
+  if (hold.state !== "orphaned") throw new KeybrakeError("hold_not_orphaned");
   const cost = costUsd === undefined ? hold.holdMicros : usdToMicros(costUsd);
   const resolved = (await ctx.store.resolveHold(id, outcome, cost, ctx.now()))!;
   await ctx.store.recordAdminEvent({

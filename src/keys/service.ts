@@ -143,7 +143,7 @@ export async function revokeMany(ctx: KeyContext, by: { ids: string[] } | { labe
 export async function patchKey(ctx: KeyContext, id: string, body: PatchKeyBody) {
   const key = await ctx.store.findKeyById(id);
   if (!key) throw notFound("vault key");
-  if (key.status === "revoked") throw new KeybrakeError(409, "key_revoked", "A revoked key cannot be changed.");
+  if (key.status === "revoked") throw new KeybrakeError("revoked_key_unchangeable");
   const now = ctx.now();
   const patch: KeyPatch = {};
   if (body.daily_usd_cap !== undefined) patch.dailyCapMicros = body.daily_usd_cap === null ? null : usdToMicros(body.daily_usd_cap);

@@ -14,7 +14,7 @@ export function idempotencyKeyOf(headers: Headers): string | null {
   const key = headers.get("idempotency-key");
   if (key === null) return null;
   if (key.trim() === "" || key.length > MAX_KEY_LENGTH) {
-    throw new KeybrakeError(400, "invalid_idempotency_key", `An Idempotency-Key must be 1 to ${MAX_KEY_LENGTH} characters and not blank.`);
+    throw new KeybrakeError("invalid_idempotency_key", `An Idempotency-Key must be 1 to ${MAX_KEY_LENGTH} characters and not blank.`);
   }
   return key;
 }

@@ -60,9 +60,6 @@ interface Admitted {
 
 const IDEMPOTENT_METHODS = new Set(["POST", "PUT", "PATCH", "DELETE"]);
 
-const deny = (status: number, code: string, message: string, headers: Record<string, string> = {}) =>
-  new KeybrakeError(status, code, message, headers);
-
 /** auth -> vendor -> path safety -> allowlist -> body size -> rate -> idempotency -> price -> secret -> hold -> forward -> settle -> audit */
 export async function handleProxy(deps: ProxyDeps, call: ProxyCall): Promise<Response> {
   const started = performance.now();
@@ -117,27 +114,27 @@ async function admit(deps: ProxyDeps, call: ProxyCall, audit: AuditRow): Promise
   const { store, config } = deps;
   const secret = presentedVaultKey(request.headers.get("authorization"));
   const key = secret ? await store.findKeyByHash(sha256Hex(secret)) : null;
-  if (!key) throw deny(401, "invalid_key", "No valid vault key was presented.");
+  if (!key) throw new KeybrakeError("invalid_key");
   audit.keyId = key.id;
   audit.label = key.label;
   audit.mode = key.mode;
   const now = deps.now();
-  if (key.status === "revoked") throw deny(401, "key_revoked", "This vault key has been revoked.");
-  if (key.expiresAt <= now) throw deny(401, "key_expired", "This vault key has expired.");
+  if (key.status === "revoked") throw new KeybrakeError("key_revoked");
+  if (key.expiresAt <= now) throw new KeybrakeError("key_expired");
   if (key.vendor !== vendor.name) {
-    throw deny(403, "vendor_mismatch", `This vault key is for ${key.vendor}, not ${vendor.name}.`);
+    throw new KeybrakeError("vendor_mismatch", `This vault key is for ${key.vendor}, not ${vendor.name}.`);
   }
 
   // The Host header is not looked at: the upstream is fixed, so it can neither route nor refuse a call (SPEC §4).
   const normalized = normalizeVendorPath(call.rawPath);
   if (normalized === null) {
-    throw deny(400, "bad_path", "The request path is not a plain vendor path (encoded separators, dots, control bytes or //).");
+    throw new KeybrakeError("bad_path");
   }
   const creds = vendor.credentials(config, key.mode);
   const path = vendor.publicPath(normalized);
   audit.path = path;
   if (!matchEndpoint(compiledAllowlist(key.allowedEndpoints, vendor.publicPath), request.method, path)) {
-    throw deny(403, "endpoint_not_allowed", `${request.method} ${path} is not in this key's allowed_endpoints.`);
+    throw new KeybrakeError("endpoint_not_allowed", `${request.method} ${path} is not in this key's allowed_endpoints.`);
   }
 
   const body = await readBody(request, config.maxBodyBytes);
@@ -145,13 +142,13 @@ async function admit(deps: ProxyDeps, call: ProxyCall, audit: AuditRow): Promise
   if (key.maxRequestsPerMinute !== null) {
     const wait = deps.rateLimiter.take(key.id, key.maxRequestsPerMinute, now);
     if (wait > 0) {
-      throw deny(429, "rate_limited", `This key allows ${key.maxRequestsPerMinute} requests per minute.`, { "retry-after": String(wait) });
+      throw new KeybrakeError("rate_limited", `This key allows ${key.maxRequestsPerMinute} requests per minute.`, { "retry-after": String(wait) });
     }
   }
   const jobKey = idempotencyKeyOf(request.headers);
   const priced = isPricedCall(vendor, request.method, path, request.headers);
   if (key.requireIdempotencyKey && priced && jobKey === null) {
-    throw deny(400, "idempotency_key_required", "This key requires an Idempotency-Key header on calls that spend money.");
+    throw new KeybrakeError("idempotency_key_required");
   }
 
   const idempotencyKey = IDEMPOTENT_METHODS.has(request.method) ? jobKey : null;
@@ -197,13 +194,13 @@ async function admit(deps: ProxyDeps, call: ProxyCall, audit: AuditRow): Promise
     case "replay":
       return { replay: hold.response };
     case "in_flight":
-      throw deny(409, "idempotency_in_flight", "A call with this Idempotency-Key is still in flight; retry shortly.", { "retry-after": "1" });
+      throw new KeybrakeError("idempotency_in_flight", undefined, { "retry-after": "1" });
     case "conflict":
       throw idempotencyConflict();
     case "denied": {
-      if (hold.reason === "revoked") throw deny(401, "key_revoked", "This vault key has been revoked.");
+      if (hold.reason === "revoked") throw new KeybrakeError("key_revoked");
       const retry: Record<string, string> = hold.reason === "daily_cap" ? { "retry-after": String(Math.ceil(msUntilUtcMidnight(now) / 1000)) } : {};
-      throw deny(429, "cap_exhausted", `This call would exceed the key's ${hold.reason === "daily_cap" ? "daily" : "lifetime"} USD cap.`, {
+      throw new KeybrakeError("cap_exhausted", `This call would exceed the key's ${hold.reason === "daily_cap" ? "daily" : "lifetime"} USD cap.`, {
         "x-keybrake-cap-hit": "true",
         ...retry,
       });
@@ -212,9 +209,9 @@ async function admit(deps: ProxyDeps, call: ProxyCall, audit: AuditRow): Promise
 }
 
 const idempotencyConflict = () =>
-  deny(409, "idempotency_conflict", "This Idempotency-Key was used with a different request; nothing was forwarded.", { "stripe-should-retry": "false" });
+  new KeybrakeError("idempotency_conflict", undefined, { "stripe-should-retry": "false" });
 
-const notConfigured = (vendor: Vendor, key: KeyPolicy) => deny(503, "vendor_not_configured", `No ${key.mode} secret is configured for ${vendor.name}.`);
+const notConfigured = (vendor: Vendor, key: KeyPolicy) => new KeybrakeError("vendor_not_configured", `No ${key.mode} secret is configured for ${vendor.name}.`);
 
 /**
  * Whether the call is priced (SPEC §6): a POST on a priced path. Other methods than GET/HEAD/POST on a priced
@@ -228,7 +225,7 @@ function isPricedCall(vendor: Vendor, method: string, path: string, headers: Hea
     if (method === "DELETE") return false; // deleting (cancelling) moves no money
     throw unpriceable(`${method} ${path} can move money and Keybrake does not price it`);
   }
-  if (method !== "POST") throw deny(405, "method_not_priced", `${method} is not allowed on ${path}: it is priced for POST only.`);
+  if (method !== "POST") throw new KeybrakeError("method_not_priced", `${method} is not allowed on ${path}: it is priced for POST only.`);
   const encoding = headers.get("content-encoding");
   if (encoding !== null && encoding.trim().toLowerCase() !== "identity") throw unpriceable(`the body is compressed (${encoding})`);
   return true;
@@ -246,7 +243,7 @@ function preflightReader(deps: ProxyDeps, vendor: Vendor, key: KeyPolicy, creds:
     const started = performance.now();
     const result = await callUpstream(vendor.baseUrl(deps.config) + creds.upstreamPath(path), { method: "GET", headers, body: null, timeoutMs: deps.config.upstreamTimeoutMs });
     audit.upstreamMs = (audit.upstreamMs ?? 0) + (performance.now() - started);
-    const failed = (why: string) => deny(502, "preflight_failed", `Keybrake could not read ${path} from ${vendor.name} to price this call (${why}); nothing was forwarded.`);
+    const failed = (why: string) => new KeybrakeError("preflight_failed", `Keybrake could not read ${path} from ${vendor.name} to price this call (${why}); nothing was forwarded.`);
     if (result.kind !== "response") throw failed(result.kind === "timeout" ? "timed out" : "unreachable");
     if (result.status !== 200) throw failed(`${vendor.name} answered ${result.status}`);
     const object = parseJson(result.body);
@@ -264,7 +261,7 @@ function parseJson(body: ArrayBuffer): unknown {
 }
 
 async function readBody(request: Request, limit: number): Promise<Uint8Array> {
-  const tooLarge = () => deny(413, "body_too_large", `Request bodies are limited to ${limit} bytes.`);
+  const tooLarge = () => new KeybrakeError("body_too_large", `Request bodies are limited to ${limit} bytes.`);
   const length = request.headers.get("content-length");
   if (Number(length ?? "0") > limit) throw tooLarge();
   if (!request.body) return new Uint8Array(0);
@@ -283,7 +280,7 @@ async function readBody(request: Request, limit: number): Promise<Uint8Array> {
     if (err instanceof KeybrakeError) throw err;
     // The client closed the connection before the body's end: the stream fails with no message. A refusal
     // like any other, so the attempt is audited and the hold is never taken.
-    throw deny(400, "request_aborted", "The request body was cut off before its end; nothing was forwarded.");
+    throw new KeybrakeError("request_aborted");
   }
 }
 
@@ -343,8 +340,8 @@ async function forwardAndSettle(deps: ProxyDeps, call: ProxyCall, a: Admitted, a
   if (result.kind !== "response") {
     const err =
       result.kind === "timeout"
-        ? deny(504, "upstream_timeout", `${a.vendor.name} did not answer within ${deps.config.upstreamTimeoutMs} ms.`)
-        : deny(502, "upstream_unreachable", `${a.vendor.name} could not be reached.`);
+        ? new KeybrakeError("upstream_timeout", `${a.vendor.name} did not answer within ${deps.config.upstreamTimeoutMs} ms.`)
+        : new KeybrakeError("upstream_unreachable", `${a.vendor.name} could not be reached.`);
     return { response: errorResponse(err, keybrakeHeaders), settled };
   }
   const headers = passedHeaders!;
@@ -384,7 +381,7 @@ function idempotencyResult(result: UpstreamResult, outcome: Outcome, a: Admitted
 /** A completed call seen again with the same Idempotency-Key and body: its answer, with nothing forwarded or charged. */
 async function replay(deps: ProxyDeps, stored: StoredResponse, audit: AuditRow, started: number): Promise<Response> {
   if (stored.body === null) {
-    const err = deny(409, "idempotency_conflict", "The first answer to this Idempotency-Key was too large to keep; nothing was forwarded.", { "stripe-should-retry": "false" });
+    const err = new KeybrakeError("idempotency_conflict", "The first answer to this Idempotency-Key was too large to keep; nothing was forwarded.", { "stripe-should-retry": "false" });
     audit.status = 409;
     audit.decision = err.code;
     await deps.store.recordAudit(audit);

@@ -1,7 +1,7 @@
 import { KeybrakeError } from "../errors";
 
 export const unpriceable = (why: string) =>
-  new KeybrakeError(422, "unpriceable_request", `The price of this call cannot be read unambiguously: ${why}. It was not forwarded.`);
+  new KeybrakeError("unpriceable_request", `The price of this call cannot be read unambiguously: ${why}. It was not forwarded.`);
 
 /** A priced request's fields as the vendor will read them: form (bracket notation) or a JSON object. */
 export interface PricedBody {

@@ -19,7 +19,7 @@ export function decimalToMicros(digits: bigint, scale: number, currency: string,
   const code = currency.toUpperCase();
   const rate = code === "USD" ? "1" : fx[code];
   if (rate === undefined) {
-    throw new KeybrakeError(422, "currency_not_priced", `No KEYBRAKE_FX rate for ${code}; the call was not forwarded.`);
+    throw new KeybrakeError("currency_not_priced", `No KEYBRAKE_FX rate for ${code}; the call was not forwarded.`);
   }
   const [whole, frac = ""] = rate.split(".");
   const num = digits * BigInt(whole! + frac) * 1_000_000n;

@@ -178,7 +178,7 @@ const int = (o: Record<string, unknown>, field: string, whenAbsent?: number): nu
 
 /** SPEC §6: an object that cannot be read is a failed pre-flight (502), nothing forwarded. */
 const unreadableObject = (field: string) =>
-  new KeybrakeError(502, "preflight_failed", `The object read to price this call has no readable "${field}"; nothing was forwarded.`);
+  new KeybrakeError("preflight_failed", `The object read to price this call has no readable "${field}"; nothing was forwarded.`);
 
 /** A refund (`/v1/refunds` with `charge` or `payment_intent`, or a charge's legacy refund paths): at most what is still refundable. */
 async function refund(call: Call, answerField: string | null): Promise<Quote> {
