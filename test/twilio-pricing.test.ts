@@ -107,8 +107,9 @@ describe("SMS segments", () => {
 
 describe("KEYBRAKE_TWILIO_SMS_PRICES", () => {
   test("defaults: US and Canada at KEYBRAKE_TWILIO_SMS_USD, GB $0.0524, any other destination $0.50; entries add and override", () => {
-    expect(loadConfig({}).prices.twilioSmsUsdTo).toEqual({ US: 0.0083, CA: 0.0083, GB: 0.0524, "*": 0.5 });
-    expect(loadConfig({ KEYBRAKE_TWILIO_SMS_USD: "0.01", KEYBRAKE_TWILIO_SMS_PRICES: "gb=0.06, DE=0.09" }).prices.twilioSmsUsdTo).toEqual({ US: 0.01, CA: 0.01, GB: 0.06, DE: 0.09, "*": 0.5 });
+    const smsPrices = (env: Record<string, string>) => (loadConfig(env).vendors.twilio!.prices as { smsUsdTo: unknown }).smsUsdTo;
+    expect(smsPrices({})).toEqual({ US: 0.0083, CA: 0.0083, GB: 0.0524, "*": 0.5 });
+    expect(smsPrices({ KEYBRAKE_TWILIO_SMS_USD: "0.01", KEYBRAKE_TWILIO_SMS_PRICES: "gb=0.06, DE=0.09" })).toEqual({ US: 0.01, CA: 0.01, GB: 0.06, DE: 0.09, "*": 0.5 });
   });
 
   for (const [value, message] of [

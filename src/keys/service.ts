@@ -4,7 +4,7 @@ import { iso, microsToUsd, randomBase62, sha256Hex, usdToMicros, utcDay } from "
 import type { CreateKeyBody, ListKeysQuery, PatchKeyBody } from "./model";
 import { MAX_LIFETIME_MS } from "./model";
 import { publicPattern } from "../proxy/endpoints";
-import { VENDORS } from "../vendors/index";
+import { vendorNamed } from "../vendors/index";
 
 const DEFAULT_LIFETIME_MS = 24 * 3600 * 1000;
 
@@ -85,7 +85,7 @@ export async function issueKey(ctx: KeyContext, body: CreateKeyBody) {
     mintedBy: ADMIN_MINTER,
     dailyCapMicros: body.daily_usd_cap === undefined ? null : usdToMicros(body.daily_usd_cap),
     totalCapMicros: body.total_usd_cap === undefined ? null : usdToMicros(body.total_usd_cap),
-    allowedEndpoints: body.allowed_endpoints.map((p) => publicPattern(p, VENDORS[body.vendor].publicPath)),
+    allowedEndpoints: body.allowed_endpoints.map((p) => publicPattern(p, vendorNamed(body.vendor)!.publicPath)),
     maxRequestsPerMinute: body.max_requests_per_minute ?? null,
     requireIdempotencyKey: body.require_idempotency_key,
     metadata: body.metadata,

@@ -2,7 +2,7 @@ import type { Config } from "../config";
 import { callUpstream } from "../proxy/forward";
 import { auditRow, type AuditRow, type DueReconciliation, type Store } from "../store/index";
 import { microsToUsd } from "../util";
-import { VENDORS } from "../vendors/index";
+import { vendorNamed } from "../vendors/index";
 import type { Settlement } from "../vendors/types";
 
 const HOUR_MS = 3_600_000;
@@ -48,7 +48,8 @@ export function startReconciler(store: Store, config: Config, options: Reconcile
       }
       return;
     }
-    const next = read.kind === "never" ? null : nextRead(entry, now(), config.reconcileAfterMs);
+    const firstDelayMs = config.vendors[entry.vendor]?.reconcileAfterMs ?? 0;
+    const next = read.kind === "never" ? null : nextRead(entry, now(), firstDelayMs);
     await store.postponeReconciliation(entry.id, next);
     if (next === null) {
       const why = read.kind === "never" ? read.why : `no final price after ${entry.attempts + 1} reads`;
@@ -86,12 +87,13 @@ export function startReconciler(store: Store, config: Config, options: Reconcile
 }
 
 async function readFinalPrice(entry: DueReconciliation, config: Config): Promise<Read> {
-  const vendor = VENDORS[entry.vendor];
-  if (!vendor.finalPrice) return { kind: "never", why: `${vendor.name} states no final price` };
-  const creds = vendor.credentials(config, entry.mode);
+  const vendor = vendorNamed(entry.vendor);
+  const settings = config.vendors[entry.vendor];
+  if (!vendor?.finalPrice || !settings) return { kind: "never", why: `${entry.vendor} states no final price` };
+  const creds = settings.credentials[entry.mode];
   if (!creds) return { kind: "not_yet" };
   const started = performance.now();
-  const result = await callUpstream(vendor.baseUrl(config) + creds.upstreamPath(entry.reconcilePath), {
+  const result = await callUpstream(settings.baseUrl + creds.upstreamPath(entry.reconcilePath), {
     method: "GET",
     headers: new Headers(creds.headers),
     body: null,

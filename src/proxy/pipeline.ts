@@ -3,7 +3,8 @@ import { KeybrakeError, errorResponse } from "../errors";
 import { auditRow, type AuditRow, type Balance, type IdempotencyResult, type KeyPolicy, type Outcome, type Store, type StoredResponse } from "../store/index";
 import { microsToUsd, msUntilUtcMidnight, randomBase62, sha256Hex, utcDay } from "../util";
 import { unpriceable } from "../vendors/body";
-import { FREE, atHold, type Credentials, type PricingContext, type Quote, type Settlement, type Vendor } from "../vendors/types";
+import { vendorNamed } from "../vendors/index";
+import { FREE, atHold, type AnyVendor, type Credentials, type PricingContext, type Quote, type Settlement, type VendorSettings } from "../vendors/types";
 import { presentedVaultKey } from "./credentials";
 import { compiledAllowlist, matchEndpoint } from "./endpoints";
 import { callUpstream, clientResponseHeaders, upstreamRequestHeaders, type UpstreamResult } from "./forward";
@@ -28,17 +29,25 @@ export interface ProxyDeps {
 
 export interface ProxyCall {
   request: Request;
-  vendor: Vendor;
+  /** The vendor of a `/{vendor}/…` route; null on a bare path, which is the presented key's vendor's. */
+  vendor: AnyVendor | null;
   url: URL;
   /** The path after the vendor prefix, as Bun delivered it. */
   rawPath: string;
   clientIp: string | null;
 }
 
+/** A repeat of a completed call: its stored answer is replayed. */
+interface Replay {
+  replay: StoredResponse;
+  vendor: AnyVendor;
+}
+
 /** A call that passed every check and holds its price. */
 interface Admitted {
   key: KeyPolicy;
-  vendor: Vendor;
+  vendor: AnyVendor;
+  settings: VendorSettings;
   path: string;
   body: Uint8Array;
   quote: Quote;
@@ -67,7 +76,7 @@ export async function handleProxy(deps: ProxyDeps, call: ProxyCall): Promise<Res
   const audit = auditRow({
     id: `kbr_${randomBase62(22)}`,
     at: deps.now(),
-    vendor: call.vendor.name,
+    vendor: call.vendor?.name ?? null,
     method: request.method,
     path: call.rawPath.slice(0, 2048),
     decision: "allowed",
@@ -75,24 +84,23 @@ export async function handleProxy(deps: ProxyDeps, call: ProxyCall): Promise<Res
     clientIp: call.clientIp,
   });
   const { response, settled } = await runPipeline(deps, call, audit, started);
-  // The audit row's cost is final once the settlement has run (a retry's re-settle records a difference).
   settled.then(
-    () => deps.metrics.record(audit),
+    (row) => deps.metrics.record(row),
     (err) => deps.log(`keybrake: the settlement of ${audit.id} failed to commit; its hold stays counted: ${err instanceof Error ? err.message : String(err)}`),
   );
   return response;
 }
 
-/** An answer, and the write that finishes its call (committed right after the answer leaves). */
+/** An answer, and the write that finishes its call (committed right after the answer leaves): its audit row as written. */
 interface Answered {
   response: Response;
-  settled: Promise<void>;
+  settled: Promise<AuditRow>;
 }
 
-const answered = (response: Response): Answered => ({ response, settled: Promise.resolve() });
+const answered = (response: Response, audit: AuditRow): Answered => ({ response, settled: Promise.resolve(audit) });
 
 async function runPipeline(deps: ProxyDeps, call: ProxyCall, audit: AuditRow, started: number): Promise<Answered> {
-  let admitted: Admitted | { replay: StoredResponse };
+  let admitted: Admitted | Replay;
   try {
     admitted = await admit(deps, call, audit);
   } catch (err) {
@@ -103,14 +111,14 @@ async function runPipeline(deps: ProxyDeps, call: ProxyCall, audit: AuditRow, st
     await (audit.decision === "invalid_key" ? deps.unauthenticated.record(audit) : deps.store.recordAudit(audit));
     const headers: Record<string, string> = { "x-keybrake-request-id": audit.id };
     if (audit.keyId) headers["x-keybrake-key-id"] = audit.keyId;
-    return answered(errorResponse(err, headers));
+    return answered(errorResponse(err, headers), audit);
   }
-  if ("replay" in admitted) return answered(await replay(deps, admitted.replay, audit, started));
+  if ("replay" in admitted) return answered(await replay(deps, admitted, audit, started), audit);
   return forwardAndSettle(deps, call, admitted, audit, started);
 }
 
-async function admit(deps: ProxyDeps, call: ProxyCall, audit: AuditRow): Promise<Admitted | { replay: StoredResponse }> {
-  const { request, vendor } = call;
+async function admit(deps: ProxyDeps, call: ProxyCall, audit: AuditRow): Promise<Admitted | Replay> {
+  const { request } = call;
   const { store, config } = deps;
   const secret = presentedVaultKey(request.headers.get("authorization"));
   const key = secret ? await store.findKeyByHash(sha256Hex(secret)) : null;
@@ -121,16 +129,17 @@ async function admit(deps: ProxyDeps, call: ProxyCall, audit: AuditRow): Promise
   const now = deps.now();
   if (key.status === "revoked") throw new KeybrakeError("key_revoked");
   if (key.expiresAt <= now) throw new KeybrakeError("key_expired");
-  if (key.vendor !== vendor.name) {
-    throw new KeybrakeError("vendor_mismatch", `This vault key is for ${key.vendor}, not ${vendor.name}.`);
-  }
+  const vendor = vendorFor(call, key);
+  audit.vendor = vendor.name;
+  const settings = config.vendors[vendor.name];
+  if (!settings) throw notConfigured(vendor, key);
 
   // The Host header is not looked at: the upstream is fixed, so it can neither route nor refuse a call (SPEC §4).
   const normalized = normalizeVendorPath(call.rawPath);
   if (normalized === null) {
     throw new KeybrakeError("bad_path");
   }
-  const creds = vendor.credentials(config, key.mode);
+  const creds = settings.credentials[key.mode];
   const path = vendor.publicPath(normalized);
   audit.path = path;
   if (!matchEndpoint(compiledAllowlist(key.allowedEndpoints, vendor.publicPath), request.method, path)) {
@@ -157,13 +166,13 @@ async function admit(deps: ProxyDeps, call: ProxyCall, audit: AuditRow): Promise
     : null;
   if (idempotencyKey) {
     const remembered = await store.idempotencyFingerprint(key.id, idempotencyKey, now);
-    if (remembered !== null && remembered !== fingerprint) throw idempotencyConflict();
+    if (remembered !== null && remembered !== fingerprint) throw idempotencyConflict(vendor);
   }
 
   const quote = priced
     ? await vendor.price(
         { method: request.method, path, query: call.url.searchParams, contentType: request.headers.get("content-type"), body, keyId: key.id },
-        { fx: config.fx, prices: config.prices, findTracked: (id) => store.findTracked(id), preflight: preflightReader(deps, vendor, key, creds, request.headers, audit) },
+        { fx: config.fx, prices: settings.prices, findTracked: (id) => store.findTracked(id), preflight: preflightReader(deps, vendor, settings, key, creds, request.headers, audit) },
       )
     : FREE;
   audit.currency = quote.currency;
@@ -188,15 +197,15 @@ async function admit(deps: ProxyDeps, call: ProxyCall, audit: AuditRow): Promise
     case "admitted":
       audit.holdMicros = hold.holdMicros;
       return {
-        key, vendor, path, body, quote, creds, holdId: hold.holdId, holdMicros: hold.holdMicros, priorCostMicros: hold.priorCostMicros,
+        key, vendor, settings, path, body, quote, creds, holdId: hold.holdId, holdMicros: hold.holdMicros, priorCostMicros: hold.priorCostMicros,
         day: hold.day, jobKey, idempotencyKey, balance: hold.balance,
       };
     case "replay":
-      return { replay: hold.response };
+      return { replay: hold.response, vendor };
     case "in_flight":
       throw new KeybrakeError("idempotency_in_flight", undefined, { "retry-after": "1" });
     case "conflict":
-      throw idempotencyConflict();
+      throw idempotencyConflict(vendor);
     case "denied": {
       if (hold.reason === "revoked") throw new KeybrakeError("key_revoked");
       const retry: Record<string, string> = hold.reason === "daily_cap" ? { "retry-after": String(Math.ceil(msUntilUtcMidnight(now) / 1000)) } : {};
@@ -208,17 +217,32 @@ async function admit(deps: ProxyDeps, call: ProxyCall, audit: AuditRow): Promise
   }
 }
 
-const idempotencyConflict = () =>
-  new KeybrakeError("idempotency_conflict", undefined, { "stripe-should-retry": "false" });
+/** The same Idempotency-Key with another call: refused for good, so the vendor's SDK is told not to retry. */
+const idempotencyConflict = (vendor: AnyVendor, message?: string) => new KeybrakeError("idempotency_conflict", message, vendor.doNotRetryHeaders);
 
-const notConfigured = (vendor: Vendor, key: KeyPolicy) => new KeybrakeError("vendor_not_configured", `No ${key.mode} secret is configured for ${vendor.name}.`);
+/**
+ * The call's vendor: its route's, which the key must be for; on a bare path (`/v1/…`, `/emails`), the key's
+ * own, provided it claims that path (stripe-node can change only host and port, so its calls come bare).
+ */
+function vendorFor(call: ProxyCall, key: KeyPolicy): AnyVendor {
+  const vendor = call.vendor ?? vendorNamed(key.vendor);
+  const mismatch = () => new KeybrakeError("vendor_mismatch", `This vault key is for ${key.vendor}, not ${call.vendor?.name ?? `the vendor of ${call.rawPath}`}.`);
+  if (!vendor || vendor.name !== key.vendor) throw mismatch();
+  if (call.vendor === null && !vendor.bareRoutes.some((route) => claims(route, call.rawPath))) throw mismatch();
+  return vendor;
+}
+
+/** Whether an Elysia route pattern ("/v1/*", "/emails") covers a path. */
+const claims = (route: string, path: string) => (route.endsWith("/*") ? path.startsWith(route.slice(0, -1)) : path === route);
+
+const notConfigured = (vendor: AnyVendor, key: KeyPolicy) => new KeybrakeError("vendor_not_configured", `No ${key.mode} secret is configured for ${vendor.name}.`);
 
 /**
  * Whether the call is priced (SPEC §6): a POST on a priced path. Other methods than GET/HEAD/POST on a priced
  * path, POSTs that move money Keybrake does not price, and compressed priced bodies (which Keybrake cannot read
  * as the vendor will) are refused, never forwarded at $0.
  */
-function isPricedCall(vendor: Vendor, method: string, path: string, headers: Headers): boolean {
+function isPricedCall(vendor: AnyVendor, method: string, path: string, headers: Headers): boolean {
   const pathClass = vendor.classify(method, path);
   if (pathClass === "free" || method === "GET" || method === "HEAD") return false;
   if (pathClass === "refused") {
@@ -232,7 +256,7 @@ function isPricedCall(vendor: Vendor, method: string, path: string, headers: Hea
 }
 
 /** Class 2's pre-flight read (SPEC §6), with the real secret and the call's context headers; its time counts as upstream time. */
-function preflightReader(deps: ProxyDeps, vendor: Vendor, key: KeyPolicy, creds: Credentials | null, incoming: Headers, audit: AuditRow): PricingContext["preflight"] {
+function preflightReader(deps: ProxyDeps, vendor: AnyVendor, settings: VendorSettings, key: KeyPolicy, creds: Credentials | null, incoming: Headers, audit: AuditRow): PricingContext["preflight"] {
   return async (path) => {
     if (!creds) throw notConfigured(vendor, key);
     const headers = new Headers(creds.headers);
@@ -241,7 +265,7 @@ function preflightReader(deps: ProxyDeps, vendor: Vendor, key: KeyPolicy, creds:
       if (value !== null) headers.set(name, value);
     }
     const started = performance.now();
-    const result = await callUpstream(vendor.baseUrl(deps.config) + creds.upstreamPath(path), { method: "GET", headers, body: null, timeoutMs: deps.config.upstreamTimeoutMs });
+    const result = await callUpstream(settings.baseUrl + creds.upstreamPath(path), { method: "GET", headers, body: null, timeoutMs: deps.config.upstreamTimeoutMs });
     audit.upstreamMs = (audit.upstreamMs ?? 0) + (performance.now() - started);
     const failed = (why: string) => new KeybrakeError("preflight_failed", `Keybrake could not read ${path} from ${vendor.name} to price this call (${why}); nothing was forwarded.`);
     if (result.kind !== "response") throw failed(result.kind === "timeout" ? "timed out" : "unreachable");
@@ -292,7 +316,7 @@ async function forwardAndSettle(deps: ProxyDeps, call: ProxyCall, a: Admitted, a
   // forwarded: its hold is released as for a call that never left.
   const result: UpstreamResult = request.signal.aborted
     ? { kind: "not_sent" }
-    : await callUpstream(a.vendor.baseUrl(deps.config) + a.creds.upstreamPath(a.path) + call.url.search, {
+    : await callUpstream(a.settings.baseUrl + a.creds.upstreamPath(a.path) + call.url.search, {
         method: request.method,
         headers: upstreamRequestHeaders(request.headers, a.creds.headers, vendorKey),
         body: request.method === "GET" || request.method === "HEAD" ? null : a.body,
@@ -309,7 +333,6 @@ async function forwardAndSettle(deps: ProxyDeps, call: ProxyCall, a: Admitted, a
     deps.log(`keybrake: price_differential: ${audit.id} (key ${a.key.id}) cost ${microsToUsd(settlement.costMicros)} USD, ${microsToUsd(a.holdMicros)} USD was held`);
   }
   audit.status = result.kind === "response" ? result.status : result.kind === "timeout" ? 504 : 502;
-  audit.costMicros = settlement.costMicros;
   audit.costSource = settlement.source;
   audit.currency = settlement.currency;
   audit.amountMinor = settlement.amountMinor;
@@ -322,6 +345,7 @@ async function forwardAndSettle(deps: ProxyDeps, call: ProxyCall, a: Admitted, a
   // store commits queued settlements first, so a client that reads its spend, or retries, right after an answer
   // sees that answer's outcome; shutdown commits them; a crash in between leaves the hold counted (orphaned).
   const now = deps.now();
+  // The row's cost is what the call added to spend, known once settled (a retry's re-settle adds a difference).
   const settled = deps.store.settleCall({
     keyId: a.key.id,
     day: a.day,
@@ -332,8 +356,8 @@ async function forwardAndSettle(deps: ProxyDeps, call: ProxyCall, a: Admitted, a
     audit,
     track: settlement.track,
     idempotency: a.idempotencyKey ? { key: a.idempotencyKey, result: idempotencyResult(result, outcome, a, passedHeaders, audit.vendorRequestId) } : undefined,
-    reconcile: settlement.reconcilePath ? { path: settlement.reconcilePath, at: now + deps.config.reconcileAfterMs } : undefined,
-  });
+    reconcile: settlement.reconcilePath ? { path: settlement.reconcilePath, at: now + (a.settings.reconcileAfterMs ?? 0) } : undefined,
+  }).then((costMicros) => ({ ...audit, costMicros }));
 
   const keybrakeHeaders = spendHeaders(a, settlement.costMicros, audit.id);
   keybrakeHeaders["x-keybrake-overhead-ms"] = audit.overheadMs.toFixed(3);
@@ -379,9 +403,9 @@ function idempotencyResult(result: UpstreamResult, outcome: Outcome, a: Admitted
 }
 
 /** A completed call seen again with the same Idempotency-Key and body: its answer, with nothing forwarded or charged. */
-async function replay(deps: ProxyDeps, stored: StoredResponse, audit: AuditRow, started: number): Promise<Response> {
+async function replay(deps: ProxyDeps, { replay: stored, vendor }: Replay, audit: AuditRow, started: number): Promise<Response> {
   if (stored.body === null) {
-    const err = new KeybrakeError("idempotency_conflict", "The first answer to this Idempotency-Key was too large to keep; nothing was forwarded.", { "stripe-should-retry": "false" });
+    const err = idempotencyConflict(vendor, "The first answer to this Idempotency-Key was too large to keep; nothing was forwarded.");
     audit.status = 409;
     audit.decision = err.code;
     await deps.store.recordAudit(audit);

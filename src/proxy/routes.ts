@@ -1,6 +1,6 @@
 import { Elysia } from "elysia";
-import { VENDORS } from "../vendors/index";
-import type { Vendor } from "../vendors/types";
+import { registeredVendors } from "../vendors/index";
+import type { AnyVendor } from "../vendors/types";
 import { FIXED_ORIGIN } from "../ops/listen";
 import { handleProxy, type ProxyDeps } from "./pipeline";
 
@@ -12,13 +12,14 @@ import { handleProxy, type ProxyDeps } from "./pipeline";
 const pathAndQuery = (url: string) => new URL(FIXED_ORIGIN + url.slice(url.indexOf("/", url.indexOf("//") + 2)));
 
 /**
- * `ANY /{vendor}/{path}` and the vendors' bare paths (`/v1/...`, `/2010-04-01/...`, `/emails...`): stripe-node
- * can only change host and port. Bodies are not parsed by Elysia: the exact bytes are priced and forwarded.
+ * `ANY /{vendor}/{path}` for every registered vendor, and the vendors' bare paths (`/v1/...`, `/2010-04-01/...`,
+ * `/emails...`: stripe-node can only change host and port), which belong to the presented key's vendor: two
+ * vendors may claim the same bare path. Bodies are not parsed by Elysia: the exact bytes are priced and forwarded.
  */
 export function proxyRoutes(deps: ProxyDeps) {
   const app = new Elysia({ name: "proxy", seed: deps });
   const hidden = { parse: "none" as const, detail: { hide: true } };
-  const route = (vendor: Vendor, prefix: string) => ({ request, server }: { request: Request; server: { requestIP(r: Request): { address: string } | null } | null }) => {
+  const route = (vendor: AnyVendor | null, prefix: string) => ({ request, server }: { request: Request; server: { requestIP(r: Request): { address: string } | null } | null }) => {
     const url = pathAndQuery(request.url);
     return handleProxy(deps, {
       request,
@@ -28,9 +29,8 @@ export function proxyRoutes(deps: ProxyDeps) {
       clientIp: server?.requestIP(request)?.address ?? null,
     });
   };
-  for (const vendor of Object.values(VENDORS)) {
-    app.all(`/${vendor.name}/*`, route(vendor, `/${vendor.name}`), hidden);
-    for (const bare of vendor.bareRoutes) app.all(bare, route(vendor, ""), hidden);
-  }
+  const vendors = registeredVendors();
+  for (const vendor of vendors) app.all(`/${vendor.name}/*`, route(vendor, `/${vendor.name}`), hidden);
+  for (const bare of new Set(vendors.flatMap((v) => v.bareRoutes))) app.all(bare, route(null, ""), hidden);
   return app;
 }

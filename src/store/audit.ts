@@ -1,24 +1,20 @@
-import { and, desc, eq, gte, lt, sql, type SQL } from "drizzle-orm";
+import { and, desc, eq, getTableColumns, gte, lt, sql, type SQL } from "drizzle-orm";
 import type { GroupCommit } from "./group-commit";
 import type { Db } from "./sqlite";
 import { labelHasPrefix } from "./keys";
 import { auditEvents } from "./schema";
 import type { AuditFilter, AuditRow, Page, SpendGroup, SpendRow } from "./types";
 
-const COLUMNS = [
-  "id", "at", "key_id", "label", "vendor", "mode", "method", "path", "status", "decision", "hold_micros",
-  "cost_micros", "cost_source", "currency", "amount_minor", "vendor_request_id", "idempotency_key",
-  "upstream_ms", "overhead_ms", "client_ip", "requests",
-] as const;
+/** The audit table's columns but its rowid, in the table's order: the insert and its parameters follow it. */
+const COLUMNS = Object.entries(getTableColumns(auditEvents))
+  .filter(([field]) => field !== "seq")
+  .map(([field, column]) => ({ field: field as keyof AuditRow, name: column.name }));
 
-export const insertAuditSql = `INSERT INTO audit_events (${COLUMNS.join(", ")}) VALUES (${COLUMNS.map(() => "?").join(", ")})`;
+export const insertAuditSql = `INSERT INTO audit_events (${COLUMNS.map((c) => c.name).join(", ")}) VALUES (${COLUMNS.map(() => "?").join(", ")})`;
 
-export function auditParams(r: AuditRow) {
-  return [
-    r.id, r.at, r.keyId, r.label, r.vendor, r.mode, r.method, r.path, r.status, r.decision, r.holdMicros,
-    r.costMicros, r.costSource, r.currency, r.amountMinor, r.vendorRequestId, r.idempotencyKey, r.upstreamMs,
-    r.overheadMs, r.clientIp, r.requests ?? 1,
-  ] as const;
+/** An audit row's values in the insert's order; a row that stands for one request may leave `requests` out. */
+export function auditParams(row: AuditRow): (string | number | null)[] {
+  return COLUMNS.map(({ field }) => (field === "requests" ? (row.requests ?? 1) : row[field]) ?? null);
 }
 
 /**

@@ -197,18 +197,19 @@ export function ledgerQueries(db: Db, commits: GroupCommit) {
     return { kind: "admitted", holdId: req.ledger ? req.holdId : null, day: req.day, holdMicros: held, priorCostMicros: null, balance };
   };
 
-  const settle = (req: SettleRequest): void => {
+  const settle = (req: SettleRequest): number => {
     const moved = req.holdId ? closeHold(req.holdId, req.outcome, req.costMicros, req.now, req.reconcile) : null;
     addKeyTotals.run(req.keyId, moved?.costDelta ?? 0, moved?.heldDelta ?? 0, 1, req.now);
     // An audit row's cost is what this call added to spend, so audit sums always equal the ledger's: a retry
     // re-settling an ambiguous hold records the difference, a second settle of one hold records 0.
-    req.audit.costMicros = moved?.auditDelta ?? 0;
-    insertAudit.run(...auditParams(req.audit));
+    const costMicros = moved?.auditDelta ?? 0;
+    insertAudit.run(...auditParams({ ...req.audit, costMicros }));
     if (req.track) {
       const t = req.track;
       upsertTracked.run(t.objectId, t.keyId, t.currency, t.amountMinor, t.countedMicros, req.now);
     }
     if (req.idempotency) rememberOutcome(req.keyId, req.idempotency.key, req.idempotency.result);
+    return costMicros;
   };
 
   const recover = client.transaction((now: number): HoldRecord[] => {

@@ -39,8 +39,7 @@ export function reconcileQueries(client: Database, commits: GroupCommit) {
     setCost.run(req.id, req.costMicros);
     addDaySettled.run(entry.keyId, entry.day, delta);
     addKeySpent.run(entry.keyId, delta);
-    req.audit.costMicros = delta;
-    insertAudit.run(...auditParams(req.audit));
+    insertAudit.run(...auditParams({ ...req.audit, costMicros: delta }));
     return true;
   };
 

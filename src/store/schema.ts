@@ -10,7 +10,8 @@ export const vaultKeys = sqliteTable(
     id: text("id").notNull(),
     keyHash: text("key_hash").notNull(),
     keyHint: text("key_hint").notNull(),
-    vendor: text("vendor", { enum: ["stripe", "twilio", "resend"] }).notNull(),
+    // Any registered vendor's name (src/vendors/index.ts).
+    vendor: text("vendor").notNull(),
     mode: text("mode", { enum: ["live", "test"] }).notNull(),
     label: text("label"),
     dailyCapMicros: integer("daily_cap_micros"),

@@ -1,8 +1,11 @@
+import type { auditEvents } from "./schema";
+
 /**
  * What the rest of Keybrake may ask of a store. Every method returns a Promise so that a PostgreSQL store can
  * sit beside the SQLite one without touching routes or the proxy. Money is integer micro-dollars, times are ms.
  */
-export type VendorName = "stripe" | "twilio" | "resend";
+/** A registered vendor's name (src/vendors/index.ts): the store holds any, vendors are plug-ins. */
+export type VendorName = string;
 export type KeyMode = "live" | "test";
 
 export interface KeyRecord {
@@ -118,30 +121,15 @@ export type IdempotencyResult =
   | { kind: "ambiguous" }
   | { kind: "completed"; response: StoredResponse };
 
-export interface AuditRow {
-  id: string;
-  at: number;
-  keyId: string | null;
-  label: string | null;
-  vendor: VendorName | null;
+/**
+ * One audit row (SPEC §8), as the audit table holds it (schema.ts), with the columns' meanings narrowed.
+ * `requests`: how many requests the row stands for when more than one (an aggregate of unauthenticated denials).
+ */
+export type AuditRow = Omit<typeof auditEvents.$inferSelect, "seq" | "mode" | "costSource" | "requests"> & {
   mode: KeyMode | null;
-  method: string;
-  path: string;
-  status: number;
-  decision: string;
-  holdMicros: number;
-  costMicros: number;
   costSource: "request" | "response" | "object" | "hold" | "estimate" | "reconciled" | "replay" | null;
-  currency: string | null;
-  amountMinor: number | null;
-  vendorRequestId: string | null;
-  idempotencyKey: string | null;
-  upstreamMs: number | null;
-  overheadMs: number | null;
-  clientIp: string | null;
-  /** How many requests the row stands for when more than one (an aggregate of unauthenticated denials). */
   requests?: number;
-}
+};
 
 /** What an object created through Keybrake (a Stripe PaymentIntent) has already been charged on the cap. */
 export interface TrackedObject {
@@ -251,7 +239,8 @@ export interface Store {
   dayUsage(keyIds: string[], day: string): Promise<Map<string, DayUsage>>;
   // ledger
   holdSpend(req: HoldRequest): Promise<HoldResult>;
-  settleCall(req: SettleRequest): Promise<void>;
+  /** Closes the call's entry and writes its audit row; resolves to what the call added to spend (the row's cost). */
+  settleCall(req: SettleRequest): Promise<number>;
   /** At start-up: holds a dead process never settled become `orphaned` (still counted as held) and are audited. */
   recoverOrphanedHolds(now: number): Promise<HoldRecord[]>;
   listHolds(state: "held" | "orphaned" | "ambiguous", limit: number): Promise<HoldRecord[]>;

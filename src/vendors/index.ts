@@ -1,8 +1,26 @@
-import type { VendorName } from "../store/types";
+import { z } from "zod";
 import { resend } from "./resend";
 import { stripe } from "./stripe";
 import { twilio } from "./twilio";
-import type { Vendor } from "./types";
+import type { AnyVendor } from "./types";
 
-export const VENDORS: Record<VendorName, Vendor> = { stripe, twilio, resend };
-export const VENDOR_NAMES = ["stripe", "twilio", "resend"] as const satisfies readonly VendorName[];
+const registry = new Map<string, AnyVendor>();
+
+/**
+ * Adds a vendor: its variables join the configuration, its routes the proxy, its name the keys' `vendor`.
+ * Register before loading the configuration and creating the app.
+ */
+export function registerVendor(vendor: AnyVendor) {
+  if (registry.has(vendor.name)) throw new Error(`vendor ${vendor.name} is registered twice`);
+  registry.set(vendor.name, vendor);
+}
+
+export const registeredVendors = (): AnyVendor[] => [...registry.values()];
+
+/** A registered vendor's name, checked when parsed (a vendor registered later is accepted too). */
+export const vendorName = z.string().refine((name) => registry.has(name), { error: () => `must be one of ${[...registry.keys()].join(", ")}` });
+export const vendorNamed = (name: string): AnyVendor | undefined => registry.get(name);
+
+registerVendor(stripe);
+registerVendor(twilio);
+registerVendor(resend);

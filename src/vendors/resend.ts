@@ -1,6 +1,7 @@
 import { parseStrictJson, unpriceable } from "./body";
 import { unitPriceMicros } from "./currency";
-import type { PathClass, Vendor } from "./types";
+import { httpUrl, secret, unitPrice } from "../env";
+import { bearerCredentials, type PathClass, type Vendor } from "./types";
 
 /**
  * Resend bills each To, CC and BCC recipient as one email. `to` is an address or a list; a string is counted
@@ -29,14 +30,22 @@ const BATCH = /^\/emails\/batch\/?$/i;
 /** Broadcasts send to a whole audience: money Keybrake does not price, so refused rather than forwarded free. */
 const BROADCAST_SEND = /^\/broadcasts\/[^/]+\/send\/?$/i;
 
-export const resend: Vendor = {
+export const resend: Vendor<{ emailUsd: number }> = {
   name: "resend",
-  bareRoutes: ["/emails", "/emails/*"],
-  baseUrl: (config) => config.baseUrls.resend,
-  credentials(config, mode) {
-    const key = config.secrets.resend[mode];
-    return key ? { headers: { authorization: `Bearer ${key}` }, upstreamPath: (path) => path } : null;
+  env: {
+    KEYBRAKE_RESEND_API_KEY: secret,
+    KEYBRAKE_RESEND_TEST_API_KEY: secret,
+    KEYBRAKE_RESEND_BASE_URL: httpUrl("https://api.resend.com"),
+    // Resend Pro overage: $0.90 per 1,000 emails, each To/CC/BCC recipient counted (resend.com/pricing).
+    KEYBRAKE_RESEND_EMAIL_USD: unitPrice(0.0009),
   },
+  secretVariables: ["KEYBRAKE_RESEND_API_KEY", "KEYBRAKE_RESEND_TEST_API_KEY"],
+  configure: (env) => ({
+    baseUrl: env.KEYBRAKE_RESEND_BASE_URL as string,
+    credentials: { live: bearerCredentials(env.KEYBRAKE_RESEND_API_KEY as string | undefined), test: bearerCredentials(env.KEYBRAKE_RESEND_TEST_API_KEY as string | undefined) },
+    prices: { emailUsd: env.KEYBRAKE_RESEND_EMAIL_USD as number },
+  }),
+  bareRoutes: ["/emails", "/emails/*"],
   publicPath: (path) => path,
   classify(_method, path): PathClass {
     if (EMAILS.test(path) || BATCH.test(path)) return "priced";
@@ -46,6 +55,7 @@ export const resend: Vendor = {
   requestId: () => null,
   contextHeaders: [],
   honoursIdempotencyKey: true,
+  doNotRetryHeaders: {},
   async price(input, ctx) {
     if (!(input.contentType ?? "").toLowerCase().startsWith("application/json")) throw unpriceable("Resend takes JSON bodies");
     const parsed = parseStrictJson(new TextDecoder().decode(input.body));
@@ -53,6 +63,6 @@ export const resend: Vendor = {
     if (EMAILS.test(input.path)) count = recipients(parsed);
     else if (Array.isArray(parsed)) count = parsed.reduce((sum: number, email) => sum + recipients(email), 0);
     else throw unpriceable("a batch must be a JSON array");
-    return { micros: unitPriceMicros(ctx.prices.resendEmailUsd, count), source: "request", currency: "usd", amountMinor: null };
+    return { micros: unitPriceMicros(ctx.prices.emailUsd, count), source: "request", currency: "usd", amountMinor: null };
   },
 };

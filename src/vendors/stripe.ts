@@ -2,7 +2,8 @@ import { KeybrakeError } from "../errors";
 import type { TrackedObject } from "../store/types";
 import { readAmount, readCurrency, readPricedBody, unpriceable, type PricedBody } from "./body";
 import { minorToMicros } from "./currency";
-import { unreadableAnswer, type PathClass, type PricingContext, type PricingInput, type Quote, type Settlement, type Vendor } from "./types";
+import { httpUrl, secret } from "../env";
+import { unreadableAnswer, bearerCredentials, type PathClass, type PricingContext, type PricingInput, type Quote, type Settlement, type Vendor } from "./types";
 
 /** Fields that decide a price: refused in the query string, where Stripe could read them instead of the body's. */
 const PRICED_FIELDS = ["amount", "currency", "amount_to_capture", "charge", "payment_intent"];
@@ -64,12 +65,18 @@ const ruleFor = (path: string) => RULES.find((r) => r.path.test(path));
 
 export const stripe: Vendor = {
   name: "stripe",
-  bareRoutes: ["/v1/*"],
-  baseUrl: (config) => config.baseUrls.stripe,
-  credentials(config, mode) {
-    const secret = config.secrets.stripe[mode];
-    return secret ? { headers: { authorization: `Bearer ${secret}` }, upstreamPath: (path) => path } : null;
+  env: {
+    KEYBRAKE_STRIPE_SECRET_KEY: secret,
+    KEYBRAKE_STRIPE_TEST_SECRET_KEY: secret,
+    KEYBRAKE_STRIPE_BASE_URL: httpUrl("https://api.stripe.com"),
   },
+  secretVariables: ["KEYBRAKE_STRIPE_SECRET_KEY", "KEYBRAKE_STRIPE_TEST_SECRET_KEY"],
+  configure: (env) => ({
+    baseUrl: env.KEYBRAKE_STRIPE_BASE_URL as string,
+    credentials: { live: bearerCredentials(env.KEYBRAKE_STRIPE_SECRET_KEY as string | undefined), test: bearerCredentials(env.KEYBRAKE_STRIPE_TEST_SECRET_KEY as string | undefined) },
+    prices: null,
+  }),
+  bareRoutes: ["/v1/*"],
   publicPath: (path) => path,
   classify(_method, path): PathClass {
     if (ruleFor(path)) return "priced";
@@ -78,6 +85,7 @@ export const stripe: Vendor = {
   requestId: (headers) => headers.get("request-id"),
   contextHeaders: ["stripe-account", "stripe-context", "stripe-version"],
   honoursIdempotencyKey: true,
+  doNotRetryHeaders: { "stripe-should-retry": "false" },
 
   async price(input, ctx) {
     const rule = ruleFor(input.path)!;

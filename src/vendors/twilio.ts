@@ -1,8 +1,48 @@
-import type { Config } from "../config";
+import { ConfigError, decimalTable, httpUrl, int, secret, unitPrice } from "../env";
 import { readPricedBody, unpriceable, type PricedBody } from "./body";
 import { decimalToMicros, unitPriceMicros } from "./currency";
-import { MAX_SMS_SEGMENTS, destinationCountries, smsSegments } from "./sms";
-import { atHold, unreadableAnswer, type CostSource, type PathClass, type Quote, type Settlement, type Vendor } from "./types";
+import { MAX_SMS_SEGMENTS, SMS_COUNTRIES, destinationCountries, smsSegments } from "./sms";
+import { atHold, unreadableAnswer, type CostSource, type Credentials, type PathClass, type Quote, type Settlement, type Vendor } from "./types";
+
+/** USD per SMS segment by destination country; `*` for any other destination. */
+export type SmsPrices = Record<string, number> & { "*": number };
+
+interface TwilioPrices {
+  /** Per SMS segment, by destination. */
+  smsUsdTo: SmsPrices;
+  mmsUsd: number;
+  /** Per started minute of an outbound call. */
+  callUsd: number;
+}
+
+/** `GB=0.0524,*=0.5`: USD per SMS segment by destination country (ISO 3166 alpha-2), `*` for any other. */
+const smsPriceTable = decimalTable(/[A-Za-z]{2}|\*/, "COUNTRY=USD (e.g. GB=0.0524 or *=0.5)", (country, usd, part) => {
+  if (Number(usd) > 100) return `"${part}": a price must be a USD amount <= 100`;
+  if (country !== "*" && !SMS_COUNTRIES.has(country)) return `${country}: Keybrake cannot tell its phone numbers apart, so they are priced at *`;
+  return null;
+});
+
+/**
+ * SMS prices when KEYBRAKE_TWILIO_SMS_PRICES does not name the destination (it adds to and overrides these). The
+ * US and Canada default to KEYBRAKE_TWILIO_SMS_USD; GB is Twilio's UK list price. `*` is any other destination,
+ * held high on purpose: Twilio's dearest list prices reach about $0.30 a segment (Nepal, Trinidad and Tobago).
+ */
+export const DEFAULT_SMS_PRICES = { GB: 0.0524, "*": 0.5 };
+
+function smsPrices(usUsd: number, configured: Record<string, string>): SmsPrices {
+  const table: SmsPrices = { US: usUsd, CA: usUsd, ...DEFAULT_SMS_PRICES };
+  for (const [country, usd] of Object.entries(configured)) table[country] = Number(usd);
+  return table;
+}
+
+/** An account SID and auth token, set together or not at all. */
+function account(env: Record<string, unknown>, mode: "" | "TEST_"): { sid: string; token: string } | undefined {
+  const sid = env[`KEYBRAKE_TWILIO_${mode}ACCOUNT_SID`] as string | undefined;
+  const token = env[`KEYBRAKE_TWILIO_${mode}AUTH_TOKEN`] as string | undefined;
+  if (!sid && !token) return undefined;
+  if (!sid || !token) throw new ConfigError(`KEYBRAKE_TWILIO_${mode}ACCOUNT_SID: set together with KEYBRAKE_TWILIO_${mode}AUTH_TOKEN`);
+  return { sid, token };
+}
 
 /** How allowlists and audit rows show the account segment: the real SID never reaches a job. */
 export const ACCOUNT_PLACEHOLDER = "{AccountSid}";
@@ -33,27 +73,37 @@ const PENDING = new Set(["queued", "accepted", "scheduled", "sending", "receivin
 
 type Resource = "Messages" | "Calls";
 
-export const twilio: Vendor = {
+export const twilio: Vendor<TwilioPrices> = {
   name: "twilio",
-  bareRoutes: ["/2010-04-01/*"],
-  baseUrl: (config) => config.baseUrls.twilio,
-  credentials(config, mode) {
-    const account = config.secrets.twilio[mode];
-    if (!account) return null;
+  env: {
+    KEYBRAKE_TWILIO_ACCOUNT_SID: secret,
+    KEYBRAKE_TWILIO_AUTH_TOKEN: secret,
+    KEYBRAKE_TWILIO_TEST_ACCOUNT_SID: secret,
+    KEYBRAKE_TWILIO_TEST_AUTH_TOKEN: secret,
+    KEYBRAKE_TWILIO_BASE_URL: httpUrl("https://api.twilio.com"),
+    // Twilio US list prices (twilio.com/en-us/sms/pricing/us, /voice/pricing/us): outbound SMS per segment,
+    // outbound MMS per message, outbound call per minute (a call holds TimeLimit's minutes).
+    KEYBRAKE_TWILIO_SMS_USD: unitPrice(0.0083),
+    KEYBRAKE_TWILIO_MMS_USD: unitPrice(0.022),
+    KEYBRAKE_TWILIO_CALL_USD: unitPrice(0.014),
+    KEYBRAKE_TWILIO_SMS_PRICES: smsPriceTable,
+    KEYBRAKE_TWILIO_RECONCILE_AFTER_S: int(0, 7 * 86_400, 300),
+  },
+  secretVariables: ["KEYBRAKE_TWILIO_ACCOUNT_SID", "KEYBRAKE_TWILIO_AUTH_TOKEN", "KEYBRAKE_TWILIO_TEST_ACCOUNT_SID", "KEYBRAKE_TWILIO_TEST_AUTH_TOKEN"],
+  configure(env) {
+    const smsUsd = env.KEYBRAKE_TWILIO_SMS_USD as number;
     return {
-      headers: { authorization: `Basic ${Buffer.from(`${account.sid}:${account.token}`).toString("base64")}` },
-      // Only in the account segment (publicPath has written it as the placeholder), never anywhere else.
-      upstreamPath: (path) => (path.startsWith(PUBLIC_ACCOUNT) ? `/2010-04-01/Accounts/${account.sid}${path.slice(PUBLIC_ACCOUNT.length)}` : path),
-      // `account_sid`, `uri` and `subresource_uris` name the real account (SPEC §2: never in a response). Latin-1
-      // keeps every byte of the body as it was but the SID.
-      publicAnswer(body) {
-        const text = Buffer.from(body).toString("latin1");
-        if (!text.includes(account.sid)) return body;
-        const bytes = Buffer.from(text.replaceAll(account.sid, ACCOUNT_PLACEHOLDER), "latin1");
-        return bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer;
+      baseUrl: env.KEYBRAKE_TWILIO_BASE_URL as string,
+      credentials: { live: accountCredentials(account(env, "")), test: accountCredentials(account(env, "TEST_")) },
+      prices: {
+        smsUsdTo: smsPrices(smsUsd, env.KEYBRAKE_TWILIO_SMS_PRICES as Record<string, string>),
+        mmsUsd: env.KEYBRAKE_TWILIO_MMS_USD as number,
+        callUsd: env.KEYBRAKE_TWILIO_CALL_USD as number,
       },
+      reconcileAfterMs: (env.KEYBRAKE_TWILIO_RECONCILE_AFTER_S as number) * 1000,
     };
   },
+  bareRoutes: ["/2010-04-01/*"],
   // The job needs no real identifier: whatever SID it put in the path stands for the configured account.
   publicPath: (path) => path.replace(ACCOUNT_IN_PATH, PUBLIC_ACCOUNT),
   classify(_method, path): PathClass {
@@ -63,6 +113,7 @@ export const twilio: Vendor = {
   requestId: (headers) => headers.get("twilio-request-id"),
   contextHeaders: [],
   honoursIdempotencyKey: false,
+  doNotRetryHeaders: {},
 
   // Class 3 (SPEC §6): the final price is known only after the call, so the hold is a stated maximum.
   async price(input, ctx) {
@@ -84,17 +135,34 @@ export const twilio: Vendor = {
   },
 };
 
+function accountCredentials(account: { sid: string; token: string } | undefined): Credentials | null {
+  if (!account) return null;
+  return {
+    headers: { authorization: `Basic ${Buffer.from(`${account.sid}:${account.token}`).toString("base64")}` },
+    // Only in the account segment (publicPath has written it as the placeholder), never anywhere else.
+    upstreamPath: (path) => (path.startsWith(PUBLIC_ACCOUNT) ? `/2010-04-01/Accounts/${account.sid}${path.slice(PUBLIC_ACCOUNT.length)}` : path),
+    // `account_sid`, `uri` and `subresource_uris` name the real account (SPEC §2: never in a response). Latin-1
+    // keeps every byte of the body as it was but the SID.
+    publicAnswer(body) {
+      const text = Buffer.from(body).toString("latin1");
+      if (!text.includes(account.sid)) return body;
+      const bytes = Buffer.from(text.replaceAll(account.sid, ACCOUNT_PLACEHOLDER), "latin1");
+      return bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer;
+    },
+  };
+}
+
 const resourceOf = (path: string): Resource => (PRICED.exec(path)![1]!.toLowerCase() === "calls" ? "Calls" : "Messages");
 
 /** Twilio ends the call at TimeLimit and bills every started minute. */
-function callHold(body: PricedBody, prices: Config["prices"]): number {
+function callHold(body: PricedBody, prices: TwilioPrices): number {
   const limit = body.scalar("TimeLimit");
   let seconds = DEFAULT_TIME_LIMIT_S;
   if (limit !== undefined && limit !== null && limit !== "") {
     seconds = typeof limit === "number" ? limit : typeof limit === "string" && /^\d{1,9}$/.test(limit) ? Number(limit) : NaN;
     if (!Number.isSafeInteger(seconds) || seconds <= 0) throw unpriceable('"TimeLimit" must be a positive whole number of seconds');
   }
-  return unitPriceMicros(prices.twilioCallUsd, Math.ceil(seconds / 60));
+  return unitPriceMicros(prices.callUsd, Math.ceil(seconds / 60));
 }
 
 /**
@@ -102,11 +170,11 @@ function callHold(body: PricedBody, prices: Config["prices"]): number {
  * which may carry media) costs the MMS price; where MMS is not carried Twilio sends the text plus a short link
  * to the media as SMS instead, one segment more: the dearer of the two is held.
  */
-function messageHold(body: PricedBody, prices: Config["prices"]): number {
-  const perSegment = smsPrice(body.scalar("To"), prices.twilioSmsUsdTo);
+function messageHold(body: PricedBody, prices: TwilioPrices): number {
+  const perSegment = smsPrice(body.scalar("To"), prices.smsUsdTo);
   const segments = countedSegments(body) ?? MAX_SMS_SEGMENTS;
   if (!mayCarryMedia(body)) return unitPriceMicros(perSegment, segments);
-  return Math.max(unitPriceMicros(prices.twilioMmsUsd, 1), unitPriceMicros(perSegment, segments + 1));
+  return Math.max(unitPriceMicros(prices.mmsUsd, 1), unitPriceMicros(perSegment, segments + 1));
 }
 
 /** The Body's segments, or null when Keybrake cannot count what Twilio will send: a template, or not plain text. */
@@ -126,7 +194,7 @@ function mayCarryMedia(body: PricedBody): boolean {
 const given = (v: unknown) => v !== undefined && v !== null && v !== "";
 
 /** Per segment to `To`: its country's price, the dearest where the number does not tell (US or Canada), else `*`. */
-function smsPrice(to: unknown, table: Config["prices"]["twilioSmsUsdTo"]): number {
+function smsPrice(to: unknown, table: SmsPrices): number {
   const countries = typeof to === "string" ? destinationCountries(to) : [];
   if (countries.length === 0) return table["*"];
   return Math.max(...countries.map((c) => table[c] ?? table["*"]));

@@ -1,5 +1,5 @@
-import type { Config } from "../config";
-import type { KeyMode, TrackedObject, VendorName } from "../store/types";
+import type { z } from "zod";
+import type { KeyMode, TrackedObject } from "../store/types";
 
 export interface PricingInput {
   method: string;
@@ -10,9 +10,10 @@ export interface PricingInput {
   keyId: string;
 }
 
-export interface PricingContext {
+export interface PricingContext<Prices = unknown> {
   fx: Record<string, string>;
-  prices: Config["prices"];
+  /** The vendor's own prices, from its settings. */
+  prices: Prices;
   findTracked(objectId: string): Promise<TrackedObject | null>;
   /**
    * Class 2 (SPEC §6): reads an object from the vendor with the real secret before the call, so the hold is what
@@ -69,28 +70,55 @@ export interface Credentials {
   publicAnswer?(body: ArrayBuffer): ArrayBuffer;
 }
 
+/** A bearer secret (Stripe, Resend), or null when the mode has none. */
+export const bearerCredentials = (secret: string | undefined): Credentials | null =>
+  secret ? { headers: { authorization: `Bearer ${secret}` }, upstreamPath: (path) => path } : null;
+
 /** How a path is priced (SPEC §6): free, priced on POST, or a money mover Keybrake refuses to forward. */
 export type PathClass = "free" | "priced" | "refused";
 
-/** Everything vendor-specific. The proxy pipeline knows nothing else about a vendor. */
-export interface Vendor {
-  name: VendorName;
-  /** Elysia routes of the vendor's bare paths (no /vendor prefix), e.g. "/v1/*". */
+/** What a vendor's variables configure: where it is, its credentials per mode, its prices. */
+export interface VendorSettings<Prices = unknown> {
+  baseUrl: string;
+  /** Null for a mode without a real secret: its calls get 503 vendor_not_configured. */
+  credentials: Record<KeyMode, Credentials | null>;
+  prices: Prices;
+  /** How long after a call the reconciler first reads a final price the answer did not carry. */
+  reconcileAfterMs?: number;
+}
+
+/**
+ * Everything vendor-specific, in one module per vendor (src/vendors/<name>.ts) registered in vendors/index.ts.
+ * The pipeline, the configuration and the store know nothing else about a vendor.
+ */
+export interface Vendor<Prices = unknown> {
+  name: string;
+  /** Its KEYBRAKE_* variables, with their defaults: merged into the configuration's schema. */
+  env: z.ZodRawShape;
+  /** Those of its variables that hold secrets: they also accept NAME_FILE and are never logged. */
+  secretVariables: string[];
+  /** Its parsed variables (all of the configuration's) -> its settings. Throws ConfigError naming a variable. */
+  configure(env: Record<string, unknown>): VendorSettings<Prices>;
+  /** Elysia routes of the vendor's bare paths (no /vendor prefix), e.g. "/v1/*": served for keys of this vendor. */
   bareRoutes: string[];
-  baseUrl(config: Config): string;
-  credentials(config: Config, mode: KeyMode): Credentials | null;
   /**
    * The path as allowlists and audit rows see it: Twilio's account segment stands as `{AccountSid}`, so the
    * real SID never reaches a job or an audit row.
    */
   publicPath(path: string): string;
   classify(method: string, path: string): PathClass;
-  price(input: PricingInput, ctx: PricingContext): Promise<Quote>;
+  price(input: PricingInput, ctx: PricingContext<Prices>): Promise<Quote>;
   requestId(headers: Headers): string | null;
   /** Request headers that change what the vendor does: part of the idempotency fingerprint and sent on pre-flights. */
   contextHeaders: string[];
   /** Whether the vendor honours a forwarded Idempotency-Key (its answer to a retry then speaks for the first attempt). */
   honoursIdempotencyKey: boolean;
-  /** Reads a final price the answer did not carry (Twilio), from the object at `reconcilePath`. */
+  /** Response headers that tell the vendor's SDKs not to retry a call Keybrake refused for good (a conflict). */
+  doNotRetryHeaders: Record<string, string>;
+  /** Reads a final price the answer did not carry (Twilio), from the object at its `reconcilePath`. */
   finalPrice?(object: unknown, fx: Record<string, string>): Settlement | null;
 }
+
+/** A vendor of any prices, as the registry holds them. */
+// biome-ignore lint/suspicious/noExplicitAny: each vendor types its own prices; the registry holds all kinds.
+export type AnyVendor = Vendor<any>;
