@@ -10,9 +10,7 @@ import { startMaintenance } from "./ops/maintenance";
 import { startReconciler } from "./ops/reconciler";
 import { holdsCommand } from "./cli/holds";
 import { createApp } from "./server";
-import { openStore } from "./store/index";
-import { applyMigrations } from "./store/migrate";
-import { openDatabase } from "./store/sqlite";
+import { migrateDatabase, openStore } from "./store/index";
 import { VERSION } from "./version";
 
 const USAGE = `keybrake ${VERSION} — a spend brake for jobs that call Stripe, Twilio and Resend
@@ -89,9 +87,7 @@ async function main(argv: string[]): Promise<number> {
       await serve(config);
       return -1;
     case "migrate": {
-      const db = openDatabase(config.dbPath, { synchronous: config.dbSynchronous, migrate: false });
-      const applied = applyMigrations(db.$client);
-      db.$client.close();
+      const applied = migrateDatabase(config.dbPath, { synchronous: config.dbSynchronous });
       console.log(applied.length ? `applied ${applied.join(", ")}` : "already at the latest schema");
       return 0;
     }

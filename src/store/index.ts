@@ -8,38 +8,32 @@ import { keyQueries } from "./keys";
 import { ledgerQueries } from "./ledger";
 import { reconcileQueries } from "./reconcile";
 import { openDatabase, type OpenOptions } from "./sqlite";
-import type { Store } from "./types";
+import { applyMigrations } from "./migrate";
+import type { AdminStore, CallPathStore, SqliteStore } from "./types";
 
 export type * from "./types";
 export { auditRow } from "./audit-row";
 
 /** The SQLite store: the only implementation today, and the only module with SQL in it. */
-export function openStore(path: string, opts: OpenOptions = {}): Store {
+export function openStore(path: string, opts: OpenOptions = {}): SqliteStore {
   const db = openDatabase(path, opts);
   const client = db.$client;
   const commits = new GroupCommit(client);
   let checkpoints: { stop(): Promise<void> } | undefined;
   const openHolds = client.prepare<{ n: number }, []>(`SELECT count(*) AS n FROM ledger_entries WHERE ${OPEN_HOLDS} AND state IN ('held', 'orphaned')`);
   const probe = client.prepare("INSERT INTO settings (name, value) VALUES ('healthz', ?1) ON CONFLICT (name) DO UPDATE SET value = ?1");
-  const store: Store = {
-    ...keyQueries(db),
-    ...ledgerQueries(db, commits),
+  const { findKeyByHash, ...keys } = keyQueries(db);
+  const { idempotencyFingerprint, holdSpend, settleCall, ...ledger } = ledgerQueries(db, commits);
+  const { recordAudit, ...audit } = auditQueries(db, commits);
+  const callPath: CallPathStore = { findKeyByHash, idempotencyFingerprint, holdSpend, settleCall, recordAudit };
+  const admin: AdminStore = {
+    ...keys,
+    ...ledger,
     ...reconcileQueries(client, commits),
-    ...auditQueries(db, commits),
+    ...audit,
     ...adminQueries(db),
     async countOpenHolds() {
       return openHolds.get()!.n;
-    },
-    async backupTo(path: string) {
-      // SQLite would create the copy 0644 whatever the umask. VACUUM INTO also fills an existing empty file and
-      // keeps its mode, so the file is created first, owner-only: never readable by others, not even while written.
-      closeSync(openSync(path, "wx", 0o600));
-      try {
-        client.prepare("VACUUM INTO ?").run(path);
-      } catch (error) {
-        rmSync(path, { force: true });
-        throw error;
-      }
     },
     async checkWritable() {
       try {
@@ -48,9 +42,6 @@ export function openStore(path: string, opts: OpenOptions = {}): Store {
       } catch {
         return false;
       }
-    },
-    checkpointInBackground() {
-      checkpoints ??= startBackgroundCheckpoints(client, path);
     },
     async close() {
       commits.flush();
@@ -68,28 +59,44 @@ export function openStore(path: string, opts: OpenOptions = {}): Store {
       client.close(false);
     },
   };
-  return committingQueuedWritesFirst(store, commits);
+  return {
+    ...callPath,
+    ...committingQueuedWritesFirst(admin, () => commits.flush()),
+    async backupTo(path: string) {
+      commits.flush();
+      // SQLite would create the copy 0644 whatever the umask. VACUUM INTO also fills an existing empty file and
+      // keeps its mode, so the file is created first, owner-only: never readable by others, not even while written.
+      closeSync(openSync(path, "wx", 0o600));
+      try {
+        client.prepare("VACUUM INTO ?").run(path);
+      } catch (error) {
+        rmSync(path, { force: true });
+        throw error;
+      }
+    },
+    checkpointInBackground() {
+      checkpoints ??= startBackgroundCheckpoints(client, path);
+    },
+  };
 }
 
-/**
- * What a proxied call runs on its own path. These neither need the queued writes committed first nor may force
- * it: that would end every group commit after one call.
- */
-const CALL_PATH: ReadonlySet<string> = new Set(["findKeyByHash", "idempotencyFingerprint", "holdSpend", "settleCall", "recordAudit"] satisfies (keyof Store)[]);
-
-/**
- * Read-your-writes. A call's settlement is queued and commits right after its answer leaves (see pipeline.ts),
- * so every other operation first commits what is queued: an admin read, a spend query, the pricing of a
- * confirm right after its create all see every answered call settled.
- */
-function committingQueuedWritesFirst(store: Store, commits: GroupCommit): Store {
-  const wrapped: Record<string, unknown> = { ...store };
-  for (const [name, op] of Object.entries(store) as [string, (...args: unknown[]) => unknown][]) {
-    if (CALL_PATH.has(name)) continue;
-    wrapped[name] = (...args: unknown[]) => {
-      commits.flush();
+/** Read-your-writes (see AdminStore): every operation first commits what the call path has queued. */
+function committingQueuedWritesFirst<T extends object>(ops: T, flush: () => void): T {
+  const wrap =
+    <A extends unknown[], R>(op: (...args: A) => R) =>
+    (...args: A): R => {
+      flush();
       return op(...args);
     };
+  return Object.fromEntries(Object.entries(ops).map(([name, op]) => [name, wrap(op)])) as T;
+}
+
+/** `keybrake migrate`: brings the database at `path` to the latest schema (creating it); the tags applied. */
+export function migrateDatabase(path: string, opts: Pick<OpenOptions, "synchronous"> = {}): string[] {
+  const db = openDatabase(path, { ...opts, migrate: false });
+  try {
+    return applyMigrations(db.$client);
+  } finally {
+    db.$client.close();
   }
-  return wrapped as unknown as Store;
 }

@@ -226,21 +226,39 @@ export interface AdminEvent {
   details: Record<string, unknown> | null;
 }
 
-export interface Store {
+/**
+ * What a proxied call runs on its own path. These neither wait for the queued writes to commit nor force them
+ * to: that would end every group commit after one call.
+ */
+export interface CallPathStore {
+  /** The key a proxied call presents (by SHA-256 of the secret); cached, see keys.ts. */
+  findKeyByHash(hash: string): Promise<KeyPolicy | null>;
+  /**
+   * The fingerprint remembered for a job's Idempotency-Key, or null. Read before pricing so that a conflicting
+   * reuse is refused before anything (a pre-flight included) reaches the vendor; a fingerprint never changes
+   * once claimed, so this read needs no queued settlement committed first.
+   */
+  idempotencyFingerprint(keyId: string, idempotencyKey: string, now: number): Promise<string | null>;
+  holdSpend(req: HoldRequest): Promise<HoldResult>;
+  /** Closes the call's entry and writes its audit row; resolves to what the call added to spend (the row's cost). */
+  settleCall(req: SettleRequest): Promise<number>;
+  recordAudit(row: AuditRow): Promise<void>;
+}
+
+/**
+ * Everything else. Read-your-writes: each of these first commits what the call path has queued, so an admin
+ * read, a spend query or the pricing of a confirm right after its create sees every answered call settled.
+ */
+export interface AdminStore {
   // keys
   insertKey(key: NewKey): Promise<KeyRecord>;
   findKeyById(id: string): Promise<KeyRecord | null>;
-  /** The key a proxied call presents (by SHA-256 of the secret); cached, see keys.ts. */
-  findKeyByHash(hash: string): Promise<KeyPolicy | null>;
   listKeys(filter: KeyFilter, now: number): Promise<Page<KeyRecord>>;
   revokeKey(id: string, now: number): Promise<KeyRecord | null>;
   revokeKeys(by: { ids: string[] } | { labelPrefix: string }, now: number): Promise<string[]>;
   updateKey(id: string, patch: KeyPatch): Promise<KeyRecord | null>;
   dayUsage(keyIds: string[], day: string): Promise<Map<string, DayUsage>>;
   // ledger
-  holdSpend(req: HoldRequest): Promise<HoldResult>;
-  /** Closes the call's entry and writes its audit row; resolves to what the call added to spend (the row's cost). */
-  settleCall(req: SettleRequest): Promise<number>;
   /** At start-up: holds a dead process never settled become `orphaned` (still counted as held) and are audited. */
   recoverOrphanedHolds(now: number): Promise<HoldRecord[]>;
   listHolds(state: "held" | "orphaned" | "ambiguous", limit: number): Promise<HoldRecord[]>;
@@ -249,12 +267,6 @@ export interface Store {
   resolveHold(id: string, outcome: "settled" | "released", costMicros: number, now: number): Promise<HoldRecord | null>;
   pruneIdempotency(now: number, batch: number): Promise<number>;
   findTracked(objectId: string): Promise<TrackedObject | null>;
-  /**
-   * The fingerprint remembered for a job's Idempotency-Key, or null. Read before pricing so that a conflicting
-   * reuse is refused before anything (a pre-flight included) reaches the vendor; a fingerprint never changes
-   * once claimed, so this read needs no queued settlement committed first.
-   */
-  idempotencyFingerprint(keyId: string, idempotencyKey: string, now: number): Promise<string | null>;
   // reconciliation (store/reconcile.ts)
   /** Entries whose final price is due to be read (reconcile_at <= now), the longest due first. */
   dueReconciliations(now: number, limit: number): Promise<DueReconciliation[]>;
@@ -263,13 +275,10 @@ export interface Store {
   /** When to read the entry's final price next; null stops trying (the entry keeps its cost). */
   postponeReconciliation(id: string, nextAt: number | null): Promise<void>;
   // audit
-  recordAudit(row: AuditRow): Promise<void>;
   listAudit(filter: AuditFilter): Promise<Page<AuditRow>>;
   spendBy(group: SpendGroup, filter: Omit<AuditFilter, "limit" | "cursor">): Promise<SpendRow[]>;
   pruneAudit(before: number, batch: number): Promise<number>;
   countOpenHolds(): Promise<number>;
-  /** A consistent copy of the whole database, taken while it is in use (VACUUM INTO). */
-  backupTo(path: string): Promise<void>;
   // admin
   recordAdminEvent(event: Omit<AdminEvent, "seq">): Promise<void>;
   listAdminEvents(limit: number, cursor?: number): Promise<Page<AdminEvent>>;
@@ -277,7 +286,17 @@ export interface Store {
   setSetting(name: string, value: string): Promise<void>;
   // operations
   checkWritable(): Promise<boolean>;
+  /** Commits what is queued and closes. */
+  close(): Promise<void>;
+}
+
+/** What the rest of Keybrake may ask of any store (SQLite today; PostgreSQL next, SPEC §13). */
+export type Store = CallPathStore & AdminStore;
+
+/** The SQLite store's own operations, which another store has no counterpart of. */
+export interface SqliteStore extends Store {
+  /** A consistent copy of the whole database, taken while it is in use (VACUUM INTO), created owner-only. */
+  backupTo(path: string): Promise<void>;
   /** The server's mode: WAL checkpoints on a background thread instead of on commits. */
   checkpointInBackground(): void;
-  close(): Promise<void>;
 }
