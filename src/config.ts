@@ -109,6 +109,12 @@ function readSecretFiles(env: Record<string, string | undefined>): Record<string
   return out;
 }
 
+/** KEYBRAKE_* variables Keybrake does not know (a typo, a vendor not registered): start-up warns, naming each. */
+export function unknownVariables(env: Record<string, string | undefined>): string[] {
+  const known = new Set([...Object.keys(envSchema().shape), ...secretVariables().map((name) => `${name}_FILE`)]);
+  return Object.keys(env).filter((name) => name.startsWith("KEYBRAKE_") && !known.has(name));
+}
+
 /** Environment (then flags on top) -> validated Config. Throws ConfigError with one line naming the variable. */
 export function loadConfig(env: Record<string, string | undefined> = process.env, flags: Record<string, string> = {}): Config {
   const schema = envSchema();

@@ -1,5 +1,5 @@
 #!/usr/bin/env bun
-import { ConfigError, flagsToEnv, loadConfig, type Config } from "./config";
+import { ConfigError, flagsToEnv, loadConfig, unknownVariables, type Config } from "./config";
 import { KeybrakeError } from "./errors";
 import { existsSync } from "node:fs";
 import { auditCommand, spendCommand } from "./cli/audit";
@@ -82,6 +82,7 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   const config = loadConfig(process.env, flagEnv);
+  for (const name of unknownVariables(process.env)) console.error(`keybrake: warning: ${name} is not a Keybrake variable; it is ignored`);
   switch (command) {
     case "serve":
       await serve(config);

@@ -2,7 +2,7 @@ import { describe, expect, test } from "bun:test";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { ConfigError, flagsToEnv, loadConfig } from "../src/config";
+import { ConfigError, flagsToEnv, loadConfig, unknownVariables } from "../src/config";
 
 // `openssl rand -hex 32`
 const STRONG_TOKEN = "3f9c1a7e52b04d8e96a1c0f7b2d35e84a9c61f0e7d2b48a5c3e91f06d7a2b5c8";
@@ -17,6 +17,10 @@ describe("config", () => {
     // toMatchObject: a test may register a vendor of its own in this process (test/plugin-vendor.test.ts).
     expect(baseUrls).toMatchObject({ stripe: "https://api.stripe.com", twilio: "https://api.twilio.com", resend: "https://api.resend.com" });
     expect(c.adminToken).toBeUndefined();
+  });
+
+  test("an unknown KEYBRAKE_* variable is named (start-up warns); known ones, *_FILE secrets and others are not", () => {
+    expect(unknownVariables({ KEYBRAKE_PROT: "9000", KEYBRAKE_PORT: "1", KEYBRAKE_STRIPE_SECRET_KEY_FILE: "/x", KEYBRAKE_PORT_FILE: "/y", HOME: "/root" })).toEqual(["KEYBRAKE_PROT", "KEYBRAKE_PORT_FILE"]);
   });
 
   test("flags override the environment", () => {
