@@ -14,6 +14,7 @@ import { RateLimiter } from "./proxy/rate-limit";
 import { proxyRoutes } from "./proxy/routes";
 import { UnauthenticatedDenials } from "./proxy/unauthenticated";
 import type { Store } from "./store/index";
+import { invalidInput, issueFields, validationIssues } from "./validation";
 
 export interface AppOptions {
   /** The clock (ms). Tests inject one to cross UTC midnight. */
@@ -36,7 +37,14 @@ export function createApp(config: Config, store: Store, options: AppOptions = {}
       if (error instanceof KeybrakeError) return errorResponse(error);
       if (code === "NOT_FOUND") return errorResponse(notFound());
       if (code === "PARSE") return errorResponse(invalidRequest("The body is not valid JSON.", [{ path: "body", message: "is not valid JSON" }]));
-      if (code === "VALIDATION") return errorResponse(invalidRequest("The request is invalid.", [{ path: "body", message: "is invalid" }]));
+      if (code === "VALIDATION") {
+        // A route's zod schema refused the body, query or path: every offending field, as the CLI names them.
+        const issues = validationIssues(error);
+        if (error.type !== "response") return errorResponse(invalidInput(error.type, issues));
+        // An answer that does not match its own schema is Keybrake's bug, not the caller's.
+        log(`keybrake: an answer does not match its schema: ${issueFields(issues, "response").map((f) => `${f.path}: ${f.message}`).join("; ")}`);
+        return errorResponse(new KeybrakeError("internal_error"));
+      }
       log(`keybrake: unexpected error: ${error instanceof Error ? error.stack ?? error.message : String(error)}`);
       return errorResponse(new KeybrakeError("internal_error"));
     })

@@ -41,6 +41,15 @@ describe("dist/keybrake alone in an empty folder", () => {
     const spec = (await (await fetch(`${first.url}/docs/json`)).json()) as { paths: Record<string, unknown>; components: { securitySchemes: Record<string, unknown> } };
     for (const path of ["/vault/keys", "/vault/keys/{id}", "/vault/keys/revoke", "/v1/keys", "/v1/keys/{id}", "/audit", "/healthz"]) expect(spec.paths).toHaveProperty(path);
     expect(spec.components.securitySchemes.adminToken).toMatchObject({ type: "http", scheme: "bearer" });
+    // The routes' zod schemas survive compilation and minification: documented, and enforced with field paths.
+    const issue = (spec.paths["/vault/keys"] as Record<string, any>).post;
+    expect(issue.requestBody.content["application/json"].schema).toMatchObject({ required: ["vendor", "allowed_endpoints"], properties: { vendor: { enum: ["stripe", "twilio", "resend"] }, daily_usd_cap: { type: "number" } } });
+    expect(issue.responses["201"].content["application/json"].schema.required).toContain("vault_key");
+    expect(issue.responses["400"].content["application/json"].schema.required).toEqual(["code", "message", "error"]);
+    const refused = await fetch(`${first.url}/vault/keys`, { method: "POST", headers: auth, body: JSON.stringify({ vendor: "stripe", daily_usd_cap: 0, allowed_endpoints: ["POST v1/x"] }) });
+    expect(refused.status).toBe(400);
+    const fields = ((await refused.json()) as { error: { details: { fields: { path: string }[] } } }).error.details.fields.map((f) => f.path);
+    expect(fields).toEqual(["daily_usd_cap", "allowed_endpoints.0"]);
 
     const res = await fetch(`${first.url}/vault/keys`, { method: "POST", headers: auth, body: JSON.stringify({ vendor: "stripe", daily_usd_cap: 500, allowed_endpoints: ["POST /v1/payment_intents"], expires_in: "6h", agent_run_label: "airflow-billing/run_2026_11_22" }) });
     expect(res.status).toBe(201);

@@ -3,7 +3,6 @@ import { z } from "zod";
 import { adminGuard, type AdminAuth } from "../ops/admin-auth";
 import { routeDoc } from "../ops/openapi";
 import type { Store } from "../store/index";
-import { parseInput } from "../validation";
 
 const EventsQuery = z.strictObject({
   limit: z.coerce.number().int().min(1).max(1000).default(100),
@@ -23,16 +22,17 @@ export const adminEventRoutes = (store: Store, auth: AdminAuth) =>
   new Elysia({ name: "admin-events", prefix: "/admin", seed: store })
     .use(adminGuard(auth))
     .get("/events", async ({ query }) => {
-      const q = parseInput(EventsQuery, query, "query");
-      const page = await store.listAdminEvents(q.limit, q.cursor);
+      const page = await store.listAdminEvents(query.limit, query.cursor);
       return {
         data: page.data.map((e) => ({ ...e, at: new Date(e.at).toISOString() })),
         next_cursor: page.nextCursor === null ? null : String(page.nextCursor),
       };
-    }, routeDoc({
-      summary: "Admin actions (who: token fingerprint, what, when), newest first",
-      tags: ["Audit"],
+    }, {
       query: EventsQuery,
-      ok: [200, z.object({ data: z.array(AdminEventSchema), next_cursor: z.string().nullable() }), "A page of admin events"],
-      errors: [400],
-    }));
+      ...routeDoc({
+        summary: "Admin actions (who: token fingerprint, what, when), newest first",
+        tags: ["Audit"],
+        ok: [200, z.object({ data: z.array(AdminEventSchema), next_cursor: z.string().nullable() }), "A page of admin events"],
+        errors: [400],
+      }),
+    });

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { VENDOR_NAMES } from "../vendors/index";
+import { vendorName } from "../vendors/index";
 
 const time = z.union([
   z.iso.datetime({ offset: true }).transform((s) => Date.parse(s)),
@@ -11,7 +11,7 @@ const filters = {
   key_id: z.string().optional(),
   label: z.string().optional(),
   label_prefix: z.string().min(1).optional(),
-  vendor: z.enum(VENDOR_NAMES).optional(),
+  vendor: vendorName.optional(),
   decision: z.string().optional(),
   since: time.optional(),
   until: time.optional(),

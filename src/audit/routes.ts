@@ -3,7 +3,6 @@ import { z } from "zod";
 import { adminGuard, type AdminAuth } from "../ops/admin-auth";
 import { routeDoc } from "../ops/openapi";
 import type { Store } from "../store/index";
-import { parseInput } from "../validation";
 import { AuditPage, AuditQuery, ExportQuery, SpendPage, SpendQuery } from "./model";
 import { exportStream, listAudit, spendBy } from "./service";
 
@@ -11,35 +10,31 @@ import { exportStream, listAudit, spendBy } from "./service";
 export const auditRoutes = (store: Store, auth: AdminAuth) =>
   new Elysia({ name: "audit", prefix: "/audit", seed: store })
     .use(adminGuard(auth))
-    .get("", ({ query }) => listAudit(store, parseInput(AuditQuery, query, "query")), routeDoc({
-      summary: "Proxied calls, allowed and denied, newest first",
-      tags: ["Audit"],
+    .get("", ({ query }) => listAudit(store, query), {
       query: AuditQuery,
-      ok: [200, AuditPage, "A page of audit rows; pass next_cursor as cursor for the next"],
-      errors: [400],
-    }))
+      ...routeDoc({ summary: "Proxied calls, allowed and denied, newest first", tags: ["Audit"], ok: [200, AuditPage, "A page of audit rows; pass next_cursor as cursor for the next"], errors: [400] }),
+    })
     .get("/spend", ({ query }) => {
-      const { group_by, ...filters } = parseInput(SpendQuery, query, "query");
+      const { group_by, ...filters } = query;
       return spendBy(store, group_by, filters);
-    }, routeDoc({
-      summary: "Spend per run label, key, vendor or UTC day (sums equal the ledger to the micro-dollar)",
-      tags: ["Audit"],
+    }, {
       query: SpendQuery,
-      ok: [200, SpendPage, "One row per group"],
-      errors: [400],
-    }))
+      ...routeDoc({
+        summary: "Spend per run label, key, vendor or UTC day (sums equal the ledger to the micro-dollar)",
+        tags: ["Audit"],
+        ok: [200, SpendPage, "One row per group"],
+        errors: [400],
+      }),
+    })
     .get("/export", ({ query }) => {
-      const { format, ...filters } = parseInput(ExportQuery, query, "query");
+      const { format, ...filters } = query;
       return new Response(exportStream(store, filters, format), {
         headers: {
           "content-type": format === "csv" ? "text/csv; charset=utf-8" : "application/x-ndjson",
           "content-disposition": `attachment; filename="keybrake-audit.${format === "csv" ? "csv" : "ndjson"}"`,
         },
       });
-    }, routeDoc({
-      summary: "Every matching audit row, streamed as NDJSON or CSV",
-      tags: ["Audit"],
+    }, {
       query: ExportQuery,
-      ok: [200, z.string(), "NDJSON (one row per line) or CSV with a header line"],
-      errors: [400],
-    }));
+      ...routeDoc({ summary: "Every matching audit row, streamed as NDJSON or CSV", tags: ["Audit"], ok: [200, z.string(), "NDJSON (one row per line) or CSV with a header line"], errors: [400] }),
+    });

@@ -62,7 +62,7 @@ export async function keysCommand(store: Store, args: string[], actor: string): 
           metadata: values.metadata && Object.fromEntries(values.metadata.map((kv) => [kv.split("=")[0], kv.split("=").slice(1).join("=")])),
         }).filter(([, v]) => v !== undefined),
       );
-      const issued = await service.issueKey(ctx, parseInput(CreateKeyBody, body));
+      const issued = await service.issueKey(ctx, parseInput(CreateKeyBody, body, "flags"));
       if (json) return console.log(JSON.stringify(issued, null, 2));
       printRecords([issued], false);
       console.log(`\nvault key (shown once): ${issued.vault_key}`);

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { VENDOR_NAMES } from "../vendors/index";
+import { vendorName } from "../vendors/index";
 import { patternProblem } from "../proxy/endpoints";
 
 export const MAX_USD_CAP = 10_000_000;
@@ -40,7 +40,7 @@ const metadata = z
 
 export const CreateKeyBody = z
   .strictObject({
-    vendor: z.enum(VENDOR_NAMES, { error: `must be one of ${VENDOR_NAMES.join(", ")}` }),
+    vendor: vendorName,
     daily_usd_cap: usdCap.optional(),
     total_usd_cap: usdCap.optional(),
     allowed_endpoints: z.array(endpointPattern, { error: "must be a list of endpoint patterns" }).min(1, "must list at least one endpoint").max(100, "must list at most 100 endpoints"),
@@ -93,7 +93,7 @@ export const BulkRevokeBody = z.union(
 export const ListKeysQuery = z.strictObject({
   label: z.string().optional(),
   label_prefix: z.string().min(1).optional(),
-  vendor: z.enum(VENDOR_NAMES).optional(),
+  vendor: vendorName.optional(),
   status: z.enum(["active", "revoked", "expired"]).optional(),
   limit: z.coerce.number().int().min(1).max(1000).default(100),
   cursor: z.coerce.number().int().positive().optional(),
@@ -102,7 +102,7 @@ export type ListKeysQuery = z.infer<typeof ListKeysQuery>;
 
 export const KeyRecordSchema = z.object({
   id: z.string(),
-  vendor: z.enum(VENDOR_NAMES),
+  vendor: vendorName,
   mode: z.enum(["live", "test"]),
   label: z.string().nullable(),
   agent_run_label: z.string().nullable(),

@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { registeredVendors, vendorName } from "../vendors/index";
 
 /** The contract's error body, documented once for every route. */
 export const ErrorSchema = z.object({
@@ -7,38 +8,47 @@ export const ErrorSchema = z.object({
   error: z.object({ type: z.literal("keybrake_error"), code: z.string(), message: z.string(), details: z.unknown().optional() }),
 });
 
-const json = (schema: z.ZodType) => ({ "application/json": { schema: z.toJSONSchema(schema, { io: "input", unrepresentable: "any" }) } });
-
 const ERROR_TEXT: Record<number, string> = {
-  400: "invalid_request: the body or query names the offending fields",
+  400: "invalid_request: error.details.fields names each offending field (path and message)",
   401: "unauthorized: missing or wrong admin token",
   404: "not_found",
   409: "conflict",
 };
 
-interface RouteDoc {
+interface RouteDoc<Status extends number, Ok extends z.ZodType, Err extends number> {
   summary: string;
   tags: string[];
-  body?: z.ZodType;
-  query?: z.ZodObject;
-  ok: [number, z.ZodType, string];
-  errors?: number[];
+  ok: [Status, Ok, string];
+  errors?: Err[];
   admin?: boolean;
 }
 
-/** OpenAPI operation fields for a route whose input is validated by hand with zod (see validation.ts). */
-export function routeDoc(doc: RouteDoc) {
+/**
+ * A route's `detail` and `response` hooks: its answer's schema and the contract's error body for each error
+ * status. Spread into the route next to its `body`, `query` and `params` schemas: Elysia checks the input and
+ * the answer against them and the OpenAPI plugin documents them, so each schema is written once.
+ */
+export function routeDoc<const Status extends number, Ok extends z.ZodType, const Err extends number = never>(doc: RouteDoc<Status, Ok, Err>) {
   const [status, schema, description] = doc.ok;
-  const errors = doc.admin === false ? doc.errors ?? [] : [401, ...(doc.errors ?? [])];
-  const responses: Record<string, unknown> = { [status]: { description, content: json(schema) } };
-  for (const code of errors) responses[code] = { description: ERROR_TEXT[code] ?? "error", content: json(ErrorSchema) };
-  const detail: Record<string, unknown> = { summary: doc.summary, tags: doc.tags, responses };
-  if (doc.admin !== false) detail.security = [{ adminToken: [] }];
-  if (doc.body) detail.requestBody = { required: true, content: json(doc.body) };
-  if (doc.query) {
-    const props = (z.toJSONSchema(doc.query, { io: "input" }) as { properties?: Record<string, unknown> }).properties ?? {};
-    detail.parameters = Object.entries(props).map(([name, schema]) => ({ name, in: "query", required: false, schema }));
-  }
-  return { detail: detail as never };
+  const errors: number[] = doc.admin === false ? [...(doc.errors ?? [])] : [401, ...(doc.errors ?? [])];
+  const response: Record<number, z.ZodType> = { [status]: schema.describe(description) };
+  for (const code of errors) response[code] = ErrorSchema.describe(ERROR_TEXT[code] ?? "error");
+  const detail = { summary: doc.summary, tags: doc.tags, ...(doc.admin === false ? {} : { security: [{ adminToken: [] }] }) };
+  return { detail, response: response as { [S in Status]: Ok } & { [E in Err]: typeof ErrorSchema } };
 }
 
+/**
+ * zod -> JSON Schema for the OpenAPI plugin (`mapJsonSchema.zod`). A schema is documented as the input it
+ * accepts: transforms (durations, ISO times) and coercions (query numbers) stand as the strings they read. A
+ * vendor's name lists the vendors registered when the document is built.
+ */
+export function documentSchema(schema: z.ZodType): Record<string, unknown> {
+  const { $schema: _, ...json } = z.toJSONSchema(schema, {
+    io: "input",
+    unrepresentable: "any",
+    override: (ctx) => {
+      if (ctx.zodSchema === vendorName) ctx.jsonSchema.enum = registeredVendors().map((v) => v.name);
+    },
+  });
+  return json;
+}
