@@ -1,7 +1,9 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from "bun:test";
 import Stripe from "stripe";
-import { startKeybrake, type Harness } from "./helpers/harness";
+import { testClock } from "./helpers/clock";
+import { startKeybrake, withKeybrake, type Harness } from "./helpers/harness";
 import { mockStripe, STRIPE_500, type MockStripe } from "./helpers/mock-stripe";
+import { ANSWER_AFTER_SHORT_TIMEOUT, REFUSING_URL, SHORT_UPSTREAM_TIMEOUT_MS } from "./helpers/upstream";
 
 type Json = Record<string, any>;
 let kb: Harness;
@@ -17,16 +19,18 @@ afterAll(async () => {
 });
 beforeEach(() => stripe.reset());
 
-const key = () => kb.issueKey({ vendor: "stripe", daily_usd_cap: 500, allowed_endpoints: ["POST /v1/payment_intents", "POST /v1/payment_intents/*"] });
-const post = (vaultKey: string, idem: string | null, body = "amount=2900&currency=usd") =>
-  fetch(`${kb.url}/v1/payment_intents`, {
+// Each helper works on the file's Keybrake unless a test passes one of its own (`on`).
+const PI_2900 = "amount=2900&currency=usd";
+const key = (on: Harness = kb) => on.issueKey({ vendor: "stripe", daily_usd_cap: 500, allowed_endpoints: ["POST /v1/payment_intents", "POST /v1/payment_intents/*"], expires_in: "30d" });
+const post = (vaultKey: string, idem: string | null, body = PI_2900, on: Harness = kb) =>
+  fetch(`${on.url}/v1/payment_intents`, {
     method: "POST",
     headers: { authorization: `Bearer ${vaultKey}`, "content-type": "application/x-www-form-urlencoded", ...(idem ? { "idempotency-key": idem } : {}) },
     body,
   });
-const ledger = (keyId: string) =>
-  kb.readDb((db) => db.query<{ state: string; cost_micros: number | null }, [string]>("SELECT state, cost_micros FROM ledger_entries WHERE key_id = ?").all(keyId));
-const record = async (id: string) => (await (await kb.admin(`/vault/keys/${id}`)).json()) as Json;
+const ledger = (keyId: string, on: Harness = kb) =>
+  on.readDb((db) => db.query<{ state: string; cost_micros: number | null }, [string]>("SELECT state, cost_micros FROM ledger_entries WHERE key_id = ?").all(keyId));
+const record = async (id: string, on: Harness = kb) => (await (await on.admin(`/vault/keys/${id}`)).json()) as Json;
 const audit = async (id: string) => ((await (await kb.admin(`/audit?key_id=${id}&limit=1000`)).json()) as Json).data as Json[];
 
 describe("retries never double-charge", () => {
@@ -96,25 +100,32 @@ describe("retries never double-charge", () => {
   });
 
   test("an ambiguous call retried into a decline releases the hold", async () => {
-    const k = await key();
-    stripe.failNext({ kind: "delay", ms: 2500 });
-    expect((await post(k.vault_key, "run-5/cus-1")).status).toBe(504);
-    stripe.failNext({ kind: "status", status: 402, body: { error: { type: "card_error", code: "card_declined", message: "declined" } } });
-    expect((await post(k.vault_key, "run-5/cus-1")).status).toBe(402);
-    expect(await ledger(k.id)).toEqual([{ state: "released", cost_micros: 0 }]);
-    expect((await record(k.id)).spent_today_usd).toBe(0);
+    await withKeybrake({ KEYBRAKE_STRIPE_BASE_URL: stripe.url, KEYBRAKE_UPSTREAM_TIMEOUT_MS: String(SHORT_UPSTREAM_TIMEOUT_MS) }, {}, async (fast) => {
+      const k = await key(fast);
+      stripe.failNext(ANSWER_AFTER_SHORT_TIMEOUT);
+      expect((await post(k.vault_key, "run-5/cus-1", PI_2900, fast)).status).toBe(504);
+      expect(await ledger(k.id, fast)).toEqual([{ state: "ambiguous", cost_micros: 29_000_000 }]);
+      stripe.failNext({ kind: "status", status: 402, body: { error: { type: "card_error", code: "card_declined", message: "declined" } } });
+      expect((await post(k.vault_key, "run-5/cus-1", PI_2900, fast)).status).toBe(402);
+      expect(await ledger(k.id, fast)).toEqual([{ state: "released", cost_micros: 0 }]);
+      expect((await record(k.id, fast)).spent_today_usd).toBe(0);
+    });
   });
 
-  test("a retry after connection refused is a fresh call (nothing was sent)", async () => {
-    const down = await startKeybrake({ KEYBRAKE_STRIPE_BASE_URL: "http://127.0.0.1:1" });
-    try {
-      const k = await down.issueKey({ vendor: "stripe", daily_usd_cap: 50, allowed_endpoints: ["POST /v1/payment_intents"] });
-      const send = () => fetch(`${down.url}/v1/payment_intents`, { method: "POST", headers: { authorization: `Bearer ${k.vault_key}`, "idempotency-key": "x", "content-type": "application/x-www-form-urlencoded" }, body: "amount=100&currency=usd" });
-      expect((await send()).status).toBe(502);
-      expect((await send()).status).toBe(502); // not a 409 and not a replay
-    } finally {
-      await down.stop();
-    }
+  test("connection refused is forgotten: nothing is counted, and the Idempotency-Key is free again, even for another body", async () => {
+    await withKeybrake({ KEYBRAKE_STRIPE_BASE_URL: REFUSING_URL }, {}, async (down) => {
+      const k = await key(down);
+      // The same call twice, then another body under the same key: had the first been remembered (as lost, or
+      // as ambiguous), the third would be 409 idempotency_conflict; had it been counted, the ledger would say so.
+      for (const body of [PI_2900, PI_2900, "amount=700&currency=usd"]) {
+        const res = await post(k.vault_key, "refused-1", body, down);
+        expect(res.status).toBe(502);
+        expect(res.headers.get("x-keybrake-error")).toBe("upstream_unreachable");
+        expect(res.headers.get("x-keybrake-replayed")).toBeNull();
+      }
+      expect(await ledger(k.id, down)).toEqual(Array.from({ length: 3 }, () => ({ state: "released", cost_micros: 0 })));
+      expect(await record(k.id, down)).toMatchObject({ spent_today_usd: 0, held_usd: 0 });
+    });
   });
 
   test("require_idempotency_key: a priced call without the header is 400; a free call is not affected", async () => {
@@ -128,19 +139,15 @@ describe("retries never double-charge", () => {
   });
 
   test("expired idempotency entries are pruned; a key older than 24h is a fresh call", async () => {
-    let now = Date.now();
-    const clocked = await startKeybrake({ KEYBRAKE_STRIPE_BASE_URL: stripe.url }, { now: () => now });
-    try {
-      const k = await clocked.issueKey({ vendor: "stripe", total_usd_cap: 500, allowed_endpoints: ["POST /v1/payment_intents"], expires_in: "30d" });
-      const send = () => fetch(`${clocked.url}/v1/payment_intents`, { method: "POST", headers: { authorization: `Bearer ${k.vault_key}`, "idempotency-key": "old", "content-type": "application/x-www-form-urlencoded" }, body: "amount=100&currency=usd" });
-      await send();
-      now += 24 * 3600 * 1000 + 1;
-      expect(await clocked.store.pruneIdempotency(now, 500)).toBe(1);
-      const again = await send();
+    const clock = testClock(Date.now());
+    await withKeybrake({ KEYBRAKE_STRIPE_BASE_URL: stripe.url }, { now: clock.now }, async (clocked) => {
+      const k = await key(clocked);
+      expect((await post(k.vault_key, "old", PI_2900, clocked)).status).toBe(200);
+      clock.advance(24 * 3600 * 1000 + 1);
+      expect(await clocked.store.pruneIdempotency(clock.now(), 500)).toBe(1);
+      const again = await post(k.vault_key, "old", PI_2900, clocked);
       expect(again.headers.get("x-keybrake-replayed")).toBeNull();
       expect(stripe.count("POST", "/v1/payment_intents")).toBe(2);
-    } finally {
-      await clocked.stop();
-    }
+    });
   });
 });

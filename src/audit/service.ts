@@ -51,11 +51,14 @@ export async function spendBy(store: Store, group: SpendGroup, q: AuditFilters) 
   return { data: rows.map((r) => ({ group: r.group, calls: r.calls, allowed: r.allowed, denied: r.denied, spend_usd: microsToUsd(r.spendMicros) })) };
 }
 
+/** Rows read from the store at a time by `auditRows`; one page is one chunk of an export. */
+export const AUDIT_PAGE_ROWS = 1000;
+
 /** Every matching row, newest first, one page of the store at a time: memory stays flat however many rows. */
-export async function* auditRows(store: Store, q: AuditFilters): AsyncGenerator<PresentedAudit[]> {
+export async function* auditRows(store: Store, q: AuditFilters, pageRows = AUDIT_PAGE_ROWS): AsyncGenerator<PresentedAudit[]> {
   let cursor: number | undefined;
   do {
-    const page = await store.listAudit({ ...toFilter(q), limit: 1000, cursor });
+    const page = await store.listAudit({ ...toFilter(q), limit: pageRows, cursor });
     yield page.data.map(presentAudit);
     cursor = page.nextCursor ?? undefined;
   } while (cursor !== undefined);
@@ -86,8 +89,8 @@ export const csvLine = (row: PresentedAudit) => AUDIT_COLUMNS.map((c) => csvFiel
 export const csvHeader = () => AUDIT_COLUMNS.join(",") + "\r\n";
 
 /** The export as a byte stream: each pull renders one page, so the first bytes leave before the last are read. */
-export function exportStream(store: Store, q: AuditFilters, format: "ndjson" | "csv"): ReadableStream<Uint8Array> {
-  const pages = auditRows(store, q);
+export function exportStream(store: Store, q: AuditFilters, format: "ndjson" | "csv", pageRows = AUDIT_PAGE_ROWS): ReadableStream<Uint8Array> {
+  const pages = auditRows(store, q, pageRows);
   const encoder = new TextEncoder();
   let headerSent = format !== "csv";
   return new ReadableStream({

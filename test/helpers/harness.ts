@@ -101,3 +101,13 @@ export async function startKeybrake(env: Record<string, string> = {}, options: H
     },
   };
 }
+
+/** A Keybrake of the test's own for the length of `body`, stopped however `body` ends. */
+export async function withKeybrake<T>(env: Record<string, string>, options: HarnessOptions, body: (kb: Harness) => Promise<T>): Promise<T> {
+  const kb = await startKeybrake(env, options);
+  try {
+    return await body(kb);
+  } finally {
+    await kb.stop();
+  }
+}
