@@ -28,7 +28,10 @@ export async function runRace(baseUrl: string, adminToken: string, opts: { calls
         headers: { authorization: `Bearer ${key.vault_key}`, "content-type": "application/x-www-form-urlencoded" },
         body: `amount=2900&currency=usd&customer=cus_${i}`,
       }).then(
-        async (r) => (await r.arrayBuffer(), r.status),
+        async (r) => {
+          await r.arrayBuffer();
+          return r.status;
+        },
         () => 0,
       ),
     ),

@@ -192,7 +192,8 @@ async function main() {
       process.stderr.write(`wrk ${name} c=${connections} ...\n`);
       wrk(target.url, connections, WARMUP, target.key);
       const before = target.keybrake ? await overheadBuckets(target.keybrake) : null;
-      (results[`c${connections}`] ??= {})[name] = wrk(target.url, connections, DURATION, target.key);
+      results[`c${connections}`] ??= {};
+      results[`c${connections}`]![name] = wrk(target.url, connections, DURATION, target.key);
       if (before) overhead[`c${connections}_${name.replace(" ", "_")}`] = overheadShares(before, await overheadBuckets(target.keybrake!));
     }
   }

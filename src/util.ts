@@ -34,3 +34,12 @@ export function msUntilUtcMidnight(ms: number): number {
 }
 
 export const iso = (ms: number | null | undefined): string | null => (ms == null ? null : new Date(ms).toISOString());
+
+/** The map's value for `key`, made and stored by `make` the first time (a Map or a WeakMap). */
+export function getOrCreate<K, V>(map: { get(key: K): V | undefined; set(key: K, value: V): unknown }, key: K, make: () => V): V {
+  const found = map.get(key);
+  if (found !== undefined) return found;
+  const made = make();
+  map.set(key, made);
+  return made;
+}

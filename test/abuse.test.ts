@@ -111,14 +111,14 @@ describe("pipelined requests (Bun 1.4.5 limitation, see README's Limits)", () =>
   test("two POSTs in one write: no answer, nothing forwarded, the first audited with its hold released; the second never arrives", async () => {
     const key = await kb.issueKey({ vendor: "stripe", daily_usd_cap: 100, allowed_endpoints: ["POST /v1/payment_intents"] });
     const post = (body: string, idem: string) =>
-      [
+      `${[
         "POST /stripe/v1/payment_intents HTTP/1.1",
         "Host: 127.0.0.1",
         `Authorization: Bearer ${key.vault_key}`,
         "Content-Type: application/x-www-form-urlencoded",
         `Idempotency-Key: ${idem}`,
         `Content-Length: ${body.length}`,
-      ].join("\r\n") + `\r\n\r\n${body}`;
+      ].join("\r\n")}\r\n\r\n${body}`;
     stripe.failNext({ kind: "delay", ms: 100 });
     const answer = await rawExchange(post("amount=2900&currency=usd", "pipe-1") + post("amount=1500&currency=usd", "pipe-2"), { waitMs: 1500 });
 

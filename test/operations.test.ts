@@ -95,7 +95,10 @@ describe("export", () => {
   /** The harness's store as an export sees it (audit pages only), counting the pages read so far. */
   function countingStore() {
     let pagesRead = 0;
-    const listAudit: Store["listAudit"] = (filter) => (pagesRead++, kb.store.listAudit(filter));
+    const listAudit: Store["listAudit"] = (filter) => {
+      pagesRead++;
+      return kb.store.listAudit(filter);
+    };
     return { store: { listAudit } as Pick<Store, "listAudit"> as Store, pagesRead: () => pagesRead };
   }
 

@@ -431,7 +431,7 @@ describe("audit", () => {
     const ok = await call(key.vault_key, "/v1/payment_intents", "amount=2900&currency=usd", { headers: { "idempotency-key": "idem-1" } });
     const denied = await call(key.vault_key, "/v1/payment_intents");
     expect(denied.status).toBe(429);
-    const page = (await (await kb.admin(`/audit?label_prefix=${encodeURIComponent(label.split("/")[0]! + "/")}`)).json()) as Json;
+    const page = (await (await kb.admin(`/audit?label_prefix=${encodeURIComponent(`${label.split("/")[0]!}/`)}`)).json()) as Json;
     expect(page.data).toHaveLength(2);
     const [deniedRow, allowedRow] = page.data as [Json, Json];
     expect(allowedRow).toMatchObject({

@@ -85,8 +85,8 @@ export function csvField(value: unknown): string {
   return /[",\r\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
 }
 
-export const csvLine = (row: PresentedAudit) => AUDIT_COLUMNS.map((c) => csvField(row[c])).join(",") + "\r\n";
-export const csvHeader = () => AUDIT_COLUMNS.join(",") + "\r\n";
+export const csvLine = (row: PresentedAudit) => `${AUDIT_COLUMNS.map((c) => csvField(row[c])).join(",")}\r\n`;
+export const csvHeader = () => `${AUDIT_COLUMNS.join(",")}\r\n`;
 
 /** The export as a byte stream: each pull renders one page, so the first bytes leave before the last are read. */
 export function exportStream(store: Store, q: AuditFilters, format: "ndjson" | "csv", pageRows = AUDIT_PAGE_ROWS): ReadableStream<Uint8Array> {
@@ -102,7 +102,7 @@ export function exportStream(store: Store, q: AuditFilters, format: "ndjson" | "
       }
       const next = await pages.next();
       if (next.done) return controller.close();
-      const text = next.value.map((row) => (format === "csv" ? csvLine(row) : JSON.stringify(row) + "\n")).join("");
+      const text = next.value.map((row) => (format === "csv" ? csvLine(row) : `${JSON.stringify(row)}\n`)).join("");
       if (text) controller.enqueue(encoder.encode(text));
     },
     async cancel() {

@@ -42,7 +42,7 @@ export async function auditCommand(store: Store, args: string[]) {
   const out = Bun.stdout.writer();
   if (format === "csv") out.write(csvHeader());
   for await (const page of auditRows(store, filters)) {
-    for (const row of page) out.write(format === "csv" ? csvLine(row) : JSON.stringify(row) + "\n");
+    for (const row of page) out.write(format === "csv" ? csvLine(row) : `${JSON.stringify(row)}\n`);
     await out.flush();
   }
   await out.end();

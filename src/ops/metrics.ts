@@ -1,3 +1,4 @@
+import { getOrCreate } from "../util";
 import { Elysia } from "elysia";
 import type { AuditRow, Store } from "../store/index";
 import { adminGuard, type AdminAuth } from "./admin-auth";
@@ -51,9 +52,7 @@ export class Metrics {
     if (row.costMicros > 0) add(this.spendMicros, vendor, row.costMicros);
     if (row.costMicros < 0) add(this.correctedMicros, vendor, -row.costMicros);
     if (row.upstreamMs !== null) {
-      let h = this.upstream.get(vendor);
-      if (!h) this.upstream.set(vendor, (h = new Histogram(UPSTREAM_BUCKETS)));
-      h.observe(row.upstreamMs / 1000);
+      getOrCreate(this.upstream, vendor, () => new Histogram(UPSTREAM_BUCKETS)).observe(row.upstreamMs / 1000);
     }
     if (row.overheadMs !== null) this.overhead.observe(row.overheadMs / 1000);
   }
@@ -82,7 +81,7 @@ export class Metrics {
       "# TYPE keybrake_open_holds gauge",
       `keybrake_open_holds ${openHolds}`,
     ];
-    return lines.join("\n") + "\n";
+    return `${lines.join("\n")}\n`;
   }
 }
 

@@ -1,3 +1,4 @@
+import { getOrCreate } from "../util";
 /**
  * Endpoint patterns (SPEC §5): "[METHOD ]PATH". No method: any method. `*` matches within one path segment; a
  * trailing `/*` matches one or more further segments. Case-sensitive, matched on the normalized path.
@@ -44,7 +45,7 @@ export function compilePattern(pattern: string, publicPath: (path: string) => st
     .map((seg, i) => {
       if (seg === "*" && i === last) return "(?:/[^/]+)+";
       if (seg === "*") return "/[^/]+";
-      return "/" + seg.split("*").map(escapeRegex).join("[^/]*");
+      return `/${seg.split("*").map(escapeRegex).join("[^/]*")}`;
     })
     .join("");
   return { method: m[1] ?? null, regex: new RegExp(`^${body}$`) };
@@ -63,7 +64,5 @@ const compiled = new WeakMap<readonly string[], EndpointPattern[]>();
  * the key changes), not once per call; a policy dropped from that cache takes its compiled list with it.
  */
 export function compiledAllowlist(patterns: readonly string[], publicPath: (path: string) => string): EndpointPattern[] {
-  let hit = compiled.get(patterns);
-  if (!hit) compiled.set(patterns, (hit = patterns.map((p) => compilePattern(p, publicPath))));
-  return hit;
+  return getOrCreate(compiled, patterns, () => patterns.map((p) => compilePattern(p, publicPath)));
 }

@@ -1,3 +1,4 @@
+import { getOrCreate } from "../util";
 const WINDOW_MS = 60_000;
 const MIN_CAPACITY = 8;
 
@@ -16,8 +17,7 @@ export class RateLimiter {
   /** Counts the call; returns seconds to wait when the key is over its limit, else 0. */
   take(keyId: string, limit: number, now: number): number {
     this.sweep(now);
-    let log = this.logs.get(keyId);
-    if (!log) this.logs.set(keyId, (log = new AdmittedLog(limit)));
+    const log = getOrCreate(this.logs, keyId, () => new AdmittedLog(limit));
     log.clampTo(now);
     log.forgetOlderThan(now - WINDOW_MS);
     log.fit(limit);

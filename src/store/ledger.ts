@@ -160,7 +160,7 @@ export function ledgerQueries(db: Db, commits: GroupCommit) {
 
   const hold = (req: HoldRequest): HoldResult => {
     const key = keyBalance.get(req.keyId);
-    if (!key || key.status !== "active") return { kind: "denied", reason: "revoked" };
+    if (key?.status !== "active") return { kind: "denied", reason: "revoked" };
     if (req.idempotency) {
       const prior = idemGet.get(req.keyId, req.idempotency.key);
       if (prior && prior.expiresAt > req.now) {
@@ -222,7 +222,7 @@ export function ledgerQueries(db: Db, commits: GroupCommit) {
 
   const resolve = client.transaction((id: string, outcome: "settled" | "released", costMicros: number, now: number) => {
     const entry = entryById.get(id);
-    if (!entry || entry.state !== "orphaned") return false;
+    if (entry?.state !== "orphaned") return false;
     const moved = closeHold(id, outcome, outcome === "released" ? 0 : costMicros, now)!;
     addKeyTotals.run(moved.keyId, moved.costDelta, moved.heldDelta, 0, null);
     const h = heldEntryById.get(id)!;

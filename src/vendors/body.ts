@@ -84,7 +84,7 @@ export function duplicateKey(text: string): string | null {
     if (ch === '"') {
       let j = i + 1;
       while (text[j] !== '"') j += text[j] === "\\" ? 2 : 1;
-      if (top && top.expectKey) {
+      if (top?.expectKey) {
         const key = JSON.parse(text.slice(i, j + 1)) as string;
         if (top.keys.has(key)) return key;
         top.keys.add(key);
