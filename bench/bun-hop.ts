@@ -9,7 +9,11 @@ Bun.serve({
   hostname: "127.0.0.1",
   async fetch(req) {
     const url = new URL(req.url);
-    const res = await fetch(upstream + url.pathname + url.search, { method: req.method, headers: req.headers, body: await req.arrayBuffer() });
+    const res = await fetch(upstream + url.pathname + url.search, {
+      method: req.method,
+      headers: req.headers,
+      body: await req.arrayBuffer(),
+    });
     return new Response(await res.arrayBuffer(), { status: res.status, headers: res.headers });
   },
 });

@@ -9,21 +9,67 @@ export async function benchLedger(path: string, pairs: number) {
   const store = openStore(path);
   const now = Date.now();
   await store.insertKey({
-    id: "vk_bench", keyHash: "bench", keyHint: "kb_live_…", vendor: "stripe", mode: "live", mintedBy: "admin", label: "bench", dailyCapMicros: 1e15,
-    totalCapMicros: null, allowedEndpoints: ["POST /v1/payment_intents"], maxRequestsPerMinute: null, requireIdempotencyKey: false,
-    metadata: {}, createdAt: now, expiresAt: now + 86_400_000,
+    id: "vk_bench",
+    keyHash: "bench",
+    keyHint: "kb_live_…",
+    vendor: "stripe",
+    mode: "live",
+    mintedBy: "admin",
+    label: "bench",
+    dailyCapMicros: 1e15,
+    totalCapMicros: null,
+    allowedEndpoints: ["POST /v1/payment_intents"],
+    maxRequestsPerMinute: null,
+    requireIdempotencyKey: false,
+    metadata: {},
+    createdAt: now,
+    expiresAt: now + 86_400_000,
   });
   const day = new Date(now).toISOString().slice(0, 10);
   const audit: AuditRow = {
-    id: "", at: now, keyId: "vk_bench", label: "bench", vendor: "stripe", mode: "live", method: "POST", path: "/v1/payment_intents",
-    status: 200, decision: "allowed", holdMicros: 1_000_000, costMicros: 1_000_000, costSource: "request", currency: "usd", amountMinor: 100,
-    vendorRequestId: "req_x", idempotencyKey: null, upstreamMs: 1, overheadMs: 0.05, clientIp: "127.0.0.1",
+    id: "",
+    at: now,
+    keyId: "vk_bench",
+    label: "bench",
+    vendor: "stripe",
+    mode: "live",
+    method: "POST",
+    path: "/v1/payment_intents",
+    status: 200,
+    decision: "allowed",
+    holdMicros: 1_000_000,
+    costMicros: 1_000_000,
+    costSource: "request",
+    currency: "usd",
+    amountMinor: 100,
+    vendorRequestId: "req_x",
+    idempotencyKey: null,
+    upstreamMs: 1,
+    overheadMs: 0.05,
+    clientIp: "127.0.0.1",
   };
   const started = performance.now();
   for (let i = 0; i < pairs; i++) {
     const holdId = `hold_${i}`;
-    await store.holdSpend({ holdId, keyId: "vk_bench", day, micros: 1_000_000, ledger: true, reuseAmbiguous: true, now, call: { requestId: `kbr_${i}`, method: "POST", path: "/v1/payment_intents" } });
-    await store.settleCall({ keyId: "vk_bench", day, holdId, outcome: "settled", costMicros: 1_000_000, now, audit: { ...audit, id: `kbr_${i}` } });
+    await store.holdSpend({
+      holdId,
+      keyId: "vk_bench",
+      day,
+      micros: 1_000_000,
+      ledger: true,
+      reuseAmbiguous: true,
+      now,
+      call: { requestId: `kbr_${i}`, method: "POST", path: "/v1/payment_intents" },
+    });
+    await store.settleCall({
+      keyId: "vk_bench",
+      day,
+      holdId,
+      outcome: "settled",
+      costMicros: 1_000_000,
+      now,
+      audit: { ...audit, id: `kbr_${i}` },
+    });
   }
   const seconds = (performance.now() - started) / 1000;
   await store.close();

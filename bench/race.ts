@@ -18,7 +18,13 @@ export async function runRace(baseUrl: string, adminToken: string, opts: { calls
   const res = await fetch(`${baseUrl}/vault/keys`, {
     method: "POST",
     headers: { authorization: `Bearer ${adminToken}`, "content-type": "application/json" },
-    body: JSON.stringify({ vendor: "stripe", daily_usd_cap: capUsd, allowed_endpoints: ["POST /v1/payment_intents"], expires_in: "1h", agent_run_label: "bench/race" }),
+    body: JSON.stringify({
+      vendor: "stripe",
+      daily_usd_cap: capUsd,
+      allowed_endpoints: ["POST /v1/payment_intents"],
+      expires_in: "1h",
+      agent_run_label: "bench/race",
+    }),
   });
   const key = (await res.json()) as { id: string; vault_key: string };
   const statuses = await Promise.all(
@@ -36,7 +42,9 @@ export async function runRace(baseUrl: string, adminToken: string, opts: { calls
       ),
     ),
   );
-  const record = (await (await fetch(`${baseUrl}/vault/keys/${key.id}`, { headers: { authorization: `Bearer ${adminToken}` } })).json()) as {
+  const record = (await (
+    await fetch(`${baseUrl}/vault/keys/${key.id}`, { headers: { authorization: `Bearer ${adminToken}` } })
+  ).json()) as {
     spent_total_usd: number;
     held_usd: number;
   };

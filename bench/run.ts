@@ -118,7 +118,13 @@ async function startKeybrake(port: number, upstreamPort: number, synchronous: "f
   const res = await fetch(`http://127.0.0.1:${port}/vault/keys`, {
     method: "POST",
     headers: { authorization: `Bearer ${ADMIN_TOKEN}`, "content-type": "application/json" },
-    body: JSON.stringify({ vendor: "stripe", daily_usd_cap: 10_000_000, allowed_endpoints: ["POST /v1/payment_intents"], expires_in: "1d", agent_run_label: "bench/run" }),
+    body: JSON.stringify({
+      vendor: "stripe",
+      daily_usd_cap: 10_000_000,
+      allowed_endpoints: ["POST /v1/payment_intents"],
+      expires_in: "1d",
+      agent_run_label: "bench/run",
+    }),
   });
   return ((await res.json()) as { vault_key: string }).vault_key;
 }
@@ -137,7 +143,10 @@ interface WrkResult {
 
 function wrk(url: string, connections: number, seconds: number, key: string): WrkResult {
   const threads = Math.min(connections, 2);
-  const r = sh(["wrk", "-t", String(threads), "-c", String(connections), "-d", `${seconds}s`, "-s", join(import.meta.dir, "post.lua"), url], { BENCH_KEY: key });
+  const r = sh(
+    ["wrk", "-t", String(threads), "-c", String(connections), "-d", `${seconds}s`, "-s", join(import.meta.dir, "post.lua"), url],
+    { BENCH_KEY: key },
+  );
   const line = r.out.split("\n").find((l) => l.startsWith("RESULT "));
   if (!line) throw new Error(`wrk printed no result: ${r.out} ${r.err}`);
   const result = JSON.parse(line.slice(7)) as Omit<WrkResult, "rps">;
@@ -171,7 +180,13 @@ function durability(results: Record<string, Record<string, WrkResult>>): string 
 async function main() {
   ensureTool("wrk", "wrk");
   ensureTool("nginx", "nginx");
-  const [upPort, nginxPort, hopPort, kbPort, kbNormalPort] = [await freePort(), await freePort(), await freePort(), await freePort(), await freePort()];
+  const [upPort, nginxPort, hopPort, kbPort, kbNormalPort] = [
+    await freePort(),
+    await freePort(),
+    await freePort(),
+    await freePort(),
+    await freePort(),
+  ];
   await startBun("upstream.ts", upPort);
   await startNginx(nginxPort, upPort);
   await startBun("bun-hop.ts", hopPort, upPort);
@@ -183,7 +198,11 @@ async function main() {
     nginx: { url: `http://127.0.0.1:${nginxPort}/v1/payment_intents`, key: "none" },
     "bun hop": { url: `http://127.0.0.1:${hopPort}/v1/payment_intents`, key: "none" },
     keybrake: { url: `${kbUrl}/v1/payment_intents`, key: await startKeybrake(kbPort, upPort, "full"), keybrake: kbUrl },
-    "keybrake normal": { url: `${kbNormalUrl}/v1/payment_intents`, key: await startKeybrake(kbNormalPort, upPort, "normal"), keybrake: kbNormalUrl },
+    "keybrake normal": {
+      url: `${kbNormalUrl}/v1/payment_intents`,
+      key: await startKeybrake(kbNormalPort, upPort, "normal"),
+      keybrake: kbNormalUrl,
+    },
   };
   const results: Record<string, Record<string, WrkResult>> = {};
   const overhead: Record<string, { le_us: number | null; share: number }[]> = {};
@@ -212,7 +231,9 @@ async function main() {
     for (const [name, r] of Object.entries(byTarget)) {
       const added = name === "direct" ? null : { p50: r.p50_us - direct.p50_us, p99: r.p99_us - direct.p99_us };
       const ratio = name === "direct" || name === "nginx" ? "" : (r.rps / byTarget.nginx!.rps).toFixed(2);
-      rows.push(`| ${c.slice(1)} | ${name} | ${r.rps.toFixed(0)} | ${us(r.p50_us)} | ${us(r.p99_us)} | ${added ? us(added.p50) : "-"} | ${added ? us(added.p99) : "-"} | ${ratio} |`);
+      rows.push(
+        `| ${c.slice(1)} | ${name} | ${r.rps.toFixed(0)} | ${us(r.p50_us)} | ${us(r.p99_us)} | ${added ? us(added.p50) : "-"} | ${added ? us(added.p99) : "-"} | ${ratio} |`,
+      );
       const id = name.replace(" ", "_");
       if (added) summary[`${c}_${id}_added_p50_us`] = added.p50;
       if (added) summary[`${c}_${id}_added_p99_us`] = added.p99;
@@ -221,19 +242,29 @@ async function main() {
     summary[`${c}_keybrake_normal_over_nginx_rps`] = byTarget["keybrake normal"]!.rps / byTarget.nginx!.rps;
     summary[`${c}_bun_hop_over_nginx_rps`] = byTarget["bun hop"]!.rps / byTarget.nginx!.rps;
   }
-  const errors = Object.values(results).flatMap((t) => Object.values(t)).reduce((n, r) => n + r.errors, 0);
+  const errors = Object.values(results)
+    .flatMap((t) => Object.values(t))
+    .reduce((n, r) => n + r.errors, 0);
 
-  console.log(`\nKeybrake ${DURATION}s per measurement on ${navigator.hardwareConcurrency} cores (${process.platform}), Bun ${Bun.version}`);
+  console.log(
+    `\nKeybrake ${DURATION}s per measurement on ${navigator.hardwareConcurrency} cores (${process.platform}), Bun ${Bun.version}`,
+  );
   console.log("(keybrake: synchronous=full, the default; keybrake normal: KEYBRAKE_DB_SYNCHRONOUS=normal)\n");
   console.log(rows.join("\n"));
   console.log(`\n${durability(results)}`);
   // At c=1 nothing waits for anything else, so this is Keybrake's own work; at c=64 it is mostly queueing.
   for (const mode of ["keybrake", "keybrake_normal"]) {
     const alone = overhead[`c1_${mode}`]!.filter((b) => b.le_us !== null && b.le_us >= 100 && b.le_us <= 1000);
-    console.log(`\n${mode.replace("_", " ")}: its own work per call at c=1 (X-Keybrake-Overhead-Ms: from its handler's start to the answer, the vendor's time excluded): ${alone.map((b) => `${(b.share * 100).toFixed(1)}% <= ${b.le_us} µs`).join(", ")}`);
+    console.log(
+      `\n${mode.replace("_", " ")}: its own work per call at c=1 (X-Keybrake-Overhead-Ms: from its handler's start to the answer, the vendor's time excluded): ${alone.map((b) => `${(b.share * 100).toFixed(1)}% <= ${b.le_us} µs`).join(", ")}`,
+    );
   }
-  console.log(`\nledger alone: ${ledger.opsPerSecond.toFixed(0)} hold+settle pairs/s (${ledger.pairs} pairs, ${ledger.microsPerPair.toFixed(1)} µs each)`);
-  console.log(`race: ${race.calls} concurrent priced calls against a cap that admits ${race.expected}: admitted ${race.admitted}, overspend ${race.overspendMicros} micro-dollars`);
+  console.log(
+    `\nledger alone: ${ledger.opsPerSecond.toFixed(0)} hold+settle pairs/s (${ledger.pairs} pairs, ${ledger.microsPerPair.toFixed(1)} µs each)`,
+  );
+  console.log(
+    `race: ${race.calls} concurrent priced calls against a cap that admits ${race.expected}: admitted ${race.admitted}, overspend ${race.overspendMicros} micro-dollars`,
+  );
   if (errors > 0) console.log(`wrk reported ${errors} errors`);
 
   const out = {

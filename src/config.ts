@@ -33,7 +33,10 @@ const adminToken = z
   .string()
   .min(32, "must be at least 32 characters")
   .refine((t) => !PLACEHOLDER.test(t), `is a placeholder, not a secret; ${GENERATE}`)
-  .refine((t) => bitsPerChar(t) >= MIN_BITS_PER_CHAR, `is too uniform (under ${MIN_BITS_PER_CHAR} bits of entropy per character); ${GENERATE}`)
+  .refine(
+    (t) => bitsPerChar(t) >= MIN_BITS_PER_CHAR,
+    `is too uniform (under ${MIN_BITS_PER_CHAR} bits of entropy per character); ${GENERATE}`,
+  )
   .optional();
 /** `EUR=1.08,GBP=1.27` -> { EUR: "1.08", GBP: "1.27" }; rates stay decimal strings so conversion is exact. */
 const FX_FORM = "CODE=rate with a positive decimal rate (e.g. EUR=1.08)";

@@ -45,7 +45,10 @@ export const decimalTable = (name: RegExp, form: string, problem: (name: string,
     .default("")
     .transform((raw, ctx) => {
       const table: Record<string, string> = {};
-      for (const part of raw.split(",").map((p) => p.trim()).filter(Boolean)) {
+      for (const part of raw
+        .split(",")
+        .map((p) => p.trim())
+        .filter(Boolean)) {
         const m = new RegExp(`^(${name.source})=(\\d+(?:\\.\\d+)?)$`).exec(part);
         const why = m ? problem(m[1]!.toUpperCase(), m[2]!, part) : `"${part}" is not ${form}`;
         if (why !== null) {

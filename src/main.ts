@@ -36,7 +36,12 @@ async function serve(config: Config) {
   // recovery could mark the running server's in-flight holds orphaned. Calls wait until recovery has run.
   const recovered = Promise.withResolvers<void>();
   // Bun's own limit sits above ours so that oversized bodies get the contract's 413, not a bare one.
-  const server = listen(app, { hostname: config.host, port: config.port, maxRequestBodySize: config.maxBodyBytes + 65_536, ready: recovered.promise });
+  const server = listen(app, {
+    hostname: config.host,
+    port: config.port,
+    maxRequestBodySize: config.maxBodyBytes + 65_536,
+    ready: recovered.promise,
+  });
   const orphaned = await store.recoverOrphanedHolds(Date.now());
   recovered.resolve();
   if (orphaned.length > 0) {

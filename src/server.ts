@@ -30,31 +30,48 @@ export function createApp(config: Config, store: Store, options: AppOptions = {}
   const auth = adminAuth(config, store);
   const metrics = new Metrics();
   const unauthenticated = new UnauthenticatedDenials(store, now, log);
-  return new Elysia()
-    // What is still only counted is written before the store closes (the caller closes it after stop()).
-    .onStop(() => unauthenticated.flush())
-    .onError({ as: "global" }, ({ code, error }) => {
-      if (error instanceof KeybrakeError) return errorResponse(error);
-      if (code === "NOT_FOUND") return errorResponse(notFound());
-      if (code === "PARSE") return errorResponse(invalidRequest("The body is not valid JSON.", [{ path: "body", message: "is not valid JSON" }]));
-      if (code === "VALIDATION") {
-        // A route's zod schema refused the body, query or path: every offending field, as the CLI names them.
-        const issues = validationIssues(error);
-        if (error.type !== "response") return errorResponse(invalidInput(error.type, issues));
-        // An answer that does not match its own schema is Keybrake's bug, not the caller's.
-        log(`keybrake: an answer does not match its schema: ${issueFields(issues, "response").map((f) => `${f.path}: ${f.message}`).join("; ")}`);
+  return (
+    new Elysia()
+      // What is still only counted is written before the store closes (the caller closes it after stop()).
+      .onStop(() => unauthenticated.flush())
+      .onError({ as: "global" }, ({ code, error }) => {
+        if (error instanceof KeybrakeError) return errorResponse(error);
+        if (code === "NOT_FOUND") return errorResponse(notFound());
+        if (code === "PARSE")
+          return errorResponse(invalidRequest("The body is not valid JSON.", [{ path: "body", message: "is not valid JSON" }]));
+        if (code === "VALIDATION") {
+          // A route's zod schema refused the body, query or path: every offending field, as the CLI names them.
+          const issues = validationIssues(error);
+          if (error.type !== "response") return errorResponse(invalidInput(error.type, issues));
+          // An answer that does not match its own schema is Keybrake's bug, not the caller's.
+          log(
+            `keybrake: an answer does not match its schema: ${issueFields(issues, "response")
+              .map((f) => `${f.path}: ${f.message}`)
+              .join("; ")}`,
+          );
+          return errorResponse(new KeybrakeError("internal_error"));
+        }
+        log(`keybrake: unexpected error: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
         return errorResponse(new KeybrakeError("internal_error"));
-      }
-      log(`keybrake: unexpected error: ${error instanceof Error ? error.stack ?? error.message : String(error)}`);
-      return errorResponse(new KeybrakeError("internal_error"));
-    })
-    .use(docsRoutes())
-    .use(healthRoutes(store))
-    .use(keyRoutes(store, auth, now))
-    .use(holdRoutes(store, auth, now))
-    .use(auditRoutes(store, auth))
-    .use(adminEventRoutes(store, auth))
-    .use(metricsRoutes(metrics, store, auth, config.metricsPublic))
-    .use(proxyRoutes({ config, store, now, rateLimiter: new RateLimiter(), metrics, log, deriveIdempotencyKey: idempotencyDeriver(store), unauthenticated }));
+      })
+      .use(docsRoutes())
+      .use(healthRoutes(store))
+      .use(keyRoutes(store, auth, now))
+      .use(holdRoutes(store, auth, now))
+      .use(auditRoutes(store, auth))
+      .use(adminEventRoutes(store, auth))
+      .use(metricsRoutes(metrics, store, auth, config.metricsPublic))
+      .use(
+        proxyRoutes({
+          config,
+          store,
+          now,
+          rateLimiter: new RateLimiter(),
+          metrics,
+          log,
+          deriveIdempotencyKey: idempotencyDeriver(store),
+          unauthenticated,
+        }),
+      )
+  );
 }
-

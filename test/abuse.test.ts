@@ -49,7 +49,11 @@ async function waitFor<T>(read: () => Promise<T>, done: (v: T) => boolean, timeo
 }
 
 const unauthenticated = (base: string, headers: Record<string, string> = {}) =>
-  fetch(`${base}/stripe/v1/payment_intents`, { method: "POST", headers: { "content-type": "application/x-www-form-urlencoded", ...headers }, body: "amount=2900&currency=usd" });
+  fetch(`${base}/stripe/v1/payment_intents`, {
+    method: "POST",
+    headers: { "content-type": "application/x-www-form-urlencoded", ...headers },
+    body: "amount=2900&currency=usd",
+  });
 
 // First in this file: the first unauthenticated denial of a client in a minute is audited as a row of its own.
 describe("CSV exports never carry a formula (SPEC §9)", () => {
@@ -63,7 +67,10 @@ describe("CSV exports never carry a formula (SPEC §9)", () => {
     const http = await (await kb.admin("/audit/export?format=csv&decision=invalid_key")).text();
     expect(http).toContain(`,${cell},`);
     expect(http).not.toContain(`,"${FORMULA.replace(/"/g, '""')}"`);
-    const cli = await run(["bun", "src/main.ts", "audit", "--decision", "invalid_key", "--format", "csv"], { cwd: join(import.meta.dir, ".."), env: { KEYBRAKE_DB: kb.dbPath } });
+    const cli = await run(["bun", "src/main.ts", "audit", "--decision", "invalid_key", "--format", "csv"], {
+      cwd: join(import.meta.dir, ".."),
+      env: { KEYBRAKE_DB: kb.dbPath },
+    });
     expect(cli.code).toBe(0);
     expect(cli.stdout).toContain(`,${cell},`);
   }, 30_000); // runs the CLI as a process
@@ -93,7 +100,10 @@ describe("a client that aborts mid-body", () => {
       ].join("\r\n");
       await rawExchange(`${head}\r\n\r\n${partial}`, { closeAfterWrite: true });
 
-      const rows = await waitFor(() => auditRows(`key_id=${key.id}`), (r) => r.length > 0);
+      const rows = await waitFor(
+        () => auditRows(`key_id=${key.id}`),
+        (r) => r.length > 0,
+      );
       expect(rows).toHaveLength(1);
       expect(rows[0]).toMatchObject({ decision: "request_aborted", status: 400, path: "/v1/payment_intents", cost_usd: 0, hold_usd: 0 });
       expect(stripe.received).toHaveLength(0);
@@ -120,16 +130,25 @@ describe("pipelined requests (Bun 1.4.5 limitation, see README's Limits)", () =>
         `Content-Length: ${body.length}`,
       ].join("\r\n")}\r\n\r\n${body}`;
     stripe.failNext({ kind: "delay", ms: 100 });
-    const answer = await rawExchange(post("amount=2900&currency=usd", "pipe-1") + post("amount=1500&currency=usd", "pipe-2"), { waitMs: 1500 });
+    const answer = await rawExchange(post("amount=2900&currency=usd", "pipe-1") + post("amount=1500&currency=usd", "pipe-2"), {
+      waitMs: 1500,
+    });
 
     expect(answer).toBe("");
     // The connection is gone before the first call has finished: wait for its audit row, then a little more.
-    await waitFor(() => auditRows(`key_id=${key.id}`), (r) => r.length > 0);
+    await waitFor(
+      () => auditRows(`key_id=${key.id}`),
+      (r) => r.length > 0,
+    );
     await Bun.sleep(300);
     expect(stripe.received).toEqual([]);
     const rows = await auditRows(`key_id=${key.id}`);
     expect(rows.map((r) => [r.decision, r.status, r.cost_usd, r.idempotency_key])).toEqual([["allowed", 502, 0, "pipe-1"]]);
-    const ledger = await kb.readDb((db) => db.query<{ state: string; cost_micros: number }, [string]>("SELECT state, cost_micros FROM ledger_entries WHERE key_id = ?").all(key.id));
+    const ledger = await kb.readDb((db) =>
+      db
+        .query<{ state: string; cost_micros: number }, [string]>("SELECT state, cost_micros FROM ledger_entries WHERE key_id = ?")
+        .all(key.id),
+    );
     expect(ledger).toEqual([{ state: "released", cost_micros: 0 }]);
   });
 });
@@ -142,7 +161,8 @@ describe("unauthenticated floods (SPEC §9)", () => {
   });
   afterAll(() => flood.stop());
 
-  const onDisk = () => [flood.dbPath, `${flood.dbPath}-wal`].reduce((sum, f) => sum + (statSync(f, { throwIfNoEntry: false })?.size ?? 0), 0);
+  const onDisk = () =>
+    [flood.dbPath, `${flood.dbPath}-wal`].reduce((sum, f) => sum + (statSync(f, { throwIfNoEntry: false })?.size ?? 0), 0);
 
   test("2,000 requests without a vault key: 401 each, the disk barely grows, /audit and /metrics count them all", async () => {
     await flood.readDb(() => null); // the schema and any queued write are on disk before measuring

@@ -8,7 +8,13 @@ beforeAll(async () => {
 });
 afterAll(() => kb.stop());
 
-const valid = { vendor: "stripe", daily_usd_cap: 500, allowed_endpoints: ["POST /v1/payment_intents"], expires_in: "6h", agent_run_label: "airflow-billing/run_1" };
+const valid = {
+  vendor: "stripe",
+  daily_usd_cap: 500,
+  allowed_endpoints: ["POST /v1/payment_intents"],
+  expires_in: "6h",
+  agent_run_label: "airflow-billing/run_1",
+};
 type Json = Record<string, any>;
 
 async function expectError(res: Response, status: number, code: string) {
@@ -31,8 +37,19 @@ describe("admin auth", () => {
   ];
   for (const [name, headers] of cases) {
     test(`${name} -> 401 unauthorized on every admin route`, async () => {
-      for (const [method, path] of [["POST", "/vault/keys"], ["GET", "/vault/keys"], ["POST", "/v1/keys"], ["DELETE", "/v1/keys/vk_x"], ["GET", "/audit"], ["GET", "/admin/events"]]) {
-        const res = await fetch(kb.url + path, { method, headers: { ...headers, "content-type": "application/json" }, body: method === "POST" ? JSON.stringify(valid) : undefined });
+      for (const [method, path] of [
+        ["POST", "/vault/keys"],
+        ["GET", "/vault/keys"],
+        ["POST", "/v1/keys"],
+        ["DELETE", "/v1/keys/vk_x"],
+        ["GET", "/audit"],
+        ["GET", "/admin/events"],
+      ]) {
+        const res = await fetch(kb.url + path, {
+          method,
+          headers: { ...headers, "content-type": "application/json" },
+          body: method === "POST" ? JSON.stringify(valid) : undefined,
+        });
         await expectError(res, 401, "unauthorized");
       }
     });
@@ -47,7 +64,19 @@ describe("issuing a key", () => {
     expect(key.id).toMatch(/^vk_[0-9A-Za-z]{24}$/);
     expect(key.vault_key).toMatch(/^kb_live_[0-9A-Za-z]{40}$/);
     expect(key.token).toBe(key.vault_key);
-    expect(key).toMatchObject({ vendor: "stripe", label: "airflow-billing/run_1", daily_usd_cap: 500, total_usd_cap: null, mode: "live", status: "active", allowed_endpoints: ["POST /v1/payment_intents"], spent_today_usd: 0, held_usd: 0, remaining_today_usd: 500, calls: 0 });
+    expect(key).toMatchObject({
+      vendor: "stripe",
+      label: "airflow-billing/run_1",
+      daily_usd_cap: 500,
+      total_usd_cap: null,
+      mode: "live",
+      status: "active",
+      allowed_endpoints: ["POST /v1/payment_intents"],
+      spent_today_usd: 0,
+      held_usd: 0,
+      remaining_today_usd: 500,
+      calls: 0,
+    });
     expect(Date.parse(key.expires_at) - Date.parse(key.created_at)).toBe(6 * 3600 * 1000);
     const shown = (await (await kb.admin(`/vault/keys/${key.id}`)).json()) as Json;
     expect(shown.vault_key).toBeUndefined();
@@ -55,7 +84,14 @@ describe("issuing a key", () => {
   });
 
   test("the Flask seed's form: POST /v1/keys with label, no method in patterns, integer cap; default expiry 24h", async () => {
-    const res = await kb.admin("/v1/keys", { body: { label: "flask-u1-r1", vendor: "stripe", allowed_endpoints: ["/v1/payment_intents", "/v1/payment_intents/*"], daily_usd_cap: 1000 } });
+    const res = await kb.admin("/v1/keys", {
+      body: {
+        label: "flask-u1-r1",
+        vendor: "stripe",
+        allowed_endpoints: ["/v1/payment_intents", "/v1/payment_intents/*"],
+        daily_usd_cap: 1000,
+      },
+    });
     expect(res.status).toBe(201);
     const key = (await res.json()) as Json;
     expect(key.token).toStartWith("kb_live_");
@@ -65,7 +101,15 @@ describe("issuing a key", () => {
 
   test("a total cap alone is enough; expires_at is accepted", async () => {
     const at = new Date(Date.now() + 3600_000).toISOString();
-    const res = await kb.admin("/vault/keys", { body: { vendor: "twilio", total_usd_cap: 5, allowed_endpoints: ["POST /2010-04-01/Accounts/*/Messages.json"], expires_at: at, mode: "test" } });
+    const res = await kb.admin("/vault/keys", {
+      body: {
+        vendor: "twilio",
+        total_usd_cap: 5,
+        allowed_endpoints: ["POST /2010-04-01/Accounts/*/Messages.json"],
+        expires_at: at,
+        mode: "test",
+      },
+    });
     expect(res.status).toBe(201);
     const key = (await res.json()) as Json;
     expect(key).toMatchObject({ daily_usd_cap: null, total_usd_cap: 5, remaining_today_usd: null, mode: "test" });
@@ -120,7 +164,11 @@ describe("issuing a key", () => {
 
   test("malformed JSON and a non-object body -> 400, never 500", async () => {
     for (const raw of ["{bad", "[]", "null", "42", '"x"', ""]) {
-      const res = await fetch(`${kb.url}/vault/keys`, { method: "POST", headers: { authorization: `Bearer ${ADMIN_TOKEN}`, "content-type": "application/json" }, body: raw });
+      const res = await fetch(`${kb.url}/vault/keys`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${ADMIN_TOKEN}`, "content-type": "application/json" },
+        body: raw,
+      });
       await expectError(res, 400, "invalid_request");
     }
   });
@@ -205,7 +253,10 @@ describe("managing keys", () => {
 
   test("PATCH changes what it says, validates, and is recorded as an admin event", async () => {
     const key = await kb.issueKey(valid);
-    const res = await kb.admin(`/vault/keys/${key.id}`, { method: "PATCH", body: { daily_usd_cap: 750.5, total_usd_cap: 2000, max_requests_per_minute: 60, expires_in: "2h" } });
+    const res = await kb.admin(`/vault/keys/${key.id}`, {
+      method: "PATCH",
+      body: { daily_usd_cap: 750.5, total_usd_cap: 2000, max_requests_per_minute: 60, expires_in: "2h" },
+    });
     expect(res.status).toBe(200);
     const patched = (await res.json()) as Json;
     expect(patched).toMatchObject({ daily_usd_cap: 750.5, total_usd_cap: 2000, max_requests_per_minute: 60, remaining_today_usd: 750.5 });
@@ -214,13 +265,21 @@ describe("managing keys", () => {
 
     await expectError(await kb.admin(`/vault/keys/${key.id}`, { method: "PATCH", body: { vendor: "twilio" } }), 400, "invalid_request");
     await expectError(await kb.admin(`/vault/keys/${key.id}`, { method: "PATCH", body: { daily_usd_cap: 0 } }), 400, "invalid_request");
-    await expectError(await kb.admin(`/vault/keys/${key.id}`, { method: "PATCH", body: { daily_usd_cap: null, total_usd_cap: null } }), 400, "invalid_request");
+    await expectError(
+      await kb.admin(`/vault/keys/${key.id}`, { method: "PATCH", body: { daily_usd_cap: null, total_usd_cap: null } }),
+      400,
+      "invalid_request",
+    );
     await expectError(await kb.admin(`/vault/keys/${key.id}`, { method: "PATCH", body: {} }), 400, "invalid_request");
     await expectError(await kb.admin("/vault/keys/vk_none", { method: "PATCH", body: { daily_usd_cap: 1 } }), 404, "not_found");
     // One meaning per code: key_revoked (401) is the proxy's; changing a revoked key is a conflict of its own.
     const revoked = await kb.issueKey({ ...valid, expires_in: "1h" });
     await kb.admin(`/vault/keys/${revoked.id}`, { method: "DELETE" });
-    await expectError(await kb.admin(`/vault/keys/${revoked.id}`, { method: "PATCH", body: { daily_usd_cap: 1 } }), 409, "revoked_key_unchangeable");
+    await expectError(
+      await kb.admin(`/vault/keys/${revoked.id}`, { method: "PATCH", body: { daily_usd_cap: 1 } }),
+      409,
+      "revoked_key_unchangeable",
+    );
 
     const events = (await (await kb.admin("/admin/events?limit=1000")).json()) as Json;
     const mine = events.data.filter((e: Json) => e.target === key.id);

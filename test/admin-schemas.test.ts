@@ -19,7 +19,13 @@ beforeAll(async () => {
 });
 afterAll(() => kb.stop());
 
-const valid = { vendor: "stripe", daily_usd_cap: 500, allowed_endpoints: ["POST /v1/payment_intents"], expires_in: "6h", agent_run_label: "schemas/run_1" };
+const valid = {
+  vendor: "stripe",
+  daily_usd_cap: 500,
+  allowed_endpoints: ["POST /v1/payment_intents"],
+  expires_in: "6h",
+  agent_run_label: "schemas/run_1",
+};
 
 /** Every admin route, with whether it reads a body or a query. */
 const ADMIN_ROUTES: [method: string, path: string, input: "body" | "query" | null][] = [
@@ -54,7 +60,11 @@ describe("/docs/json, from the routes' schemas", () => {
     expect(Object.keys(body.properties).sort()).toEqual(Object.keys(CreateKeyBody.shape).sort());
     const p = body.properties;
     expect(p.vendor.type).toBe("string");
-    expect([...p.vendor.enum].sort()).toEqual(registeredVendors().map((v) => v.name).sort());
+    expect([...p.vendor.enum].sort()).toEqual(
+      registeredVendors()
+        .map((v) => v.name)
+        .sort(),
+    );
     expect(p.vendor.enum).toEqual(expect.arrayContaining(["stripe", "twilio", "resend"]));
     expect(p.daily_usd_cap).toMatchObject({ type: "number" });
     expect(p.total_usd_cap).toMatchObject({ type: "number" });
@@ -74,7 +84,20 @@ describe("/docs/json, from the routes' schemas", () => {
     const issued = responses["201"].content["application/json"].schema;
     expect(responses["201"].description).toContain("shown this once");
     expect(issued.type).toBe("object");
-    for (const field of ["id", "vault_key", "token", "vendor", "label", "daily_usd_cap", "total_usd_cap", "allowed_endpoints", "mode", "status", "created_at", "expires_at"]) {
+    for (const field of [
+      "id",
+      "vault_key",
+      "token",
+      "vendor",
+      "label",
+      "daily_usd_cap",
+      "total_usd_cap",
+      "allowed_endpoints",
+      "mode",
+      "status",
+      "created_at",
+      "expires_at",
+    ]) {
       expect(issued.required).toContain(field);
       expect(issued.properties).toHaveProperty(field);
     }
@@ -153,7 +176,11 @@ describe("invalid input on every admin route with one: 400 invalid_request namin
   }
 
   test("the same fields as the CLI gets from the same schema (one mapping of zod issues)", async () => {
-    for (const body of [{ ...valid, daily_usd_cap: 0, colour: "red" }, { ...valid, allowed_endpoints: [42, "/v1//x"] }, { vendor: "paypal" }]) {
+    for (const body of [
+      { ...valid, daily_usd_cap: 0, colour: "red" },
+      { ...valid, allowed_endpoints: [42, "/v1//x"] },
+      { vendor: "paypal" },
+    ]) {
       const res = await kb.admin("/vault/keys", { body });
       const fields = ((await res.json()) as Json).error.details.fields;
       let cli: KeybrakeError | undefined;
@@ -171,7 +198,11 @@ describe("invalid input on every admin route with one: 400 invalid_request namin
     const key = await kb.issueKey(valid);
     await kb.admin(`/vault/keys/${key.id}`, { method: "PATCH", body: { daily_usd_cap: 1, colour: "red" } });
     expect(((await (await kb.admin(`/vault/keys/${key.id}`)).json()) as Json).daily_usd_cap).toBe(500);
-    const res = await fetch(`${kb.url}/vault/keys`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ colour: "red" }) });
+    const res = await fetch(`${kb.url}/vault/keys`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ colour: "red" }),
+    });
     expect(res.status).toBe(401);
   });
 
@@ -181,7 +212,10 @@ describe("invalid input on every admin route with one: 400 invalid_request namin
     expect(((await res.json()) as Json).data.length).toBeLessThanOrEqual(2);
     expect((await kb.admin("/vault/holds/hold_nope/settle", { body: {} })).status).toBe(404);
     // Settling at the hold needs no body at all.
-    expect((await fetch(`${kb.url}/vault/holds/hold_nope/settle`, { method: "POST", headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })).status).toBe(404);
+    expect(
+      (await fetch(`${kb.url}/vault/holds/hold_nope/settle`, { method: "POST", headers: { authorization: `Bearer ${ADMIN_TOKEN}` } }))
+        .status,
+    ).toBe(404);
     expect((await kb.admin("/vault/keys/vk_nope", { method: "PATCH", body: { daily_usd_cap: 1 } })).status).toBe(404);
   });
 });

@@ -38,20 +38,43 @@ describe("dist/keybrake alone in an empty folder", () => {
       expect(res.status).toBe(200);
       expect((await res.arrayBuffer()).byteLength).toBeGreaterThan(100_000);
     }
-    const spec = (await (await fetch(`${first.url}/docs/json`)).json()) as { paths: Record<string, unknown>; components: { securitySchemes: Record<string, unknown> } };
-    for (const path of ["/vault/keys", "/vault/keys/{id}", "/vault/keys/revoke", "/v1/keys", "/v1/keys/{id}", "/audit", "/healthz"]) expect(spec.paths).toHaveProperty(path);
+    const spec = (await (await fetch(`${first.url}/docs/json`)).json()) as {
+      paths: Record<string, unknown>;
+      components: { securitySchemes: Record<string, unknown> };
+    };
+    for (const path of ["/vault/keys", "/vault/keys/{id}", "/vault/keys/revoke", "/v1/keys", "/v1/keys/{id}", "/audit", "/healthz"])
+      expect(spec.paths).toHaveProperty(path);
     expect(spec.components.securitySchemes.adminToken).toMatchObject({ type: "http", scheme: "bearer" });
     // The routes' zod schemas survive compilation and minification: documented, and enforced with field paths.
     const issue = (spec.paths["/vault/keys"] as Record<string, any>).post;
-    expect(issue.requestBody.content["application/json"].schema).toMatchObject({ required: ["vendor", "allowed_endpoints"], properties: { vendor: { enum: ["stripe", "twilio", "resend"] }, daily_usd_cap: { type: "number" } } });
+    expect(issue.requestBody.content["application/json"].schema).toMatchObject({
+      required: ["vendor", "allowed_endpoints"],
+      properties: { vendor: { enum: ["stripe", "twilio", "resend"] }, daily_usd_cap: { type: "number" } },
+    });
     expect(issue.responses["201"].content["application/json"].schema.required).toContain("vault_key");
     expect(issue.responses["400"].content["application/json"].schema.required).toEqual(["code", "message", "error"]);
-    const refused = await fetch(`${first.url}/vault/keys`, { method: "POST", headers: auth, body: JSON.stringify({ vendor: "stripe", daily_usd_cap: 0, allowed_endpoints: ["POST v1/x"] }) });
+    const refused = await fetch(`${first.url}/vault/keys`, {
+      method: "POST",
+      headers: auth,
+      body: JSON.stringify({ vendor: "stripe", daily_usd_cap: 0, allowed_endpoints: ["POST v1/x"] }),
+    });
     expect(refused.status).toBe(400);
-    const fields = ((await refused.json()) as { error: { details: { fields: { path: string }[] } } }).error.details.fields.map((f) => f.path);
+    const fields = ((await refused.json()) as { error: { details: { fields: { path: string }[] } } }).error.details.fields.map(
+      (f) => f.path,
+    );
     expect(fields).toEqual(["daily_usd_cap", "allowed_endpoints.0"]);
 
-    const res = await fetch(`${first.url}/vault/keys`, { method: "POST", headers: auth, body: JSON.stringify({ vendor: "stripe", daily_usd_cap: 500, allowed_endpoints: ["POST /v1/payment_intents"], expires_in: "6h", agent_run_label: "airflow-billing/run_2026_11_22" }) });
+    const res = await fetch(`${first.url}/vault/keys`, {
+      method: "POST",
+      headers: auth,
+      body: JSON.stringify({
+        vendor: "stripe",
+        daily_usd_cap: 500,
+        allowed_endpoints: ["POST /v1/payment_intents"],
+        expires_in: "6h",
+        agent_run_label: "airflow-billing/run_2026_11_22",
+      }),
+    });
     expect(res.status).toBe(201);
     const key = (await res.json()) as { id: string };
 
@@ -75,24 +98,47 @@ describe("dist/keybrake alone in an empty folder", () => {
     expect((await run([binary, "migrate"], { cwd: dir, env })).stdout).toContain("applied");
     expect((await run([binary, "migrate"], { cwd: dir, env })).stdout).toContain("already at the latest schema");
 
-    const created = await run([binary, "keys", "create", "--vendor", "stripe", "--daily-usd-cap", "50", "--allow", "POST /v1/payment_intents", "--label", "cli/run-1", "--json"], { cwd: dir, env });
+    const created = await run(
+      [
+        binary,
+        "keys",
+        "create",
+        "--vendor",
+        "stripe",
+        "--daily-usd-cap",
+        "50",
+        "--allow",
+        "POST /v1/payment_intents",
+        "--label",
+        "cli/run-1",
+        "--json",
+      ],
+      { cwd: dir, env },
+    );
     expect(created.code).toBe(0);
     const key = JSON.parse(created.stdout) as { id: string; vault_key: string; daily_usd_cap: number };
     expect(key.vault_key).toStartWith("kb_live_");
     expect(key.daily_usd_cap).toBe(50);
 
-    const invalid = await run([binary, "keys", "create", "--vendor", "stripe", "--daily-usd-cap", "0", "--allow", "POST /v1/payment_intents"], { cwd: dir, env });
+    const invalid = await run(
+      [binary, "keys", "create", "--vendor", "stripe", "--daily-usd-cap", "0", "--allow", "POST /v1/payment_intents"],
+      { cwd: dir, env },
+    );
     expect(invalid.code).toBe(2);
     expect(invalid.stderr).toContain("daily_usd_cap");
 
-    const listed = JSON.parse((await run([binary, "keys", "list", "--label-prefix", "cli/", "--json"], { cwd: dir, env })).stdout) as { id: string }[];
+    const listed = JSON.parse((await run([binary, "keys", "list", "--label-prefix", "cli/", "--json"], { cwd: dir, env })).stdout) as {
+      id: string;
+    }[];
     expect(listed.map((k) => k.id)).toEqual([key.id]);
     const table = (await run([binary, "keys", "list"], { cwd: dir, env })).stdout;
     expect(table).toContain(key.id);
     expect(table).not.toContain(key.vault_key);
     const shown = JSON.parse((await run([binary, "keys", "show", key.id, "--json"], { cwd: dir, env })).stdout) as { status: string }[];
     expect(shown[0]!.status).toBe("active");
-    const revoked = JSON.parse((await run([binary, "keys", "revoke", "--label-prefix", "cli/", "--json"], { cwd: dir, env })).stdout) as { revoked: number };
+    const revoked = JSON.parse((await run([binary, "keys", "revoke", "--label-prefix", "cli/", "--json"], { cwd: dir, env })).stdout) as {
+      revoked: number;
+    };
     expect(revoked).toEqual({ revoked: 1 });
     const missing = await run([binary, "keys", "show", "vk_missing"], { cwd: dir, env });
     expect(missing.code).toBe(2);
@@ -104,13 +150,25 @@ describe("dist/keybrake alone in an empty folder", () => {
     const db = join(dir, "wal.db");
     const server = await startProcess([binary], {
       cwd: dir,
-      env: { KEYBRAKE_DB: db, KEYBRAKE_PORT: "0", KEYBRAKE_HOST: "127.0.0.1", KEYBRAKE_ADMIN_TOKEN: ADMIN_TOKEN, KEYBRAKE_STRIPE_SECRET_KEY: STRIPE_LIVE_SECRET, KEYBRAKE_STRIPE_BASE_URL: stripe.url },
+      env: {
+        KEYBRAKE_DB: db,
+        KEYBRAKE_PORT: "0",
+        KEYBRAKE_HOST: "127.0.0.1",
+        KEYBRAKE_ADMIN_TOKEN: ADMIN_TOKEN,
+        KEYBRAKE_STRIPE_SECRET_KEY: STRIPE_LIVE_SECRET,
+        KEYBRAKE_STRIPE_BASE_URL: stripe.url,
+      },
     });
     try {
       const issued = await fetch(`${server.url}/vault/keys`, {
         method: "POST",
         headers: { authorization: `Bearer ${ADMIN_TOKEN}`, "content-type": "application/json" },
-        body: JSON.stringify({ vendor: "stripe", daily_usd_cap: 1_000_000, allowed_endpoints: ["POST /v1/payment_intents"], agent_run_label: "wal/run" }),
+        body: JSON.stringify({
+          vendor: "stripe",
+          daily_usd_cap: 1_000_000,
+          allowed_endpoints: ["POST /v1/payment_intents"],
+          agent_run_label: "wal/run",
+        }),
       });
       const { vault_key } = (await issued.json()) as { vault_key: string };
       const walBytes = () => (existsSync(`${db}-wal`) ? statSync(`${db}-wal`).size : 0);

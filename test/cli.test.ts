@@ -54,13 +54,28 @@ describe("the kill switch", () => {
   test("revokes what matches; when nothing matches it says so and exits non-zero", async () => {
     const env = { KEYBRAKE_DB: join(dir, "kill.db") };
     expect((await keybrake(["migrate"], { cwd: dir, env })).code).toBe(0);
-    const create = ["keys", "create", "--vendor", "stripe", "--daily-usd-cap", "5", "--allow", "POST /v1/payment_intents", "--label", "airflow-billing/run_1"];
+    const create = [
+      "keys",
+      "create",
+      "--vendor",
+      "stripe",
+      "--daily-usd-cap",
+      "5",
+      "--allow",
+      "POST /v1/payment_intents",
+      "--label",
+      "airflow-billing/run_1",
+    ];
     expect((await keybrake(create, { cwd: dir, env })).code).toBe(0);
 
     const first = await keybrake(["keys", "revoke", "--label-prefix", "airflow-billing/"], { cwd: dir, env });
     expect(first).toMatchObject({ code: 0, stdout: "revoked 1 key(s)\n" });
 
-    for (const by of [["--label-prefix", "airflow-billing/"], ["--label-prefix", "no-such-run/"], ["--ids", "vk_missing1,vk_missing2"]]) {
+    for (const by of [
+      ["--label-prefix", "airflow-billing/"],
+      ["--label-prefix", "no-such-run/"],
+      ["--ids", "vk_missing1,vk_missing2"],
+    ]) {
       const again = await keybrake(["keys", "revoke", ...by], { cwd: dir, env });
       expect(again.code).not.toBe(0);
       expect(again.stdout).toBe("");

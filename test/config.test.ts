@@ -12,15 +12,35 @@ const exampleToken = /^KEYBRAKE_ADMIN_TOKEN=(.*)$/m.exec(envExample)![1]!;
 describe("config", () => {
   test("defaults match the contract", () => {
     const c = loadConfig({});
-    expect(c).toMatchObject({ host: "0.0.0.0", port: 8080, dbPath: "./keybrake.db", dbSynchronous: "full", upstreamTimeoutMs: 80_000, maxBodyBytes: 1_048_576, fx: {} });
+    expect(c).toMatchObject({
+      host: "0.0.0.0",
+      port: 8080,
+      dbPath: "./keybrake.db",
+      dbSynchronous: "full",
+      upstreamTimeoutMs: 80_000,
+      maxBodyBytes: 1_048_576,
+      fx: {},
+    });
     const baseUrls = Object.fromEntries(Object.entries(c.vendors).map(([name, v]) => [name, v.baseUrl]));
     // toMatchObject: a test may register a vendor of its own in this process (test/plugin-vendor.test.ts).
-    expect(baseUrls).toMatchObject({ stripe: "https://api.stripe.com", twilio: "https://api.twilio.com", resend: "https://api.resend.com" });
+    expect(baseUrls).toMatchObject({
+      stripe: "https://api.stripe.com",
+      twilio: "https://api.twilio.com",
+      resend: "https://api.resend.com",
+    });
     expect(c.adminToken).toBeUndefined();
   });
 
   test("an unknown KEYBRAKE_* variable is named (start-up warns); known ones, *_FILE secrets and others are not", () => {
-    expect(unknownVariables({ KEYBRAKE_PROT: "9000", KEYBRAKE_PORT: "1", KEYBRAKE_STRIPE_SECRET_KEY_FILE: "/x", KEYBRAKE_PORT_FILE: "/y", HOME: "/root" })).toEqual(["KEYBRAKE_PROT", "KEYBRAKE_PORT_FILE"]);
+    expect(
+      unknownVariables({
+        KEYBRAKE_PROT: "9000",
+        KEYBRAKE_PORT: "1",
+        KEYBRAKE_STRIPE_SECRET_KEY_FILE: "/x",
+        KEYBRAKE_PORT_FILE: "/y",
+        HOME: "/root",
+      }),
+    ).toEqual(["KEYBRAKE_PROT", "KEYBRAKE_PORT_FILE"]);
   });
 
   test("flags override the environment", () => {
@@ -44,12 +64,18 @@ describe("config", () => {
     [{ KEYBRAKE_PORT: "abc" }, /^KEYBRAKE_PORT: must be an integer from 0 to 65535$/],
     [{ KEYBRAKE_PORT: "70000" }, /^KEYBRAKE_PORT: /],
     [{ KEYBRAKE_ADMIN_TOKEN: "short" }, /^KEYBRAKE_ADMIN_TOKEN: must be at least 32 characters$/],
-    [{ KEYBRAKE_ADMIN_TOKEN: exampleToken }, /^KEYBRAKE_ADMIN_TOKEN: is a placeholder, not a secret; generate one with: openssl rand -hex 32$/],
+    [
+      { KEYBRAKE_ADMIN_TOKEN: exampleToken },
+      /^KEYBRAKE_ADMIN_TOKEN: is a placeholder, not a secret; generate one with: openssl rand -hex 32$/,
+    ],
     [{ KEYBRAKE_ADMIN_TOKEN: `ChangeMe${STRONG_TOKEN}` }, /^KEYBRAKE_ADMIN_TOKEN: is a placeholder/],
     [{ KEYBRAKE_ADMIN_TOKEN: `${STRONG_TOKEN}-replace_me` }, /^KEYBRAKE_ADMIN_TOKEN: is a placeholder/],
     [{ KEYBRAKE_ADMIN_TOKEN: `example-${STRONG_TOKEN}` }, /^KEYBRAKE_ADMIN_TOKEN: is a placeholder/],
     [{ KEYBRAKE_ADMIN_TOKEN: `${STRONG_TOKEN}PLACEHOLDER` }, /^KEYBRAKE_ADMIN_TOKEN: is a placeholder/],
-    [{ KEYBRAKE_ADMIN_TOKEN: "a".repeat(40) }, /^KEYBRAKE_ADMIN_TOKEN: is too uniform \(under 3 bits of entropy per character\); generate one with: openssl rand -hex 32$/],
+    [
+      { KEYBRAKE_ADMIN_TOKEN: "a".repeat(40) },
+      /^KEYBRAKE_ADMIN_TOKEN: is too uniform \(under 3 bits of entropy per character\); generate one with: openssl rand -hex 32$/,
+    ],
     [{ KEYBRAKE_ADMIN_TOKEN: "ab".repeat(20) }, /^KEYBRAKE_ADMIN_TOKEN: is too uniform/],
     [{ KEYBRAKE_ADMIN_TOKEN: `Xk9#mP2$vL${"0".repeat(30)}` }, /^KEYBRAKE_ADMIN_TOKEN: is too uniform/],
     [{ KEYBRAKE_STRIPE_BASE_URL: "ftp://x" }, /^KEYBRAKE_STRIPE_BASE_URL: must be an http\(s\) URL$/],
@@ -77,13 +103,22 @@ describe("config", () => {
   }
 
   test("admin tokens that are long and random enough are accepted", () => {
-    for (const token of [STRONG_TOKEN, "test-admin-token-0123456789abcdefghijklmnop", "kb_admin_4fQ9zL2mX8rT1vB6nK3pW7yC5hJ0dS2gA9eR4uZ1", "Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MGFiY2RlZg=="]) {
+    for (const token of [
+      STRONG_TOKEN,
+      "test-admin-token-0123456789abcdefghijklmnop",
+      "kb_admin_4fQ9zL2mX8rT1vB6nK3pW7yC5hJ0dS2gA9eR4uZ1",
+      "Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MGFiY2RlZg==",
+    ]) {
       expect(loadConfig({ KEYBRAKE_ADMIN_TOKEN: token }).adminToken).toBe(token);
     }
   });
 
   test("the CLI prints one line and exits 2 on a bad value, with no stack trace", async () => {
-    const proc = Bun.spawn(["bun", "src/main.ts", "serve", "--port", "nope"], { cwd: join(import.meta.dir, ".."), stderr: "pipe", stdout: "pipe" });
+    const proc = Bun.spawn(["bun", "src/main.ts", "serve", "--port", "nope"], {
+      cwd: join(import.meta.dir, ".."),
+      stderr: "pipe",
+      stdout: "pipe",
+    });
     const code = await proc.exited;
     const stderr = await new Response(proc.stderr).text();
     expect(code).toBe(2);

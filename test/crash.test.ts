@@ -45,7 +45,12 @@ const admin = (server: Started, path: string, body?: unknown) =>
   });
 
 async function issue(server: Started) {
-  const res = await admin(server, "/vault/keys", { vendor: "stripe", daily_usd_cap: 1_000_000, allowed_endpoints: ["POST /v1/payment_intents"], agent_run_label: "crash/run" });
+  const res = await admin(server, "/vault/keys", {
+    vendor: "stripe",
+    daily_usd_cap: 1_000_000,
+    allowed_endpoints: ["POST /v1/payment_intents"],
+    agent_run_label: "crash/run",
+  });
   return (await res.json()) as { id: string; vault_key: string };
 }
 
@@ -59,7 +64,11 @@ function fire(server: Started, vaultKey: string, total: number, concurrency: num
       try {
         const res = await fetch(`${server.url}/v1/payment_intents`, {
           method: "POST",
-          headers: { authorization: `Bearer ${vaultKey}`, "content-type": "application/x-www-form-urlencoded", "idempotency-key": `crash-${i}` },
+          headers: {
+            authorization: `Bearer ${vaultKey}`,
+            "content-type": "application/x-www-form-urlencoded",
+            "idempotency-key": `crash-${i}`,
+          },
           body: `amount=2900&currency=usd&customer=cus_${i}`,
         });
         await res.arrayBuffer();
@@ -107,12 +116,15 @@ describe("crash safety (SIGKILL)", () => {
         const orphaned = ((await (await admin(second, "/vault/holds?state=orphaned&limit=1000")).json()) as Json).data as Json[];
         expect(Math.round(rec.held_usd * 1e6)).toBe(orphaned.length * PRICE_MICROS);
         if (orphaned.length > 0) expect(second.stderr()).toContain("never settled");
-        const auditRows = ((await (await admin(second, `/audit?key_id=${key.id}&decision=orphaned_hold&limit=1000`)).json()) as Json).data as Json[];
+        const auditRows = ((await (await admin(second, `/audit?key_id=${key.id}&decision=orphaned_hold&limit=1000`)).json()) as Json)
+          .data as Json[];
         expect(auditRows).toHaveLength(orphaned.length);
 
         // Every call Stripe received holds its price in the ledger: settled, ambiguous or orphaned.
         const file = new Database(join(dir, db), { readonly: true });
-        const counted = file.query<{ n: number }, []>("SELECT count(*) AS n FROM ledger_entries WHERE state IN ('settled', 'ambiguous', 'orphaned')").get()!.n;
+        const counted = file
+          .query<{ n: number }, []>("SELECT count(*) AS n FROM ledger_entries WHERE state IN ('settled', 'ambiguous', 'orphaned')")
+          .get()!.n;
         file.close();
         expect(counted).toBeGreaterThanOrEqual(accepted);
 
@@ -127,7 +139,11 @@ describe("crash safety (SIGKILL)", () => {
         }
 
         // The server serves again.
-        const res = await fetch(`${second.url}/v1/payment_intents`, { method: "POST", headers: { authorization: `Bearer ${key.vault_key}`, "content-type": "application/x-www-form-urlencoded" }, body: "amount=100&currency=usd" });
+        const res = await fetch(`${second.url}/v1/payment_intents`, {
+          method: "POST",
+          headers: { authorization: `Bearer ${key.vault_key}`, "content-type": "application/x-www-form-urlencoded" },
+          body: "amount=100&currency=usd",
+        });
         expect(res.status).toBe(200);
       } finally {
         second.proc.kill("SIGTERM");
@@ -163,7 +179,9 @@ describe("crash safety (SIGKILL)", () => {
     const rec = JSON.parse((await run([binary, "keys", "show", key.id, "--json"], { cwd: dir, env: env(db) })).stdout)[0] as Json;
     expect(rec).toMatchObject({ spent_total_usd: 10, held_usd: 58 });
     const file = new Database(join(dir, db), { readonly: true });
-    const events = file.query<{ action: string; actor: string }, []>("SELECT action, actor FROM admin_events WHERE action LIKE 'hold.%'").all();
+    const events = file
+      .query<{ action: string; actor: string }, []>("SELECT action, actor FROM admin_events WHERE action LIKE 'hold.%'")
+      .all();
     file.close();
     expect(events).toEqual([{ action: "hold.settle", actor: expect.stringMatching(/^cli:/) }]);
   }, 60_000);
@@ -189,7 +207,12 @@ describe("graceful SIGTERM", () => {
     const file = new Database(join(dir, db), { readonly: true });
     const held = file.query<{ n: number }, []>("SELECT count(*) AS n FROM ledger_entries WHERE state = 'held'").get()!.n;
     const settled = file.query<{ n: number }, []>("SELECT count(*) AS n FROM ledger_entries WHERE state = 'settled'").get()!.n;
-    const auditIds = new Set(file.query<{ id: string }, []>("SELECT id FROM audit_events").all().map((r) => r.id));
+    const auditIds = new Set(
+      file
+        .query<{ id: string }, []>("SELECT id FROM audit_events")
+        .all()
+        .map((r) => r.id),
+    );
     file.close();
     expect(held).toBe(0);
     expect(settled).toBe(stripe.count("POST", "/v1/payment_intents"));

@@ -38,7 +38,8 @@ function unitDirectives(text: string): Map<string, Map<string, string[]>> {
 }
 
 /** The value systemd uses for each of `keys` in `section`: the last one assigned. */
-const effective = (section: Map<string, string[]> | undefined, keys: string[]) => Object.fromEntries(keys.map((k) => [k, section?.get(k)?.at(-1)]));
+const effective = (section: Map<string, string[]> | undefined, keys: string[]) =>
+  Object.fromEntries(keys.map((k) => [k, section?.get(k)?.at(-1)]));
 
 /** The variables Environment= lines set: each holds space-separated NAME=value pairs; an empty one resets the list. */
 function environment(section: Map<string, string[]> | undefined): Record<string, string> {
@@ -56,7 +57,19 @@ function environment(section: Map<string, string[]> | undefined): Record<string,
 describe("deploy/keybrake.service", () => {
   test("is hardened as the operations issue asks", () => {
     const service = unitDirectives(unit).get("Service");
-    expect(effective(service, ["ExecStart", "DynamicUser", "StateDirectory", "EnvironmentFile", "NoNewPrivileges", "ProtectSystem", "ProtectHome", "PrivateTmp", "Restart"])).toEqual({
+    expect(
+      effective(service, [
+        "ExecStart",
+        "DynamicUser",
+        "StateDirectory",
+        "EnvironmentFile",
+        "NoNewPrivileges",
+        "ProtectSystem",
+        "ProtectHome",
+        "PrivateTmp",
+        "Restart",
+      ]),
+    ).toEqual({
       ExecStart: "/usr/local/bin/keybrake serve",
       DynamicUser: "yes",
       StateDirectory: "keybrake",
@@ -74,20 +87,29 @@ describe("deploy/keybrake.service", () => {
   test("its env example binds to loopback and carries a placeholder token that Keybrake refuses", () => {
     const example = readFileSync(join(root, "deploy/keybrake.env.example"), "utf8");
     expect(example.split("\n")).toContain("KEYBRAKE_HOST=127.0.0.1");
-    const env = Object.fromEntries(example.split("\n").filter((l) => /^KEYBRAKE_\w+=/.test(l)).map((l) => [l.slice(0, l.indexOf("=")), l.slice(l.indexOf("=") + 1)]));
+    const env = Object.fromEntries(
+      example
+        .split("\n")
+        .filter((l) => /^KEYBRAKE_\w+=/.test(l))
+        .map((l) => [l.slice(0, l.indexOf("=")), l.slice(l.indexOf("=") + 1)]),
+    );
     expect(() => loadConfig(env)).toThrow(/^KEYBRAKE_ADMIN_TOKEN: is a placeholder/);
     const { KEYBRAKE_ADMIN_TOKEN: _, ...rest } = env;
     expect(loadConfig(rest).host).toBe("127.0.0.1");
   });
 
-  test.skipIf(!hasSystemdAnalyze)("passes systemd-analyze verify (with ExecStart pointed at the built binary)", async () => {
-    const binary = await ensureBinary();
-    const dir = mkdtempSync(join(tmpdir(), "keybrake-unit-"));
-    writeFileSync(join(dir, "keybrake.service"), unit.replace("ExecStart=/usr/local/bin/keybrake", `ExecStart=${binary}`));
-    const result = await run(["systemd-analyze", "verify", join(dir, "keybrake.service")], { cwd: dir, env: {} });
-    expect(result.stderr).toBe("");
-    expect(result.code).toBe(0);
-  }, 120_000);
+  test.skipIf(!hasSystemdAnalyze)(
+    "passes systemd-analyze verify (with ExecStart pointed at the built binary)",
+    async () => {
+      const binary = await ensureBinary();
+      const dir = mkdtempSync(join(tmpdir(), "keybrake-unit-"));
+      writeFileSync(join(dir, "keybrake.service"), unit.replace("ExecStart=/usr/local/bin/keybrake", `ExecStart=${binary}`));
+      const result = await run(["systemd-analyze", "verify", join(dir, "keybrake.service")], { cwd: dir, env: {} });
+      expect(result.stderr).toBe("");
+      expect(result.code).toBe(0);
+    },
+    120_000,
+  );
 });
 
 /** The instructions of a Dockerfile's last stage (the image that runs), as [INSTRUCTION, arguments]. */

@@ -11,7 +11,11 @@ let vaultKey: string;
 beforeAll(async () => {
   stripe = await mockStripe().start();
   kb = await startKeybrake({ KEYBRAKE_STRIPE_BASE_URL: stripe.url });
-  const key = await kb.issueKey({ vendor: "stripe", total_usd_cap: 10_000, allowed_endpoints: ["POST /v1/payment_intents", "GET /v1/customers"] });
+  const key = await kb.issueKey({
+    vendor: "stripe",
+    total_usd_cap: 10_000,
+    allowed_endpoints: ["POST /v1/payment_intents", "GET /v1/customers"],
+  });
   vaultKey = key.vault_key;
 });
 afterAll(async () => {
@@ -57,7 +61,10 @@ describe("any Host header gives the same outcome", () => {
     test(`${what}: /stripe/v1/payment_intents is forwarded (200) and a bare /v1/customers too`, async () => {
       expect(await send("POST /stripe/v1/payment_intents HTTP/1.1", host(), "amount=2900&currency=usd")).toBe(200);
       expect(await send("GET /v1/customers?limit=3 HTTP/1.1", host())).toBe(200);
-      expect(stripe.received.map((r) => `${r.method} ${r.path}${r.search}`)).toEqual(["POST /v1/payment_intents", "GET /v1/customers?limit=3"]);
+      expect(stripe.received.map((r) => `${r.method} ${r.path}${r.search}`)).toEqual([
+        "POST /v1/payment_intents",
+        "GET /v1/customers?limit=3",
+      ]);
     });
   }
 

@@ -21,15 +21,29 @@ beforeEach(() => stripe.reset());
 
 // Each helper works on the file's Keybrake unless a test passes one of its own (`on`).
 const PI_2900 = "amount=2900&currency=usd";
-const key = (on: Harness = kb) => on.issueKey({ vendor: "stripe", daily_usd_cap: 500, allowed_endpoints: ["POST /v1/payment_intents", "POST /v1/payment_intents/*"], expires_in: "30d" });
+const key = (on: Harness = kb) =>
+  on.issueKey({
+    vendor: "stripe",
+    daily_usd_cap: 500,
+    allowed_endpoints: ["POST /v1/payment_intents", "POST /v1/payment_intents/*"],
+    expires_in: "30d",
+  });
 const post = (vaultKey: string, idem: string | null, body = PI_2900, on: Harness = kb) =>
   fetch(`${on.url}/v1/payment_intents`, {
     method: "POST",
-    headers: { authorization: `Bearer ${vaultKey}`, "content-type": "application/x-www-form-urlencoded", ...(idem ? { "idempotency-key": idem } : {}) },
+    headers: {
+      authorization: `Bearer ${vaultKey}`,
+      "content-type": "application/x-www-form-urlencoded",
+      ...(idem ? { "idempotency-key": idem } : {}),
+    },
     body,
   });
 const ledger = (keyId: string, on: Harness = kb) =>
-  on.readDb((db) => db.query<{ state: string; cost_micros: number | null }, [string]>("SELECT state, cost_micros FROM ledger_entries WHERE key_id = ?").all(keyId));
+  on.readDb((db) =>
+    db
+      .query<{ state: string; cost_micros: number | null }, [string]>("SELECT state, cost_micros FROM ledger_entries WHERE key_id = ?")
+      .all(keyId),
+  );
 const record = async (id: string, on: Harness = kb) => (await (await on.admin(`/vault/keys/${id}`)).json()) as Json;
 const audit = async (id: string) => ((await (await kb.admin(`/audit?key_id=${id}&limit=1000`)).json()) as Json).data as Json[];
 
@@ -37,7 +51,12 @@ describe("retries never double-charge", () => {
   test("stripe-node with maxNetworkRetries 2: the dropped first attempt is retried with the same key; one charge", async () => {
     const k = await key();
     stripe.failNext({ kind: "drop" });
-    const client = new Stripe(k.vault_key, { host: "127.0.0.1", port: Number(new URL(kb.url).port), protocol: "http", maxNetworkRetries: 2 });
+    const client = new Stripe(k.vault_key, {
+      host: "127.0.0.1",
+      port: Number(new URL(kb.url).port),
+      protocol: "http",
+      maxNetworkRetries: 2,
+    });
     const intent = await client.paymentIntents.create({ amount: 2900, currency: "usd" });
     expect(intent.id).toStartWith("pi_");
     expect(stripe.received).toHaveLength(2);
@@ -59,7 +78,13 @@ describe("retries never double-charge", () => {
     expect(stripe.received).toHaveLength(1);
     expect((await record(k.id)).spent_today_usd).toBe(29);
     const [replayRow] = await audit(k.id);
-    expect(replayRow).toMatchObject({ cost_source: "replay", cost_usd: 0, status: 200, idempotency_key: "run-1/cus-1", vendor_request_id: first.headers.get("request-id") });
+    expect(replayRow).toMatchObject({
+      cost_source: "replay",
+      cost_usd: 0,
+      status: 200,
+      idempotency_key: "run-1/cus-1",
+      vendor_request_id: first.headers.get("request-id"),
+    });
   });
 
   test("same key with a different body is 409 idempotency_conflict and nothing is forwarded", async () => {
@@ -100,16 +125,24 @@ describe("retries never double-charge", () => {
   });
 
   test("an ambiguous call retried into a decline releases the hold", async () => {
-    await withKeybrake({ KEYBRAKE_STRIPE_BASE_URL: stripe.url, KEYBRAKE_UPSTREAM_TIMEOUT_MS: String(SHORT_UPSTREAM_TIMEOUT_MS) }, {}, async (fast) => {
-      const k = await key(fast);
-      stripe.failNext(ANSWER_AFTER_SHORT_TIMEOUT);
-      expect((await post(k.vault_key, "run-5/cus-1", PI_2900, fast)).status).toBe(504);
-      expect(await ledger(k.id, fast)).toEqual([{ state: "ambiguous", cost_micros: 29_000_000 }]);
-      stripe.failNext({ kind: "status", status: 402, body: { error: { type: "card_error", code: "card_declined", message: "declined" } } });
-      expect((await post(k.vault_key, "run-5/cus-1", PI_2900, fast)).status).toBe(402);
-      expect(await ledger(k.id, fast)).toEqual([{ state: "released", cost_micros: 0 }]);
-      expect((await record(k.id, fast)).spent_today_usd).toBe(0);
-    });
+    await withKeybrake(
+      { KEYBRAKE_STRIPE_BASE_URL: stripe.url, KEYBRAKE_UPSTREAM_TIMEOUT_MS: String(SHORT_UPSTREAM_TIMEOUT_MS) },
+      {},
+      async (fast) => {
+        const k = await key(fast);
+        stripe.failNext(ANSWER_AFTER_SHORT_TIMEOUT);
+        expect((await post(k.vault_key, "run-5/cus-1", PI_2900, fast)).status).toBe(504);
+        expect(await ledger(k.id, fast)).toEqual([{ state: "ambiguous", cost_micros: 29_000_000 }]);
+        stripe.failNext({
+          kind: "status",
+          status: 402,
+          body: { error: { type: "card_error", code: "card_declined", message: "declined" } },
+        });
+        expect((await post(k.vault_key, "run-5/cus-1", PI_2900, fast)).status).toBe(402);
+        expect(await ledger(k.id, fast)).toEqual([{ state: "released", cost_micros: 0 }]);
+        expect((await record(k.id, fast)).spent_today_usd).toBe(0);
+      },
+    );
   });
 
   test("connection refused is forgotten: nothing is counted, and the Idempotency-Key is free again, even for another body", async () => {

@@ -37,8 +37,14 @@ afterAll(async () => {
 
 test("a second serve on the same address exits non-zero with one line, and leaves the running server's call alone", async () => {
   const admin = (path: string, body?: unknown) =>
-    fetch(first.url + path, { method: body ? "POST" : "GET", headers: { authorization: `Bearer ${token}`, "content-type": "application/json" }, body: body ? JSON.stringify(body) : undefined });
-  const key = (await (await admin("/vault/keys", { vendor: "stripe", daily_usd_cap: 100, allowed_endpoints: ["POST /v1/payment_intents"] })).json()) as { id: string; vault_key: string };
+    fetch(first.url + path, {
+      method: body ? "POST" : "GET",
+      headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+      body: body ? JSON.stringify(body) : undefined,
+    });
+  const key = (await (
+    await admin("/vault/keys", { vendor: "stripe", daily_usd_cap: 100, allowed_endpoints: ["POST /v1/payment_intents"] })
+  ).json()) as { id: string; vault_key: string };
   // A call in flight on the first server while the second one starts on the same database.
   stripe.failNext({ kind: "delay", ms: 1500 });
   const inFlight = fetch(`${first.url}/v1/payment_intents`, {

@@ -9,9 +9,26 @@ const sample = (text: string, name: string) => Number(new RegExp(`^${name}\\{ven
 
 describe("keybrake_spend_usd_total is monotonic", () => {
   const row = (costMicros: number): AuditRow => ({
-    id: "kbr_x", at: 0, keyId: "key_x", label: null, vendor: "stripe", mode: "live", method: "POST", path: "/v1/payment_intents",
-    status: 200, decision: "allowed", holdMicros: 0, costMicros, costSource: "request", currency: "usd", amountMinor: 2900,
-    vendorRequestId: null, idempotencyKey: null, upstreamMs: null, overheadMs: null, clientIp: null,
+    id: "kbr_x",
+    at: 0,
+    keyId: "key_x",
+    label: null,
+    vendor: "stripe",
+    mode: "live",
+    method: "POST",
+    path: "/v1/payment_intents",
+    status: 200,
+    decision: "allowed",
+    holdMicros: 0,
+    costMicros,
+    costSource: "request",
+    currency: "usd",
+    amountMinor: 2900,
+    vendorRequestId: null,
+    idempotencyKey: null,
+    upstreamMs: null,
+    overheadMs: null,
+    clientIp: null,
   });
 
   test("a negative difference goes to keybrake_spend_corrected_usd_total, never down the spend counter", () => {
@@ -43,10 +60,14 @@ describe("through HTTP", () => {
     const post = () =>
       fetch(`${kb.url}/v1/payment_intents`, {
         method: "POST",
-        headers: { authorization: `Bearer ${key.vault_key}`, "content-type": "application/x-www-form-urlencoded", "idempotency-key": "run-1/cus-1" },
+        headers: {
+          authorization: `Bearer ${key.vault_key}`,
+          "content-type": "application/x-www-form-urlencoded",
+          "idempotency-key": "run-1/cus-1",
+        },
         body: "amount=2900&currency=usd",
       });
-    const scrape = async () => (await (await kb.admin("/metrics")).text());
+    const scrape = async () => await (await kb.admin("/metrics")).text();
 
     stripe.failNext(STRIPE_500);
     expect((await post()).status).toBe(500);

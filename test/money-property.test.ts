@@ -40,7 +40,12 @@ const faultArb = fc.constantFrom<(Fault & { name: string }) | null>(
   null,
   { name: "acted, answer lost", kind: "drop_after" },
   { name: "500 before acting", kind: "status", status: 500, body: { error: { type: "api_error", message: "An unknown error occurred." } } },
-  { name: "declined", kind: "status", status: 402, body: { error: { type: "card_error", code: "card_declined", message: "Your card was declined." } } },
+  {
+    name: "declined",
+    kind: "status",
+    status: 402,
+    body: { error: { type: "card_error", code: "card_declined", message: "Your card was declined." } },
+  },
 );
 const scenarioArb = fc.record({
   capUsd: fc.integer({ min: 50, max: 2_000 }),
@@ -56,13 +61,22 @@ test("random interleavings at one key: settled + held <= cap; ledger = audit = w
       stripe.reset();
       stripe.moved.length = 0;
       run++;
-      const key = await kb.issueKey({ vendor: "stripe", daily_usd_cap: capUsd, allowed_endpoints: ["POST /v1/*"], agent_run_label: `prop/${run}` });
+      const key = await kb.issueKey({
+        vendor: "stripe",
+        daily_usd_cap: capUsd,
+        allowed_endpoints: ["POST /v1/*"],
+        agent_run_label: `prop/${run}`,
+      });
       const charges: string[] = [];
       let n = 0;
 
       /** One call with its own Idempotency-Key, retried with the same key while its outcome is ambiguous. */
       const call = async (path: string, body: string) => {
-        const headers = { authorization: `Bearer ${key.vault_key}`, "content-type": "application/x-www-form-urlencoded", "idempotency-key": `prop-${run}-${++n}` };
+        const headers = {
+          authorization: `Bearer ${key.vault_key}`,
+          "content-type": "application/x-www-form-urlencoded",
+          "idempotency-key": `prop-${run}-${++n}`,
+        };
         for (let attempt = 0; attempt < 4; attempt++) {
           const res = await fetch(`${kb.url}${path}`, { method: "POST", headers, body });
           const text = await res.text();
@@ -100,7 +114,13 @@ test("random interleavings at one key: settled + held <= cap; ledger = audit = w
       }
 
       const capMicros = capUsd * 1_000_000;
-      const entries = await kb.readDb((db) => db.query<{ state: string; hold_micros: number; cost_micros: number | null }, [string]>("SELECT state, hold_micros, cost_micros FROM ledger_entries WHERE key_id = ?").all(key.id));
+      const entries = await kb.readDb((db) =>
+        db
+          .query<{ state: string; hold_micros: number; cost_micros: number | null }, [string]>(
+            "SELECT state, hold_micros, cost_micros FROM ledger_entries WHERE key_id = ?",
+          )
+          .all(key.id),
+      );
       const ledgerMicros = entries.reduce((sum, e) => sum + (e.cost_micros ?? 0), 0);
       const audit = ((await (await kb.admin(`/audit?key_id=${key.id}&limit=1000`)).json()) as { data: { cost_usd: number }[] }).data;
       const auditMicros = audit.reduce((sum, r) => sum + Math.round(r.cost_usd * 1e6), 0);

@@ -11,7 +11,11 @@ let stripe: MockStripe;
 
 beforeAll(async () => {
   stripe = await mockStripe().start();
-  kb = await startKeybrake({ KEYBRAKE_STRIPE_BASE_URL: stripe.url, KEYBRAKE_FX: "KWD=3.25,JPY=0.0067", KEYBRAKE_UPSTREAM_TIMEOUT_MS: "3000" });
+  kb = await startKeybrake({
+    KEYBRAKE_STRIPE_BASE_URL: stripe.url,
+    KEYBRAKE_FX: "KWD=3.25,JPY=0.0067",
+    KEYBRAKE_UPSTREAM_TIMEOUT_MS: "3000",
+  });
 });
 afterAll(async () => {
   await kb.stop();
@@ -32,7 +36,13 @@ const post = (vaultKey: string, path: string, body: string, headers: Record<stri
 const record = async (id: string) => (await (await kb.admin(`/vault/keys/${id}`)).json()) as Json;
 const audit = async (id: string) => ((await (await kb.admin(`/audit?key_id=${id}&limit=1000`)).json()) as Json).data as Json[];
 const ledger = (keyId: string) =>
-  kb.readDb((db) => db.query<{ state: string; hold_micros: number; cost_micros: number | null }, [string]>("SELECT state, hold_micros, cost_micros FROM ledger_entries WHERE key_id = ? ORDER BY created_at").all(keyId));
+  kb.readDb((db) =>
+    db
+      .query<{ state: string; hold_micros: number; cost_micros: number | null }, [string]>(
+        "SELECT state, hold_micros, cost_micros FROM ledger_entries WHERE key_id = ? ORDER BY created_at",
+      )
+      .all(keyId),
+  );
 /** Settled + held micro-dollars of a key, from the ledger itself. */
 const committed = async (keyId: string) =>
   (await ledger(keyId)).reduce((sum, e) => sum + (e.state === "held" || e.state === "orphaned" ? e.hold_micros : (e.cost_micros ?? 0)), 0);
@@ -41,8 +51,18 @@ const posts = (path: RegExp) => stripe.received.filter((r) => r.method === "POST
 
 describe("calls priced from the object hold what the object can move, before the call", () => {
   const kinds = [
-    { name: "full refunds", seed: () => stripe.seedCharge(100_000), call: (id: string) => ["/v1/refunds", `charge=${id}`], path: /^\/v1\/refunds$/ },
-    { name: "captures of charges made elsewhere", seed: () => stripe.seedCharge(100_000, "usd", false), call: (id: string) => [`/v1/charges/${id}/capture`, ""], path: /\/capture$/ },
+    {
+      name: "full refunds",
+      seed: () => stripe.seedCharge(100_000),
+      call: (id: string) => ["/v1/refunds", `charge=${id}`],
+      path: /^\/v1\/refunds$/,
+    },
+    {
+      name: "captures of charges made elsewhere",
+      seed: () => stripe.seedCharge(100_000, "usd", false),
+      call: (id: string) => [`/v1/charges/${id}/capture`, ""],
+      path: /\/capture$/,
+    },
     { name: "invoice pays", seed: () => stripe.seedInvoice(100_000), call: (id: string) => [`/v1/invoices/${id}/pay`, ""], path: /\/pay$/ },
   ];
   for (const kind of kinds) {
@@ -135,7 +155,10 @@ describe("retries of ambiguous calls", () => {
     });
     expect(json.status).toBe(409);
     expect(json.headers.get("x-keybrake-error")).toBe("idempotency_conflict");
-    const account = await post(k.vault_key, "/v1/payment_intents", "amount=2900&currency=usd", { "idempotency-key": "amb-1", "stripe-account": "acct_other" });
+    const account = await post(k.vault_key, "/v1/payment_intents", "amount=2900&currency=usd", {
+      "idempotency-key": "amb-1",
+      "stripe-account": "acct_other",
+    });
     expect(account.status).toBe(409);
     expect(stripe.received).toHaveLength(1);
     expect(await ledger(k.id)).toEqual([{ state: "ambiguous", hold_micros: 29_000_000, cost_micros: 29_000_000 }]);
@@ -172,7 +195,9 @@ describe("retries of ambiguous calls", () => {
   test("a call Stripe acted on but whose answer was lost: the retry gets Stripe's replay and settles the one entry", async () => {
     const k = await key(100);
     stripe.failNext({ kind: "drop_after" });
-    expect((await post(k.vault_key, "/v1/payment_intents", "amount=2900&currency=usd", { "idempotency-key": "amb-gone" })).status).toBe(502);
+    expect((await post(k.vault_key, "/v1/payment_intents", "amount=2900&currency=usd", { "idempotency-key": "amb-gone" })).status).toBe(
+      502,
+    );
     expect(await ledger(k.id)).toEqual([{ state: "ambiguous", hold_micros: 29_000_000, cost_micros: 29_000_000 }]);
     const retry = await post(k.vault_key, "/v1/payment_intents", "amount=2900&currency=usd", { "idempotency-key": "amb-gone" });
     expect(retry.status).toBe(200);
@@ -188,7 +213,9 @@ describe("retries of ambiguous calls", () => {
       expect(res.status).toBe(400);
       expect(res.headers.get("x-keybrake-error")).toBe("invalid_idempotency_key");
     }
-    expect((await post(k.vault_key, "/v1/payment_intents", "amount=100&currency=usd", { "idempotency-key": "x".repeat(255) })).status).toBe(200);
+    expect((await post(k.vault_key, "/v1/payment_intents", "amount=100&currency=usd", { "idempotency-key": "x".repeat(255) })).status).toBe(
+      200,
+    );
     expect(stripe.received).toHaveLength(1);
   });
 });
@@ -199,15 +226,33 @@ describe("the vendor sees a derived Idempotency-Key", () => {
     const b = await key(100);
     const secret = `kb_live_${"T".repeat(40)}`;
     const foreign = await kb.store.insertKey({
-      id: "vk_other_tenant", keyHash: sha256Hex(secret), keyHint: "kb_live_…TTTT", vendor: "stripe", mode: "live", mintedBy: "tok_tenant_b", label: "tenant-b/run",
-      dailyCapMicros: 100_000_000, totalCapMicros: null, allowedEndpoints: ["/*"], maxRequestsPerMinute: null, requireIdempotencyKey: false, metadata: {},
-      createdAt: Date.now(), expiresAt: Date.now() + 3_600_000,
+      id: "vk_other_tenant",
+      keyHash: sha256Hex(secret),
+      keyHint: "kb_live_…TTTT",
+      vendor: "stripe",
+      mode: "live",
+      mintedBy: "tok_tenant_b",
+      label: "tenant-b/run",
+      dailyCapMicros: 100_000_000,
+      totalCapMicros: null,
+      allowedEndpoints: ["/*"],
+      maxRequestsPerMinute: null,
+      requireIdempotencyKey: false,
+      metadata: {},
+      createdAt: Date.now(),
+      expiresAt: Date.now() + 3_600_000,
     });
     expect(foreign.id).toBe("vk_other_tenant");
     stripe.failNext({ kind: "drop" }); // a's first attempt never reaches Stripe's logic; its retry must carry the same vendor key
-    expect((await post(a.vault_key, "/v1/payment_intents", "amount=500&currency=usd", { "idempotency-key": "celery-task-42" })).status).toBe(502);
-    expect((await post(b.vault_key, "/v1/payment_intents", "amount=500&currency=usd", { "idempotency-key": "celery-task-42" })).status).toBe(200);
-    expect((await post(secret, "/v1/payment_intents", "amount=500&currency=usd", { "idempotency-key": "celery-task-42" })).status).toBe(200);
+    expect(
+      (await post(a.vault_key, "/v1/payment_intents", "amount=500&currency=usd", { "idempotency-key": "celery-task-42" })).status,
+    ).toBe(502);
+    expect(
+      (await post(b.vault_key, "/v1/payment_intents", "amount=500&currency=usd", { "idempotency-key": "celery-task-42" })).status,
+    ).toBe(200);
+    expect((await post(secret, "/v1/payment_intents", "amount=500&currency=usd", { "idempotency-key": "celery-task-42" })).status).toBe(
+      200,
+    );
     const [first, second, other] = stripe.received.map((r) => r.headers["idempotency-key"] as string);
     expect(first).toBe(second!);
     expect(other).not.toBe(first!);
@@ -262,11 +307,22 @@ describe("intent updates and aliases are never free", () => {
   test("PUT or PATCH on a priced path is 405 method_not_priced; unpriced money movers are 422; nothing forwarded", async () => {
     const k = await key(1_000);
     for (const method of ["PUT", "PATCH", "DELETE"]) {
-      const res = await fetch(`${kb.url}/v1/payment_intents`, { method, headers: { authorization: `Bearer ${k.vault_key}`, "content-type": "application/x-www-form-urlencoded" }, body: "amount=100000&currency=usd" });
+      const res = await fetch(`${kb.url}/v1/payment_intents`, {
+        method,
+        headers: { authorization: `Bearer ${k.vault_key}`, "content-type": "application/x-www-form-urlencoded" },
+        body: "amount=100000&currency=usd",
+      });
       expect(res.status).toBe(405);
       expect(res.headers.get("x-keybrake-error")).toBe("method_not_priced");
     }
-    for (const path of ["/v1/subscriptions", "/v1/subscription_items", "/v1/credit_notes", "/v1/customers/cus_1/balance_transactions", "/v2/money_management/outbound_payments", "/v1/invoices"]) {
+    for (const path of [
+      "/v1/subscriptions",
+      "/v1/subscription_items",
+      "/v1/credit_notes",
+      "/v1/customers/cus_1/balance_transactions",
+      "/v2/money_management/outbound_payments",
+      "/v1/invoices",
+    ]) {
       const res = await post(k.vault_key, `/stripe${path}`, "customer=cus_1&items[0][price]=price_1");
       expect(res.status).toBe(422);
       expect(res.headers.get("x-keybrake-error")).toBe("unpriceable_request");

@@ -31,8 +31,20 @@ beforeEach(async () => {
 afterEach(() => kb.stop());
 
 const charge = (vaultKey: string, cents: number, path = "/v1/payment_intents") =>
-  fetch(kb.url + path, { method: "POST", headers: { authorization: `Bearer ${vaultKey}`, "content-type": "application/x-www-form-urlencoded" }, body: `amount=${cents}&currency=usd` });
-const stripeKey = (label: string, extra: Json = {}) => kb.issueKey({ vendor: "stripe", total_usd_cap: 10_000, allowed_endpoints: ["POST /v1/payment_intents"], agent_run_label: label, expires_in: "2d", ...extra });
+  fetch(kb.url + path, {
+    method: "POST",
+    headers: { authorization: `Bearer ${vaultKey}`, "content-type": "application/x-www-form-urlencoded" },
+    body: `amount=${cents}&currency=usd`,
+  });
+const stripeKey = (label: string, extra: Json = {}) =>
+  kb.issueKey({
+    vendor: "stripe",
+    total_usd_cap: 10_000,
+    allowed_endpoints: ["POST /v1/payment_intents"],
+    agent_run_label: label,
+    expires_in: "2d",
+    ...extra,
+  });
 const ledgerTotal = (where = "1=1") =>
   kb.readDb((db) => db.query<{ t: number }, []>(`SELECT coalesce(sum(cost_micros), 0) AS t FROM ledger_entries WHERE ${where}`).get()!.t);
 
@@ -84,7 +96,8 @@ describe("export", () => {
   /** Audit rows of key vk_export written straight into the database; every 100th has a label a CSV must quote. */
   function seedAuditRows(count: number) {
     const db = new Database(kb.dbPath);
-    const insert = db.prepare(`INSERT INTO audit_events (id, at, key_id, label, vendor, mode, method, path, status, decision, hold_micros, cost_micros, cost_source, currency, amount_minor, vendor_request_id, upstream_ms, overhead_ms, client_ip)
+    const insert =
+      db.prepare(`INSERT INTO audit_events (id, at, key_id, label, vendor, mode, method, path, status, decision, hold_micros, cost_micros, cost_source, currency, amount_minor, vendor_request_id, upstream_ms, overhead_ms, client_ip)
       VALUES (?1, ?2, 'vk_export', ?3, 'stripe', 'live', 'POST', '/v1/payment_intents', 200, 'allowed', 100, 100, 'request', 'usd', 10, ?4, 1.5, 0.1, '127.0.0.1')`);
     db.transaction(() => {
       for (let i = 0; i < count; i++) insert.run(`kbr_export_${i}`, clock.now() + i, i % 100 === 0 ? TRICKY : "export/run", `req_${i}`);
@@ -123,7 +136,13 @@ describe("export", () => {
       expect(res.headers.get("content-length")).toBeNull(); // streamed, not buffered
       expect(await res.text()).toBe(text); // the route's page size changes the chunks, never the bytes
 
-      const rows = format === "ndjson" ? text.trimEnd().split("\n").map((l) => JSON.parse(l) as Json) : parseCsv(text);
+      const rows =
+        format === "ndjson"
+          ? text
+              .trimEnd()
+              .split("\n")
+              .map((l) => JSON.parse(l) as Json)
+          : parseCsv(text);
       expect(rows).toHaveLength(ROWS);
       expect(new Set(rows.map((r) => r.id)).size).toBe(ROWS);
       const tricky = rows.find((r) => r.id === "kbr_export_1000")!;
@@ -164,20 +183,30 @@ describe("per-key rate limit", () => {
 describe("metrics", () => {
   test("/metrics is Prometheus text, moves with traffic, and needs the admin token", async () => {
     expect((await fetch(`${kb.url}/metrics`)).status).toBe(401);
-    const scrape = async () => (await (await kb.admin("/metrics")).text());
-    const value = (text: string, series: string) => Number(new RegExp(`^${series.replace(/[{}"\\[\].+]/g, "\\$&")} (\\S+)$`, "m").exec(text)?.[1] ?? 0);
+    const scrape = async () => await (await kb.admin("/metrics")).text();
+    const value = (text: string, series: string) =>
+      Number(new RegExp(`^${series.replace(/[{}"\\[\].+]/g, "\\$&")} (\\S+)$`, "m").exec(text)?.[1] ?? 0);
     const before = await scrape();
     const key = await stripeKey("metrics/run", { total_usd_cap: 30 });
     await charge(key.vault_key, 2900);
     await charge(key.vault_key, 2900);
     const after = await scrape();
     for (const line of after.split("\n").filter(Boolean)) {
-      expect(line).toMatch(/^(# (HELP|TYPE) [a-z_]+ .+|[a-z_]+(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? -?[0-9.e+-]+|[a-z_]+(\{.*\})? \+?Inf)$/);
+      expect(line).toMatch(
+        /^(# (HELP|TYPE) [a-z_]+ .+|[a-z_]+(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? -?[0-9.e+-]+|[a-z_]+(\{.*\})? \+?Inf)$/,
+      );
     }
-    expect(value(after, 'keybrake_requests_total{vendor="stripe",decision="allowed"}') - value(before, 'keybrake_requests_total{vendor="stripe",decision="allowed"}')).toBe(1);
+    expect(
+      value(after, 'keybrake_requests_total{vendor="stripe",decision="allowed"}') -
+        value(before, 'keybrake_requests_total{vendor="stripe",decision="allowed"}'),
+    ).toBe(1);
     expect(value(after, 'keybrake_cap_hits_total{vendor="stripe"}') - value(before, 'keybrake_cap_hits_total{vendor="stripe"}')).toBe(1);
-    expect(value(after, 'keybrake_spend_usd_total{vendor="stripe"}') - value(before, 'keybrake_spend_usd_total{vendor="stripe"}')).toBeCloseTo(29, 6);
-    expect(value(after, "keybrake_overhead_duration_seconds_count")).toBeGreaterThan(value(before, "keybrake_overhead_duration_seconds_count"));
+    expect(
+      value(after, 'keybrake_spend_usd_total{vendor="stripe"}') - value(before, 'keybrake_spend_usd_total{vendor="stripe"}'),
+    ).toBeCloseTo(29, 6);
+    expect(value(after, "keybrake_overhead_duration_seconds_count")).toBeGreaterThan(
+      value(before, "keybrake_overhead_duration_seconds_count"),
+    );
     expect(after).toContain('keybrake_upstream_duration_seconds_bucket{vendor="stripe",le="+Inf"}');
     expect(after).toMatch(/^keybrake_open_holds 0$/m);
   });
@@ -197,17 +226,28 @@ describe("metrics", () => {
 describe("retention", () => {
   test("audit and idempotency rows past retention are pruned in batches; newer rows and the ledger stay", async () => {
     const clockNow = Date.UTC(2026, 10, 27, 12);
-    const local = await startKeybrake({ KEYBRAKE_STRIPE_BASE_URL: stripe.url, KEYBRAKE_AUDIT_RETENTION_DAYS: "90" }, { now: () => clockNow });
+    const local = await startKeybrake(
+      { KEYBRAKE_STRIPE_BASE_URL: stripe.url, KEYBRAKE_AUDIT_RETENTION_DAYS: "90" },
+      { now: () => clockNow },
+    );
     try {
       const db = new Database(local.dbPath);
       const day = 86_400_000;
-      const insert = db.prepare(`INSERT INTO audit_events (id, at, method, path, status, decision) VALUES (?, ?, 'POST', '/v1/x', 200, 'allowed')`);
+      const insert = db.prepare(
+        `INSERT INTO audit_events (id, at, method, path, status, decision) VALUES (?, ?, 'POST', '/v1/x', 200, 'allowed')`,
+      );
       db.transaction(() => {
         for (let i = 0; i < 1200; i++) insert.run(`old_${i}`, clockNow - 91 * day - i);
         for (let i = 0; i < 10; i++) insert.run(`new_${i}`, clockNow - 89 * day);
       })();
-      db.run(`INSERT INTO ledger_entries (id, key_id, day, hold_micros, cost_micros, state, created_at) VALUES ('hold_old', 'vk_x', '2026-01-01', 5, 5, 'settled', ?)`, [clockNow - 400 * day]);
-      db.run(`INSERT INTO idempotency_entries (key_id, idempotency_key, fingerprint, state, day, created_at, expires_at) VALUES ('vk_x', 'old', 'f', 'completed', '2026-01-01', 0, ?), ('vk_x', 'fresh', 'f', 'completed', '2026-01-01', 0, ?)`, [clockNow - 1, clockNow + day]);
+      db.run(
+        `INSERT INTO ledger_entries (id, key_id, day, hold_micros, cost_micros, state, created_at) VALUES ('hold_old', 'vk_x', '2026-01-01', 5, 5, 'settled', ?)`,
+        [clockNow - 400 * day],
+      );
+      db.run(
+        `INSERT INTO idempotency_entries (key_id, idempotency_key, fingerprint, state, day, created_at, expires_at) VALUES ('vk_x', 'old', 'f', 'completed', '2026-01-01', 0, ?), ('vk_x', 'fresh', 'f', 'completed', '2026-01-01', 0, ?)`,
+        [clockNow - 1, clockNow + day],
+      );
       db.close();
 
       await startMaintenance(local.store, 90, () => clockNow).tick();
@@ -240,7 +280,10 @@ describe("CLI on the database the server is using", () => {
     ]);
     expect(table.code).toBe(0);
     expect(table.stdout).toContain("cli-ops/run_1");
-    const ndjsonRows = ndjson.stdout.trim().split("\n").map((l) => JSON.parse(l) as Json);
+    const ndjsonRows = ndjson.stdout
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l) as Json);
     expect(ndjsonRows).toHaveLength(1);
     expect(ndjsonRows[0]).toMatchObject({ label: "cli-ops/run_1", cost_usd: 42 });
     expect(parseCsv(csv.stdout)).toEqual([expect.objectContaining({ label: "cli-ops/run_1", cost_usd: "42" })]);
@@ -252,7 +295,10 @@ describe("CLI on the database the server is using", () => {
     const key = await stripeKey("backup/run");
     for (let i = 0; i < 20; i++) await charge(key.vault_key, 100);
     const committed = new Database(kb.dbPath, { readonly: true });
-    const before = committed.query<{ id: string }, []>("SELECT id FROM audit_events").all().map((r) => r.id);
+    const before = committed
+      .query<{ id: string }, []>("SELECT id FROM audit_events")
+      .all()
+      .map((r) => r.id);
     committed.close();
 
     let loading = true;
@@ -266,7 +312,12 @@ describe("CLI on the database the server is using", () => {
     expect(result.code).toBe(0);
     const copy = new Database(file, { readonly: true });
     expect(copy.query<{ integrity_check: string }, []>("PRAGMA integrity_check").get()!.integrity_check).toBe("ok");
-    const copied = new Set(copy.query<{ id: string }, []>("SELECT id FROM audit_events").all().map((r) => r.id));
+    const copied = new Set(
+      copy
+        .query<{ id: string }, []>("SELECT id FROM audit_events")
+        .all()
+        .map((r) => r.id),
+    );
     copy.close();
     for (const id of before) expect(copied.has(id)).toBe(true);
     expect((await cli("backup", file)).code).toBe(2); // never overwrites

@@ -23,7 +23,10 @@ const fakemail: Vendor<{ emailUsd: number }> = {
   secretVariables: ["KEYBRAKE_FAKEMAIL_API_KEY", "KEYBRAKE_FAKEMAIL_TEST_API_KEY"],
   configure: (env) => ({
     baseUrl: env.KEYBRAKE_FAKEMAIL_BASE_URL as string,
-    credentials: { live: bearerCredentials(env.KEYBRAKE_FAKEMAIL_API_KEY as string | undefined), test: bearerCredentials(env.KEYBRAKE_FAKEMAIL_TEST_API_KEY as string | undefined) },
+    credentials: {
+      live: bearerCredentials(env.KEYBRAKE_FAKEMAIL_API_KEY as string | undefined),
+      test: bearerCredentials(env.KEYBRAKE_FAKEMAIL_TEST_API_KEY as string | undefined),
+    },
     prices: { emailUsd: env.KEYBRAKE_FAKEMAIL_EMAIL_USD as number },
   }),
   bareRoutes: ["/v1/*"],
@@ -46,9 +49,18 @@ let mock: MockVendor;
 let stripe: MockStripe;
 
 beforeAll(async () => {
-  mock = await new MockVendor(() => ({ status: 202, body: { id: mockId("msg_") } }), "X-Message-Id", () => mockId("fm_")).start();
+  mock = await new MockVendor(
+    () => ({ status: 202, body: { id: mockId("msg_") } }),
+    "X-Message-Id",
+    () => mockId("fm_"),
+  ).start();
   stripe = await mockStripe().start();
-  kb = await startKeybrake({ KEYBRAKE_FAKEMAIL_API_KEY: FAKEMAIL_KEY, KEYBRAKE_FAKEMAIL_BASE_URL: mock.url, KEYBRAKE_FAKEMAIL_EMAIL_USD: "0.25", KEYBRAKE_STRIPE_BASE_URL: stripe.url });
+  kb = await startKeybrake({
+    KEYBRAKE_FAKEMAIL_API_KEY: FAKEMAIL_KEY,
+    KEYBRAKE_FAKEMAIL_BASE_URL: mock.url,
+    KEYBRAKE_FAKEMAIL_EMAIL_USD: "0.25",
+    KEYBRAKE_STRIPE_BASE_URL: stripe.url,
+  });
 });
 afterAll(async () => {
   await kb.stop();
@@ -57,7 +69,11 @@ afterAll(async () => {
 });
 
 const send = (vaultKey: string, path: string, to: string[]) =>
-  fetch(`${kb.url}${path}`, { method: "POST", headers: { authorization: `Bearer ${vaultKey}`, "content-type": "application/json" }, body: JSON.stringify({ to }) });
+  fetch(`${kb.url}${path}`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${vaultKey}`, "content-type": "application/json" },
+    body: JSON.stringify({ to }),
+  });
 
 test("a vendor registered from a test module is routed, priced, held and audited; bare /v1 goes to the key's vendor", async () => {
   const key = await kb.issueKey({ vendor: "fakemail", daily_usd_cap: 1, allowed_endpoints: ["POST /v1/mail/send"] });

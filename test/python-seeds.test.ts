@@ -27,28 +27,35 @@ afterAll(async () => {
   await Promise.all([stripe.stop(), tw.stop(), rs.stop()]);
 });
 
-test.skipIf(!hasPython)("the seeds' Python code works against Keybrake with only the base URL changed", async () => {
-  const result = await run([PYTHON, join(import.meta.dir, "python/seeds.py")], { cwd: import.meta.dir, env: { KB: kb.url, KB_ADMIN: ADMIN_TOKEN } });
-  expect(result.stderr).toBe("");
-  expect(result.code).toBe(0);
-  const seen = JSON.parse(result.stdout) as Record<string, any>;
+test.skipIf(!hasPython)(
+  "the seeds' Python code works against Keybrake with only the base URL changed",
+  async () => {
+    const result = await run([PYTHON, join(import.meta.dir, "python/seeds.py")], {
+      cwd: import.meta.dir,
+      env: { KB: kb.url, KB_ADMIN: ADMIN_TOKEN },
+    });
+    expect(result.stderr).toBe("");
+    expect(result.code).toBe(0);
+    const seen = JSON.parse(result.stdout) as Record<string, any>;
 
-  // Airflow: one charge, the retry with the same idempotency key replayed, the next charge stopped by the cap.
-  expect(seen.airflow.id).toStartWith("pi_");
-  expect(seen.airflow.retry_id).toBe(seen.airflow.id);
-  expect(seen.cap).toEqual({ code: "cap_exhausted", cap_hit: "true", status: 429 });
-  const stripeCreates = stripe.received.filter((r) => r.path === "/v1/payment_intents");
-  expect(stripeCreates).toHaveLength(2); // the Airflow charge and the Flask charge
-  expect(stripeCreates.every((r) => r.headers.authorization === `Bearer ${STRIPE_LIVE_SECRET}`)).toBe(true);
-  // The vendor gets the derivation of the job's key (SPEC §7), never the key itself.
-  expect(stripeCreates[0]!.headers["idempotency-key"]).toMatch(/^kb_[A-Za-z0-9_-]{43}$/);
+    // Airflow: one charge, the retry with the same idempotency key replayed, the next charge stopped by the cap.
+    expect(seen.airflow.id).toStartWith("pi_");
+    expect(seen.airflow.retry_id).toBe(seen.airflow.id);
+    expect(seen.cap).toEqual({ code: "cap_exhausted", cap_hit: "true", status: 429 });
+    const stripeCreates = stripe.received.filter((r) => r.path === "/v1/payment_intents");
+    expect(stripeCreates).toHaveLength(2); // the Airflow charge and the Flask charge
+    expect(stripeCreates.every((r) => r.headers.authorization === `Bearer ${STRIPE_LIVE_SECRET}`)).toBe(true);
+    // The vendor gets the derivation of the job's key (SPEC §7), never the key itself.
+    expect(stripeCreates[0]!.headers["idempotency-key"]).toMatch(/^kb_[A-Za-z0-9_-]{43}$/);
 
-  // Flask: JSON body priced, a charge over the per-request cap refused, the key dead after DELETE.
-  expect(seen.flask).toEqual({ charge_status: 200, big_status: 429, big_code: "cap_exhausted", after_revoke: "key_revoked" });
+    // Flask: JSON body priced, a charge over the per-request cap refused, the key dead after DELETE.
+    expect(seen.flask).toEqual({ charge_status: 200, big_status: 429, big_code: "cap_exhausted", after_revoke: "key_revoked" });
 
-  expect(seen.twilio.sid).toStartWith("SM");
-  expect(tw.received[0]!.path).toBe(`/2010-04-01/Accounts/${TWILIO_SID}/Messages.json`);
-  expect(seen.resend.id).toBeString();
-  expect(rs.received[0]!.headers.authorization).toBe(`Bearer ${RESEND_KEY}`);
-  expect(rs.received[0]!.headers["idempotency-key"]).toMatch(/^kb_[A-Za-z0-9_-]{43}$/);
-}, 60_000);
+    expect(seen.twilio.sid).toStartWith("SM");
+    expect(tw.received[0]!.path).toBe(`/2010-04-01/Accounts/${TWILIO_SID}/Messages.json`);
+    expect(seen.resend.id).toBeString();
+    expect(rs.received[0]!.headers.authorization).toBe(`Bearer ${RESEND_KEY}`);
+    expect(rs.received[0]!.headers["idempotency-key"]).toMatch(/^kb_[A-Za-z0-9_-]{43}$/);
+  },
+  60_000,
+);

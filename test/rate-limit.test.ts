@@ -137,7 +137,12 @@ describe("through the server", () => {
 
   test("a minute boundary does not reset the count; Retry-After says when the next call fits; PATCH applies at once", async () => {
     now = at(0);
-    const key = await kb.issueKey({ vendor: "stripe", total_usd_cap: 10_000, allowed_endpoints: ["POST /v1/payment_intents"], max_requests_per_minute: 3 });
+    const key = await kb.issueKey({
+      vendor: "stripe",
+      total_usd_cap: 10_000,
+      allowed_endpoints: ["POST /v1/payment_intents"],
+      max_requests_per_minute: 3,
+    });
     const charge = () =>
       fetch(`${kb.url}/v1/payment_intents`, {
         method: "POST",

@@ -28,13 +28,23 @@ afterAll(async () => {
 beforeEach(() => stripe.reset());
 
 async function stripeKey(body: Json = {}, on: Harness = kb) {
-  const key = await on.issueKey({ vendor: "stripe", daily_usd_cap: 500, allowed_endpoints: ["POST /v1/payment_intents", "POST /v1/payment_intents/*"], ...body });
+  const key = await on.issueKey({
+    vendor: "stripe",
+    daily_usd_cap: 500,
+    allowed_endpoints: ["POST /v1/payment_intents", "POST /v1/payment_intents/*"],
+    ...body,
+  });
   issued.push(key.vault_key);
   return key;
 }
 
 /** A call through the file's Keybrake, or through `init.on`. */
-function call(vaultKey: string, path: string, body: string | null = "amount=2900&currency=usd", init: { method?: string; headers?: Record<string, string>; on?: Harness } = {}) {
+function call(
+  vaultKey: string,
+  path: string,
+  body: string | null = "amount=2900&currency=usd",
+  init: { method?: string; headers?: Record<string, string>; on?: Harness } = {},
+) {
   return fetch((init.on ?? kb).url + path, {
     method: init.method ?? "POST",
     headers: { authorization: `Bearer ${vaultKey}`, "content-type": "application/x-www-form-urlencoded", ...init.headers },
@@ -47,12 +57,22 @@ const auditFor = async (keyId: string) => ((await (await kb.admin(`/audit?key_id
 
 /** The ledger read straight from the database file. */
 const ledger = (keyId: string) =>
-  kb.readDb((db) => db.query<{ state: string; hold_micros: number; cost_micros: number | null }, [string]>("SELECT state, hold_micros, cost_micros FROM ledger_entries WHERE key_id = ?").all(keyId));
+  kb.readDb((db) =>
+    db
+      .query<{ state: string; hold_micros: number; cost_micros: number | null }, [string]>(
+        "SELECT state, hold_micros, cost_micros FROM ledger_entries WHERE key_id = ?",
+      )
+      .all(keyId),
+  );
 
 describe("the seeds' fan-out", () => {
   test("300 concurrent creates of $29 against a $500 daily cap: exactly 17 reach Stripe, the ledger holds $493.00", async () => {
     const key = await stripeKey({ allowed_endpoints: ["POST /v1/payment_intents"], agent_run_label: "airflow-billing/fanout" });
-    const responses = await Promise.all(Array.from({ length: 300 }, (_, i) => call(key.vault_key, "/stripe/v1/payment_intents", `amount=2900&currency=usd&customer=cus_${i}`)));
+    const responses = await Promise.all(
+      Array.from({ length: 300 }, (_, i) =>
+        call(key.vault_key, "/stripe/v1/payment_intents", `amount=2900&currency=usd&customer=cus_${i}`),
+      ),
+    );
     const ok = responses.filter((r) => r.status === 200);
     const capped = responses.filter((r) => r.status === 429);
     expect(ok).toHaveLength(17);
@@ -168,12 +188,20 @@ describe("revocation, expiry, allowlist, vendor", () => {
   test("no key, a malformed key, an unknown key -> 401 invalid_key; Basic auth with the key as user or password works", async () => {
     const key = await stripeKey();
     for (const authorization of [undefined, "Bearer nope", `Bearer kb_live_${"A".repeat(40)}`, "Basic !!!"]) {
-      const res = await fetch(`${kb.url}/v1/payment_intents`, { method: "POST", headers: authorization ? { authorization } : {}, body: "amount=1&currency=usd" });
+      const res = await fetch(`${kb.url}/v1/payment_intents`, {
+        method: "POST",
+        headers: authorization ? { authorization } : {},
+        body: "amount=1&currency=usd",
+      });
       expect(res.status).toBe(401);
       expect(res.headers.get("x-keybrake-error")).toBe("invalid_key");
     }
     for (const basic of [`${key.vault_key}:`, `AC123:${key.vault_key}`]) {
-      const res = await fetch(`${kb.url}/v1/payment_intents`, { method: "POST", headers: { authorization: `Basic ${btoa(basic)}`, "content-type": "application/x-www-form-urlencoded" }, body: "amount=100&currency=usd" });
+      const res = await fetch(`${kb.url}/v1/payment_intents`, {
+        method: "POST",
+        headers: { authorization: `Basic ${btoa(basic)}`, "content-type": "application/x-www-form-urlencoded" },
+        body: "amount=100&currency=usd",
+      });
       expect(res.status).toBe(200);
     }
     expect(stripe.received.map((r) => r.headers.authorization)).toEqual([`Bearer ${STRIPE_LIVE_SECRET}`, `Bearer ${STRIPE_LIVE_SECRET}`]);
@@ -238,13 +266,28 @@ describe("settlement", () => {
 
   test("capture of an intent not created through Keybrake holds what the intent can capture, read before the call", async () => {
     const key = await stripeKey();
-    const foreign = (await (await fetch(`${stripe.url}/v1/payment_intents`, { method: "POST", headers: { authorization: `Bearer ${STRIPE_LIVE_SECRET}`, "content-type": "application/x-www-form-urlencoded" }, body: "amount=1234&currency=usd" })).json()) as Json;
+    const foreign = (await (
+      await fetch(`${stripe.url}/v1/payment_intents`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${STRIPE_LIVE_SECRET}`, "content-type": "application/x-www-form-urlencoded" },
+        body: "amount=1234&currency=usd",
+      })
+    ).json()) as Json;
     stripe.reset();
     const res = await call(key.vault_key, `/v1/payment_intents/${foreign.id}/capture`, "");
     expect(res.status).toBe(200);
     expect((await record(key.id)).spent_today_usd).toBe(12.34);
-    expect((await auditFor(key.id))[0]).toMatchObject({ hold_usd: 12.34, cost_usd: 12.34, cost_source: "response", amount_minor: 1234, currency: "usd" });
-    expect(stripe.received.map((r) => `${r.method} ${r.path}`)).toEqual([`GET /v1/payment_intents/${foreign.id}`, `POST /v1/payment_intents/${foreign.id}/capture`]);
+    expect((await auditFor(key.id))[0]).toMatchObject({
+      hold_usd: 12.34,
+      cost_usd: 12.34,
+      cost_source: "response",
+      amount_minor: 1234,
+      currency: "usd",
+    });
+    expect(stripe.received.map((r) => `${r.method} ${r.path}`)).toEqual([
+      `GET /v1/payment_intents/${foreign.id}`,
+      `POST /v1/payment_intents/${foreign.id}/capture`,
+    ]);
   });
 
   test("JPY (zero-decimal) and KWD (three-decimal) are converted exactly through KEYBRAKE_FX", async () => {
@@ -254,7 +297,10 @@ describe("settlement", () => {
     expect((await call(key.vault_key, "/v1/payment_intents", "amount=1250&currency=KWD")).status).toBe(200);
     expect((await record(key.id)).spent_today_usd).toBe(71.0625); // + 1.250 KWD x 3.25
     const audit = await auditFor(key.id);
-    expect(audit.map((a) => [a.currency, a.amount_minor, a.cost_usd])).toEqual([["kwd", 1250, 4.0625], ["jpy", 10000, 67]]);
+    expect(audit.map((a) => [a.currency, a.amount_minor, a.cost_usd])).toEqual([
+      ["kwd", 1250, 4.0625],
+      ["jpy", 10000, 67],
+    ]);
   });
 
   test("a EUR amount without an FX rate is 422 currency_not_priced and never forwarded", async () => {
@@ -270,7 +316,11 @@ describe("settlement", () => {
     const down = await startKeybrake({ KEYBRAKE_STRIPE_BASE_URL: REFUSING_URL });
     try {
       const key = await down.issueKey({ vendor: "stripe", daily_usd_cap: 50, allowed_endpoints: ["POST /v1/payment_intents"] });
-      const res = await fetch(`${down.url}/v1/payment_intents`, { method: "POST", headers: { authorization: `Bearer ${key.vault_key}`, "content-type": "application/x-www-form-urlencoded" }, body: "amount=2900&currency=usd" });
+      const res = await fetch(`${down.url}/v1/payment_intents`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${key.vault_key}`, "content-type": "application/x-www-form-urlencoded" },
+        body: "amount=2900&currency=usd",
+      });
       expect(res.status).toBe(502);
       expect(((await (await down.admin(`/vault/keys/${key.id}`)).json()) as Json).spent_today_usd).toBe(0);
     } finally {
@@ -281,8 +331,17 @@ describe("settlement", () => {
   test("no secret configured for the key's mode is 503 vendor_not_configured", async () => {
     const liveOnly = await startKeybrake({ KEYBRAKE_STRIPE_BASE_URL: stripe.url, KEYBRAKE_STRIPE_TEST_SECRET_KEY: "" });
     try {
-      const key = await liveOnly.issueKey({ vendor: "stripe", mode: "test", daily_usd_cap: 50, allowed_endpoints: ["POST /v1/payment_intents"] });
-      const res = await fetch(`${liveOnly.url}/v1/payment_intents`, { method: "POST", headers: { authorization: `Bearer ${key.vault_key}`, "content-type": "application/x-www-form-urlencoded" }, body: "amount=100&currency=usd" });
+      const key = await liveOnly.issueKey({
+        vendor: "stripe",
+        mode: "test",
+        daily_usd_cap: 50,
+        allowed_endpoints: ["POST /v1/payment_intents"],
+      });
+      const res = await fetch(`${liveOnly.url}/v1/payment_intents`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${key.vault_key}`, "content-type": "application/x-www-form-urlencoded" },
+        body: "amount=100&currency=usd",
+      });
       expect(res.status).toBe(503);
       expect(res.headers.get("x-keybrake-error")).toBe("vendor_not_configured");
       expect(stripe.received).toHaveLength(0);
@@ -295,11 +354,19 @@ describe("settlement", () => {
 describe("reading the price exactly as Stripe will", () => {
   test("a JSON body (the Flask seed) is priced from its fields", async () => {
     const key = await stripeKey({ allowed_endpoints: ["/v1/payment_intents", "/v1/payment_intents/*"] });
-    const res = await fetch(`${kb.url}/stripe/v1/payment_intents`, { method: "POST", headers: { authorization: `Bearer ${key.vault_key}`, "content-type": "application/json" }, body: JSON.stringify({ amount: 4200, currency: "usd", customer: "cus_1" }) });
+    const res = await fetch(`${kb.url}/stripe/v1/payment_intents`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${key.vault_key}`, "content-type": "application/json" },
+      body: JSON.stringify({ amount: 4200, currency: "usd", customer: "cus_1" }),
+    });
     expect(res.status).toBe(200);
     expect((await record(key.id)).spent_today_usd).toBe(42);
     // digits in a JSON string are one unambiguous amount too
-    const asString = await fetch(`${kb.url}/stripe/v1/payment_intents`, { method: "POST", headers: { authorization: `Bearer ${key.vault_key}`, "content-type": "application/json" }, body: '{"amount":"800","currency":"usd"}' });
+    const asString = await fetch(`${kb.url}/stripe/v1/payment_intents`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${key.vault_key}`, "content-type": "application/json" },
+      body: '{"amount":"800","currency":"usd"}',
+    });
     expect(asString.status).toBe(200);
     expect((await record(key.id)).spent_today_usd).toBe(50);
   });
@@ -370,7 +437,11 @@ describe("path safety", () => {
   for (const path of unsafe) {
     test(`${path} -> 400 bad_path, never forwarded`, async () => {
       const key = await stripeKey({ allowed_endpoints: ["/v1/*"] });
-      const res = await rawRequest(kb.url, `POST ${path} HTTP/1.1\r\nHost: ${new URL(kb.url).host}\r\nAuthorization: Bearer ${key.vault_key}\r\nContent-Type: application/x-www-form-urlencoded`, "amount=2900&currency=usd");
+      const res = await rawRequest(
+        kb.url,
+        `POST ${path} HTTP/1.1\r\nHost: ${new URL(kb.url).host}\r\nAuthorization: Bearer ${key.vault_key}\r\nContent-Type: application/x-www-form-urlencoded`,
+        "amount=2900&currency=usd",
+      );
       expect(res.status).toBe(400);
       expect(JSON.parse(res.body).code).toBe("bad_path");
       expect(stripe.received).toHaveLength(0);
@@ -380,10 +451,20 @@ describe("path safety", () => {
   // Bun resolves `..`, `%2e%2e` and `\` before any handler runs (see NOTES); what is left is matched and
   // forwarded as one path, so these can only reach what the allowlist names.
   // `/stripe/v1/../../vault/keys` becomes the admin route, where a vault key is no admin token (401).
-  for (const path of ["/stripe/v1/payment_intents/../refunds", "/stripe/v1/payment_intents/%2e%2e/refunds", "/stripe/v1/payment_intents/%2e", "/stripe/v1\\refunds", "/stripe/v1/../../vault/keys"]) {
+  for (const path of [
+    "/stripe/v1/payment_intents/../refunds",
+    "/stripe/v1/payment_intents/%2e%2e/refunds",
+    "/stripe/v1/payment_intents/%2e",
+    "/stripe/v1\\refunds",
+    "/stripe/v1/../../vault/keys",
+  ]) {
     test(`${JSON.stringify(path)} is resolved by Bun and then denied`, async () => {
       const key = await stripeKey({ allowed_endpoints: ["POST /v1/payment_intents"] });
-      const res = await rawRequest(kb.url, `POST ${path} HTTP/1.1\r\nHost: ${new URL(kb.url).host}\r\nAuthorization: Bearer ${key.vault_key}\r\nContent-Type: application/x-www-form-urlencoded`, "amount=2900&currency=usd");
+      const res = await rawRequest(
+        kb.url,
+        `POST ${path} HTTP/1.1\r\nHost: ${new URL(kb.url).host}\r\nAuthorization: Bearer ${key.vault_key}\r\nContent-Type: application/x-www-form-urlencoded`,
+        "amount=2900&currency=usd",
+      );
       expect([400, 401, 403, 404]).toContain(res.status);
       expect(stripe.received).toHaveLength(0);
     });
@@ -394,14 +475,26 @@ describe("forwarding", () => {
   test("headers: credential, cookies and hop-by-hop dropped; Idempotency-Key, Stripe-Version, Stripe-Account, query pass; response carries X-Keybrake-*", async () => {
     const key = await stripeKey({ allowed_endpoints: ["/v1/*"] });
     const res = await call(key.vault_key, "/v1/payment_intents?expand[]=customer", "amount=2900&currency=usd", {
-      headers: { "idempotency-key": "run-1-cus-1", "stripe-version": "2024-06-20", "stripe-account": "acct_1", cookie: "session=abc", "proxy-authorization": "Basic x", "x-custom": "kept" },
+      headers: {
+        "idempotency-key": "run-1-cus-1",
+        "stripe-version": "2024-06-20",
+        "stripe-account": "acct_1",
+        cookie: "session=abc",
+        "proxy-authorization": "Basic x",
+        "x-custom": "kept",
+      },
     });
     expect(res.status).toBe(200);
     const seen = stripe.received[0]!;
     expect(seen.search).toBe("?expand[]=customer");
     // The job's Idempotency-Key is replaced by its derivation (SPEC §7; see idempotency tests).
     expect(seen.headers["idempotency-key"]).toMatch(/^kb_[A-Za-z0-9_-]{43}$/);
-    expect(seen.headers).toMatchObject({ "stripe-version": "2024-06-20", "stripe-account": "acct_1", "x-custom": "kept", authorization: `Bearer ${STRIPE_LIVE_SECRET}` });
+    expect(seen.headers).toMatchObject({
+      "stripe-version": "2024-06-20",
+      "stripe-account": "acct_1",
+      "x-custom": "kept",
+      authorization: `Bearer ${STRIPE_LIVE_SECRET}`,
+    });
     expect(seen.headers.cookie).toBeUndefined();
     expect(seen.headers["proxy-authorization"]).toBeUndefined();
     expect(seen.headers.host).toBe(new URL(stripe.url).host);
@@ -415,7 +508,12 @@ describe("forwarding", () => {
 
   test("an upstream redirect is passed back, not followed; Set-Cookie is dropped", async () => {
     const key = await stripeKey({ allowed_endpoints: ["/v1/*"] });
-    stripe.failNext({ kind: "status", status: 302, body: {}, headers: { location: "https://elsewhere.example/steal", "set-cookie": "a=b" } });
+    stripe.failNext({
+      kind: "status",
+      status: 302,
+      body: {},
+      headers: { location: "https://elsewhere.example/steal", "set-cookie": "a=b" },
+    });
     const res = await fetch(`${kb.url}/v1/customers`, { headers: { authorization: `Bearer ${key.vault_key}` }, redirect: "manual" });
     expect(res.status).toBe(302);
     expect(res.headers.get("location")).toBe("https://elsewhere.example/steal");
@@ -508,10 +606,15 @@ describe("no secret anywhere", () => {
 describe("absolute-form targets", () => {
   test("GET http://other.host/... is served as a plain path and forwarded only to the fixed Stripe host", async () => {
     const key = await stripeKey({ allowed_endpoints: ["/v1/*"] });
-    const res = await rawRequest(kb.url, `GET http://evil.example/v1/customers?limit=3 HTTP/1.1\r\nHost: ${new URL(kb.url).host}\r\nAuthorization: Bearer ${key.vault_key}`);
+    const res = await rawRequest(
+      kb.url,
+      `GET http://evil.example/v1/customers?limit=3 HTTP/1.1\r\nHost: ${new URL(kb.url).host}\r\nAuthorization: Bearer ${key.vault_key}`,
+    );
     expect(res.status).toBe(200);
     // Exactly one request, to the configured Stripe host, for the path and query alone.
-    expect(stripe.received.map((r) => `${r.method} ${r.headers.host} ${r.path}${r.search}`)).toEqual([`GET ${new URL(stripe.url).host} /v1/customers?limit=3`]);
+    expect(stripe.received.map((r) => `${r.method} ${r.headers.host} ${r.path}${r.search}`)).toEqual([
+      `GET ${new URL(stripe.url).host} /v1/customers?limit=3`,
+    ]);
     expect((await auditFor(key.id)).map((a) => [a.path, a.status])).toEqual([["/v1/customers", 200]]);
   });
 });

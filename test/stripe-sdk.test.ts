@@ -28,7 +28,12 @@ function prefixedHttpClient(prefix: string) {
 
 describe("the official stripe SDK through Keybrake", () => {
   test("host/port routing: creates a PaymentIntent; the vendor sees the real secret, never the vault key", async () => {
-    const key = await kb.issueKey({ vendor: "stripe", daily_usd_cap: 500, allowed_endpoints: ["POST /v1/payment_intents"], agent_run_label: "sdk/host-port" });
+    const key = await kb.issueKey({
+      vendor: "stripe",
+      daily_usd_cap: 500,
+      allowed_endpoints: ["POST /v1/payment_intents"],
+      agent_run_label: "sdk/host-port",
+    });
     const stripe = new Stripe(key.vault_key, { host: "127.0.0.1", port: port(), protocol: "http", maxNetworkRetries: 0 });
     const intent = await stripe.paymentIntents.create({ amount: 2900, currency: "usd", customer: "cus_123" });
 
@@ -50,9 +55,20 @@ describe("the official stripe SDK through Keybrake", () => {
   });
 
   test("a /stripe prefix through a custom httpClient, and a test-mode key uses the test secret", async () => {
-    const key = await kb.issueKey({ vendor: "stripe", mode: "test", daily_usd_cap: 100, allowed_endpoints: ["/v1/payment_intents", "/v1/payment_intents/*"] });
+    const key = await kb.issueKey({
+      vendor: "stripe",
+      mode: "test",
+      daily_usd_cap: 100,
+      allowed_endpoints: ["/v1/payment_intents", "/v1/payment_intents/*"],
+    });
     expect(key.vault_key).toStartWith("kb_test_");
-    const stripe = new Stripe(key.vault_key, { host: "127.0.0.1", port: port(), protocol: "http", httpClient: prefixedHttpClient("/stripe"), maxNetworkRetries: 0 });
+    const stripe = new Stripe(key.vault_key, {
+      host: "127.0.0.1",
+      port: port(),
+      protocol: "http",
+      httpClient: prefixedHttpClient("/stripe"),
+      maxNetworkRetries: 0,
+    });
     const intent = await stripe.paymentIntents.create({ amount: 1500, currency: "usd" });
     const confirmed = await stripe.paymentIntents.confirm(intent.id);
     expect(confirmed.status).toBe("succeeded");

@@ -109,7 +109,13 @@ describe("KEYBRAKE_TWILIO_SMS_PRICES", () => {
   test("defaults: US and Canada at KEYBRAKE_TWILIO_SMS_USD, GB $0.0524, any other destination $0.50; entries add and override", () => {
     const smsPrices = (env: Record<string, string>) => (loadConfig(env).vendors.twilio!.prices as { smsUsdTo: unknown }).smsUsdTo;
     expect(smsPrices({})).toEqual({ US: 0.0083, CA: 0.0083, GB: 0.0524, "*": 0.5 });
-    expect(smsPrices({ KEYBRAKE_TWILIO_SMS_USD: "0.01", KEYBRAKE_TWILIO_SMS_PRICES: "gb=0.06, DE=0.09" })).toEqual({ US: 0.01, CA: 0.01, GB: 0.06, DE: 0.09, "*": 0.5 });
+    expect(smsPrices({ KEYBRAKE_TWILIO_SMS_USD: "0.01", KEYBRAKE_TWILIO_SMS_PRICES: "gb=0.06, DE=0.09" })).toEqual({
+      US: 0.01,
+      CA: 0.01,
+      GB: 0.06,
+      DE: 0.09,
+      "*": 0.5,
+    });
   });
 
   for (const [value, message] of [
@@ -166,7 +172,9 @@ describe("Twilio messages are priced on every path Twilio creates them on", () =
   test("a $0.50 cap admits exactly 9 of 30 concurrent SMS to the UK (9 x $0.0524 = $0.4716)", async () => {
     const key = await twilioKey(0.5);
     const client = sdk(key.vault_key);
-    const results = await Promise.allSettled(Array.from({ length: 30 }, (_, i) => client.messages.create({ to: GB, from: "+15559870000", body: `msg ${i}` })));
+    const results = await Promise.allSettled(
+      Array.from({ length: 30 }, (_, i) => client.messages.create({ to: GB, from: "+15559870000", body: `msg ${i}` })),
+    );
     expect(results.filter((r) => r.status === "fulfilled")).toHaveLength(9);
     expect(results.every((r) => r.status === "fulfilled" || r.reason.status === 429)).toBe(true);
     expect(tw.count("POST", /\/Messages\.json$/)).toBe(9);
@@ -198,7 +206,11 @@ describe("Twilio calls are held for their TimeLimit", () => {
 
 describe("the account segment stands for the configured account", () => {
   test("patterns with the real SID, `*` or {AccountSid} allow the placeholder path; the vendor alone sees the real SID", async () => {
-    const patterns = [`POST /2010-04-01/Accounts/${TWILIO_SID}/Messages.json`, "POST /2010-04-01/Accounts/*/Messages.json", "POST /2010-04-01/Accounts/{AccountSid}/Messages.json"];
+    const patterns = [
+      `POST /2010-04-01/Accounts/${TWILIO_SID}/Messages.json`,
+      "POST /2010-04-01/Accounts/*/Messages.json",
+      "POST /2010-04-01/Accounts/{AccountSid}/Messages.json",
+    ];
     for (const pattern of patterns) {
       const key = await twilioKey(1, [pattern]);
       // The key record keeps the pattern as matched, never the real SID (SPEC §2).
@@ -213,7 +225,10 @@ describe("the account segment stands for the configured account", () => {
       }
       expect((await post(key.vault_key, `${ACCOUNT}/Calls.json`, { To: US, Url: "https://example.com/twiml" })).status).toBe(403);
       const rows = (await auditFor(key.id)).reverse();
-      expect(rows.map((r) => r.path)).toEqual([...Array(3).fill("/2010-04-01/Accounts/{AccountSid}/Messages.json"), "/2010-04-01/Accounts/{AccountSid}/Calls.json"]);
+      expect(rows.map((r) => r.path)).toEqual([
+        ...Array(3).fill("/2010-04-01/Accounts/{AccountSid}/Messages.json"),
+        "/2010-04-01/Accounts/{AccountSid}/Calls.json",
+      ]);
       expect(JSON.stringify(rows)).not.toContain(TWILIO_SID);
       expect(JSON.stringify(await ledger(key.id))).not.toContain(TWILIO_SID);
     }
@@ -241,8 +256,18 @@ describe("the reconciler", () => {
     const dearer = await client.messages.create({ to: US, from: "+15559870000", body: "hi" });
     const cheaper = await client.messages.create({ to: US, from: "+15559870000", body: "hi" });
     expect(await ledger(key.id)).toMatchObject([
-      { cost: 8_300, reconcilePath: `/2010-04-01/Accounts/{AccountSid}/Messages/${dearer.sid}.json`, reconcileAt: clock + 300_000, attempts: 0 },
-      { cost: 8_300, reconcilePath: `/2010-04-01/Accounts/{AccountSid}/Messages/${cheaper.sid}.json`, reconcileAt: clock + 300_000, attempts: 0 },
+      {
+        cost: 8_300,
+        reconcilePath: `/2010-04-01/Accounts/{AccountSid}/Messages/${dearer.sid}.json`,
+        reconcileAt: clock + 300_000,
+        attempts: 0,
+      },
+      {
+        cost: 8_300,
+        reconcilePath: `/2010-04-01/Accounts/{AccountSid}/Messages/${cheaper.sid}.json`,
+        reconcileAt: clock + 300_000,
+        attempts: 0,
+      },
     ]);
 
     await kb.reconciler!.tick(); // not due yet: nothing is read
@@ -251,14 +276,22 @@ describe("the reconciler", () => {
     advance(300);
     await kb.reconciler!.tick(); // due, but Twilio has no price yet: read again in 2 x 300 s
     expect([reads(dearer.sid), reads(cheaper.sid)]).toEqual([1, 1]);
-    expect(await ledger(key.id)).toMatchObject([{ cost: 8_300, reconcileAt: clock + 600_000, attempts: 1 }, { cost: 8_300, reconcileAt: clock + 600_000, attempts: 1 }]);
+    expect(await ledger(key.id)).toMatchObject([
+      { cost: 8_300, reconcileAt: clock + 600_000, attempts: 1 },
+      { cost: 8_300, reconcileAt: clock + 600_000, attempts: 1 },
+    ]);
 
     tw.finalPrices.set(dearer.sid, "-0.01660");
     tw.finalPrices.set(cheaper.sid, "-0.0050");
     advance(600);
     await kb.reconciler!.tick();
-    expect(tw.received.filter((r) => r.method === "GET").map((r) => r.path)).toContain(`/2010-04-01/Accounts/${TWILIO_SID}/Messages/${dearer.sid}.json`);
-    expect(await ledger(key.id)).toMatchObject([{ cost: 16_600, reconcileAt: null }, { cost: 5_000, reconcileAt: null }]);
+    expect(tw.received.filter((r) => r.method === "GET").map((r) => r.path)).toContain(
+      `/2010-04-01/Accounts/${TWILIO_SID}/Messages/${dearer.sid}.json`,
+    );
+    expect(await ledger(key.id)).toMatchObject([
+      { cost: 16_600, reconcileAt: null },
+      { cost: 5_000, reconcileAt: null },
+    ]);
     expect(await spendCounts(key.id)).toEqual({ ledger: 21_600, days: 21_600, key: 21_600, audit: 21_600 });
 
     const reconciled = (await auditFor(key.id)).filter((r) => r.cost_source === "reconciled").reverse();
@@ -302,7 +335,9 @@ describe("the reconciler", () => {
     expect(reads(message.sid)).toBe(waits.length + 1);
     const [entry] = await ledger(key.id);
     expect(entry).toMatchObject({ cost: 8_300, reconcileAt: null });
-    expect(kb.logs.filter((l) => l.includes(entry!.id))).toEqual([`keybrake: reconciler: ${entry!.id} (key ${key.id}) stays at 0.0083 USD: no final price after ${waits.length + 1} reads`]);
+    expect(kb.logs.filter((l) => l.includes(entry!.id))).toEqual([
+      `keybrake: reconciler: ${entry!.id} (key ${key.id}) stays at 0.0083 USD: no final price after ${waits.length + 1} reads`,
+    ]);
   });
 
   test("a final price in a currency without an FX rate leaves the entry at its hold at once, logged", async () => {
@@ -315,6 +350,8 @@ describe("the reconciler", () => {
     const [entry] = await ledger(key.id);
     expect(entry).toMatchObject({ cost: 8_300, reconcileAt: null });
     expect(reads(message.sid)).toBe(1);
-    expect(kb.logs).toContain(`keybrake: reconciler: ${entry!.id} (key ${key.id}) stays at 0.0083 USD: no KEYBRAKE_FX rate for Twilio's price_unit JPY`);
+    expect(kb.logs).toContain(
+      `keybrake: reconciler: ${entry!.id} (key ${key.id}) stays at 0.0083 USD: no KEYBRAKE_FX rate for Twilio's price_unit JPY`,
+    );
   });
 });

@@ -7,16 +7,38 @@ const T0 = Date.UTC(2026, 10, 27, 12, 0, 0);
 
 function denial(clientIp: string | null, at: number, path = "/v1/payment_intents"): AuditRow {
   return {
-    id: `kbr_${Math.random()}`, at, keyId: null, label: null, vendor: "stripe", mode: null, method: "POST", path, status: 401,
-    decision: "invalid_key", holdMicros: 0, costMicros: 0, costSource: null, currency: null, amountMinor: null,
-    vendorRequestId: null, idempotencyKey: "k", upstreamMs: null, overheadMs: 0.1, clientIp,
+    id: `kbr_${Math.random()}`,
+    at,
+    keyId: null,
+    label: null,
+    vendor: "stripe",
+    mode: null,
+    method: "POST",
+    path,
+    status: 401,
+    decision: "invalid_key",
+    holdMicros: 0,
+    costMicros: 0,
+    costSource: null,
+    currency: null,
+    amountMinor: null,
+    vendorRequestId: null,
+    idempotencyKey: "k",
+    upstreamMs: null,
+    overheadMs: 0.1,
+    clientIp,
   };
 }
 
 function setup(maxClients?: number) {
   const written: AuditRow[] = [];
   let now = T0;
-  const denials = new UnauthenticatedDenials({ recordAudit: async (row) => void written.push(row) }, () => now, () => {}, maxClients);
+  const denials = new UnauthenticatedDenials(
+    { recordAudit: async (row) => void written.push(row) },
+    () => now,
+    () => {},
+    maxClients,
+  );
   const summary = () => written.map((r) => [r.clientIp, r.requests ?? 1, r.path, r.idempotencyKey]);
   return { denials, written, summary, setNow: (t: number) => (now = t) };
 }
@@ -27,12 +49,18 @@ describe("UnauthenticatedDenials", () => {
     for (let i = 0; i < 5; i++) await denials.record(denial("10.0.0.1", T0 + i));
     await denials.record(denial("10.0.0.2", T0 + 10, "/emails"));
     await denials.record(denial("10.0.0.1", T0 + 20, "/v1/refunds"));
-    expect(summary()).toEqual([["10.0.0.1", 1, "/v1/payment_intents", "k"], ["10.0.0.2", 1, "/emails", "k"]]);
+    expect(summary()).toEqual([
+      ["10.0.0.1", 1, "/v1/payment_intents", "k"],
+      ["10.0.0.2", 1, "/emails", "k"],
+    ]);
 
     setNow(T0 + MINUTE);
     await denials.record(denial("10.0.0.1", T0 + MINUTE));
     // Where the counted requests differed, the aggregate says "*"; no client-chosen header is carried.
-    expect(summary().slice(2)).toEqual([["10.0.0.1", 5, "*", null], ["10.0.0.1", 1, "/v1/payment_intents", "k"]]);
+    expect(summary().slice(2)).toEqual([
+      ["10.0.0.1", 5, "*", null],
+      ["10.0.0.1", 1, "/v1/payment_intents", "k"],
+    ]);
     denials.flush();
     expect(summary()).toHaveLength(4); // 10.0.0.2 had nothing beyond its first; 10.0.0.1's new minute neither
   });
@@ -43,7 +71,10 @@ describe("UnauthenticatedDenials", () => {
     for (let i = 0; i < 3; i++) await denials.record(denial("10.0.0.1", T0 + MINUTE - 50));
     setNow(T0 + MINUTE + 10);
     await Bun.sleep(250); // the timer fires 100 ms after the minute's end, as the clock saw it
-    expect(summary()).toEqual([["10.0.0.1", 1, "/v1/payment_intents", "k"], ["10.0.0.1", 2, "/v1/payment_intents", null]]);
+    expect(summary()).toEqual([
+      ["10.0.0.1", 1, "/v1/payment_intents", "k"],
+      ["10.0.0.1", 2, "/v1/payment_intents", null],
+    ]);
     denials.flush();
   });
 
@@ -53,7 +84,11 @@ describe("UnauthenticatedDenials", () => {
     denials.flush();
     const rows = summary();
     expect(rows.filter((r) => r[1] === 1).map((r) => r[0])).toEqual(["10.0.0.1", "10.0.0.2", "10.0.0.3"]); // 10.0.0.3 opened '*'
-    expect(rows.filter((r) => r[1] !== 1)).toEqual([["10.0.0.1", 2, "/v1/payment_intents", null], ["10.0.0.2", 2, "/v1/payment_intents", null], ["*", 143, "/v1/payment_intents", null]]);
+    expect(rows.filter((r) => r[1] !== 1)).toEqual([
+      ["10.0.0.1", 2, "/v1/payment_intents", null],
+      ["10.0.0.2", 2, "/v1/payment_intents", null],
+      ["*", 143, "/v1/payment_intents", null],
+    ]);
     expect(rows.reduce((sum, r) => sum + (r[1] as number), 0)).toBe(150);
   });
 });

@@ -42,7 +42,9 @@ describe("background WAL checkpoints", () => {
     const checkpoints = startBackgroundCheckpoints(client, path, { entry: join(dir, "missing-checkpointer.ts"), log: (l) => logs.push(l) });
     await until(() => logs.length > 0);
     expect(logs).toHaveLength(1);
-    expect(logs[0]).toMatch(/^keybrake: ERROR: the WAL checkpoint worker failed \(.*missing-checkpointer\.ts.*\); checkpointing on commit instead$/);
+    expect(logs[0]).toMatch(
+      /^keybrake: ERROR: the WAL checkpoint worker failed \(.*missing-checkpointer\.ts.*\); checkpointing on commit instead$/,
+    );
     expect(autocheckpoint()).toBe(1000);
     await checkpoints.stop();
   });

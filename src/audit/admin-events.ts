@@ -19,15 +19,16 @@ const AdminEventSchema = z.object({
 
 /** SPEC §3: every admin action (who: token fingerprint, what, when), queryable. */
 export const adminEventRoutes = (store: Store, auth: AdminAuth) =>
-  new Elysia({ name: "admin-events", prefix: "/admin", seed: store })
-    .use(adminGuard(auth))
-    .get("/events", async ({ query }) => {
+  new Elysia({ name: "admin-events", prefix: "/admin", seed: store }).use(adminGuard(auth)).get(
+    "/events",
+    async ({ query }) => {
       const page = await store.listAdminEvents(query.limit, query.cursor);
       return {
         data: page.data.map((e) => ({ ...e, at: new Date(e.at).toISOString() })),
         next_cursor: page.nextCursor === null ? null : String(page.nextCursor),
       };
-    }, {
+    },
+    {
       query: EventsQuery,
       ...routeDoc({
         summary: "Admin actions (who: token fingerprint, what, when), newest first",
@@ -35,4 +36,5 @@ export const adminEventRoutes = (store: Store, auth: AdminAuth) =>
         ok: [200, z.object({ data: z.array(AdminEventSchema), next_cursor: z.string().nullable() }), "A page of admin events"],
         errors: [400],
       }),
-    });
+    },
+  );

@@ -27,7 +27,9 @@ export const ExportQuery = z.strictObject({ ...filters, format: z.enum(["ndjson"
 export type AuditFilters = Omit<z.infer<typeof AuditQuery>, "limit" | "cursor">;
 
 export const SpendPage = z.object({
-  data: z.array(z.object({ group: z.string().nullable(), calls: z.number(), allowed: z.number(), denied: z.number(), spend_usd: z.number() })),
+  data: z.array(
+    z.object({ group: z.string().nullable(), calls: z.number(), allowed: z.number(), denied: z.number(), spend_usd: z.number() }),
+  ),
 });
 
 export const AuditRowSchema = z.object({

@@ -12,29 +12,47 @@ export const auditRoutes = (store: Store, auth: AdminAuth) =>
     .use(adminGuard(auth))
     .get("", ({ query }) => listAudit(store, query), {
       query: AuditQuery,
-      ...routeDoc({ summary: "Proxied calls, allowed and denied, newest first", tags: ["Audit"], ok: [200, AuditPage, "A page of audit rows; pass next_cursor as cursor for the next"], errors: [400] }),
-    })
-    .get("/spend", ({ query }) => {
-      const { group_by, ...filters } = query;
-      return spendBy(store, group_by, filters);
-    }, {
-      query: SpendQuery,
       ...routeDoc({
-        summary: "Spend per run label, key, vendor or UTC day (sums equal the ledger to the micro-dollar)",
+        summary: "Proxied calls, allowed and denied, newest first",
         tags: ["Audit"],
-        ok: [200, SpendPage, "One row per group"],
+        ok: [200, AuditPage, "A page of audit rows; pass next_cursor as cursor for the next"],
         errors: [400],
       }),
     })
-    .get("/export", ({ query }) => {
-      const { format, ...filters } = query;
-      return new Response(exportStream(store, filters, format), {
-        headers: {
-          "content-type": format === "csv" ? "text/csv; charset=utf-8" : "application/x-ndjson",
-          "content-disposition": `attachment; filename="keybrake-audit.${format === "csv" ? "csv" : "ndjson"}"`,
-        },
-      });
-    }, {
-      query: ExportQuery,
-      ...routeDoc({ summary: "Every matching audit row, streamed as NDJSON or CSV", tags: ["Audit"], ok: [200, z.string(), "NDJSON (one row per line) or CSV with a header line"], errors: [400] }),
-    });
+    .get(
+      "/spend",
+      ({ query }) => {
+        const { group_by, ...filters } = query;
+        return spendBy(store, group_by, filters);
+      },
+      {
+        query: SpendQuery,
+        ...routeDoc({
+          summary: "Spend per run label, key, vendor or UTC day (sums equal the ledger to the micro-dollar)",
+          tags: ["Audit"],
+          ok: [200, SpendPage, "One row per group"],
+          errors: [400],
+        }),
+      },
+    )
+    .get(
+      "/export",
+      ({ query }) => {
+        const { format, ...filters } = query;
+        return new Response(exportStream(store, filters, format), {
+          headers: {
+            "content-type": format === "csv" ? "text/csv; charset=utf-8" : "application/x-ndjson",
+            "content-disposition": `attachment; filename="keybrake-audit.${format === "csv" ? "csv" : "ndjson"}"`,
+          },
+        });
+      },
+      {
+        query: ExportQuery,
+        ...routeDoc({
+          summary: "Every matching audit row, streamed as NDJSON or CSV",
+          tags: ["Audit"],
+          ok: [200, z.string(), "NDJSON (one row per line) or CSV with a header line"],
+          errors: [400],
+        }),
+      },
+    );

@@ -48,7 +48,15 @@ export async function listAudit(store: Store, q: z.infer<typeof AuditQuery>) {
 /** Per-run spend (group_by=label), or per key, vendor or UTC day. */
 export async function spendBy(store: Store, group: SpendGroup, q: AuditFilters) {
   const rows = await store.spendBy(group, toFilter(q));
-  return { data: rows.map((r) => ({ group: r.group, calls: r.calls, allowed: r.allowed, denied: r.denied, spend_usd: microsToUsd(r.spendMicros) })) };
+  return {
+    data: rows.map((r) => ({
+      group: r.group,
+      calls: r.calls,
+      allowed: r.allowed,
+      denied: r.denied,
+      spend_usd: microsToUsd(r.spendMicros),
+    })),
+  };
 }
 
 /** Rows read from the store at a time by `auditRows`; one page is one chunk of an export. */
@@ -65,8 +73,27 @@ export async function* auditRows(store: Store, q: AuditFilters, pageRows = AUDIT
 }
 
 export const AUDIT_COLUMNS = [
-  "id", "at", "key_id", "label", "vendor", "mode", "method", "path", "status", "decision", "hold_usd", "cost_usd",
-  "cost_source", "currency", "amount_minor", "vendor_request_id", "idempotency_key", "upstream_ms", "overhead_ms", "client_ip", "requests",
+  "id",
+  "at",
+  "key_id",
+  "label",
+  "vendor",
+  "mode",
+  "method",
+  "path",
+  "status",
+  "decision",
+  "hold_usd",
+  "cost_usd",
+  "cost_source",
+  "currency",
+  "amount_minor",
+  "vendor_request_id",
+  "idempotency_key",
+  "upstream_ms",
+  "overhead_ms",
+  "client_ip",
+  "requests",
 ] as const satisfies readonly (keyof PresentedAudit)[];
 
 /** What a spreadsheet takes for the start of a formula (OWASP "CSV injection"). */
@@ -89,7 +116,12 @@ export const csvLine = (row: PresentedAudit) => `${AUDIT_COLUMNS.map((c) => csvF
 export const csvHeader = () => `${AUDIT_COLUMNS.join(",")}\r\n`;
 
 /** The export as a byte stream: each pull renders one page, so the first bytes leave before the last are read. */
-export function exportStream(store: Store, q: AuditFilters, format: "ndjson" | "csv", pageRows = AUDIT_PAGE_ROWS): ReadableStream<Uint8Array> {
+export function exportStream(
+  store: Store,
+  q: AuditFilters,
+  format: "ndjson" | "csv",
+  pageRows = AUDIT_PAGE_ROWS,
+): ReadableStream<Uint8Array> {
   const pages = auditRows(store, q, pageRows);
   const encoder = new TextEncoder();
   let headerSent = format !== "csv";

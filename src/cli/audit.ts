@@ -34,8 +34,27 @@ export async function auditCommand(store: Store, args: string[]) {
   const format = values.format;
   if (format === "table") {
     const q = parseInput(AuditQuery, { ...filterQuery(values), limit: values.limit ?? "50" }, "flags");
-    const page = await store.listAudit({ keyId: q.key_id, label: q.label, labelPrefix: q.label_prefix, vendor: q.vendor, decision: q.decision, since: q.since, until: q.until, limit: q.limit });
-    return printRecords(page.data.map(presentAudit), false, ["at", "key_id", "label", "method", "path", "status", "decision", "cost_usd", "vendor_request_id"]);
+    const page = await store.listAudit({
+      keyId: q.key_id,
+      label: q.label,
+      labelPrefix: q.label_prefix,
+      vendor: q.vendor,
+      decision: q.decision,
+      since: q.since,
+      until: q.until,
+      limit: q.limit,
+    });
+    return printRecords(page.data.map(presentAudit), false, [
+      "at",
+      "key_id",
+      "label",
+      "method",
+      "path",
+      "status",
+      "decision",
+      "cost_usd",
+      "vendor_request_id",
+    ]);
   }
   if (format !== "ndjson" && format !== "csv") throw new UsageError("--format is table, ndjson or csv");
   const { format: _f, ...filters } = parseInput(ExportQuery, { ...filterQuery(values), format }, "flags");
@@ -50,7 +69,10 @@ export async function auditCommand(store: Store, args: string[]) {
 
 /** `keybrake spend --group-by label|key|vendor|day [filters] [--json]`. */
 export async function spendCommand(store: Store, args: string[]) {
-  const { values } = parseArgs({ args, options: { ...FILTERS, "group-by": { type: "string", default: "label" }, json: { type: "boolean" } } });
+  const { values } = parseArgs({
+    args,
+    options: { ...FILTERS, "group-by": { type: "string", default: "label" }, json: { type: "boolean" } },
+  });
   const { group_by, ...filters } = parseInput(SpendQuery, { ...filterQuery(values), group_by: values["group-by"] }, "flags");
   const result = await spendBy(store, group_by, filters);
   printRecords(result.data, values.json ?? false, ["group", "calls", "allowed", "denied", "spend_usd"]);

@@ -59,7 +59,8 @@ export async function keysCommand(store: Store, args: string[], actor: string): 
           mode: values.mode,
           max_requests_per_minute: num(values["max-requests-per-minute"]),
           require_idempotency_key: values["require-idempotency-key"],
-          metadata: values.metadata && Object.fromEntries(values.metadata.map((kv) => [kv.split("=")[0], kv.split("=").slice(1).join("=")])),
+          metadata:
+            values.metadata && Object.fromEntries(values.metadata.map((kv) => [kv.split("=")[0], kv.split("=").slice(1).join("=")])),
         }).filter(([, v]) => v !== undefined),
       );
       const issued = await service.issueKey(ctx, parseInput(CreateKeyBody, body, "flags"));
@@ -69,13 +70,17 @@ export async function keysCommand(store: Store, args: string[], actor: string): 
       return;
     }
     case "list": {
-      const query = parseInput(ListKeysQuery, {
-        label: values.label,
-        label_prefix: values["label-prefix"],
-        vendor: values.vendor,
-        status: values.status,
-        limit: values.limit,
-      }, "flags");
+      const query = parseInput(
+        ListKeysQuery,
+        {
+          label: values.label,
+          label_prefix: values["label-prefix"],
+          vendor: values.vendor,
+          status: values.status,
+          limit: values.limit,
+        },
+        "flags",
+      );
       const page = await service.listKeys(ctx, query);
       return printRecords(page.data, json);
     }
@@ -85,11 +90,17 @@ export async function keysCommand(store: Store, args: string[], actor: string): 
     }
     case "revoke": {
       if (positionals.length === 1) return printRecords([await service.revokeKey(ctx, positionals[0]!)], json);
-      const by = values["label-prefix"] !== undefined ? { label_prefix: values["label-prefix"] } : values.ids ? { ids: values.ids.split(",") } : null;
+      const by =
+        values["label-prefix"] !== undefined
+          ? { label_prefix: values["label-prefix"] }
+          : values.ids
+            ? { ids: values.ids.split(",") }
+            : null;
       if (!by || positionals.length > 0) throw new UsageError(USAGE);
       const result = await service.revokeMany(ctx, parseInput(BulkRevokeBody, by, "flags"));
       // A kill switch that silently did nothing is worse than one that fails: the operator must look again.
-      if (result.revoked === 0) throw notFound(`active key matching ${"ids" in by ? `--ids ${values.ids}` : `--label-prefix ${by.label_prefix}`}; nothing revoked`);
+      if (result.revoked === 0)
+        throw notFound(`active key matching ${"ids" in by ? `--ids ${values.ids}` : `--label-prefix ${by.label_prefix}`}; nothing revoked`);
       return console.log(json ? JSON.stringify(result) : `revoked ${result.revoked} key(s)`);
     }
     default:

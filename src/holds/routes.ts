@@ -21,7 +21,9 @@ const HoldsQuery = z.strictObject({
   limit: z.coerce.number().int().min(1).max(1000).default(100),
 });
 // No body, or `{}`, settles at the hold.
-const SettleBody = z.strictObject({ cost_usd: z.number().nonnegative().max(10_000_000).optional().describe("The real cost in USD; the hold when absent") }).optional();
+const SettleBody = z
+  .strictObject({ cost_usd: z.number().nonnegative().max(10_000_000).optional().describe("The real cost in USD; the hold when absent") })
+  .optional();
 const HoldId = z.object({ id: z.string().describe("The hold's id") });
 const tags = ["Holds"];
 
@@ -31,14 +33,29 @@ export const holdRoutes = (store: Store, auth: AdminAuth, now: () => number) =>
     .use(adminGuard(auth))
     .get("", ({ query }) => listHolds({ store }, query.state, query.limit), {
       query: HoldsQuery,
-      ...routeDoc({ summary: "Holds by state (default: orphaned by a crash, still counted as held)", tags, ok: [200, z.object({ data: z.array(HoldSchema) }), "Holds, oldest first"], errors: [400] }),
+      ...routeDoc({
+        summary: "Holds by state (default: orphaned by a crash, still counted as held)",
+        tags,
+        ok: [200, z.object({ data: z.array(HoldSchema) }), "Holds, oldest first"],
+        errors: [400],
+      }),
     })
     .post("/:id/settle", ({ params, body, actor }) => resolveHold({ store, now, actor }, params.id, "settled", body?.cost_usd), {
       params: HoldId,
       body: SettleBody,
-      ...routeDoc({ summary: "Count an orphaned hold as spent (at the hold, or at cost_usd)", tags, ok: [200, HoldSchema, "The settled hold"], errors: [400, 404, 409] }),
+      ...routeDoc({
+        summary: "Count an orphaned hold as spent (at the hold, or at cost_usd)",
+        tags,
+        ok: [200, HoldSchema, "The settled hold"],
+        errors: [400, 404, 409],
+      }),
     })
     .post("/:id/release", ({ params, actor }) => resolveHold({ store, now, actor }, params.id, "released"), {
       params: HoldId,
-      ...routeDoc({ summary: "Release an orphaned hold (the vendor never charged)", tags, ok: [200, HoldSchema, "The released hold"], errors: [404, 409] }),
+      ...routeDoc({
+        summary: "Release an orphaned hold (the vendor never charged)",
+        tags,
+        ok: [200, HoldSchema, "The released hold"],
+        errors: [404, 409],
+      }),
     });

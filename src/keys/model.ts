@@ -43,7 +43,10 @@ export const CreateKeyBody = z
     vendor: vendorName,
     daily_usd_cap: usdCap.optional(),
     total_usd_cap: usdCap.optional(),
-    allowed_endpoints: z.array(endpointPattern, { error: "must be a list of endpoint patterns" }).min(1, "must list at least one endpoint").max(100, "must list at most 100 endpoints"),
+    allowed_endpoints: z
+      .array(endpointPattern, { error: "must be a list of endpoint patterns" })
+      .min(1, "must list at least one endpoint")
+      .max(100, "must list at most 100 endpoints"),
     expires_in: duration.optional(),
     expires_at: isoTime.optional(),
     agent_run_label: label.optional(),

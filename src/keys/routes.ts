@@ -27,7 +27,10 @@ export function keyRoutes(store: Store, auth: AdminAuth, now: () => number) {
   };
   const revoke = {
     handler: ({ params, actor }: { params: { id: string }; actor: string }) => service.revokeKey({ store, now, actor }, params.id),
-    hooks: (summary: string) => ({ params: KeyId, ...routeDoc({ summary, tags, ok: [200, KeyRecordSchema, "The revoked key"], errors: [404] }) }),
+    hooks: (summary: string) => ({
+      params: KeyId,
+      ...routeDoc({ summary, tags, ok: [200, KeyRecordSchema, "The revoked key"], errors: [404] }),
+    }),
   };
 
   const keys = new Elysia({ name: "keys", prefix: "/vault/keys", seed: store })
@@ -35,7 +38,12 @@ export function keyRoutes(store: Store, auth: AdminAuth, now: () => number) {
     .post("", create.handler, create.hooks("Issue a vault key"))
     .get("", ({ query }) => service.listKeys({ store, now }, query), {
       query: ListKeysQuery,
-      ...routeDoc({ summary: "List vault keys with usage", tags, ok: [200, KeyPage, "A page of keys, newest first; pass next_cursor as cursor for the next"], errors: [400] }),
+      ...routeDoc({
+        summary: "List vault keys with usage",
+        tags,
+        ok: [200, KeyPage, "A page of keys, newest first; pass next_cursor as cursor for the next"],
+        errors: [400],
+      }),
     })
     .post("/revoke", ({ body, actor }) => service.revokeMany({ store, now, actor }, body), {
       body: BulkRevokeBody,
@@ -55,7 +63,12 @@ export function keyRoutes(store: Store, auth: AdminAuth, now: () => number) {
       params: KeyId,
       body: PatchKeyBody,
       parse: "json",
-      ...routeDoc({ summary: "Change a key's caps, expiry or rate limit", tags, ok: [200, KeyRecordSchema, "The changed key"], errors: [400, 404, 409] }),
+      ...routeDoc({
+        summary: "Change a key's caps, expiry or rate limit",
+        tags,
+        ok: [200, KeyRecordSchema, "The changed key"],
+        errors: [400, 404, 409],
+      }),
     })
     .delete("/:id", revoke.handler, revoke.hooks("Revoke a vault key (idempotent)"));
 

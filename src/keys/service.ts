@@ -68,7 +68,8 @@ async function presentOne(ctx: Pick<KeyContext, "store" | "now">, key: KeyRecord
 function expiryFrom(body: { expires_in?: number; expires_at?: number }, now: number, fallback: number): number {
   const at = body.expires_at ?? (body.expires_in !== undefined ? now + body.expires_in : fallback);
   if (at <= now) throw invalidRequest("expires_at must be in the future", [{ path: "expires_at", message: "must be in the future" }]);
-  if (at - now > MAX_LIFETIME_MS) throw invalidRequest("expires_at must be at most 30 days away", [{ path: "expires_at", message: "must be at most 30 days away" }]);
+  if (at - now > MAX_LIFETIME_MS)
+    throw invalidRequest("expires_at must be at most 30 days away", [{ path: "expires_at", message: "must be at most 30 days away" }]);
   return at;
 }
 
@@ -97,7 +98,13 @@ export async function issueKey(ctx: KeyContext, body: CreateKeyBody) {
     actor: ctx.actor,
     action: "key.create",
     target: key.id,
-    details: { vendor: key.vendor, mode: key.mode, label: key.label, daily_usd_cap: body.daily_usd_cap ?? null, total_usd_cap: body.total_usd_cap ?? null },
+    details: {
+      vendor: key.vendor,
+      mode: key.mode,
+      label: key.label,
+      daily_usd_cap: body.daily_usd_cap ?? null,
+      total_usd_cap: body.total_usd_cap ?? null,
+    },
   });
   return { ...presentKey(key, undefined, now), vault_key: secret, token: secret };
 }
@@ -113,8 +120,14 @@ export async function listKeys(ctx: Pick<KeyContext, "store" | "now">, query: Li
   };
   const now = ctx.now();
   const page = await ctx.store.listKeys(filter, now);
-  const usage = await ctx.store.dayUsage(page.data.map((k) => k.id), utcDay(now));
-  return { data: page.data.map((k) => presentKey(k, usage.get(k.id), now)), next_cursor: page.nextCursor === null ? null : String(page.nextCursor) };
+  const usage = await ctx.store.dayUsage(
+    page.data.map((k) => k.id),
+    utcDay(now),
+  );
+  return {
+    data: page.data.map((k) => presentKey(k, usage.get(k.id), now)),
+    next_cursor: page.nextCursor === null ? null : String(page.nextCursor),
+  };
 }
 
 export async function getKey(ctx: Pick<KeyContext, "store" | "now">, id: string) {
@@ -136,7 +149,13 @@ export async function revokeKey(ctx: KeyContext, id: string) {
 export async function revokeMany(ctx: KeyContext, by: { ids: string[] } | { label_prefix: string }) {
   const target = "ids" in by ? { ids: by.ids } : { labelPrefix: by.label_prefix };
   const revoked = await ctx.store.revokeKeys(target, ctx.now());
-  await ctx.store.recordAdminEvent({ at: ctx.now(), actor: ctx.actor, action: "key.revoke_bulk", target: null, details: { ...by, revoked_ids: revoked } });
+  await ctx.store.recordAdminEvent({
+    at: ctx.now(),
+    actor: ctx.actor,
+    action: "key.revoke_bulk",
+    target: null,
+    details: { ...by, revoked_ids: revoked },
+  });
   return { revoked: revoked.length };
 }
 
@@ -153,7 +172,9 @@ export async function patchKey(ctx: KeyContext, id: string, body: PatchKeyBody) 
   const daily = patch.dailyCapMicros !== undefined ? patch.dailyCapMicros : key.dailyCapMicros;
   const total = patch.totalCapMicros !== undefined ? patch.totalCapMicros : key.totalCapMicros;
   if (daily === null && total === null) {
-    throw invalidRequest("A key needs daily_usd_cap or total_usd_cap.", [{ path: "daily_usd_cap", message: "a key needs daily_usd_cap or total_usd_cap" }]);
+    throw invalidRequest("A key needs daily_usd_cap or total_usd_cap.", [
+      { path: "daily_usd_cap", message: "a key needs daily_usd_cap or total_usd_cap" },
+    ]);
   }
   const updated = (await ctx.store.updateKey(id, patch))!;
   await ctx.store.recordAdminEvent({ at: now, actor: ctx.actor, action: "key.update", target: id, details: { ...body } });

@@ -15,5 +15,10 @@ export const healthRoutes = (store: Store) =>
       set.status = ok ? 200 : 503;
       return { status: ok ? "ok" : "degraded", version: VERSION, db: ok ? "ok" : "unwritable" };
     },
-    routeDoc({ summary: "Liveness and ledger writability", tags: ["Operations"], ok: [200, Health, "Healthy (503 with db: unwritable otherwise)"], admin: false }),
+    routeDoc({
+      summary: "Liveness and ledger writability",
+      tags: ["Operations"],
+      ok: [200, Health, "Healthy (503 with db: unwritable otherwise)"],
+      admin: false,
+    }),
   );

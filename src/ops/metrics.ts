@@ -89,7 +89,10 @@ export class Metrics {
 export function metricsRoutes(metrics: Metrics, store: Store, auth: AdminAuth, isPublic: boolean) {
   const scrape = new Elysia({ name: "metrics-scrape", seed: metrics }).get(
     "/metrics",
-    async () => new Response(metrics.render(await store.countOpenHolds()), { headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" } }),
+    async () =>
+      new Response(metrics.render(await store.countOpenHolds()), {
+        headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" },
+      }),
     { detail: { summary: "Prometheus metrics", tags: ["Operations"], security: isPublic ? [] : [{ adminToken: [] }] } },
   );
   return isPublic ? scrape : new Elysia({ name: "metrics", seed: metrics }).use(adminGuard(auth)).use(scrape);

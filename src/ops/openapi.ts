@@ -28,7 +28,9 @@ interface RouteDoc<Status extends number, Ok extends z.ZodType, Err extends numb
  * status. Spread into the route next to its `body`, `query` and `params` schemas: Elysia checks the input and
  * the answer against them and the OpenAPI plugin documents them, so each schema is written once.
  */
-export function routeDoc<const Status extends number, Ok extends z.ZodType, const Err extends number = never>(doc: RouteDoc<Status, Ok, Err>) {
+export function routeDoc<const Status extends number, Ok extends z.ZodType, const Err extends number = never>(
+  doc: RouteDoc<Status, Ok, Err>,
+) {
   const [status, schema, description] = doc.ok;
   const errors: number[] = doc.admin === false ? [...(doc.errors ?? [])] : [401, ...(doc.errors ?? [])];
   const response: Record<number, z.ZodType> = { [status]: schema.describe(description) };

@@ -44,7 +44,9 @@ export function startReconciler(store: Store, config: Config, options: Reconcile
     if (read.kind === "final") {
       await store.reconcileEntry({ id: entry.id, costMicros: read.settlement.costMicros, audit: reconciledAuditRow(entry, read, now()) });
       if (read.settlement.costMicros > entry.holdMicros) {
-        log(`keybrake: price_differential: ${entry.id} (key ${entry.keyId}) cost ${microsToUsd(read.settlement.costMicros)} USD, ${microsToUsd(entry.holdMicros)} USD was held`);
+        log(
+          `keybrake: price_differential: ${entry.id} (key ${entry.keyId}) cost ${microsToUsd(read.settlement.costMicros)} USD, ${microsToUsd(entry.holdMicros)} USD was held`,
+        );
       }
       return;
     }

@@ -1,23 +1,54 @@
 /** Hop-by-hop headers (RFC 9110 §7.6.1) plus what must never cross Keybrake: credentials and cookies. */
 const DROP_REQUEST = new Set([
-  "authorization", "host", "cookie", "idempotency-key", "x-http-method-override", "forwarded", "x-real-ip", "connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
-  "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "content-length", "expect",
+  "authorization",
+  "host",
+  "cookie",
+  "idempotency-key",
+  "x-http-method-override",
+  "forwarded",
+  "x-real-ip",
+  "connection",
+  "keep-alive",
+  "proxy-authenticate",
+  "proxy-authorization",
+  "proxy-connection",
+  "te",
+  "trailer",
+  "transfer-encoding",
+  "upgrade",
+  "content-length",
+  "expect",
 ]);
 /** The body is re-framed by Bun (and already decoded by fetch), so framing headers do not pass back either. */
 const DROP_RESPONSE = new Set([
-  "connection", "keep-alive", "proxy-authenticate", "proxy-connection", "te", "trailer", "transfer-encoding",
-  "upgrade", "set-cookie", "content-length", "content-encoding",
+  "connection",
+  "keep-alive",
+  "proxy-authenticate",
+  "proxy-connection",
+  "te",
+  "trailer",
+  "transfer-encoding",
+  "upgrade",
+  "set-cookie",
+  "content-length",
+  "content-encoding",
 ]);
 
 const connectionListed = (headers: Headers) =>
-  new Set((headers.get("connection") ?? "").split(",").map((s) => s.trim().toLowerCase()).filter(Boolean));
+  new Set(
+    (headers.get("connection") ?? "")
+      .split(",")
+      .map((s) => s.trim().toLowerCase())
+      .filter(Boolean),
+  );
 
 /** What the vendor receives: the job's headers less what must not cross, the real credential, and the derived Idempotency-Key. */
 export function upstreamRequestHeaders(incoming: Headers, auth: Record<string, string>, idempotencyKey: string | null): Headers {
   const listed = connectionListed(incoming);
   const out = new Headers();
   incoming.forEach((value, name) => {
-    if (!DROP_REQUEST.has(name) && !listed.has(name) && !name.startsWith("x-keybrake-") && !name.startsWith("x-forwarded-")) out.set(name, value);
+    if (!DROP_REQUEST.has(name) && !listed.has(name) && !name.startsWith("x-keybrake-") && !name.startsWith("x-forwarded-"))
+      out.set(name, value);
   });
   for (const [name, value] of Object.entries(auth)) out.set(name, value);
   if (idempotencyKey !== null) out.set("idempotency-key", idempotencyKey);
@@ -43,7 +74,10 @@ export type UpstreamResult =
 
 const NOT_SENT_CODES = new Set(["ECONNREFUSED", "ConnectionRefused", "ENOTFOUND", "EAI_AGAIN", "FailedToOpenSocket", "ERR_INVALID_URL"]);
 
-export async function callUpstream(url: string, init: { method: string; headers: Headers; body: Uint8Array | null; timeoutMs: number }): Promise<UpstreamResult> {
+export async function callUpstream(
+  url: string,
+  init: { method: string; headers: Headers; body: Uint8Array | null; timeoutMs: number },
+): Promise<UpstreamResult> {
   // Not AbortSignal.timeout(): its timer outlives the call (80 s by default), and at thousands of calls a second
   // the pending timers pile up. This one is cleared as soon as the answer is read.
   const controller = new AbortController();

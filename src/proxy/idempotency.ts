@@ -24,8 +24,21 @@ export function idempotencyKeyOf(headers: Headers): string | null {
  * change what the vendor does. Each part is length-prefixed so no two different calls can run together into
  * the same text.
  */
-export function callFingerprint(parts: { method: string; path: string; search: string; headers: Headers; contextHeaders: string[]; body: Uint8Array }): string {
-  const fields = [parts.method, parts.path, parts.search, parts.headers.get("content-type") ?? "", ...parts.contextHeaders.map((h) => parts.headers.get(h) ?? "")];
+export function callFingerprint(parts: {
+  method: string;
+  path: string;
+  search: string;
+  headers: Headers;
+  contextHeaders: string[];
+  body: Uint8Array;
+}): string {
+  const fields = [
+    parts.method,
+    parts.path,
+    parts.search,
+    parts.headers.get("content-type") ?? "",
+    ...parts.contextHeaders.map((h) => parts.headers.get(h) ?? ""),
+  ];
   const head = fields.map((f) => `${f.length}:${f}`).join("|");
   return sha256Hex(`${head}|${parts.body.length}:${Buffer.from(parts.body).toString("latin1")}`);
 }
@@ -52,7 +65,9 @@ export function idempotencyDeriver(store: Store): (mintedBy: string, jobKey: str
       secret = undefined; // a failed read is tried again by the next call
       throw err;
     });
-    const mac = createHmac("sha256", await secret).update(`${mintedBy.length}:${mintedBy}|${jobKey}`).digest("base64url");
+    const mac = createHmac("sha256", await secret)
+      .update(`${mintedBy.length}:${mintedBy}|${jobKey}`)
+      .digest("base64url");
     return `kb_${mac}`;
   };
 }

@@ -1,10 +1,28 @@
 import type { Config } from "../config";
 import { KeybrakeError, errorResponse } from "../errors";
-import { auditRow, type AuditRow, type Balance, type IdempotencyResult, type KeyPolicy, type Outcome, type Store, type StoredResponse } from "../store/index";
+import {
+  auditRow,
+  type AuditRow,
+  type Balance,
+  type IdempotencyResult,
+  type KeyPolicy,
+  type Outcome,
+  type Store,
+  type StoredResponse,
+} from "../store/index";
 import { microsToUsd, msUntilUtcMidnight, randomBase62, sha256Hex, utcDay } from "../util";
 import { unpriceable } from "../vendors/body";
 import { vendorNamed } from "../vendors/index";
-import { FREE, atHold, type AnyVendor, type Credentials, type PricingContext, type Quote, type Settlement, type VendorSettings } from "../vendors/types";
+import {
+  FREE,
+  atHold,
+  type AnyVendor,
+  type Credentials,
+  type PricingContext,
+  type Quote,
+  type Settlement,
+  type VendorSettings,
+} from "../vendors/types";
 import { presentedVaultKey } from "./credentials";
 import { compiledAllowlist, matchEndpoint } from "./endpoints";
 import { callUpstream, clientResponseHeaders, upstreamRequestHeaders, type UpstreamResult } from "./forward";
@@ -86,7 +104,10 @@ export async function handleProxy(deps: ProxyDeps, call: ProxyCall): Promise<Res
   const { response, settled } = await runPipeline(deps, call, audit, started);
   settled.then(
     (row) => deps.metrics.record(row),
-    (err) => deps.log(`keybrake: the settlement of ${audit.id} failed to commit; its hold stays counted: ${err instanceof Error ? err.message : String(err)}`),
+    (err) =>
+      deps.log(
+        `keybrake: the settlement of ${audit.id} failed to commit; its hold stays counted: ${err instanceof Error ? err.message : String(err)}`,
+      ),
   );
   return response;
 }
@@ -151,7 +172,9 @@ async function admit(deps: ProxyDeps, call: ProxyCall, audit: AuditRow): Promise
   if (key.maxRequestsPerMinute !== null) {
     const wait = deps.rateLimiter.take(key.id, key.maxRequestsPerMinute, now);
     if (wait > 0) {
-      throw new KeybrakeError("rate_limited", `This key allows ${key.maxRequestsPerMinute} requests per minute.`, { "retry-after": String(wait) });
+      throw new KeybrakeError("rate_limited", `This key allows ${key.maxRequestsPerMinute} requests per minute.`, {
+        "retry-after": String(wait),
+      });
     }
   }
   const jobKey = idempotencyKeyOf(request.headers);
@@ -162,7 +185,14 @@ async function admit(deps: ProxyDeps, call: ProxyCall, audit: AuditRow): Promise
 
   const idempotencyKey = IDEMPOTENT_METHODS.has(request.method) ? jobKey : null;
   const fingerprint = idempotencyKey
-    ? callFingerprint({ method: request.method, path, search: call.url.search, headers: request.headers, contextHeaders: vendor.contextHeaders, body })
+    ? callFingerprint({
+        method: request.method,
+        path,
+        search: call.url.search,
+        headers: request.headers,
+        contextHeaders: vendor.contextHeaders,
+        body,
+      })
     : null;
   if (idempotencyKey) {
     const remembered = await store.idempotencyFingerprint(key.id, idempotencyKey, now);
@@ -171,8 +201,20 @@ async function admit(deps: ProxyDeps, call: ProxyCall, audit: AuditRow): Promise
 
   const quote = priced
     ? await vendor.price(
-        { method: request.method, path, query: call.url.searchParams, contentType: request.headers.get("content-type"), body, keyId: key.id },
-        { fx: config.fx, prices: settings.prices, findTracked: (id) => store.findTracked(id), preflight: preflightReader(deps, vendor, settings, key, creds, request.headers, audit) },
+        {
+          method: request.method,
+          path,
+          query: call.url.searchParams,
+          contentType: request.headers.get("content-type"),
+          body,
+          keyId: key.id,
+        },
+        {
+          fx: config.fx,
+          prices: settings.prices,
+          findTracked: (id) => store.findTracked(id),
+          preflight: preflightReader(deps, vendor, settings, key, creds, request.headers, audit),
+        },
       )
     : FREE;
   audit.currency = quote.currency;
@@ -197,8 +239,20 @@ async function admit(deps: ProxyDeps, call: ProxyCall, audit: AuditRow): Promise
     case "admitted":
       audit.holdMicros = hold.holdMicros;
       return {
-        key, vendor, settings, path, body, quote, creds, holdId: hold.holdId, holdMicros: hold.holdMicros, priorCostMicros: hold.priorCostMicros,
-        day: hold.day, jobKey, idempotencyKey, balance: hold.balance,
+        key,
+        vendor,
+        settings,
+        path,
+        body,
+        quote,
+        creds,
+        holdId: hold.holdId,
+        holdMicros: hold.holdMicros,
+        priorCostMicros: hold.priorCostMicros,
+        day: hold.day,
+        jobKey,
+        idempotencyKey,
+        balance: hold.balance,
       };
     case "replay":
       return { replay: hold.response, vendor };
@@ -208,17 +262,23 @@ async function admit(deps: ProxyDeps, call: ProxyCall, audit: AuditRow): Promise
       throw idempotencyConflict(vendor);
     case "denied": {
       if (hold.reason === "revoked") throw new KeybrakeError("key_revoked");
-      const retry: Record<string, string> = hold.reason === "daily_cap" ? { "retry-after": String(Math.ceil(msUntilUtcMidnight(now) / 1000)) } : {};
-      throw new KeybrakeError("cap_exhausted", `This call would exceed the key's ${hold.reason === "daily_cap" ? "daily" : "lifetime"} USD cap.`, {
-        "x-keybrake-cap-hit": "true",
-        ...retry,
-      });
+      const retry: Record<string, string> =
+        hold.reason === "daily_cap" ? { "retry-after": String(Math.ceil(msUntilUtcMidnight(now) / 1000)) } : {};
+      throw new KeybrakeError(
+        "cap_exhausted",
+        `This call would exceed the key's ${hold.reason === "daily_cap" ? "daily" : "lifetime"} USD cap.`,
+        {
+          "x-keybrake-cap-hit": "true",
+          ...retry,
+        },
+      );
     }
   }
 }
 
 /** The same Idempotency-Key with another call: refused for good, so the vendor's SDK is told not to retry. */
-const idempotencyConflict = (vendor: AnyVendor, message?: string) => new KeybrakeError("idempotency_conflict", message, vendor.doNotRetryHeaders);
+const idempotencyConflict = (vendor: AnyVendor, message?: string) =>
+  new KeybrakeError("idempotency_conflict", message, vendor.doNotRetryHeaders);
 
 /**
  * The call's vendor: its route's, which the key must be for; on a bare path (`/v1/…`, `/emails`), the key's
@@ -226,7 +286,11 @@ const idempotencyConflict = (vendor: AnyVendor, message?: string) => new Keybrak
  */
 function vendorFor(call: ProxyCall, key: KeyPolicy): AnyVendor {
   const vendor = call.vendor ?? vendorNamed(key.vendor);
-  const mismatch = () => new KeybrakeError("vendor_mismatch", `This vault key is for ${key.vendor}, not ${call.vendor?.name ?? `the vendor of ${call.rawPath}`}.`);
+  const mismatch = () =>
+    new KeybrakeError(
+      "vendor_mismatch",
+      `This vault key is for ${key.vendor}, not ${call.vendor?.name ?? `the vendor of ${call.rawPath}`}.`,
+    );
   if (!vendor || vendor.name !== key.vendor) throw mismatch();
   if (call.vendor === null && !vendor.bareRoutes.some((route) => claims(route, call.rawPath))) throw mismatch();
   return vendor;
@@ -235,7 +299,8 @@ function vendorFor(call: ProxyCall, key: KeyPolicy): AnyVendor {
 /** Whether an Elysia route pattern ("/v1/*", "/emails") covers a path. */
 const claims = (route: string, path: string) => (route.endsWith("/*") ? path.startsWith(route.slice(0, -1)) : path === route);
 
-const notConfigured = (vendor: AnyVendor, key: KeyPolicy) => new KeybrakeError("vendor_not_configured", `No ${key.mode} secret is configured for ${vendor.name}.`);
+const notConfigured = (vendor: AnyVendor, key: KeyPolicy) =>
+  new KeybrakeError("vendor_not_configured", `No ${key.mode} secret is configured for ${vendor.name}.`);
 
 /**
  * Whether the call is priced (SPEC §6): a POST on a priced path. Other methods than GET/HEAD/POST on a priced
@@ -256,7 +321,15 @@ function isPricedCall(vendor: AnyVendor, method: string, path: string, headers: 
 }
 
 /** Class 2's pre-flight read (SPEC §6), with the real secret and the call's context headers; its time counts as upstream time. */
-function preflightReader(deps: ProxyDeps, vendor: AnyVendor, settings: VendorSettings, key: KeyPolicy, creds: Credentials | null, incoming: Headers, audit: AuditRow): PricingContext["preflight"] {
+function preflightReader(
+  deps: ProxyDeps,
+  vendor: AnyVendor,
+  settings: VendorSettings,
+  key: KeyPolicy,
+  creds: Credentials | null,
+  incoming: Headers,
+  audit: AuditRow,
+): PricingContext["preflight"] {
   return async (path) => {
     if (!creds) throw notConfigured(vendor, key);
     const headers = new Headers(creds.headers);
@@ -265,9 +338,18 @@ function preflightReader(deps: ProxyDeps, vendor: AnyVendor, settings: VendorSet
       if (value !== null) headers.set(name, value);
     }
     const started = performance.now();
-    const result = await callUpstream(settings.baseUrl + creds.upstreamPath(path), { method: "GET", headers, body: null, timeoutMs: deps.config.upstreamTimeoutMs });
+    const result = await callUpstream(settings.baseUrl + creds.upstreamPath(path), {
+      method: "GET",
+      headers,
+      body: null,
+      timeoutMs: deps.config.upstreamTimeoutMs,
+    });
     audit.upstreamMs = (audit.upstreamMs ?? 0) + (performance.now() - started);
-    const failed = (why: string) => new KeybrakeError("preflight_failed", `Keybrake could not read ${path} from ${vendor.name} to price this call (${why}); nothing was forwarded.`);
+    const failed = (why: string) =>
+      new KeybrakeError(
+        "preflight_failed",
+        `Keybrake could not read ${path} from ${vendor.name} to price this call (${why}); nothing was forwarded.`,
+      );
     if (result.kind !== "response") throw failed(result.kind === "timeout" ? "timed out" : "unreachable");
     if (result.status !== 200) throw failed(`${vendor.name} answered ${result.status}`);
     const object = parseJson(result.body);
@@ -330,7 +412,9 @@ async function forwardAndSettle(deps: ProxyDeps, call: ProxyCall, a: Admitted, a
   const { outcome, settlement } = settlementFor(result, a);
   if (settlement.unreadable) deps.log(`keybrake: ${audit.id}: settled at its hold: ${settlement.unreadable}`);
   if (outcome === "settled" && settlement.costMicros > a.holdMicros) {
-    deps.log(`keybrake: price_differential: ${audit.id} (key ${a.key.id}) cost ${microsToUsd(settlement.costMicros)} USD, ${microsToUsd(a.holdMicros)} USD was held`);
+    deps.log(
+      `keybrake: price_differential: ${audit.id} (key ${a.key.id}) cost ${microsToUsd(settlement.costMicros)} USD, ${microsToUsd(a.holdMicros)} USD was held`,
+    );
   }
   audit.status = result.kind === "response" ? result.status : result.kind === "timeout" ? 504 : 502;
   audit.costSource = settlement.source;
@@ -346,18 +430,22 @@ async function forwardAndSettle(deps: ProxyDeps, call: ProxyCall, a: Admitted, a
   // sees that answer's outcome; shutdown commits them; a crash in between leaves the hold counted (orphaned).
   const now = deps.now();
   // The row's cost is what the call added to spend, known once settled (a retry's re-settle adds a difference).
-  const settled = deps.store.settleCall({
-    keyId: a.key.id,
-    day: a.day,
-    holdId: a.holdId ?? undefined,
-    outcome,
-    costMicros: settlement.costMicros,
-    now,
-    audit,
-    track: settlement.track,
-    idempotency: a.idempotencyKey ? { key: a.idempotencyKey, result: idempotencyResult(result, outcome, a, passedHeaders, audit.vendorRequestId) } : undefined,
-    reconcile: settlement.reconcilePath ? { path: settlement.reconcilePath, at: now + (a.settings.reconcileAfterMs ?? 0) } : undefined,
-  }).then((costMicros) => ({ ...audit, costMicros }));
+  const settled = deps.store
+    .settleCall({
+      keyId: a.key.id,
+      day: a.day,
+      holdId: a.holdId ?? undefined,
+      outcome,
+      costMicros: settlement.costMicros,
+      now,
+      audit,
+      track: settlement.track,
+      idempotency: a.idempotencyKey
+        ? { key: a.idempotencyKey, result: idempotencyResult(result, outcome, a, passedHeaders, audit.vendorRequestId) }
+        : undefined,
+      reconcile: settlement.reconcilePath ? { path: settlement.reconcilePath, at: now + (a.settings.reconcileAfterMs ?? 0) } : undefined,
+    })
+    .then((costMicros) => ({ ...audit, costMicros }));
 
   const keybrakeHeaders = spendHeaders(a, settlement.costMicros, audit.id);
   keybrakeHeaders["x-keybrake-overhead-ms"] = audit.overheadMs.toFixed(3);
@@ -392,14 +480,24 @@ function settlementFor(result: UpstreamResult, a: Admitted): { outcome: Outcome;
   const settlement = a.quote.settle(parseJson(result.body));
   // A retry's 2xx may be the vendor's replay of the first attempt, priced against an object this retry read
   // after the first attempt had already moved its money: never settle below what that attempt counted.
-  if (a.priorCostMicros !== null && settlement.costMicros < a.priorCostMicros) return { outcome: "settled", settlement: { ...settlement, costMicros: a.priorCostMicros } };
+  if (a.priorCostMicros !== null && settlement.costMicros < a.priorCostMicros)
+    return { outcome: "settled", settlement: { ...settlement, costMicros: a.priorCostMicros } };
   return { outcome: "settled", settlement };
 }
 
-function idempotencyResult(result: UpstreamResult, outcome: Outcome, a: Admitted, headers: Headers | null, vendorRequestId: string | null): IdempotencyResult {
+function idempotencyResult(
+  result: UpstreamResult,
+  outcome: Outcome,
+  a: Admitted,
+  headers: Headers | null,
+  vendorRequestId: string | null,
+): IdempotencyResult {
   if (result.kind === "not_sent") return a.priorCostMicros !== null ? { kind: "ambiguous" } : { kind: "forget" };
   if (result.kind !== "response" || outcome === "ambiguous") return { kind: "ambiguous" };
-  return { kind: "completed", response: { status: result.status, headers: [...headers!.entries()], body: new Uint8Array(result.body), vendorRequestId } };
+  return {
+    kind: "completed",
+    response: { status: result.status, headers: [...headers!.entries()], body: new Uint8Array(result.body), vendorRequestId },
+  };
 }
 
 /** A completed call seen again with the same Idempotency-Key and body: its answer, with nothing forwarded or charged. */

@@ -85,7 +85,8 @@ class AdmittedLog {
   fit(limit: number) {
     const most = Math.max(limit, this.size);
     const length = this.ring.length;
-    if (length > most || (length > MIN_CAPACITY && this.size * 4 <= length)) this.resize(Math.min(most, Math.max(MIN_CAPACITY, this.size * 2)));
+    if (length > most || (length > MIN_CAPACITY && this.size * 4 <= length))
+      this.resize(Math.min(most, Math.max(MIN_CAPACITY, this.size * 2)));
   }
 
   push(time: number, limit: number) {

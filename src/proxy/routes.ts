@@ -19,16 +19,18 @@ const pathAndQuery = (url: string) => new URL(FIXED_ORIGIN + url.slice(url.index
 export function proxyRoutes(deps: ProxyDeps) {
   const app = new Elysia({ name: "proxy", seed: deps });
   const hidden = { parse: "none" as const, detail: { hide: true } };
-  const route = (vendor: AnyVendor | null, prefix: string) => ({ request, server }: { request: Request; server: { requestIP(r: Request): { address: string } | null } | null }) => {
-    const url = pathAndQuery(request.url);
-    return handleProxy(deps, {
-      request,
-      vendor,
-      url,
-      rawPath: url.pathname.slice(prefix.length),
-      clientIp: server?.requestIP(request)?.address ?? null,
-    });
-  };
+  const route =
+    (vendor: AnyVendor | null, prefix: string) =>
+    ({ request, server }: { request: Request; server: { requestIP(r: Request): { address: string } | null } | null }) => {
+      const url = pathAndQuery(request.url);
+      return handleProxy(deps, {
+        request,
+        vendor,
+        url,
+        rawPath: url.pathname.slice(prefix.length),
+        clientIp: server?.requestIP(request)?.address ?? null,
+      });
+    };
   const vendors = registeredVendors();
   for (const vendor of vendors) app.all(`/${vendor.name}/*`, route(vendor, `/${vendor.name}`), hidden);
   for (const bare of new Set(vendors.flatMap((v) => v.bareRoutes))) app.all(bare, route(null, ""), hidden);

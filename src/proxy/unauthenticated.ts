@@ -100,7 +100,9 @@ export class UnauthenticatedDenials {
     });
     // Nobody waits for an aggregate; a failure loses a count, never a call's own row.
     this.store.recordAudit(row).catch((err: unknown) => {
-      this.log(`keybrake: could not audit ${tally.count} unauthenticated denial(s) from ${client || "an unknown client"}: ${err instanceof Error ? err.message : String(err)}`);
+      this.log(
+        `keybrake: could not audit ${tally.count} unauthenticated denial(s) from ${client || "an unknown client"}: ${err instanceof Error ? err.message : String(err)}`,
+      );
     });
   }
 }

@@ -44,8 +44,13 @@ const GROUPS: Record<SpendGroup, SQL> = {
 
 export function auditQueries(db: Db, commits: GroupCommit) {
   const insert = db.$client.prepare(insertAuditSql);
-  const prune = db.$client.prepare(`DELETE FROM audit_events WHERE seq IN (SELECT seq FROM audit_events WHERE at < ? ORDER BY seq LIMIT ?)`);
-  const holdEvents = sql.join(HOLD_EVENT_DECISIONS.map((d) => sql`${d}`), sql`, `);
+  const prune = db.$client.prepare(
+    `DELETE FROM audit_events WHERE seq IN (SELECT seq FROM audit_events WHERE at < ? ORDER BY seq LIMIT ?)`,
+  );
+  const holdEvents = sql.join(
+    HOLD_EVENT_DECISIONS.map((d) => sql`${d}`),
+    sql`, `,
+  );
 
   return {
     async recordAudit(row: AuditRow) {

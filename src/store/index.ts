@@ -20,7 +20,9 @@ export function openStore(path: string, opts: OpenOptions = {}): SqliteStore {
   const client = db.$client;
   const commits = new GroupCommit(client);
   let checkpoints: { stop(): Promise<void> } | undefined;
-  const openHolds = client.prepare<{ n: number }, []>(`SELECT count(*) AS n FROM ledger_entries WHERE ${OPEN_HOLDS} AND state IN ('held', 'orphaned')`);
+  const openHolds = client.prepare<{ n: number }, []>(
+    `SELECT count(*) AS n FROM ledger_entries WHERE ${OPEN_HOLDS} AND state IN ('held', 'orphaned')`,
+  );
   const probe = client.prepare("INSERT INTO settings (name, value) VALUES ('healthz', ?1) ON CONFLICT (name) DO UPDATE SET value = ?1");
   const { findKeyByHash, ...keys } = keyQueries(db);
   const { idempotencyFingerprint, holdSpend, settleCall, ...ledger } = ledgerQueries(db, commits);

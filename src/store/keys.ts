@@ -63,7 +63,11 @@ function keyPolicyCache(client: Db["$client"]) {
 
 export function keyQueries(db: Db) {
   const policies = keyPolicyCache(db.$client);
-  const byId = db.select().from(vaultKeys).where(eq(vaultKeys.id, sql.placeholder("id"))).prepare();
+  const byId = db
+    .select()
+    .from(vaultKeys)
+    .where(eq(vaultKeys.id, sql.placeholder("id")))
+    .prepare();
 
   function filterConditions(f: KeyFilter, now: number): SQL[] {
     const where: SQL[] = [];

@@ -4,13 +4,29 @@ import type { Db } from "./sqlite";
 import { auditParams, insertAuditSql } from "./audit";
 import { auditRow } from "./audit-row";
 import { OPEN_HOLDS } from "./schema";
-import type { AuditRow, DayUsage, HoldRecord, HoldRequest, HoldResult, IdempotencyResult, SettleRequest, StoredResponse, TrackedObject } from "./types";
+import type {
+  AuditRow,
+  DayUsage,
+  HoldRecord,
+  HoldRequest,
+  HoldResult,
+  IdempotencyResult,
+  SettleRequest,
+  StoredResponse,
+  TrackedObject,
+} from "./types";
 
 /** Answers larger than this are not kept for replay (Stripe objects are a few KiB). */
 export const MAX_STORED_RESPONSE_BYTES = 256 * 1024;
 
 type EntryState = HoldRecord["state"];
-type HoldRow = HoldRecord & { vendor: string | null; mode: string | null; method: string | null; path: string | null; requestId: string | null };
+type HoldRow = HoldRecord & {
+  vendor: string | null;
+  mode: string | null;
+  method: string | null;
+  path: string | null;
+  requestId: string | null;
+};
 
 /** The audit row for a hold event that is not a proxied call: orphaned by a crash, or resolved by an operator. */
 function holdAuditRow(h: HoldRow, id: string, now: number, decision: string, costMicros: number): AuditRow {
@@ -37,10 +53,7 @@ function holdAuditRow(h: HoldRow, id: string, now: number, decision: string, cos
  */
 export function ledgerQueries(db: Db, commits: GroupCommit) {
   const client = db.$client;
-  const keyBalance = client.prepare<
-    { status: string; daily: number | null; total: number | null; spent: number; held: number },
-    [string]
-  >(
+  const keyBalance = client.prepare<{ status: string; daily: number | null; total: number | null; spent: number; held: number }, [string]>(
     `SELECT status, daily_cap_micros AS daily, total_cap_micros AS total,
             spent_total_micros AS spent, held_total_micros AS held
        FROM vault_keys WHERE id = ?`,
@@ -80,7 +93,17 @@ export function ledgerQueries(db: Db, commits: GroupCommit) {
        FROM tracked_objects WHERE object_id = ?`,
   );
   const idemGet = client.prepare<
-    { fingerprint: string; state: string; holdId: string | null; day: string; status: number | null; headers: string | null; body: Uint8Array | null; vendorRequestId: string | null; expiresAt: number },
+    {
+      fingerprint: string;
+      state: string;
+      holdId: string | null;
+      day: string;
+      status: number | null;
+      headers: string | null;
+      body: Uint8Array | null;
+      vendorRequestId: string | null;
+      expiresAt: number;
+    },
     [string, string]
   >(
     `SELECT fingerprint, state, hold_id AS holdId, day, status, headers, body, vendor_request_id AS vendorRequestId, expires_at AS expiresAt
@@ -106,7 +129,12 @@ export function ledgerQueries(db: Db, commits: GroupCommit) {
        FROM ledger_entries e LEFT JOIN vault_keys k ON k.id = e.key_id`;
   // The state is spelled into each query so SQLite can use the partial index on open holds.
   const entriesIn = Object.fromEntries(
-    (["held", "orphaned", "ambiguous"] as const).map((state) => [state, client.prepare<HoldRow, [number]>(`SELECT ${HOLD_COLUMNS} WHERE e.${OPEN_HOLDS} AND e.state = '${state}' ORDER BY e.created_at LIMIT ?`)]),
+    (["held", "orphaned", "ambiguous"] as const).map((state) => [
+      state,
+      client.prepare<HoldRow, [number]>(
+        `SELECT ${HOLD_COLUMNS} WHERE e.${OPEN_HOLDS} AND e.state = '${state}' ORDER BY e.created_at LIMIT ?`,
+      ),
+    ]),
   ) as Record<"held" | "orphaned" | "ambiguous", Statement<HoldRow, [number]>>;
   const heldEntryById = client.prepare<HoldRow, [string]>(`SELECT ${HOLD_COLUMNS} WHERE e.id = ?`);
   const orphanEntries = client.prepare(`UPDATE ledger_entries SET state = 'orphaned' WHERE ${OPEN_HOLDS} AND state = 'held'`);
@@ -118,7 +146,13 @@ export function ledgerQueries(db: Db, commits: GroupCommit) {
    * the call added to spend: an entry re-forwarded after an ambiguous attempt still carries that attempt's
    * cost, which its new outcome replaces.
    */
-  function closeHold(holdId: string, outcome: "settled" | "released" | "ambiguous", costMicros: number, now: number, reconcile?: { path: string; at: number }) {
+  function closeHold(
+    holdId: string,
+    outcome: "settled" | "released" | "ambiguous",
+    costMicros: number,
+    now: number,
+    reconcile?: { path: string; at: number },
+  ) {
     const entry = entryById.get(holdId);
     if (!entry || (entry.state !== "held" && entry.state !== "orphaned")) return null;
     closeEntry.run(holdId, outcome, costMicros, now, reconcile?.path ?? null, reconcile?.at ?? null);
@@ -146,7 +180,12 @@ export function ledgerQueries(db: Db, commits: GroupCommit) {
     reholdEntry.run(holdId, hold, entry.state === "ambiguous" ? counted : null);
     addDay.run(entry.keyId, entry.day, settledBack, heldMore);
     addKeyTotals.run(entry.keyId, settledBack, heldMore, 0, null);
-    const balance = { daySettled: day.settledMicros + settledBack, dayHeld: day.heldMicros + heldMore, totalSpent: key.spent + settledBack, totalHeld: key.held + heldMore };
+    const balance = {
+      daySettled: day.settledMicros + settledBack,
+      dayHeld: day.heldMicros + heldMore,
+      totalSpent: key.spent + settledBack,
+      totalHeld: key.held + heldMore,
+    };
     return { day: entry.day, hold, counted, balance };
   }
 
@@ -167,7 +206,12 @@ export function ledgerQueries(db: Db, commits: GroupCommit) {
         if (prior.fingerprint !== req.idempotency.fingerprint) return { kind: "conflict" };
         if (prior.state === "in_flight") return { kind: "in_flight" };
         if (prior.state === "completed") {
-          const response: StoredResponse = { status: prior.status!, headers: JSON.parse(prior.headers ?? "[]"), body: prior.body, vendorRequestId: prior.vendorRequestId };
+          const response: StoredResponse = {
+            status: prior.status!,
+            headers: JSON.parse(prior.headers ?? "[]"),
+            body: prior.body,
+            vendorRequestId: prior.vendorRequestId,
+          };
           return { kind: "replay", response };
         }
         if (req.reuseAmbiguous && prior.holdId) {
@@ -175,7 +219,14 @@ export function ledgerQueries(db: Db, commits: GroupCommit) {
           if (typeof reopened === "string") return { kind: "denied", reason: reopened };
           if (reopened) {
             idemSetState.run(req.keyId, req.idempotency.key, "in_flight");
-            return { kind: "admitted", holdId: prior.holdId, day: reopened.day, holdMicros: reopened.hold, priorCostMicros: reopened.counted, balance: reopened.balance };
+            return {
+              kind: "admitted",
+              holdId: prior.holdId,
+              day: reopened.day,
+              holdMicros: reopened.hold,
+              priorCostMicros: reopened.counted,
+              balance: reopened.balance,
+            };
           }
         }
         // Otherwise the retry is a new call: the ambiguous entry stays counted and a new hold is taken below.
@@ -190,7 +241,15 @@ export function ledgerQueries(db: Db, commits: GroupCommit) {
       addKeyTotals.run(req.keyId, 0, req.micros, 0, null);
     }
     if (req.idempotency) {
-      idemClaim.run(req.keyId, req.idempotency.key, req.idempotency.fingerprint, req.ledger ? req.holdId : null, req.day, req.now, req.now + req.idempotency.ttlMs);
+      idemClaim.run(
+        req.keyId,
+        req.idempotency.key,
+        req.idempotency.fingerprint,
+        req.ledger ? req.holdId : null,
+        req.day,
+        req.now,
+        req.now + req.idempotency.ttlMs,
+      );
     }
     const held = req.ledger ? req.micros : 0;
     const balance = { daySettled: day.settledMicros, dayHeld: day.heldMicros + held, totalSpent: key.spent, totalHeld: key.held + held };
@@ -226,7 +285,11 @@ export function ledgerQueries(db: Db, commits: GroupCommit) {
     const moved = closeHold(id, outcome, outcome === "released" ? 0 : costMicros, now)!;
     addKeyTotals.run(moved.keyId, moved.costDelta, moved.heldDelta, 0, null);
     const h = heldEntryById.get(id)!;
-    insertAudit.run(...auditParams(holdAuditRow(h, `kbr_hold_${outcome}_${id}`, now, outcome === "settled" ? "hold_settled" : "hold_released", moved.auditDelta)));
+    insertAudit.run(
+      ...auditParams(
+        holdAuditRow(h, `kbr_hold_${outcome}_${id}`, now, outcome === "settled" ? "hold_settled" : "hold_released", moved.auditDelta),
+      ),
+    );
     return true;
   });
 

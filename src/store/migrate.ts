@@ -16,7 +16,10 @@ export function embeddedMigrations(): Migration[] {
     return {
       tag: entry.tag,
       when: entry.when,
-      statements: sql.split("--> statement-breakpoint").map((s) => s.trim()).filter(Boolean),
+      statements: sql
+        .split("--> statement-breakpoint")
+        .map((s) => s.trim())
+        .filter(Boolean),
       hash: new Bun.CryptoHasher("sha256").update(sql).digest("hex"),
     };
   });
@@ -27,7 +30,9 @@ export function embeddedMigrations(): Migration[] {
  * (`__drizzle_migrations`), so drizzle-kit and this runner agree on what is applied.
  */
 export function applyMigrations(db: Database, migrations = embeddedMigrations()): string[] {
-  db.run(`CREATE TABLE IF NOT EXISTS "__drizzle_migrations" (id INTEGER PRIMARY KEY AUTOINCREMENT, hash text NOT NULL, created_at numeric)`);
+  db.run(
+    `CREATE TABLE IF NOT EXISTS "__drizzle_migrations" (id INTEGER PRIMARY KEY AUTOINCREMENT, hash text NOT NULL, created_at numeric)`,
+  );
   const last = db.query<{ created_at: number }, []>(`SELECT created_at FROM "__drizzle_migrations" ORDER BY created_at DESC LIMIT 1`).get();
   const pending = migrations.filter((m) => !last || m.when > Number(last.created_at));
   for (const m of pending) {

@@ -20,7 +20,9 @@ export const vaultKeys = sqliteTable(
     maxRequestsPerMinute: integer("max_requests_per_minute"),
     requireIdempotencyKey: integer("require_idempotency_key", { mode: "boolean" }).notNull().default(false),
     metadata: text("metadata", { mode: "json" }).$type<Record<string, string>>().notNull(),
-    status: text("status", { enum: ["active", "revoked"] }).notNull().default("active"),
+    status: text("status", { enum: ["active", "revoked"] })
+      .notNull()
+      .default("active"),
     createdAt: integer("created_at").notNull(),
     expiresAt: integer("expires_at").notNull(),
     revokedAt: integer("revoked_at"),
@@ -118,11 +120,7 @@ export const auditEvents = sqliteTable(
     requests: integer("requests").notNull().default(1),
   },
   // Every index is a page written per call: only what the audit queries filter on.
-  (t) => [
-    index("audit_events_at").on(t.at),
-    index("audit_events_key").on(t.keyId, t.seq),
-    index("audit_events_label").on(t.label, t.seq),
-  ],
+  (t) => [index("audit_events_at").on(t.at), index("audit_events_key").on(t.keyId, t.seq), index("audit_events_label").on(t.label, t.seq)],
 );
 
 export const adminEvents = sqliteTable(

@@ -32,4 +32,4 @@ export const minorToMicros = (amountMinor: number, currency: string, fx: Record<
   decimalToMicros(BigInt(amountMinor), minorUnitExponent(currency), currency, fx);
 
 /** Micro-dollars for a USD unit price times a count, rounded up. */
-export const unitPriceMicros = (usd: number, count: number): number => Math.ceil(Math.round(usd * 1e8) * count / 100);
+export const unitPriceMicros = (usd: number, count: number): number => Math.ceil((Math.round(usd * 1e8) * count) / 100);

@@ -18,7 +18,9 @@ export function registerVendor(vendor: AnyVendor) {
 export const registeredVendors = (): AnyVendor[] => [...registry.values()];
 
 /** A registered vendor's name, checked when parsed (a vendor registered later is accepted too). */
-export const vendorName = z.string().refine((name) => registry.has(name), { error: () => `must be one of ${[...registry.keys()].join(", ")}` });
+export const vendorName = z
+  .string()
+  .refine((name) => registry.has(name), { error: () => `must be one of ${[...registry.keys()].join(", ")}` });
 export const vendorNamed = (name: string): AnyVendor | undefined => registry.get(name);
 
 registerVendor(stripe);

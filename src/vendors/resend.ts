@@ -42,7 +42,10 @@ export const resend: Vendor<{ emailUsd: number }> = {
   secretVariables: ["KEYBRAKE_RESEND_API_KEY", "KEYBRAKE_RESEND_TEST_API_KEY"],
   configure: (env) => ({
     baseUrl: env.KEYBRAKE_RESEND_BASE_URL as string,
-    credentials: { live: bearerCredentials(env.KEYBRAKE_RESEND_API_KEY as string | undefined), test: bearerCredentials(env.KEYBRAKE_RESEND_TEST_API_KEY as string | undefined) },
+    credentials: {
+      live: bearerCredentials(env.KEYBRAKE_RESEND_API_KEY as string | undefined),
+      test: bearerCredentials(env.KEYBRAKE_RESEND_TEST_API_KEY as string | undefined),
+    },
     prices: { emailUsd: env.KEYBRAKE_RESEND_EMAIL_USD as number },
   }),
   bareRoutes: ["/emails", "/emails/*"],

@@ -18,7 +18,11 @@ export function smsSegments(body: string): number {
   const chars = [...body];
   const septets = chars.map((ch) => (GSM_BASIC.has(ch) ? 1 : GSM_EXTENSION.has(ch) ? 2 : 0));
   if (!septets.includes(0)) return segmentsOf(septets, 160, 153);
-  return segmentsOf(chars.map((ch) => ch.length), 70, 67);
+  return segmentsOf(
+    chars.map((ch) => ch.length),
+    70,
+    67,
+  );
 }
 
 /**
@@ -69,16 +73,19 @@ const NANP_ELSEWHERE = table(`
 `);
 
 function table(text: string): Map<string, string[]> {
-  return new Map(text.trim().split(/\s+/).map((entry) => {
-    const [code, countries] = entry.split("=");
-    return [code!, countries!.split("/")];
-  }));
+  return new Map(
+    text
+      .trim()
+      .split(/\s+/)
+      .map((entry) => {
+        const [code, countries] = entry.split("=");
+        return [code!, countries!.split("/")];
+      }),
+  );
 }
 
 /** Every country `destinationCountries` can name: what KEYBRAKE_TWILIO_SMS_PRICES may set a price for. */
-export const SMS_COUNTRIES: ReadonlySet<string> = new Set(
-  ["US", "CA", ...CALLING_CODES.values(), ...NANP_ELSEWHERE.values()].flat(),
-);
+export const SMS_COUNTRIES: ReadonlySet<string> = new Set(["US", "CA", ...CALLING_CODES.values(), ...NANP_ELSEWHERE.values()].flat());
 
 /**
  * The countries an SMS to `to` may go to (the caller holds the dearest of their prices); empty when Keybrake

@@ -3,7 +3,16 @@ import type { TrackedObject } from "../store/types";
 import { readAmount, readCurrency, readPricedBody, unpriceable, type PricedBody } from "./body";
 import { minorToMicros } from "./currency";
 import { httpUrl, secret } from "../env";
-import { unreadableAnswer, bearerCredentials, type PathClass, type PricingContext, type PricingInput, type Quote, type Settlement, type Vendor } from "./types";
+import {
+  unreadableAnswer,
+  bearerCredentials,
+  type PathClass,
+  type PricingContext,
+  type PricingInput,
+  type Quote,
+  type Settlement,
+  type Vendor,
+} from "./types";
 
 /** Fields that decide a price: refused in the query string, where Stripe could read them instead of the body's. */
 const PRICED_FIELDS = ["amount", "currency", "amount_to_capture", "charge", "payment_intent"];
@@ -53,7 +62,10 @@ export const REFUSED_MONEY_MOVERS: { path: RegExp; what: string }[] = [
   { path: /^\/v1\/invoices\/?$/i, what: "invoice creation (auto-advances to a charge)" },
   { path: /^\/v1\/invoices\/[^/]+\/finalize\/?$/i, what: "invoice finalization (auto-advances to a charge)" },
   { path: /^\/v1\/quotes\/[^/]+\/accept\/?$/i, what: "quote acceptance (creates a subscription or invoice)" },
-  { path: /^\/v1\/customers\/[^/]+\/(?:balance_transactions|cash_balance|funding_instructions)(?:\/|$)/i, what: "customer balance changes" },
+  {
+    path: /^\/v1\/customers\/[^/]+\/(?:balance_transactions|cash_balance|funding_instructions)(?:\/|$)/i,
+    what: "customer balance changes",
+  },
   { path: /^\/v1\/payment_intents\/[^/]+\/apply_customer_balance\/?$/i, what: "customer balance application" },
   { path: /^\/v1\/application_fees\/[^/]+\/refunds?(?:\/|$)/i, what: "application fee refunds" },
   { path: /^\/v1\/disputes\/[^/]+\/close\/?$/i, what: "conceding a dispute" },
@@ -73,7 +85,10 @@ export const stripe: Vendor = {
   secretVariables: ["KEYBRAKE_STRIPE_SECRET_KEY", "KEYBRAKE_STRIPE_TEST_SECRET_KEY"],
   configure: (env) => ({
     baseUrl: env.KEYBRAKE_STRIPE_BASE_URL as string,
-    credentials: { live: bearerCredentials(env.KEYBRAKE_STRIPE_SECRET_KEY as string | undefined), test: bearerCredentials(env.KEYBRAKE_STRIPE_TEST_SECRET_KEY as string | undefined) },
+    credentials: {
+      live: bearerCredentials(env.KEYBRAKE_STRIPE_SECRET_KEY as string | undefined),
+      test: bearerCredentials(env.KEYBRAKE_STRIPE_TEST_SECRET_KEY as string | undefined),
+    },
     prices: null,
   }),
   bareRoutes: ["/v1/*"],
@@ -95,7 +110,11 @@ export const stripe: Vendor = {
 };
 
 /** An object Stripe answered with: the amount it states in `field`, in micro-dollars (null when unreadable). */
-function stated(object: unknown, field: string, fx: Record<string, string>): { micros: number; currency: string; amountMinor: number } | null {
+function stated(
+  object: unknown,
+  field: string,
+  fx: Record<string, string>,
+): { micros: number; currency: string; amountMinor: number } | null {
   const o = (object ?? {}) as Record<string, unknown>;
   const amount = o[field];
   const currency = o.currency;
@@ -112,11 +131,22 @@ function stated(object: unknown, field: string, fx: Record<string, string>): { m
  * Settles at what the answer states in `field` (minus what was already counted), else at the hold. A stated
  * amount above the hold is kept as the cost: the pipeline records it as a price differential.
  */
-function settleFromAnswer(quote: Quote, field: string, fx: Record<string, string>, counted = 0, track?: (total: { micros: number; currency: string; amountMinor: number }, id: string) => TrackedObject) {
+function settleFromAnswer(
+  quote: Quote,
+  field: string,
+  fx: Record<string, string>,
+  counted = 0,
+  track?: (total: { micros: number; currency: string; amountMinor: number }, id: string) => TrackedObject,
+) {
   return (response: unknown): Settlement => {
     const s = stated(response, field, fx);
     if (!s) return unreadableAnswer(quote, `the answer's "${field}" or "currency" is missing, unreadable or has no KEYBRAKE_FX rate`);
-    const settlement: Settlement = { costMicros: Math.max(0, s.micros - counted), source: "response", currency: s.currency, amountMinor: s.amountMinor };
+    const settlement: Settlement = {
+      costMicros: Math.max(0, s.micros - counted),
+      source: "response",
+      currency: s.currency,
+      amountMinor: s.amountMinor,
+    };
     const id = (response as { id?: unknown }).id;
     if (track && typeof id === "string" && id !== "") settlement.track = track(s, id);
     return settlement;
@@ -124,13 +154,15 @@ function settleFromAnswer(quote: Quote, field: string, fx: Record<string, string
 }
 
 /** What a tracked object (created or last priced through Keybrake) has been counted, from its stated total. */
-const trackedAs = (keyId: string, counted: number) => (total: { micros: number; currency: string; amountMinor: number }, objectId: string): TrackedObject => ({
-  objectId,
-  keyId,
-  currency: total.currency,
-  amountMinor: total.amountMinor,
-  countedMicros: Math.max(total.micros, counted),
-});
+const trackedAs =
+  (keyId: string, counted: number) =>
+  (total: { micros: number; currency: string; amountMinor: number }, objectId: string): TrackedObject => ({
+    objectId,
+    keyId,
+    currency: total.currency,
+    amountMinor: total.amountMinor,
+    countedMicros: Math.max(total.micros, counted),
+  });
 
 /** Class 1: a create that carries its amount and currency. Intents and charges are tracked so that confirming or capturing them later costs nothing more. */
 async function created({ input, ctx, body }: Call, tracks: "payment_intent" | "charge" | null): Promise<Quote> {
@@ -167,7 +199,12 @@ async function fromObject(
   const currency = objectCurrency(object);
   const amountMinor = requested ?? movable(object);
   // minorToMicros throws 422 currency_not_priced when the object's currency has no rate: nothing is forwarded.
-  const quote: Quote = { micros: minorToMicros(amountMinor, currency, ctx.fx), source: requested === undefined ? "object" : "request", currency, amountMinor };
+  const quote: Quote = {
+    micros: minorToMicros(amountMinor, currency, ctx.fx),
+    source: requested === undefined ? "object" : "request",
+    currency,
+    amountMinor,
+  };
   if (answerField) quote.settle = settleFromAnswer(quote, answerField, ctx.fx, minorToMicros(paid(object), currency, ctx.fx));
   return quote;
 }
@@ -202,7 +239,9 @@ async function refund(call: Call, answerField: string | null): Promise<Quote> {
     objectPath = charge !== undefined ? `/v1/charges/${id}` : `/v1/payment_intents/${id}`;
   }
   const refundable = (o: Record<string, unknown>) =>
-    o.object === "payment_intent" ? Math.max(int(o, "amount_received", 0), int(o, "amount")) : Math.max(0, int(o, "amount") - int(o, "amount_refunded", 0));
+    o.object === "payment_intent"
+      ? Math.max(int(o, "amount_received", 0), int(o, "amount"))
+      : Math.max(0, int(o, "amount") - int(o, "amount_refunded", 0));
   return fromObject(call, objectPath, "amount", refundable, answerField);
 }
 
@@ -216,7 +255,14 @@ async function chargeCapture(call: Call): Promise<Quote> {
 
 /** An invoice pay charges what remains due. */
 function invoicePay(call: Call): Promise<Quote> {
-  return fromObject(call, `/v1/invoices/${call.objectId}`, null, (o) => int(o, "amount_remaining"), "amount_paid", (o) => int(o, "amount_paid", 0));
+  return fromObject(
+    call,
+    `/v1/invoices/${call.objectId}`,
+    null,
+    (o) => int(o, "amount_remaining"),
+    "amount_paid",
+    (o) => int(o, "amount_paid", 0),
+  );
 }
 
 /**

@@ -2,7 +2,16 @@ import { ConfigError, decimalTable, httpUrl, int, secret, unitPrice } from "../e
 import { readPricedBody, unpriceable, type PricedBody } from "./body";
 import { decimalToMicros, unitPriceMicros } from "./currency";
 import { MAX_SMS_SEGMENTS, SMS_COUNTRIES, destinationCountries, smsSegments } from "./sms";
-import { atHold, unreadableAnswer, type CostSource, type Credentials, type PathClass, type Quote, type Settlement, type Vendor } from "./types";
+import {
+  atHold,
+  unreadableAnswer,
+  type CostSource,
+  type Credentials,
+  type PathClass,
+  type Quote,
+  type Settlement,
+  type Vendor,
+} from "./types";
 
 /** USD per SMS segment by destination country; `*` for any other destination. */
 export type SmsPrices = Record<string, number> & { "*": number };
@@ -18,7 +27,8 @@ interface TwilioPrices {
 /** `GB=0.0524,*=0.5`: USD per SMS segment by destination country (ISO 3166 alpha-2), `*` for any other. */
 const smsPriceTable = decimalTable(/[A-Za-z]{2}|\*/, "COUNTRY=USD (e.g. GB=0.0524 or *=0.5)", (country, usd, part) => {
   if (Number(usd) > 100) return `"${part}": a price must be a USD amount <= 100`;
-  if (country !== "*" && !SMS_COUNTRIES.has(country)) return `${country}: Keybrake cannot tell its phone numbers apart, so they are priced at *`;
+  if (country !== "*" && !SMS_COUNTRIES.has(country))
+    return `${country}: Keybrake cannot tell its phone numbers apart, so they are priced at *`;
   return null;
 });
 
@@ -58,8 +68,14 @@ const PRICED = /^\/2010-04-01\/Accounts\/[^/]+\/(Messages|Calls)(?:\.[A-Za-z]+)?
 
 /** POSTs that spend money Keybrake does not price: refused (422 unpriceable_request), never forwarded at $0. */
 export const REFUSED_MONEY_MOVERS: { path: RegExp; what: string }[] = [
-  { path: /^\/2010-04-01\/Accounts\/[^/]+\/Conferences\/[^/]+\/Participants(?:\.[A-Za-z]+)?\/?$/i, what: "conference participants (each dials an outbound call)" },
-  { path: /^\/2010-04-01\/Accounts\/[^/]+\/IncomingPhoneNumbers(?:\/(?:Local|Mobile|TollFree))?(?:\.[A-Za-z]+)?\/?$/i, what: "phone number purchases (a monthly fee)" },
+  {
+    path: /^\/2010-04-01\/Accounts\/[^/]+\/Conferences\/[^/]+\/Participants(?:\.[A-Za-z]+)?\/?$/i,
+    what: "conference participants (each dials an outbound call)",
+  },
+  {
+    path: /^\/2010-04-01\/Accounts\/[^/]+\/IncomingPhoneNumbers(?:\/(?:Local|Mobile|TollFree))?(?:\.[A-Za-z]+)?\/?$/i,
+    what: "phone number purchases (a monthly fee)",
+  },
 ];
 
 /** Fields a price is read from: refused in the query string, where Twilio could read them instead of the body's. */
@@ -89,7 +105,12 @@ export const twilio: Vendor<TwilioPrices> = {
     KEYBRAKE_TWILIO_SMS_PRICES: smsPriceTable,
     KEYBRAKE_TWILIO_RECONCILE_AFTER_S: int(0, 7 * 86_400, 300),
   },
-  secretVariables: ["KEYBRAKE_TWILIO_ACCOUNT_SID", "KEYBRAKE_TWILIO_AUTH_TOKEN", "KEYBRAKE_TWILIO_TEST_ACCOUNT_SID", "KEYBRAKE_TWILIO_TEST_AUTH_TOKEN"],
+  secretVariables: [
+    "KEYBRAKE_TWILIO_ACCOUNT_SID",
+    "KEYBRAKE_TWILIO_AUTH_TOKEN",
+    "KEYBRAKE_TWILIO_TEST_ACCOUNT_SID",
+    "KEYBRAKE_TWILIO_TEST_AUTH_TOKEN",
+  ],
   configure(env) {
     const smsUsd = env.KEYBRAKE_TWILIO_SMS_USD as number;
     return {
@@ -140,7 +161,8 @@ function accountCredentials(account: { sid: string; token: string } | undefined)
   return {
     headers: { authorization: `Basic ${Buffer.from(`${account.sid}:${account.token}`).toString("base64")}` },
     // Only in the account segment (publicPath has written it as the placeholder), never anywhere else.
-    upstreamPath: (path) => (path.startsWith(PUBLIC_ACCOUNT) ? `/2010-04-01/Accounts/${account.sid}${path.slice(PUBLIC_ACCOUNT.length)}` : path),
+    upstreamPath: (path) =>
+      path.startsWith(PUBLIC_ACCOUNT) ? `/2010-04-01/Accounts/${account.sid}${path.slice(PUBLIC_ACCOUNT.length)}` : path,
     // `account_sid`, `uri` and `subresource_uris` name the real account (SPEC §2: never in a response). Latin-1
     // keeps every byte of the body as it was but the SID.
     publicAnswer(body) {
@@ -227,7 +249,12 @@ function statedPrice(resource: unknown, fx: Record<string, string>, source: Cost
   const [whole, frac = ""] = price.replace("-", "").split(".");
   const currency = unit.toUpperCase();
   if (currency !== "USD" && fx[currency] === undefined) return `no KEYBRAKE_FX rate for Twilio's price_unit ${currency}`;
-  return { costMicros: decimalToMicros(BigInt(whole! + frac), frac.length, currency, fx), source, currency: currency.toLowerCase(), amountMinor: null };
+  return {
+    costMicros: decimalToMicros(BigInt(whole! + frac), frac.length, currency, fx),
+    source,
+    currency: currency.toLowerCase(),
+    amountMinor: null,
+  };
 }
 
 const field = (object: unknown, name: string): unknown =>

@@ -61,7 +61,8 @@ export async function startKeybrake(env: Record<string, string> = {}, options: H
   const app = createApp(config, store, { now: options.now, log: (m) => logs.push(m) });
   const server = listen(app, { hostname: "127.0.0.1", port: 0, maxRequestBodySize: config.maxBodyBytes + 65_536 });
   const url = `http://127.0.0.1:${server.port}`;
-  const reconciler = options.reconciler && startReconciler(store, config, { now: options.now, log: (m) => logs.push(m), ...options.reconciler });
+  const reconciler =
+    options.reconciler && startReconciler(store, config, { now: options.now, log: (m) => logs.push(m), ...options.reconciler });
 
   const admin = (path: string, init: { method?: string; body?: unknown } = {}) =>
     fetch(url + path, {

@@ -13,7 +13,11 @@ export const STRIPE_DECLINE = {
   status: 402,
   body: { error: { type: "card_error", code: "card_declined", decline_code: "generic_decline", message: "Your card was declined." } },
 };
-export const STRIPE_500 = { kind: "status" as const, status: 500, body: { error: { type: "api_error", message: "An unknown error occurred." } } };
+export const STRIPE_500 = {
+  kind: "status" as const,
+  status: 500,
+  body: { error: { type: "api_error", message: "An unknown error occurred." } },
+};
 
 interface Intent {
   id: string;
@@ -62,7 +66,8 @@ function params(req: Received): Record<string, string> {
   return Object.fromEntries(new URLSearchParams(req.body));
 }
 
-const missing = (kind: string, id: string) => stripeError(404, "invalid_request_error", `No such ${kind}: '${id}'`, { code: "resource_missing" });
+const missing = (kind: string, id: string) =>
+  stripeError(404, "invalid_request_error", `No such ${kind}: '${id}'`, { code: "resource_missing" });
 
 /**
  * A mock Stripe: the endpoints Keybrake prices, Stripe-shaped objects (intents, charges, refunds, invoices) whose
@@ -78,12 +83,33 @@ export function mockStripe() {
   const accepted = [STRIPE_LIVE_SECRET, STRIPE_TEST_SECRET];
 
   const newIntent = (amount: number, currency: string, extra: Partial<Intent> = {}): Intent => {
-    const intent: Intent = { id: mockId("pi_"), object: "payment_intent", amount, currency, status: "requires_payment_method", amount_received: 0, amount_capturable: 0, amount_refunded: 0, customer: null, metadata: {}, ...extra };
+    const intent: Intent = {
+      id: mockId("pi_"),
+      object: "payment_intent",
+      amount,
+      currency,
+      status: "requires_payment_method",
+      amount_received: 0,
+      amount_capturable: 0,
+      amount_refunded: 0,
+      customer: null,
+      metadata: {},
+      ...extra,
+    };
     intents.set(intent.id, intent);
     return intent;
   };
   const newCharge = (amount: number, currency: string, captured = true): Charge => {
-    const charge: Charge = { id: mockId("ch_"), object: "charge", amount, currency, captured, amount_captured: captured ? amount : 0, amount_refunded: 0, paid: true };
+    const charge: Charge = {
+      id: mockId("ch_"),
+      object: "charge",
+      amount,
+      currency,
+      captured,
+      amount_captured: captured ? amount : 0,
+      amount_refunded: 0,
+      paid: true,
+    };
     charges.set(charge.id, charge);
     return charge;
   };
@@ -93,7 +119,12 @@ export function mockStripe() {
     const refundable = (target.object === "charge" ? target.amount_captured : target.amount_received) - target.amount_refunded;
     const amount = requested ?? refundable;
     if (amount <= 0 || amount > refundable) {
-      return stripeError(400, "invalid_request_error", `Refund amount (${amount}) is greater than unrefunded amount on charge (${refundable})`, { code: "amount_too_large", param: "amount" });
+      return stripeError(
+        400,
+        "invalid_request_error",
+        `Refund amount (${amount}) is greater than unrefunded amount on charge (${refundable})`,
+        { code: "amount_too_large", param: "amount" },
+      );
     }
     target.amount_refunded += amount;
     const ref = target.object === "charge" ? { charge: target.id, payment_intent: null } : { charge: null, payment_intent: target.id };
@@ -123,7 +154,8 @@ export function mockStripe() {
   /** What a successful POST moved, as Keybrake counts it: creates and refunds their amount; a capture or pay what it newly took. */
   const captureBefore = new Map<Received, number>();
   const movedBy = (kind: string, body: { amount?: number; amount_captured?: number; amount_paid?: number }, req: Received): number => {
-    if (kind === "/v1/charges" || kind === "/v1/payment_intents" || kind === "/v1/refunds" || kind === "/v1/charges/{id}/refunds") return body.amount ?? 0;
+    if (kind === "/v1/charges" || kind === "/v1/payment_intents" || kind === "/v1/refunds" || kind === "/v1/charges/{id}/refunds")
+      return body.amount ?? 0;
     if (kind === "/v1/charges/{id}/capture" || kind === "/v1/invoices/{id}/pay") return captureBefore.get(req) ?? 0;
     return 0;
   };
@@ -137,8 +169,13 @@ export function mockStripe() {
     const amount = (name = "amount") => (p[name] === undefined ? undefined : Number(p[name]));
     let m: RegExpExecArray | null;
     if (req.method === "POST" && req.path === "/v1/payment_intents") {
-      if (amount() === undefined) return stripeError(400, "invalid_request_error", "Missing required param: amount.", { code: "parameter_missing", param: "amount" });
-      if (!p.currency) return stripeError(400, "invalid_request_error", "Missing required param: currency.", { code: "parameter_missing", param: "currency" });
+      if (amount() === undefined)
+        return stripeError(400, "invalid_request_error", "Missing required param: amount.", { code: "parameter_missing", param: "amount" });
+      if (!p.currency)
+        return stripeError(400, "invalid_request_error", "Missing required param: currency.", {
+          code: "parameter_missing",
+          param: "currency",
+        });
       return { status: 200, body: newIntent(amount()!, p.currency, { customer: p.customer ?? null }) };
     }
     if ((m = /^\/v1\/payment_intents\/([^/]+)(?:\/(confirm|capture|increment_authorization))?$/.exec(req.path))) {
@@ -146,7 +183,12 @@ export function mockStripe() {
       if (!intent) return missing("payment_intent", m[1]!);
       if (req.method === "GET") return { status: 200, body: intent };
       if (m[2] === "confirm") Object.assign(intent, { status: "succeeded", amount_received: intent.amount });
-      if (m[2] === "capture") Object.assign(intent, { status: "succeeded", amount_received: amount("amount_to_capture") ?? (intent.amount_capturable || intent.amount), amount_capturable: 0 });
+      if (m[2] === "capture")
+        Object.assign(intent, {
+          status: "succeeded",
+          amount_received: amount("amount_to_capture") ?? (intent.amount_capturable || intent.amount),
+          amount_capturable: 0,
+        });
       if ((m[2] === undefined || m[2] === "increment_authorization") && amount() !== undefined) intent.amount = amount()!;
       if (m[2] === undefined && p.currency) intent.currency = p.currency;
       return { status: 200, body: intent };
@@ -159,7 +201,10 @@ export function mockStripe() {
       if (!charge) return missing("charge", m[1]!);
       if (req.method === "GET") return { status: 200, body: charge };
       if (m[2] === "capture") {
-        if (charge.captured) return stripeError(400, "invalid_request_error", `Charge ${charge.id} has already been captured.`, { code: "charge_already_captured" });
+        if (charge.captured)
+          return stripeError(400, "invalid_request_error", `Charge ${charge.id} has already been captured.`, {
+            code: "charge_already_captured",
+          });
         Object.assign(charge, { captured: true, amount_captured: amount() ?? charge.amount });
         // Captures of charges created through this API were counted when created.
         if (seeded.has(charge.id)) captureBefore.set(req, charge.amount_captured);
@@ -171,7 +216,10 @@ export function mockStripe() {
       return r.status === 200 ? { status: 200, body: charge } : r;
     }
     if (req.method === "POST" && (m = /^\/v1\/(transfers|payouts|topups)$/.exec(req.path))) {
-      return { status: 200, body: { id: mockId(`${m[1]!.slice(0, 2)}_`), object: m[1]!.slice(0, -1), amount: amount(), currency: p.currency } };
+      return {
+        status: 200,
+        body: { id: mockId(`${m[1]!.slice(0, 2)}_`), object: m[1]!.slice(0, -1), amount: amount(), currency: p.currency },
+      };
     }
     if (req.method === "POST" && req.path === "/v1/refunds") {
       const target = p.charge ? charges.get(p.charge) : p.payment_intent ? intents.get(p.payment_intent) : undefined;
@@ -182,7 +230,8 @@ export function mockStripe() {
       const invoice = invoices.get(m[1]!);
       if (!invoice) return missing("invoice", m[1]!);
       if (m[2] === "pay") {
-        if (invoice.amount_remaining === 0) return stripeError(400, "invalid_request_error", "Invoice is already paid", { code: "invoice_already_paid" });
+        if (invoice.amount_remaining === 0)
+          return stripeError(400, "invalid_request_error", "Invoice is already paid", { code: "invoice_already_paid" });
         captureBefore.set(req, invoice.amount_remaining);
         Object.assign(invoice, { amount_paid: invoice.amount_paid + invoice.amount_remaining, amount_remaining: 0, status: "paid" });
       }
@@ -209,7 +258,15 @@ export function mockStripe() {
     /** An intent made outside Keybrake, e.g. confirmed with manual capture: `{ amount_capturable: 5000 }`. */
     seedIntent: (amount: number, currency = "usd", extra: Partial<Intent> = {}) => newIntent(amount, currency, extra),
     seedInvoice: (amountDue: number, currency = "usd"): Invoice => {
-      const invoice: Invoice = { id: mockId("in_"), object: "invoice", currency, amount_due: amountDue, amount_paid: 0, amount_remaining: amountDue, status: "open" };
+      const invoice: Invoice = {
+        id: mockId("in_"),
+        object: "invoice",
+        currency,
+        amount_due: amountDue,
+        amount_paid: 0,
+        amount_remaining: amountDue,
+        status: "open",
+      };
       invoices.set(invoice.id, invoice);
       return invoice;
     },

@@ -31,11 +31,26 @@ export function mockTwilio() {
     if (!form.get("To")) return twilioError(400, 21604, "A 'To' phone number is required.");
     const isCall = resource.toLowerCase() === "calls";
     const sid = mockId(isCall ? "CA" : "SM");
-    const common = { sid, account_sid: account, to: form.get("To"), from: form.get("From"), price: state.price, price_unit: state.priceUnit, date_created: new Date().toUTCString() };
+    const common = {
+      sid,
+      account_sid: account,
+      to: form.get("To"),
+      from: form.get("From"),
+      price: state.price,
+      price_unit: state.priceUnit,
+      date_created: new Date().toUTCString(),
+    };
     const path = `/2010-04-01/Accounts/${account}/${isCall ? "Calls" : "Messages"}/${sid}.json`;
     const body = isCall
       ? { ...common, status: "queued", uri: path }
-      : { ...common, status: "queued", body: form.get("Body") ?? "", num_segments: "1", num_media: String(form.getAll("MediaUrl").length), uri: path };
+      : {
+          ...common,
+          status: "queued",
+          body: form.get("Body") ?? "",
+          num_segments: "1",
+          num_media: String(form.getAll("MediaUrl").length),
+          uri: path,
+        };
     created.set(sid, body);
     return { status: 201, body };
   };
@@ -49,7 +64,9 @@ export function mockTwilio() {
   };
 
   const answer = (req: Received): Reply => {
-    const [user, pass] = Buffer.from(String(req.headers.authorization ?? "").replace(/^Basic /, ""), "base64").toString().split(":");
+    const [user, pass] = Buffer.from(String(req.headers.authorization ?? "").replace(/^Basic /, ""), "base64")
+      .toString()
+      .split(":");
     if (!user || accounts[user] !== pass) return twilioError(401, 20003, "Authenticate");
     const m = req.method === "POST" ? CREATE.exec(req.path) : req.method === "GET" ? FETCH.exec(req.path) : null;
     if (!m) return twilioError(404, 20404, `The requested resource ${req.path} was not found`);

@@ -82,7 +82,13 @@ export class MockVendor {
     const chunks: Buffer[] = [];
     for await (const chunk of req) chunks.push(chunk as Buffer);
     const url = new URL(req.url ?? "/", "http://mock");
-    const received: Received = { method: req.method ?? "GET", path: url.pathname, search: url.search, headers: req.headers, body: Buffer.concat(chunks).toString("utf8") };
+    const received: Received = {
+      method: req.method ?? "GET",
+      path: url.pathname,
+      search: url.search,
+      headers: req.headers,
+      body: Buffer.concat(chunks).toString("utf8"),
+    };
     this.received.push(received);
 
     const queued = this.isReplay(received) ? -1 : this.faults.findIndex((f) => f.method === undefined || f.method === received.method);

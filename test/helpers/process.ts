@@ -8,7 +8,12 @@ export interface Started {
 
 /** Starts `cmd` (a Keybrake server) and waits for its "listening on" line; the port comes from that line. */
 export async function startProcess(cmd: string[], opts: { cwd: string; env: Record<string, string> }): Promise<Started> {
-  const proc = Bun.spawn(cmd, { cwd: opts.cwd, env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "/tmp", ...opts.env }, stdout: "pipe", stderr: "pipe" });
+  const proc = Bun.spawn(cmd, {
+    cwd: opts.cwd,
+    env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "/tmp", ...opts.env },
+    stdout: "pipe",
+    stderr: "pipe",
+  });
   let err = "";
   const reader = proc.stderr.getReader();
   const decoder = new TextDecoder();
@@ -31,7 +36,12 @@ export async function startProcess(cmd: string[], opts: { cwd: string; env: Reco
 }
 
 export async function run(cmd: string[], opts: { cwd: string; env: Record<string, string> }) {
-  const proc = Bun.spawn(cmd, { cwd: opts.cwd, env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "/tmp", ...opts.env }, stdout: "pipe", stderr: "pipe" });
+  const proc = Bun.spawn(cmd, {
+    cwd: opts.cwd,
+    env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "/tmp", ...opts.env },
+    stdout: "pipe",
+    stderr: "pipe",
+  });
   const [code, stdout, stderr] = await Promise.all([proc.exited, new Response(proc.stdout).text(), new Response(proc.stderr).text()]);
   return { code, stdout, stderr };
 }
