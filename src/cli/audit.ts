@@ -1,6 +1,6 @@
 import { parseArgs } from "node:util";
 import { AuditQuery, ExportQuery, SpendQuery } from "../audit/model";
-import { auditRows, csvHeader, csvLine, presentAudit, spendBy } from "../audit/service";
+import { auditRows, csvHeader, csvLine, listAudit, spendBy } from "../audit/service";
 import type { Store } from "../store/index";
 import { parseInput } from "../validation";
 import { UsageError } from "./keys";
@@ -34,17 +34,8 @@ export async function auditCommand(store: Store, args: string[]) {
   const format = values.format;
   if (format === "table") {
     const q = parseInput(AuditQuery, { ...filterQuery(values), limit: values.limit ?? "50" }, "flags");
-    const page = await store.listAudit({
-      keyId: q.key_id,
-      label: q.label,
-      labelPrefix: q.label_prefix,
-      vendor: q.vendor,
-      decision: q.decision,
-      since: q.since,
-      until: q.until,
-      limit: q.limit,
-    });
-    return printRecords(page.data.map(presentAudit), false, [
+    const page = await listAudit(store, q);
+    return printRecords(page.data, false, [
       "at",
       "key_id",
       "label",

@@ -1,7 +1,7 @@
 import { parseStrictJson, unpriceable } from "./body";
 import { unitPriceMicros } from "./currency";
 import { httpUrl, secret, unitPrice } from "../env";
-import { bearerCredentials, type PathClass, type Vendor } from "./types";
+import { bearerCredentialsByMode, type PathClass, type Vendor } from "./types";
 
 /**
  * Resend bills each To, CC and BCC recipient as one email. `to` is an address or a list; a string is counted
@@ -42,10 +42,7 @@ export const resend: Vendor<{ emailUsd: number }> = {
   secretVariables: ["KEYBRAKE_RESEND_API_KEY", "KEYBRAKE_RESEND_TEST_API_KEY"],
   configure: (env) => ({
     baseUrl: env.KEYBRAKE_RESEND_BASE_URL as string,
-    credentials: {
-      live: bearerCredentials(env.KEYBRAKE_RESEND_API_KEY as string | undefined),
-      test: bearerCredentials(env.KEYBRAKE_RESEND_TEST_API_KEY as string | undefined),
-    },
+    credentials: bearerCredentialsByMode(env, "KEYBRAKE_RESEND_API_KEY", "KEYBRAKE_RESEND_TEST_API_KEY"),
     prices: { emailUsd: env.KEYBRAKE_RESEND_EMAIL_USD as number },
   }),
   bareRoutes: ["/emails", "/emails/*"],

@@ -5,7 +5,7 @@ import { minorToMicros } from "./currency";
 import { httpUrl, secret } from "../env";
 import {
   unreadableAnswer,
-  bearerCredentials,
+  bearerCredentialsByMode,
   type PathClass,
   type PricingContext,
   type PricingInput,
@@ -85,10 +85,7 @@ export const stripe: Vendor = {
   secretVariables: ["KEYBRAKE_STRIPE_SECRET_KEY", "KEYBRAKE_STRIPE_TEST_SECRET_KEY"],
   configure: (env) => ({
     baseUrl: env.KEYBRAKE_STRIPE_BASE_URL as string,
-    credentials: {
-      live: bearerCredentials(env.KEYBRAKE_STRIPE_SECRET_KEY as string | undefined),
-      test: bearerCredentials(env.KEYBRAKE_STRIPE_TEST_SECRET_KEY as string | undefined),
-    },
+    credentials: bearerCredentialsByMode(env, "KEYBRAKE_STRIPE_SECRET_KEY", "KEYBRAKE_STRIPE_TEST_SECRET_KEY"),
     prices: null,
   }),
   bareRoutes: ["/v1/*"],

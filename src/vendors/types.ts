@@ -74,6 +74,12 @@ export interface Credentials {
 export const bearerCredentials = (secret: string | undefined): Credentials | null =>
   secret ? { headers: { authorization: `Bearer ${secret}` }, upstreamPath: (path) => path } : null;
 
+/** Live and test bearer credentials from the two variables that hold their secrets (Stripe, Resend). */
+export const bearerCredentialsByMode = (env: Record<string, unknown>, liveVariable: string, testVariable: string) => ({
+  live: bearerCredentials(env[liveVariable] as string | undefined),
+  test: bearerCredentials(env[testVariable] as string | undefined),
+});
+
 /** How a path is priced (SPEC §6): free, priced on POST, or a money mover Keybrake refuses to forward. */
 export type PathClass = "free" | "priced" | "refused";
 
