@@ -6,6 +6,7 @@ import { csvField } from "../src/audit/service";
 import { startKeybrake, type Harness } from "./helpers/harness";
 import { mockStripe, type MockStripe } from "./helpers/mock-stripe";
 import { run } from "./helpers/process";
+import { keybrakeCommand } from "./helpers/binary";
 
 type Json = Record<string, any>;
 let kb: Harness;
@@ -67,7 +68,7 @@ describe("CSV exports never carry a formula (SPEC §9)", () => {
     const http = await (await kb.admin("/audit/export?format=csv&decision=invalid_key")).text();
     expect(http).toContain(`,${cell},`);
     expect(http).not.toContain(`,"${FORMULA.replace(/"/g, '""')}"`);
-    const cli = await run(["bun", "src/main.ts", "audit", "--decision", "invalid_key", "--format", "csv"], {
+    const cli = await run(await keybrakeCommand("audit", "--decision", "invalid_key", "--format", "csv"), {
       cwd: join(import.meta.dir, ".."),
       env: { KEYBRAKE_DB: kb.dbPath },
     });

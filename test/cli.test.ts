@@ -3,9 +3,9 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, readdirSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { keybrakeCommand } from "./helpers/binary";
 import { run } from "./helpers/process";
 
-const main = join(import.meta.dir, "../src/main.ts");
 let dir: string;
 
 beforeAll(() => {
@@ -13,9 +13,9 @@ beforeAll(() => {
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-/** `keybrake ...` under `bun`, in `cwd`; under a permissive umask when asked, as a root shell often has. */
-function keybrake(args: string[], opts: { cwd: string; env?: Record<string, string>; umask?: string }) {
-  const cmd = ["bun", main, ...args];
+/** `keybrake ...` (the built binary), in `cwd`; under a permissive umask when asked, as a root shell often has. */
+async function keybrake(args: string[], opts: { cwd: string; env?: Record<string, string>; umask?: string }) {
+  const cmd = await keybrakeCommand(...args);
   const wrapped = opts.umask ? ["sh", "-c", `umask ${opts.umask} && exec "$@"`, "sh", ...cmd] : cmd;
   return run(wrapped, { cwd: opts.cwd, env: opts.env ?? {} });
 }

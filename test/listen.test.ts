@@ -6,6 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { mockStripe, STRIPE_LIVE_SECRET, type MockStripe } from "./helpers/mock-stripe";
 import { run, startProcess, type Started } from "./helpers/process";
+import { keybrakeCommand } from "./helpers/binary";
 
 // SPEC §9: a second `keybrake serve` on an address in use fails to start with one line (no silent port sharing).
 const root = join(import.meta.dir, "..");
@@ -26,7 +27,7 @@ const env = (port: string) => ({
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), "keybrake-listen-"));
   stripe = await mockStripe().start();
-  first = await startProcess(["bun", "src/main.ts", "serve"], { cwd: root, env: env("0") });
+  first = await startProcess(await keybrakeCommand("serve"), { cwd: root, env: env("0") });
 }, 30_000);
 afterAll(async () => {
   if (first.proc.exitCode === null) first.proc.kill("SIGTERM");
@@ -46,7 +47,8 @@ test("a second serve on the same address exits non-zero with one line, and leave
     await admin("/vault/keys", { vendor: "stripe", daily_usd_cap: 100, allowed_endpoints: ["POST /v1/payment_intents"] })
   ).json()) as { id: string; vault_key: string };
   // A call in flight on the first server while the second one starts on the same database.
-  stripe.failNext({ kind: "delay", ms: 1500 });
+  const secondDone = Promise.withResolvers<void>();
+  stripe.failNext({ kind: "wait", until: secondDone.promise });
   const inFlight = fetch(`${first.url}/v1/payment_intents`, {
     method: "POST",
     headers: { authorization: `Bearer ${key.vault_key}`, "content-type": "application/x-www-form-urlencoded" },
@@ -55,7 +57,8 @@ test("a second serve on the same address exits non-zero with one line, and leave
   while (stripe.received.length === 0) await Bun.sleep(10);
 
   const port = new URL(first.url).port;
-  const second = await run(["bun", "src/main.ts", "serve"], { cwd: root, env: env(port) });
+  const second = await run(await keybrakeCommand("serve"), { cwd: root, env: env(port) });
+  secondDone.resolve();
   expect(second.code).not.toBe(0);
   const lines = second.stderr.trim().split("\n");
   expect(lines).toHaveLength(1);

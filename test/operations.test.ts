@@ -9,6 +9,7 @@ import { testClock, type TestClock } from "./helpers/clock";
 import { startKeybrake, type Harness } from "./helpers/harness";
 import { mockStripe, type MockStripe } from "./helpers/mock-stripe";
 import { run } from "./helpers/process";
+import { keybrakeCommand } from "./helpers/binary";
 import { CONFIGURED_SECRETS, rawBytes, secretsIn } from "./helpers/secrets";
 
 type Json = Record<string, any>;
@@ -264,7 +265,7 @@ describe("retention", () => {
 });
 
 describe("CLI on the database the server is using", () => {
-  const cli = (...args: string[]) => run(["bun", "src/main.ts", ...args], { cwd: root, env: { KEYBRAKE_DB: kb.dbPath } });
+  const cli = async (...args: string[]) => run(await keybrakeCommand(...args), { cwd: root, env: { KEYBRAKE_DB: kb.dbPath } });
 
   test("keybrake audit (table, ndjson, csv) and keybrake spend --group-by label", async () => {
     const key = await stripeKey("cli-ops/run_1");

@@ -12,3 +12,9 @@ export function ensureBinary(): Promise<string> {
   });
   return built;
 }
+
+/**
+ * How tests run `keybrake`: the built binary, which users run and which starts in a third of the time
+ * `bun src/main.ts` takes.
+ */
+export const keybrakeCommand = async (...args: string[]) => [await ensureBinary(), ...args];

@@ -13,6 +13,8 @@ export interface Received {
 export type Fault =
   | { kind: "status"; status: number; body: unknown; headers?: Record<string, string> }
   | { kind: "delay"; ms: number }
+  /** Answers once `until` settles: a call kept in flight exactly as long as a test needs. */
+  | { kind: "wait"; until: Promise<unknown> }
   | { kind: "drop" }
   /** The vendor acts on the call, then the connection is lost before the answer: an ambiguous outcome that did cost. */
   | { kind: "drop_after" };
@@ -98,6 +100,7 @@ export class MockVendor {
       return;
     }
     if (fault?.kind === "delay") await Bun.sleep(fault.ms);
+    if (fault?.kind === "wait") await fault.until;
     const reply = fault?.kind === "status" ? { status: fault.status, body: fault.body, headers: fault.headers } : this.answer(received);
     if (fault?.kind === "drop_after") {
       req.socket.destroy();
