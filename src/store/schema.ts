@@ -120,7 +120,13 @@ export const auditEvents = sqliteTable(
     requests: integer("requests").notNull().default(1),
   },
   // Every index is a page written per call: only what the audit queries filter on.
-  (t) => [index("audit_events_at").on(t.at), index("audit_events_key").on(t.keyId, t.seq), index("audit_events_label").on(t.label, t.seq)],
+  // `id` is the request id a job sees (X-Keybrake-Request-Id): operators look calls up by it.
+  (t) => [
+    index("audit_events_at").on(t.at),
+    index("audit_events_key").on(t.keyId, t.seq),
+    index("audit_events_label").on(t.label, t.seq),
+    index("audit_events_id").on(t.id),
+  ],
 );
 
 export const adminEvents = sqliteTable(

@@ -1,0 +1,1 @@
+CREATE INDEX `audit_events_id` ON `audit_events` (`id`);
