@@ -1,4 +1,5 @@
 import { readFileSync } from "node:fs";
+import { parseArgs } from "node:util";
 import { z } from "zod";
 import { ConfigError, decimalTable, flag, int } from "./env";
 import { registeredVendors } from "./vendors/index";
@@ -54,6 +55,7 @@ const CORE_ENV = {
   KEYBRAKE_FX: fxTable,
   KEYBRAKE_METRICS_PUBLIC: flag,
   KEYBRAKE_AUDIT_RETENTION_DAYS: int(1, 36_500, 90),
+  KEYBRAKE_LOG_FORMAT: z.enum(["text", "json"], { error: "must be text or json" }).default("text"),
 };
 
 /** Every variable Keybrake reads: its own and those of the vendors registered now. */
@@ -74,27 +76,38 @@ export interface Config {
   fx: Record<string, string>;
   metricsPublic: boolean;
   auditRetentionDays: number;
+  /** How log lines are written on stderr: `keybrake: …` text, or one JSON object per line. */
+  logFormat: "text" | "json";
   /** Each registered vendor's settings (base URL, credentials per mode, prices), by vendor name. */
   vendors: Record<string, VendorSettings>;
 }
 
-/** `--db x`, `--db=x`, `--upstream-timeout-ms 5` -> KEYBRAKE_DB, KEYBRAKE_UPSTREAM_TIMEOUT_MS. Returns the leftovers. */
+/** The flag of a variable: KEYBRAKE_UPSTREAM_TIMEOUT_MS -> upstream-timeout-ms. */
+const flagOf = (variable: string) => variable.slice("KEYBRAKE_".length).toLowerCase().replace(/_/g, "-");
+
+/**
+ * The global flags, anywhere before `--`: `--db x`, `--db=x`, `--upstream-timeout-ms 5` -> KEYBRAKE_DB,
+ * KEYBRAKE_UPSTREAM_TIMEOUT_MS. Read with `node:util` parseArgs; everything else is left, in order, for the
+ * command. A value that is itself a flag (`--db --port 9000`) is refused: write `--db=--port` to mean it.
+ */
 export function flagsToEnv(argv: string[]): { env: Record<string, string>; rest: string[] } {
+  const variables = Object.keys(envSchema().shape);
+  const options = Object.fromEntries(variables.map((v) => [flagOf(v), { type: "string" as const }]));
+  const { tokens } = parseArgs({ args: argv, options, strict: false, allowPositionals: true, tokens: true });
   const env: Record<string, string> = {};
-  const rest: string[] = [];
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]!;
-    const m = /^--([a-z][a-z0-9-]*)(?:=(.*))?$/.exec(arg);
-    const name = m && `KEYBRAKE_${m[1]!.replace(/-/g, "_").toUpperCase()}`;
-    if (!m || !name || !(name in envSchema().shape)) {
-      rest.push(arg);
-      continue;
+  const taken = new Set<number>();
+  for (const token of tokens) {
+    if (token.kind === "option-terminator") break;
+    if (token.kind !== "option" || !(token.name in options) || token.rawName !== `--${token.name}`) continue;
+    const name = `KEYBRAKE_${token.name.replace(/-/g, "_").toUpperCase()}`;
+    if (token.value === undefined || (!token.inlineValue && token.value.startsWith("-"))) {
+      throw new ConfigError(`${name}: --${token.name} needs a value${token.value === undefined ? "" : ` (got the flag ${token.value})`}`);
     }
-    const value = m[2] ?? argv[++i];
-    if (value === undefined) throw new ConfigError(`${name}: --${m[1]} needs a value`);
-    env[name] = value;
+    env[name] = token.value;
+    taken.add(token.index);
+    if (!token.inlineValue) taken.add(token.index + 1);
   }
-  return { env, rest };
+  return { env, rest: argv.filter((_, i) => !taken.has(i)) };
 }
 
 function readSecretFiles(env: Record<string, string | undefined>): Record<string, string | undefined> {
@@ -141,6 +154,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     fx: e.KEYBRAKE_FX,
     metricsPublic: e.KEYBRAKE_METRICS_PUBLIC,
     auditRetentionDays: e.KEYBRAKE_AUDIT_RETENTION_DAYS,
+    logFormat: e.KEYBRAKE_LOG_FORMAT,
     vendors: Object.fromEntries(registeredVendors().map((v) => [v.name, v.configure(e as Record<string, unknown>)])),
   };
 }

@@ -5,10 +5,13 @@
 export const ERRORS = {
   // admin API
   unauthorized: { status: 401, message: "A valid admin bearer token is required." },
+  forbidden: { status: 403, message: "This token's role does not allow this route." },
+  issuer_policy_violation: { status: 403, message: "The request is outside this issuer token's policy; nothing was created or changed." },
   not_found: { status: 404, message: "No such route." },
   invalid_request: { status: 400, message: "The request is invalid." },
   revoked_key_unchangeable: { status: 409, message: "A revoked key cannot be changed." },
-  hold_not_orphaned: { status: 409, message: "Only holds orphaned by a crash can be settled or released by hand." },
+  // The code predates ambiguous holds; kept so that clients matching on it keep working.
+  hold_not_orphaned: { status: 409, message: "Only orphaned or ambiguous holds can be settled or released by hand." },
   internal_error: { status: 500, message: "Keybrake hit an unexpected error; nothing was forwarded after it." },
   // proxy, in the order of SPEC §4's checks
   invalid_key: { status: 401, message: "No valid vault key was presented." },
@@ -75,7 +78,11 @@ export function errorResponse(err: KeybrakeError, extraHeaders: Record<string, s
   });
 }
 
-export const unauthorized = () => new KeybrakeError("unauthorized");
+export const unauthorized = (message?: string) => new KeybrakeError("unauthorized", message);
+export const forbidden = (message?: string) => new KeybrakeError("forbidden", message);
+/** 403 naming the issuer policy's rule (`policy.max_daily_usd_cap`, …) in the message and `error.details.rule`. */
+export const policyViolation = (rule: string, message: string) =>
+  new KeybrakeError("issuer_policy_violation", `${rule}: ${message}`, {}, { rule });
 export const notFound = (what = "route") => new KeybrakeError("not_found", `No such ${what}.`);
 export const invalidRequest = (message: string, fields: { path: string; message: string }[]) =>
   new KeybrakeError("invalid_request", message, {}, { fields });

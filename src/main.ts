@@ -2,13 +2,17 @@
 import { ConfigError, flagsToEnv, loadConfig, unknownVariables, type Config } from "./config";
 import { KeybrakeError } from "./errors";
 import { existsSync } from "node:fs";
-import { auditCommand, spendCommand } from "./cli/audit";
-import { keysCommand, UsageError } from "./cli/keys";
+import { resolve } from "node:path";
+import { parseFlags, wantsHelp } from "./cli/args";
+import { AUDIT_USAGE, SPEND_USAGE, auditCommand, spendCommand } from "./cli/audit";
+import { checkKeysCommand, keysCommand, keysHelp, UsageError } from "./cli/keys";
 import { announceAdminToken, ensureAdminToken } from "./ops/admin-auth";
+import { createLogger, type Logger, messageSink } from "./ops/log";
 import { listen } from "./ops/listen";
 import { startMaintenance } from "./ops/maintenance";
 import { startReconciler } from "./ops/reconciler";
-import { holdsCommand } from "./cli/holds";
+import { checkHoldsCommand, holdsCommand, holdsHelp } from "./cli/holds";
+import { tokensCommand, tokensHelp } from "./cli/tokens";
 import { createApp } from "./server";
 import { migrateDatabase, openStore } from "./store/index";
 import { VERSION } from "./version";
@@ -16,21 +20,94 @@ import { VERSION } from "./version";
 const USAGE = `keybrake ${VERSION} — a spend brake for jobs that call Stripe, Twilio and Resend
 
 usage: keybrake [serve]           start the server (default)
-       keybrake keys ...          create | list | show | revoke vault keys (keybrake keys --help)
-       keybrake holds ...         list | settle | release holds a crash left unsettled
-       keybrake audit [filters]   audit rows (--format table|ndjson|csv; --label-prefix, --since, ...)
-       keybrake spend             spend per --group-by label|key|vendor|day
+       keybrake keys ...          create | list | show | revoke vault keys
+       keybrake holds ...         list | settle | release orphaned and ambiguous holds
+       keybrake audit [filters]   audit rows (--request-id, --label-prefix, --since 2h, --format table|ndjson|csv)
+       keybrake spend [filters]   spend per --group-by label|key|vendor|day, the biggest first
        keybrake backup <file>     an online, consistent copy of the database
        keybrake migrate           bring the database to the latest schema
+       keybrake healthcheck       exit 0 when the local server answers /healthz (for container health checks)
        keybrake version
 
-Every KEYBRAKE_* variable can be given as a flag: KEYBRAKE_DB=x is --db x, KEYBRAKE_PORT=9000 is --port 9000.`;
+keybrake <command> --help describes each command; --help never acts.
+Every KEYBRAKE_* variable can be given as a flag, anywhere: KEYBRAKE_DB=x is --db x (or --db=x),
+KEYBRAKE_PORT=9000 is --port 9000; flags win over the environment.`;
+
+const SERVE_USAGE = `usage: keybrake [serve] [--host H] [--port P] [--db FILE] [--KEYBRAKE-variable value ...]
+
+Starts the server: the proxy (/stripe, /twilio, /resend), the admin API and the docs at /docs. Takes its
+settings from the KEYBRAKE_* variables (README "Configuration"), each also a flag. Without
+KEYBRAKE_ADMIN_TOKEN, the first start generates an admin token and prints it once.`;
+
+const MIGRATE_USAGE = `usage: keybrake migrate [--db FILE]
+
+Brings the database (KEYBRAKE_DB, default ./keybrake.db) to the latest schema, creating it if missing.
+keybrake serve does the same at start-up.`;
+
+const BACKUP_USAGE = `usage: keybrake backup <file> [--db FILE]
+
+Writes an online, consistent copy of the database (KEYBRAKE_DB) to <file>, created owner-only (0600).
+Refuses to overwrite an existing file. Safe while the server runs.`;
+
+const HEALTHCHECK_USAGE = `usage: keybrake healthcheck [--port P] [--host H]
+
+GETs /healthz from the server on this machine (KEYBRAKE_HOST, 127.0.0.1 when it listens on every address,
+and KEYBRAKE_PORT); exits 0 when the ledger accepts writes, 1 otherwise. For Docker's HEALTHCHECK.`;
+
+const VERSION_USAGE = `usage: keybrake version
+
+Prints the version.`;
+
+const COMMANDS = ["serve", "keys", "holds", "tokens", "audit", "spend", "backup", "migrate", "healthcheck", "version"];
+
+/** A command's usage for `keybrake <command> [sub] --help` and `keybrake help <command>`; null for one not known here. */
+function helpFor(command: string, args: string[]): string | null {
+  switch (command) {
+    case "serve":
+      return SERVE_USAGE;
+    case "keys":
+      return keysHelp(args);
+    case "holds":
+      return holdsHelp(args);
+    case "audit":
+      return AUDIT_USAGE;
+    case "spend":
+      return SPEND_USAGE;
+    case "backup":
+      return BACKUP_USAGE;
+    case "migrate":
+      return MIGRATE_USAGE;
+    case "healthcheck":
+      return HEALTHCHECK_USAGE;
+    case "version":
+      return VERSION_USAGE;
+    case "tokens":
+      return tokensHelp(args);
+    default:
+      return null;
+  }
+}
+
+/** The vendors and modes with a real secret configured, for the start line: "stripe live+test, resend not configured". */
+function configuredVendors(config: Config): { text: string; list: string[] } {
+  const list: string[] = [];
+  const parts = Object.entries(config.vendors).map(([name, settings]) => {
+    const modes = (["live", "test"] as const).filter((mode) => settings.credentials[mode] !== null);
+    for (const mode of modes) list.push(`${name}:${mode}`);
+    return `${name} ${modes.length ? modes.join("+") : "not configured"}`;
+  });
+  return { text: parts.join(", "), list };
+}
 
 const SHUTDOWN_GRACE_MS = 25_000;
 
-async function serve(config: Config) {
+async function serve(config: Config, log: Logger) {
   const store = openStore(config.dbPath, { synchronous: config.dbSynchronous });
-  await ensureAdminToken(config, store, announceAdminToken);
+  await ensureAdminToken(config, store, (token) =>
+    config.logFormat === "json"
+      ? log.warn("admin_token_generated", "Keybrake generated an admin token; it is shown once and only its hash is stored", { token })
+      : announceAdminToken(token),
+  );
   const app = createApp(config, store);
   // The address is taken before the ledger is touched: a second serve on a busy address stops here, before its
   // recovery could mark the running server's in-flight holds orphaned. Calls wait until recovery has run.
@@ -45,22 +122,29 @@ async function serve(config: Config) {
   const orphaned = await store.recoverOrphanedHolds(Date.now());
   recovered.resolve();
   if (orphaned.length > 0) {
-    console.error(
-      `keybrake: ${orphaned.length} hold(s) from a previous run were never settled; they stay counted as held until ` +
+    log.warn(
+      "orphaned_holds",
+      `${orphaned.length} hold(s) from a previous run were never settled; they stay counted as held until ` +
         "resolved: keybrake holds list, then keybrake holds settle|release <id>",
+      { count: orphaned.length, hold_ids: orphaned.slice(0, 100).map((h) => h.id) },
     );
   }
-  store.checkpointInBackground();
+  store.checkpointInBackground(messageSink(log, "error", "checkpoint_worker"));
   const maintenance = startMaintenance(store, config.auditRetentionDays);
   void maintenance.tick();
   const reconciler = startReconciler(store, config);
-  console.error(`keybrake ${VERSION} listening on http://${config.host}:${server.port} (db ${config.dbPath}); docs at /docs`);
+  const vendors = configuredVendors(config);
+  log.info(
+    "start",
+    `listening on http://${config.host}:${server.port} (version ${VERSION}, db ${resolve(config.dbPath)}); vendors: ${vendors.text}; docs at /docs`,
+    { version: VERSION, host: config.host, port: server.port, db: resolve(config.dbPath), vendors: vendors.list },
+  );
 
   let stopping = false;
   const shutdown = async (signal: string) => {
     if (stopping) return;
     stopping = true;
-    console.error(`keybrake: ${signal}: no longer accepting; finishing in-flight calls`);
+    log.info("shutdown", `${signal}: no longer accepting; finishing in-flight calls`, { signal });
     // stop(false) resolves when in-flight requests have answered (and so settled); bounded by the timer. The app's
     // stop hook then writes the unauthenticated denials still only counted, before the store closes.
     maintenance.stop();
@@ -68,7 +152,7 @@ async function serve(config: Config) {
     // Elysia's stop does not wait for in-flight requests; Bun's does.
     await Promise.race([Promise.all([server.stop(false), app.stop(false), reconciled]), Bun.sleep(SHUTDOWN_GRACE_MS)]);
     await store.close();
-    console.error("keybrake: stopped cleanly");
+    log.info("stopped", "stopped cleanly");
     process.exit(0);
   };
   process.on("SIGTERM", () => void shutdown("SIGTERM"));
@@ -77,65 +161,123 @@ async function serve(config: Config) {
 
 async function main(argv: string[]): Promise<number> {
   const { env: flagEnv, rest } = flagsToEnv(argv);
-  const [command = "serve", ...args] = rest;
-  if (command === "version" || command === "--version") {
+  const [first, ...args] = rest;
+  if (first === "version" || first === "--version") {
+    if (wantsHelp(args)) return help(VERSION_USAGE);
+    parseFlags("keybrake version", args, {});
     console.log(VERSION);
     return 0;
   }
-  if (command === "help" || command === "--help" || command === "-h") {
-    console.log(USAGE);
-    return 0;
+  if (first === "help" || first === "--help" || first === "-h") {
+    return help((args[0] !== undefined && helpFor(args[0], args.slice(1))) || USAGE);
+  }
+  if (first?.startsWith("-")) throw new UsageError(`keybrake: unknown flag ${first} (keybrake --help)`);
+  const command = first ?? "serve";
+  // --help prints the command's usage and does nothing else: no configuration read, no file touched.
+  if (wantsHelp(args)) {
+    const text = helpFor(command, args);
+    if (text !== null) return help(text);
   }
   const config = loadConfig(process.env, flagEnv);
-  for (const name of unknownVariables(process.env)) console.error(`keybrake: warning: ${name} is not a Keybrake variable; it is ignored`);
+  const log = createLogger(config.logFormat);
+  for (const name of unknownVariables(process.env)) {
+    log.warn("unknown_variable", `${name} is not a Keybrake variable; it is ignored`, { variable: name });
+  }
   switch (command) {
     case "serve":
-      await serve(config);
+      parseFlags("keybrake serve", args, {});
+      await serve(config, log);
       return -1;
     case "migrate": {
+      parseFlags("keybrake migrate", args, {});
       const applied = migrateDatabase(config.dbPath, { synchronous: config.dbSynchronous });
       console.log(applied.length ? `applied ${applied.join(", ")}` : "already at the latest schema");
       return 0;
     }
+    case "healthcheck":
+      parseFlags("keybrake healthcheck", args, {});
+      return healthcheck(config);
     case "keys":
     case "holds":
     case "audit":
     case "spend": {
-      const store = openStore(config.dbPath, { synchronous: config.dbSynchronous, create: false });
+      if (command === "keys") checkKeysCommand(args);
+      if (command === "holds") checkHoldsCommand(args);
+      // Opened once the command's flags are known to be good: a mistyped flag is named, whatever the database.
+      let opened: ReturnType<typeof openStore> | undefined;
+      const store = () => (opened ??= openStore(config.dbPath, { synchronous: config.dbSynchronous, create: false }));
       const actor = `cli:${process.env.USER ?? "local"}`;
       try {
-        if (command === "keys") await keysCommand(store, args, actor);
+        if (command === "keys") await keysCommand(store, args, actor, config);
         else if (command === "holds") await holdsCommand(store, args, actor);
         else if (command === "audit") await auditCommand(store, args);
         else await spendCommand(store, args);
+      } finally {
+        await opened?.close();
+      }
+      return 0;
+    }
+    case "tokens": {
+      if (wantsHelp(args)) return help(tokensHelp(args));
+      const store = openStore(config.dbPath, { synchronous: config.dbSynchronous, create: false });
+      try {
+        await tokensCommand(store, args, `cli:${process.env.USER ?? "local"}`);
       } finally {
         await store.close();
       }
       return 0;
     }
     case "backup": {
-      if (args.length !== 1) throw new UsageError("usage: keybrake backup <file>");
-      if (existsSync(args[0]!)) throw new UsageError(`keybrake backup: ${args[0]} exists; choose a new file`);
+      const { positionals } = parseFlags("keybrake backup", args, {}, true);
+      if (positionals.length !== 1) throw new UsageError("keybrake backup: give one file to write (keybrake backup --help)");
+      const file = positionals[0]!;
+      if (existsSync(file)) throw new UsageError(`keybrake backup: ${file} exists; choose a new file`);
       const store = openStore(config.dbPath, { synchronous: config.dbSynchronous, create: false });
       try {
-        await store.backupTo(args[0]!);
+        await store.backupTo(file);
       } finally {
         await store.close();
       }
-      console.log(`backed up ${config.dbPath} to ${args[0]}`);
+      console.log(`backed up ${config.dbPath} to ${file}`);
       return 0;
     }
     default:
-      console.error(USAGE);
-      return 2;
+      throw new UsageError(`keybrake: unknown command "${command}"; one of ${COMMANDS.join(", ")} (keybrake --help)`);
   }
 }
+
+function help(text: string): number {
+  console.log(text);
+  return 0;
+}
+
+/** `keybrake healthcheck`: the local server's /healthz, for a container's HEALTHCHECK (distroless has no curl). */
+async function healthcheck(config: Config): Promise<number> {
+  const host = ["0.0.0.0", "::", ""].includes(config.host) ? "127.0.0.1" : config.host;
+  const url = `http://${host.includes(":") ? `[${host}]` : host}:${config.port}/healthz`;
+  try {
+    const res = await fetch(url, { signal: AbortSignal.timeout(5000) });
+    const body = await res.text();
+    console.log(`${url}: ${res.status} ${body}`);
+    return res.status === 200 ? 0 : 1;
+  } catch (err) {
+    console.error(`keybrake healthcheck: ${url}: ${err instanceof Error ? err.message : String(err)}`);
+    return 1;
+  }
+}
+
+/** A reader that went away (`keybrake audit --format ndjson | head`): stop quietly, as a Unix filter does. */
+const isBrokenPipe = (err: unknown) => (err as { code?: string } | null)?.code === "EPIPE";
+process.stdout.on("error", (err) => {
+  if (isBrokenPipe(err)) process.exit(0);
+});
 
 main(Bun.argv.slice(2)).then(
   (code) => {
     if (code >= 0) process.exit(code);
   },
   (err: unknown) => {
+    if (isBrokenPipe(err)) process.exit(0);
     if (err instanceof ConfigError) console.error(`keybrake: invalid configuration: ${err.message}`);
     else if (err instanceof UsageError) console.error(err.message);
     else if (err instanceof KeybrakeError) console.error(`keybrake: ${err.code}: ${err.message}`);

@@ -5,32 +5,38 @@ import type { Config } from "./config";
 import { KeybrakeError, errorResponse, invalidRequest, notFound } from "./errors";
 import { holdRoutes } from "./holds/routes";
 import { keyRoutes } from "./keys/routes";
-import { adminAuth } from "./ops/admin-auth";
+import { issueWarningsPlugin } from "./keys/warnings";
+import { authenticator, withAccessDeclared } from "./ops/admin-auth";
 import { docsRoutes } from "./ops/docs";
 import { healthRoutes } from "./ops/health";
+import { createLogger, type LineSink, loggingAdminEvents, messageSink } from "./ops/log";
 import { Metrics, metricsRoutes } from "./ops/metrics";
 import { idempotencyDeriver } from "./proxy/idempotency";
 import { RateLimiter } from "./proxy/rate-limit";
 import { proxyRoutes } from "./proxy/routes";
 import { UnauthenticatedDenials } from "./proxy/unauthenticated";
 import type { Store } from "./store/index";
+import { tokenRoutes } from "./tokens/routes";
 import { invalidInput, issueFields, validationIssues } from "./validation";
 
 export interface AppOptions {
   /** The clock (ms). Tests inject one to cross UTC midnight. */
   now?: () => number;
-  /** Where unexpected errors are reported; never given secrets (they are not in errors). */
-  log?: (message: string) => void;
+  /** Where log lines go (stderr by default; tests keep them), formatted per KEYBRAKE_LOG_FORMAT. Never given secrets. */
+  log?: LineSink;
 }
 
 /** The whole HTTP surface, without listening: `serve` listens, tests call `app.handle`. */
-export function createApp(config: Config, store: Store, options: AppOptions = {}) {
+export function createApp(config: Config, baseStore: Store, options: AppOptions = {}) {
   const now = options.now ?? Date.now;
-  const log = options.log ?? ((m: string) => console.error(m));
-  const auth = adminAuth(config, store);
+  const log = createLogger(config.logFormat, options.log);
+  // Revocations and holds resolved by hand are logged as well as recorded.
+  const store = loggingAdminEvents(baseStore, log);
+  const auth = authenticator(config, store, now);
   const metrics = new Metrics();
-  const unauthenticated = new UnauthenticatedDenials(store, now, log);
-  return (
+  const unauthenticated = new UnauthenticatedDenials(store, now, messageSink(log, "error", "audit_failed"));
+  // Nothing is allowed by default: every route declares the roles it needs, or that it is public.
+  return withAccessDeclared(
     new Elysia()
       // What is still only counted is written before the store closes (the caller closes it after stop()).
       .onStop(() => unauthenticated.flush())
@@ -44,22 +50,25 @@ export function createApp(config: Config, store: Store, options: AppOptions = {}
           const issues = validationIssues(error);
           if (error.type !== "response") return errorResponse(invalidInput(error.type, issues));
           // An answer that does not match its own schema is Keybrake's bug, not the caller's.
-          log(
-            `keybrake: an answer does not match its schema: ${issueFields(issues, "response")
+          log.error(
+            "answer_schema",
+            `an answer does not match its schema: ${issueFields(issues, "response")
               .map((f) => `${f.path}: ${f.message}`)
               .join("; ")}`,
           );
           return errorResponse(new KeybrakeError("internal_error"));
         }
-        log(`keybrake: unexpected error: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
+        log.error("unexpected_error", `unexpected error: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
         return errorResponse(new KeybrakeError("internal_error"));
       })
+      .use(issueWarningsPlugin(config))
       .use(docsRoutes())
       .use(healthRoutes(store))
       .use(keyRoutes(store, auth, now))
       .use(holdRoutes(store, auth, now))
       .use(auditRoutes(store, auth))
       .use(adminEventRoutes(store, auth))
+      .use(tokenRoutes(store, auth, now))
       .use(metricsRoutes(metrics, store, auth, config.metricsPublic))
       .use(
         proxyRoutes({
@@ -72,6 +81,6 @@ export function createApp(config: Config, store: Store, options: AppOptions = {}
           deriveIdempotencyKey: idempotencyDeriver(store),
           unauthenticated,
         }),
-      )
+      ),
   );
 }

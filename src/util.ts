@@ -33,6 +33,13 @@ export function msUntilUtcMidnight(ms: number): number {
   return Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), d.getUTCDate() + 1) - ms;
 }
 
+/** A USD amount for people: micro-dollars with at least 2 decimals and no trailing zeros beyond (4.2 -> "4.20"). */
+export function formatUsd(micros: number): string {
+  const text = (micros / MICROS_PER_USD).toFixed(6).replace(/0+$/, "");
+  const decimals = text.length - text.indexOf(".") - 1;
+  return decimals < 2 ? (micros / MICROS_PER_USD).toFixed(2) : text;
+}
+
 export const iso = (ms: number | null | undefined): string | null => (ms == null ? null : new Date(ms).toISOString());
 
 /** The map's value for `key`, made and stored by `make` the first time (a Map or a WeakMap). */
@@ -42,4 +49,14 @@ export function getOrCreate<K, V>(map: { get(key: K): V | undefined; set(key: K,
   const made = make();
   map.set(key, made);
   return made;
+}
+
+const DURATION = /^(?=\d)(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$/;
+
+/** `90s`, `10m`, `2h`, `1d`, `1w`, `1h30m` -> milliseconds; null when `text` is not such a duration. */
+export function parseDurationMs(text: string): number | null {
+  const m = DURATION.exec(text.trim());
+  if (!m) return null;
+  const [w = 0, d = 0, h = 0, min = 0, s = 0] = m.slice(1).map((part) => Number(part ?? 0));
+  return ((((w * 7 + d) * 24 + h) * 60 + min) * 60 + s) * 1000;
 }

@@ -194,7 +194,7 @@ describe("unauthenticated floods (SPEC §9)", () => {
       [1, "127.0.0.1", "/v1/payment_intents", expect.stringMatching(/^flood-\d+$/)], // whichever arrived first
     ]);
     const spend = ((await (await flood.admin("/audit/spend?group_by=vendor")).json()) as Json).data as Json[];
-    expect(spend).toEqual([{ group: "stripe", calls: 2001, allowed: 0, denied: 2001, spend_usd: 0 }]);
+    expect(spend).toEqual([{ group: "stripe", calls: 2001, allowed: 0, denied: 2001, spend_usd: 0, ambiguous_usd: 0 }]);
 
     const metrics = await (await flood.admin("/metrics")).text();
     expect(metrics).toContain('keybrake_requests_total{vendor="stripe",decision="invalid_key"} 2001');

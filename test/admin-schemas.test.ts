@@ -44,6 +44,10 @@ const ADMIN_ROUTES: [method: string, path: string, input: "body" | "query" | nul
   ["get", "/audit/spend", "query"],
   ["get", "/audit/export", "query"],
   ["get", "/admin/events", "query"],
+  ["post", "/admin/tokens", "body"],
+  ["get", "/admin/tokens", "query"],
+  ["get", "/admin/tokens/{id}", null],
+  ["delete", "/admin/tokens/{id}", "query"],
 ];
 
 const errorBodySchema = (response: Json) => response.content["application/json"].schema;
@@ -80,7 +84,7 @@ describe("/docs/json, from the routes' schemas", () => {
 
   test("POST /vault/keys documents its 201 answer (the record and the secret) and the contract's error body", () => {
     const { responses } = spec.paths["/vault/keys"].post;
-    expect(Object.keys(responses).sort()).toEqual(["201", "400", "401"]);
+    expect(Object.keys(responses).sort()).toEqual(["201", "400", "401", "403"]);
     const issued = responses["201"].content["application/json"].schema;
     expect(responses["201"].description).toContain("shown this once");
     expect(issued.type).toBe("object");

@@ -125,7 +125,7 @@ describe("dist/keybrake alone in an empty folder", () => {
       { cwd: dir, env },
     );
     expect(invalid.code).toBe(2);
-    expect(invalid.stderr).toContain("daily_usd_cap");
+    expect(invalid.stderr).toContain("--daily-usd-cap"); // the flag, not the API's field
 
     const listed = JSON.parse((await run([binary, "keys", "list", "--label-prefix", "cli/", "--json"], { cwd: dir, env })).stdout) as {
       id: string;

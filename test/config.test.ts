@@ -51,6 +51,23 @@ describe("config", () => {
     expect(c.dbPath).toBe("/tmp/x.db");
   });
 
+  test("global flags are parsed with parseArgs: a flag is never another flag's value; `--` ends them", () => {
+    expect(() => flagsToEnv(["--db", "--port", "9000"])).toThrow("KEYBRAKE_DB: --db needs a value (got the flag --port)");
+    expect(() => flagsToEnv(["migrate", "--port"])).toThrow("KEYBRAKE_PORT: --port needs a value");
+    expect(flagsToEnv(["--db=--odd.db", "keys", "list", "--label", "x", "--port", "9000"])).toEqual({
+      env: { KEYBRAKE_DB: "--odd.db", KEYBRAKE_PORT: "9000" },
+      rest: ["keys", "list", "--label", "x"],
+    });
+    expect(flagsToEnv(["audit", "--", "--db", "x"])).toEqual({ env: {}, rest: ["audit", "--", "--db", "x"] });
+  });
+
+  test("a Stripe publishable key is refused as a secret", () => {
+    expect(() => loadConfig({ KEYBRAKE_STRIPE_TEST_SECRET_KEY: "pk_test_abc" })).toThrow(
+      /^KEYBRAKE_STRIPE_TEST_SECRET_KEY: is a publishable key/,
+    );
+    expect(loadConfig({ KEYBRAKE_STRIPE_SECRET_KEY: "rk_live_abc" }).vendors.stripe!.credentials.live).not.toBeNull();
+  });
+
   test("NAME_FILE reads a secret from a file (trailing newline trimmed)", () => {
     const dir = mkdtempSync(join(tmpdir(), "kbcfg-"));
     writeFileSync(join(dir, "stripe"), "sk_live_fromfile\n");

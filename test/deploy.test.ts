@@ -135,3 +135,39 @@ describe("deploy/Dockerfile", () => {
     expect(JSON.parse(last("CMD")!)).toEqual(["serve", "--host", "0.0.0.0"]); // inside the container; published on loopback
   });
 });
+
+describe("deploy/ for the container and the unit", () => {
+  const dockerfile = readFileSync(join(root, "deploy/Dockerfile"), "utf8");
+  const readme = readFileSync(join(root, "README.md"), "utf8");
+
+  test("the image checks its own health with the binary (no shell or curl in distroless)", () => {
+    const stage = finalStage(dockerfile);
+    const health = stage.filter(([n]) => n === "HEALTHCHECK").map(([, args]) => args);
+    expect(health).toHaveLength(1);
+    expect(JSON.parse(health[0]!.slice(health[0]!.indexOf("CMD") + 3))).toEqual(["/usr/local/bin/keybrake", "healthcheck"]);
+  });
+
+  test(".dockerignore sends the binary alone to the build", () => {
+    const lines = logicalLines(readFileSync(join(root, ".dockerignore"), "utf8"));
+    expect(lines).toEqual(["*", "!dist/keybrake"]);
+    expect(dockerfile).toContain("COPY --chown=65532:65532 dist/keybrake /usr/local/bin/keybrake");
+  });
+
+  test("README and Dockerfile pass the env one way: --env-file with the systemd env file; the CLI runs inside", () => {
+    const way = "--env-file /etc/keybrake/keybrake.env";
+    expect(dockerfile).toContain(way);
+    expect(readme).toContain(way);
+    expect(dockerfile).not.toMatch(/docker run[^\n]* -e /);
+    expect(readme).not.toMatch(/docker run[^\n]* -e KEYBRAKE/);
+    expect(readme).toContain("docker exec keybrake keybrake keys list");
+  });
+
+  test("the unit's Documentation= points at what the README installs, and the served docs", () => {
+    const docs = unitDirectives(unit).get("Unit")?.get("Documentation")?.at(-1)?.split(/\s+/) ?? [];
+    expect(docs.length).toBeGreaterThan(0);
+    for (const uri of docs) {
+      if (uri.startsWith("file://")) expect(readme).toContain(`install -D -m 0644 README.md ${uri.slice("file://".length)}`);
+      else expect(uri).toBe("http://127.0.0.1:8080/docs"); // the unit's KEYBRAKE_HOST and the default port
+    }
+  });
+});

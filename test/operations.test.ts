@@ -58,10 +58,11 @@ describe("per-run spend views", () => {
       await charge(key.vault_key, 1, "/v1/refunds"); // denied: not allowed, counted, costs nothing
     }
     const res = (await (await kb.admin("/audit/spend?group_by=label&label_prefix=airflow-billing/")).json()) as Json;
+    // The biggest spender first.
     expect(res.data).toEqual([
-      { group: "airflow-billing/run_1", calls: 4, allowed: 3, denied: 1, spend_usd: 70.34 },
-      { group: "airflow-billing/run_2", calls: 2, allowed: 1, denied: 1, spend_usd: 999.99 },
-      { group: "airflow-billing/run_3", calls: 5, allowed: 4, denied: 1, spend_usd: 0.11 },
+      { group: "airflow-billing/run_2", calls: 2, allowed: 1, denied: 1, spend_usd: 999.99, ambiguous_usd: 0 },
+      { group: "airflow-billing/run_1", calls: 4, allowed: 3, denied: 1, spend_usd: 70.34, ambiguous_usd: 0 },
+      { group: "airflow-billing/run_3", calls: 5, allowed: 4, denied: 1, spend_usd: 0.11, ambiguous_usd: 0 },
     ]);
     const total = res.data.reduce((sum: number, r: Json) => sum + Math.round(r.spend_usd * 1e6), 0);
     expect(total).toBe(await ledgerTotal("key_id IN (SELECT id FROM vault_keys WHERE label LIKE 'airflow-billing/%')"));
@@ -76,11 +77,11 @@ describe("per-run spend views", () => {
     await charge(key.vault_key, 500);
     const days = (await (await kb.admin(`/audit/spend?group_by=day&key_id=${key.id}`)).json()) as Json;
     expect(days.data).toEqual([
-      { group: "2026-11-26", calls: 1, allowed: 1, denied: 0, spend_usd: 10 },
-      { group: "2026-11-27", calls: 2, allowed: 2, denied: 0, spend_usd: 25 },
+      { group: "2026-11-26", calls: 1, allowed: 1, denied: 0, spend_usd: 10, ambiguous_usd: 0 },
+      { group: "2026-11-27", calls: 2, allowed: 2, denied: 0, spend_usd: 25, ambiguous_usd: 0 },
     ]);
     const byKey = (await (await kb.admin(`/audit/spend?group_by=key&key_id=${key.id}`)).json()) as Json;
-    expect(byKey.data).toEqual([{ group: key.id, calls: 3, allowed: 3, denied: 0, spend_usd: 35 }]);
+    expect(byKey.data).toEqual([{ group: key.id, calls: 3, allowed: 3, denied: 0, spend_usd: 35, ambiguous_usd: 0 }]);
     const byVendor = (await (await kb.admin("/audit/spend?group_by=vendor&vendor=stripe")).json()) as Json;
     expect(byVendor.data[0].group).toBe("stripe");
     expect(Math.round(byVendor.data[0].spend_usd * 1e6)).toBe(await ledgerTotal());
@@ -288,7 +289,9 @@ describe("CLI on the database the server is using", () => {
     expect(ndjsonRows).toHaveLength(1);
     expect(ndjsonRows[0]).toMatchObject({ label: "cli-ops/run_1", cost_usd: 42 });
     expect(parseCsv(csv.stdout)).toEqual([expect.objectContaining({ label: "cli-ops/run_1", cost_usd: "42" })]);
-    expect(JSON.parse(spend.stdout)).toEqual([{ group: "cli-ops/run_1", calls: 1, allowed: 1, denied: 0, spend_usd: 42 }]);
+    expect(JSON.parse(spend.stdout)).toEqual([
+      { group: "cli-ops/run_1", calls: 1, allowed: 1, denied: 0, spend_usd: 42, ambiguous_usd: 0 },
+    ]);
     expect(badGroup.code).toBe(2);
   });
 

@@ -1,34 +1,108 @@
 import { z } from "zod";
+import { parseDurationMs } from "../util";
 import { vendorName } from "../vendors/index";
 
-const time = z.union([
-  z.iso.datetime({ offset: true }).transform((s) => Date.parse(s)),
-  z.iso.date().transform((s) => Date.parse(`${s}T00:00:00Z`)),
-]);
+/** What `since` and `until` accept, as their refusal says it. */
+export const TIME_FORMS = "an ISO time (2026-11-27T18:00:00Z), a UTC date (2026-11-27) or a duration ago (10m, 2h, 1d)";
+
+/** An ISO time, a UTC date or a duration back from now (`10m`, `2h`, `1d`, `1h30m`) -> ms since the epoch. */
+export function parseTime(text: string, now: number): number | null {
+  if (z.iso.datetime({ offset: true }).safeParse(text).success) return Date.parse(text);
+  if (z.iso.date().safeParse(text).success) return Date.parse(`${text}T00:00:00Z`);
+  const ago = parseDurationMs(text);
+  return ago === null ? null : now - ago;
+}
+
+// The description sits on the string the transform reads: /docs shows the input, with its example.
+const time = (description: string, example: string) =>
+  z
+    .string()
+    .meta({ description: `${description}: ${TIME_FORMS}`, examples: [example] })
+    .transform((text, ctx) => {
+      const ms = parseTime(text, Date.now());
+      if (ms === null) {
+        ctx.addIssue({ code: "custom", message: `must be ${TIME_FORMS}` });
+        return z.NEVER;
+      }
+      return ms;
+    });
 
 /** The filters every audit view takes (SPEC §8). */
 const filters = {
-  key_id: z.string().optional(),
-  label: z.string().optional(),
-  label_prefix: z.string().min(1).optional(),
-  vendor: vendorName.optional(),
-  decision: z.string().optional(),
-  since: time.optional(),
-  until: time.optional(),
+  request_id: z
+    .string()
+    .min(1)
+    .optional()
+    .meta({
+      description: "One call: the X-Keybrake-Request-Id its answer carried (the audit row's id)",
+      examples: ["kbr_4QfZ0c1hW2mXa7Lr9sTb3k"],
+    }),
+  key_id: z
+    .string()
+    .optional()
+    .meta({ description: "Calls of one vault key", examples: ["vk_8mJq2LwXc4Rt6YpN0aZb1Hs3"] }),
+  label: z
+    .string()
+    .optional()
+    .meta({ description: "Calls of keys with exactly this run label", examples: ["airflow-billing/run_2026_11_22"] }),
+  label_prefix: z
+    .string()
+    .min(1)
+    .optional()
+    .meta({ description: "Calls of keys whose run label starts with this (a DAG, a task family)", examples: ["airflow-billing/"] }),
+  vendor: vendorName.optional().meta({ description: "Calls to one vendor", examples: ["stripe"] }),
+  decision: z
+    .string()
+    .optional()
+    .meta({ description: "`allowed`, or the error code a call was refused with", examples: ["cap_exhausted"] }),
+  since: time("Calls at or after this time", "2h").optional(),
+  until: time("Calls before this time", "2026-11-27T18:00:00Z").optional(),
 };
 
 export const AuditQuery = z.strictObject({
   ...filters,
-  limit: z.coerce.number().int().min(1).max(1000).default(100),
-  cursor: z.coerce.number().int().positive().optional(),
+  limit: z.coerce
+    .number({ error: "must be a whole number from 1 to 1000" })
+    .int("must be a whole number from 1 to 1000")
+    .min(1, "must be a whole number from 1 to 1000")
+    .max(1000, "must be a whole number from 1 to 1000")
+    .default(100)
+    .meta({ description: "Rows per page, newest first (1 to 1000)", examples: [50] }),
+  cursor: z.coerce
+    .number({ error: "must be the next_cursor of a previous page" })
+    .int("must be the next_cursor of a previous page")
+    .positive("must be the next_cursor of a previous page")
+    .optional()
+    .meta({ description: "The next_cursor of the previous page", examples: [1234] }),
 });
-export const SpendQuery = z.strictObject({ ...filters, group_by: z.enum(["label", "key", "vendor", "day"]).default("label") });
-export const ExportQuery = z.strictObject({ ...filters, format: z.enum(["ndjson", "csv"]).default("ndjson") });
+export const SpendQuery = z.strictObject({
+  ...filters,
+  group_by: z
+    .enum(["label", "key", "vendor", "day"])
+    .default("label")
+    .meta({ description: "One row per run label, key, vendor or UTC day", examples: ["label"] }),
+});
+export const ExportQuery = z.strictObject({
+  ...filters,
+  format: z
+    .enum(["ndjson", "csv"])
+    .default("ndjson")
+    .meta({ description: "NDJSON (one JSON row per line) or CSV with a header line", examples: ["csv"] }),
+});
 export type AuditFilters = Omit<z.infer<typeof AuditQuery>, "limit" | "cursor">;
 
 export const SpendPage = z.object({
   data: z.array(
-    z.object({ group: z.string().nullable(), calls: z.number(), allowed: z.number(), denied: z.number(), spend_usd: z.number() }),
+    z.object({
+      group: z.string().nullable().describe("The run label, key id, vendor or UTC day (null: calls with no key, or keys with no label)"),
+      calls: z.number().describe("Every call: allowed and refused (a row of aggregated unauthenticated denials counts each request)"),
+      allowed: z.number().describe("Calls let through, replays included"),
+      denied: z.number().describe("Calls refused (decision other than allowed)"),
+      spend_usd: z.number().describe("What the calls cost: the sum of their audit rows' cost_usd, equal to the ledger"),
+      ambiguous_usd: z
+        .number()
+        .describe("The part of spend_usd still ambiguous (vendor 5xx or timeout, counted at the hold until resolved)"),
+    }),
   ),
 });
 
@@ -45,7 +119,10 @@ export const AuditRowSchema = z.object({
   decision: z.string(),
   hold_usd: z.number(),
   cost_usd: z.number(),
-  cost_source: z.enum(["request", "response", "object", "hold", "estimate", "reconciled", "replay"]).nullable(),
+  cost_source: z
+    .enum(["request", "response", "object", "hold", "estimate", "reconciled", "replay"])
+    .nullable()
+    .describe("Where cost_usd came from; `hold` with a 5xx, 502 or 504 status: the vendor failed and the hold counts until resolved"),
   currency: z.string().nullable(),
   amount_minor: z.number().nullable(),
   vendor_request_id: z.string().nullable(),

@@ -1,29 +1,35 @@
 import { Elysia } from "elysia";
 import { z } from "zod";
-import { adminGuard, type AdminAuth } from "../ops/admin-auth";
+import { accessGuard, type Authenticator } from "../ops/admin-auth";
 import { routeDoc } from "../ops/openapi";
 import type { Store } from "../store/index";
+import { auditViewOf } from "../tokens/scope";
 import { AuditPage, AuditQuery, ExportQuery, SpendPage, SpendQuery } from "./model";
 import { exportStream, listAudit, spendBy } from "./service";
 
-/** SPEC §8: the per-call audit trail, per-run spend and the streamed export. */
-export const auditRoutes = (store: Store, auth: AdminAuth) =>
+const ALL = ["admin", "issuer", "viewer"] as const;
+const OWN_KEYS = "only the calls of the keys it minted";
+
+/** SPEC §8: the per-call audit trail, per-run spend and the streamed export (an issuer's: its keys' only). */
+export const auditRoutes = (store: Store, auth: Authenticator) =>
   new Elysia({ name: "audit", prefix: "/audit", seed: store })
-    .use(adminGuard(auth))
-    .get("", ({ query }) => listAudit(store, query), {
+    .use(accessGuard(auth))
+    .get("", ({ query, caller }) => listAudit(auditViewOf(store, caller), query), {
       query: AuditQuery,
       ...routeDoc({
         summary: "Proxied calls, allowed and denied, newest first",
         tags: ["Audit"],
         ok: [200, AuditPage, "A page of audit rows; pass next_cursor as cursor for the next"],
         errors: [400],
+        access: ALL,
+        issuer: OWN_KEYS,
       }),
     })
     .get(
       "/spend",
-      ({ query }) => {
+      ({ query, caller }) => {
         const { group_by, ...filters } = query;
-        return spendBy(store, group_by, filters);
+        return spendBy(auditViewOf(store, caller), group_by, filters);
       },
       {
         query: SpendQuery,
@@ -32,14 +38,16 @@ export const auditRoutes = (store: Store, auth: AdminAuth) =>
           tags: ["Audit"],
           ok: [200, SpendPage, "One row per group"],
           errors: [400],
+          access: ALL,
+          issuer: OWN_KEYS,
         }),
       },
     )
     .get(
       "/export",
-      ({ query }) => {
+      ({ query, caller }) => {
         const { format, ...filters } = query;
-        return new Response(exportStream(store, filters, format), {
+        return new Response(exportStream(auditViewOf(store, caller), filters, format), {
           headers: {
             "content-type": format === "csv" ? "text/csv; charset=utf-8" : "application/x-ndjson",
             "content-disposition": `attachment; filename="keybrake-audit.${format === "csv" ? "csv" : "ndjson"}"`,
@@ -53,6 +61,8 @@ export const auditRoutes = (store: Store, auth: AdminAuth) =>
           tags: ["Audit"],
           ok: [200, z.string(), "NDJSON (one row per line) or CSV with a header line"],
           errors: [400],
+          access: ALL,
+          issuer: OWN_KEYS,
         }),
       },
     );

@@ -31,6 +31,7 @@ export function presentAudit(r: AuditRow) {
 export type PresentedAudit = ReturnType<typeof presentAudit>;
 
 const toFilter = (q: AuditFilters): Omit<AuditFilter, "limit" | "cursor"> => ({
+  requestId: q.request_id,
   keyId: q.key_id,
   label: q.label,
   labelPrefix: q.label_prefix,
@@ -55,6 +56,7 @@ export async function spendBy(store: Store, group: SpendGroup, q: AuditFilters) 
       allowed: r.allowed,
       denied: r.denied,
       spend_usd: microsToUsd(r.spendMicros),
+      ambiguous_usd: microsToUsd(r.ambiguousMicros),
     })),
   };
 }

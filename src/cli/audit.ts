@@ -1,12 +1,47 @@
-import { parseArgs } from "node:util";
-import { AuditQuery, ExportQuery, SpendQuery } from "../audit/model";
+import { AuditQuery, ExportQuery, SpendQuery, TIME_FORMS } from "../audit/model";
 import { auditRows, csvHeader, csvLine, listAudit, spendBy } from "../audit/service";
 import type { Store } from "../store/index";
 import { parseInput } from "../validation";
-import { UsageError } from "./keys";
+import { type FlagNames, parseFlags, UsageError, withFlagNames } from "./args";
 import { printRecords } from "./output";
 
+const FILTER_HELP = `filters (the same as GET /audit):
+  --request-id kbr_…         one call: the X-Keybrake-Request-Id its answer carried
+  --key-id vk_…              one vault key
+  --label L                  one run label; --label-prefix P every label starting with P
+  --vendor V                 stripe, twilio or resend
+  --decision D               allowed, or a refusal's code (cap_exhausted, endpoint_not_allowed, …)
+  --since T, --until T       ${TIME_FORMS.replace(/ or a duration/, "\n                             or a duration")}`;
+
+export const AUDIT_USAGE = `usage: keybrake audit [filters] [--format table|ndjson|csv] [--limit N] [--cursor C]
+
+Proxied calls, allowed and denied, newest first.
+  --format table             (default) at most --limit rows (default 50, at most 1000); when more match, says
+                             so on stderr with the --cursor of the next page
+  --format ndjson|csv        every matching row, streamed (--limit does not apply)
+
+${FILTER_HELP}
+
+examples:
+  keybrake audit --request-id kbr_4QfZ0c1hW2mXa7Lr9sTb3k
+  keybrake audit --label-prefix airflow-billing/ --since 2h --decision cap_exhausted
+  keybrake audit --since 1d --format csv > audit.csv`;
+
+export const SPEND_USAGE = `usage: keybrake spend [--group-by label|key|vendor|day] [filters] [--json]
+
+Spend per run label (default), key, vendor or UTC day, the biggest first (days in order). calls counts every
+call (allowed and refused), allowed the calls let through (replays included), denied the refused ones;
+spend_usd is what they cost, ambiguous_usd the part of it still ambiguous (vendor 5xx or timeout: see
+keybrake holds list --state ambiguous).
+
+${FILTER_HELP}
+
+examples:
+  keybrake spend --since 1h                         which runs are burning money right now
+  keybrake spend --group-by day --label-prefix airflow-billing/`;
+
 const FILTERS = {
+  "request-id": { type: "string" },
   "key-id": { type: "string" },
   label: { type: "string" },
   "label-prefix": { type: "string" },
@@ -16,8 +51,12 @@ const FILTERS = {
   until: { type: "string" },
 } as const;
 
+/** The flag of each query field, for errors. */
+const FLAGS: FlagNames = { group_by: "--group-by" };
+
 function filterQuery(values: Record<string, unknown>) {
   return {
+    request_id: values["request-id"],
     key_id: values["key-id"],
     label: values.label,
     label_prefix: values["label-prefix"],
@@ -28,30 +67,43 @@ function filterQuery(values: Record<string, unknown>) {
   };
 }
 
+/** Most wanted first: a narrow terminal loses the last ones (labels and paths are shortened instead). */
+const TABLE_COLUMNS = ["at", "id", "label", "decision", "status", "cost_usd", "method", "path", "cost_source", "vendor_request_id"];
+
 /** `keybrake audit [filters] [--format table|ndjson|csv] [--limit N]`: rows newest first; ndjson/csv stream all. */
-export async function auditCommand(store: Store, args: string[]) {
-  const { values } = parseArgs({ args, options: { ...FILTERS, format: { type: "string", default: "table" }, limit: { type: "string" } } });
+export async function auditCommand(store: () => Store, args: string[]) {
+  const command = "keybrake audit";
+  const { values } = parseFlags(command, args, {
+    ...FILTERS,
+    format: { type: "string", default: "table" },
+    limit: { type: "string" },
+    cursor: { type: "string" },
+  });
   const format = values.format;
   if (format === "table") {
-    const q = parseInput(AuditQuery, { ...filterQuery(values), limit: values.limit ?? "50" }, "flags");
-    const page = await listAudit(store, q);
-    return printRecords(page.data, false, [
-      "at",
-      "key_id",
-      "label",
-      "method",
-      "path",
-      "status",
-      "decision",
-      "cost_usd",
-      "vendor_request_id",
-    ]);
+    const q = withFlagNames(command, FLAGS, () =>
+      parseInput(AuditQuery, { ...filterQuery(values), limit: values.limit ?? "50", cursor: values.cursor }, "flags"),
+    );
+    const page = await listAudit(store(), q);
+    printRecords(page.data, false, TABLE_COLUMNS);
+    if (page.next_cursor !== null) {
+      console.error(
+        `keybrake: stopped at --limit ${q.limit}; more rows match: add --cursor ${page.next_cursor} for the next page, ` +
+          "raise --limit (at most 1000), narrow with --since, or use --format ndjson|csv for every row",
+      );
+    }
+    return;
   }
-  if (format !== "ndjson" && format !== "csv") throw new UsageError("--format is table, ndjson or csv");
-  const { format: _f, ...filters } = parseInput(ExportQuery, { ...filterQuery(values), format }, "flags");
+  if (format !== "ndjson" && format !== "csv") throw new UsageError(`${command}: --format is table, ndjson or csv, not "${format}"`);
+  if (values.limit !== undefined || values.cursor !== undefined) {
+    throw new UsageError(`${command}: --format ${format} streams every matching row; --limit and --cursor are for --format table`);
+  }
+  const { format: _f, ...filters } = withFlagNames(command, FLAGS, () =>
+    parseInput(ExportQuery, { ...filterQuery(values), format }, "flags"),
+  );
   const out = Bun.stdout.writer();
   if (format === "csv") out.write(csvHeader());
-  for await (const page of auditRows(store, filters)) {
+  for await (const page of auditRows(store(), filters)) {
     for (const row of page) out.write(format === "csv" ? csvLine(row) : `${JSON.stringify(row)}\n`);
     await out.flush();
   }
@@ -59,12 +111,12 @@ export async function auditCommand(store: Store, args: string[]) {
 }
 
 /** `keybrake spend --group-by label|key|vendor|day [filters] [--json]`. */
-export async function spendCommand(store: Store, args: string[]) {
-  const { values } = parseArgs({
-    args,
-    options: { ...FILTERS, "group-by": { type: "string", default: "label" }, json: { type: "boolean" } },
-  });
-  const { group_by, ...filters } = parseInput(SpendQuery, { ...filterQuery(values), group_by: values["group-by"] }, "flags");
-  const result = await spendBy(store, group_by, filters);
-  printRecords(result.data, values.json ?? false, ["group", "calls", "allowed", "denied", "spend_usd"]);
+export async function spendCommand(store: () => Store, args: string[]) {
+  const command = "keybrake spend";
+  const { values } = parseFlags(command, args, { ...FILTERS, "group-by": { type: "string", default: "label" }, json: { type: "boolean" } });
+  const { group_by, ...filters } = withFlagNames(command, FLAGS, () =>
+    parseInput(SpendQuery, { ...filterQuery(values), group_by: values["group-by"] }, "flags"),
+  );
+  const result = await spendBy(store(), group_by, filters);
+  printRecords(result.data, values.json ?? false, ["group", "calls", "allowed", "denied", "spend_usd", "ambiguous_usd"]);
 }

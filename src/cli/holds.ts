@@ -1,40 +1,80 @@
-import { parseArgs } from "node:util";
 import { listHolds, resolveHold } from "../holds/service";
 import type { Store } from "../store/index";
-import { UsageError } from "./keys";
-import { printRecords } from "./output";
+import { parseFlags, UsageError } from "./args";
+import { printRecord, printRecords } from "./output";
 
-const USAGE = `usage:
-  keybrake holds list [--state orphaned|held|ambiguous] [--json]
-  keybrake holds settle <hold id> [--cost-usd N] [--json]    count it as spent (default: the held amount)
-  keybrake holds release <hold id> [--json]                  the vendor never charged: free it`;
+const LIST_USAGE = `usage: keybrake holds list [--state orphaned|ambiguous|held] [--limit N] [--json]
 
-const COLUMNS = ["id", "key_id", "label", "state", "hold_usd", "cost_usd", "created_at"];
+Open holds, oldest first (default: orphaned).
+  orphaned    a crash left the call unsettled: counted as held until resolved
+  ambiguous   the vendor answered 5xx, timed out or the connection dropped: counted as spent at the hold
+  held        calls in flight right now`;
 
-export async function holdsCommand(store: Store, args: string[], actor: string): Promise<void> {
+const SETTLE_USAGE = `usage: keybrake holds settle <hold id> [--cost-usd N] [--json]
+
+The vendor did charge: count an orphaned or ambiguous hold as spent, at N USD (what the vendor's dashboard
+shows) or, without --cost-usd, at the hold.`;
+
+const RELEASE_USAGE = `usage: keybrake holds release <hold id> [--json]
+
+The vendor never charged: free an orphaned or ambiguous hold (its cost becomes 0).`;
+
+const USAGE = `usage: keybrake holds <command> [flags]
+
+  list      orphaned, ambiguous or in-flight holds   (keybrake holds list --help)
+  settle    count a hold as spent                    (keybrake holds settle --help)
+  release   free a hold the vendor never charged     (keybrake holds release --help)`;
+
+const SUBCOMMANDS: Record<string, string> = { list: LIST_USAGE, settle: SETTLE_USAGE, release: RELEASE_USAGE };
+
+/** `keybrake holds [sub] --help`. */
+export const holdsHelp = (args: string[]) => SUBCOMMANDS[args[0] ?? ""] ?? USAGE;
+
+/** A missing or unknown subcommand, named before anything is opened. */
+export function checkHoldsCommand(args: string[]) {
+  const [sub] = args;
+  if (sub === undefined) throw new UsageError(USAGE);
+  if (!(sub in SUBCOMMANDS))
+    throw new UsageError(`keybrake holds: unknown command "${sub}"; one of list, settle, release (keybrake holds --help)`);
+}
+
+const COLUMNS = ["id", "key_id", "label", "state", "day", "hold_usd", "cost_usd", "created_at"];
+const STATES = ["orphaned", "held", "ambiguous"] as const;
+
+/** `keybrake holds ...`; the store is opened (`store()`) only once the command line is known to be good. */
+export async function holdsCommand(store: () => Store, args: string[], actor: string): Promise<void> {
   const [sub, ...rest] = args;
-  const { values, positionals } = parseArgs({
-    args: rest,
-    allowPositionals: true,
-    options: { state: { type: "string" }, "cost-usd": { type: "string" }, json: { type: "boolean" } },
-  });
-  const json = values.json ?? false;
-  const ctx = { store, now: Date.now, actor };
+  const command = `keybrake holds ${sub ?? ""}`.trim();
+  const ctx = () => ({ store: store(), now: Date.now, actor });
   switch (sub) {
     case "list": {
-      const state = (values.state ?? "orphaned") as "orphaned" | "held" | "ambiguous";
-      if (!["orphaned", "held", "ambiguous"].includes(state)) throw new UsageError(USAGE);
-      return printRecords((await listHolds(ctx, state, 1000)).data, json, COLUMNS);
+      const { values } = parseFlags(command, rest, { state: { type: "string" }, limit: { type: "string" }, json: { type: "boolean" } });
+      const state = (values.state ?? "orphaned") as (typeof STATES)[number];
+      if (!STATES.includes(state)) throw new UsageError(`${command}: --state is orphaned, ambiguous or held, not "${values.state}"`);
+      const limit = values.limit === undefined ? 1000 : Number(values.limit);
+      if (!Number.isInteger(limit) || limit < 1 || limit > 1000)
+        throw new UsageError(`${command}: --limit is a whole number from 1 to 1000`);
+      return printRecords((await listHolds(ctx(), state, limit)).data, values.json ?? false, COLUMNS);
     }
     case "settle":
     case "release": {
-      if (positionals.length !== 1) throw new UsageError(USAGE);
-      const cost = values["cost-usd"] === undefined ? undefined : Number(values["cost-usd"]);
-      if (cost !== undefined && !(Number.isFinite(cost) && cost >= 0)) throw new UsageError(USAGE);
-      const hold = await resolveHold(ctx, positionals[0]!, sub === "settle" ? "settled" : "released", cost);
-      return printRecords([hold], json, COLUMNS);
+      const options = sub === "settle" ? { "cost-usd": { type: "string" }, json: { type: "boolean" } } : { json: { type: "boolean" } };
+      const { values, positionals } = parseFlags(
+        command,
+        rest,
+        options as { "cost-usd": { type: "string" }; json: { type: "boolean" } },
+        true,
+      );
+      if (positionals.length !== 1) throw new UsageError(`${command}: give one hold id (${command} --help)`);
+      const raw = values["cost-usd"];
+      const cost = raw === undefined ? undefined : Number(raw);
+      if (cost !== undefined && !(raw!.trim() !== "" && Number.isFinite(cost) && cost >= 0 && cost <= 10_000_000)) {
+        throw new UsageError(`${command}: --cost-usd is a USD amount from 0 to 10000000, not "${raw}"`);
+      }
+      const hold = await resolveHold(ctx(), positionals[0]!, sub === "settle" ? "settled" : "released", cost);
+      return printRecord(hold, values.json ?? false);
     }
     default:
-      throw new UsageError(USAGE);
+      return checkHoldsCommand(args);
   }
 }

@@ -1,52 +1,106 @@
-import { parseArgs } from "node:util";
+import type { Config } from "../config";
 import { notFound } from "../errors";
 import { BulkRevokeBody, CreateKeyBody, ListKeysQuery } from "../keys/model";
 import * as service from "../keys/service";
+import { issueWarnings } from "../keys/warnings";
 import type { Store } from "../store/index";
 import { parseInput } from "../validation";
-import { printRecords } from "./output";
+import { type FlagNames, parseFlags, UsageError, withFlagNames } from "./args";
+import { printRecord, printRecords } from "./output";
 
-const USAGE = `usage:
-  keybrake keys create --vendor stripe --daily-usd-cap 500 --allow "POST /v1/payment_intents" [--allow ...]
-                       [--total-usd-cap N] [--expires-in 6h | --expires-at ISO] [--label L] [--mode live|test]
-                       [--max-requests-per-minute N] [--require-idempotency-key] [--metadata k=v ...] [--json]
-  keybrake keys list [--label L] [--label-prefix P] [--vendor V] [--status active|revoked|expired] [--limit N] [--json]
-  keybrake keys show <id> [--json]
-  keybrake keys revoke <id> | --label-prefix P | --ids id1,id2 [--json]`;
+export { UsageError } from "./args";
 
-export class UsageError extends Error {}
+const CREATE_USAGE = `usage: keybrake keys create --vendor V (--daily-usd-cap N | --total-usd-cap N) --allow "METHOD /path" [--allow ...] [options]
+
+Issues a vault key and prints it once.
+
+  --vendor V                     stripe, twilio or resend
+  --daily-usd-cap N              USD per UTC day (and/or --total-usd-cap N, for the key's lifetime)
+  --allow "POST /v1/charges"     an allowed endpoint, repeatable; * within a segment, a trailing /* for more
+  --expires-in 6h                90s, 5m, 6h, 2d, 1h30m (default 24h, at most 30d), or --expires-at ISO time
+  --label L                      the run label (e.g. airflow-billing/run_2026_11_22)
+  --mode live|test               which real secret the key's calls use (default live)
+  --max-requests-per-minute N    a rate limit
+  --require-idempotency-key      refuse priced calls without an Idempotency-Key
+  --metadata k=v                 repeatable
+  --json                         the record as JSON`;
+
+const LIST_USAGE = `usage: keybrake keys list [--label L] [--label-prefix P] [--vendor V] [--status active|revoked|expired]
+                         [--limit N] [--cursor C] [--json]
+
+Keys newest first with today's usage and when each was last used. --limit: at most this many (default 100,
+at most 1000); when more match, the next page's --cursor is printed on stderr.`;
+
+const SHOW_USAGE = `usage: keybrake keys show <key id> [--json]
+
+One key, every field, with today's usage.`;
+
+const REVOKE_USAGE = `usage: keybrake keys revoke <key id> [--json]
+       keybrake keys revoke --label-prefix P [--json]      every active key whose label starts with P
+       keybrake keys revoke --ids id1,id2 [--json]
+
+Revoked keys are refused on their very next call. Exits non-zero when nothing matched.`;
+
+const USAGE = `usage: keybrake keys <command> [flags]
+
+  create    issue a vault key                    (keybrake keys create --help)
+  list      keys with usage and last use         (keybrake keys list --help)
+  show      one key as a vertical record         (keybrake keys show --help)
+  revoke    revoke one key, a label prefix or ids (keybrake keys revoke --help)`;
+
+const SUBCOMMANDS: Record<string, string> = { create: CREATE_USAGE, list: LIST_USAGE, show: SHOW_USAGE, revoke: REVOKE_USAGE };
+
+/** `keybrake keys [sub] --help`. */
+export const keysHelp = (args: string[]) => SUBCOMMANDS[args[0] ?? ""] ?? USAGE;
+
+/** A missing or unknown subcommand, named before anything is opened. */
+export function checkKeysCommand(args: string[]) {
+  const [sub] = args;
+  if (sub === undefined) throw new UsageError(USAGE);
+  if (!(sub in SUBCOMMANDS))
+    throw new UsageError(`keybrake keys: unknown command "${sub}"; one of create, list, show, revoke (keybrake keys --help)`);
+}
+
+/** The flag that gives each field of the API's schemas. */
+const FLAGS: FlagNames = { allowed_endpoints: "--allow", agent_run_label: "--label", label: "--label" };
 
 const num = (v: string | undefined) => (v === undefined ? undefined : v.trim() !== "" && !Number.isNaN(Number(v)) ? Number(v) : v);
 
-/** `keybrake keys ...`: the admin API's key operations on the same database, with the same validation. */
-export async function keysCommand(store: Store, args: string[], actor: string): Promise<void> {
+function metadataFlags(pairs: string[] | undefined): Record<string, string> | undefined {
+  if (!pairs) return undefined;
+  return Object.fromEntries(
+    pairs.map((kv) => {
+      const eq = kv.indexOf("=");
+      if (eq < 1) throw new UsageError(`keybrake keys create: --metadata "${kv}" is not key=value (keybrake keys create --help)`);
+      return [kv.slice(0, eq), kv.slice(eq + 1)];
+    }),
+  );
+}
+
+/**
+ * `keybrake keys ...`: the admin API's key operations on the same database, with the same validation. The
+ * store is opened (`store()`) only once the command line is known to be good.
+ */
+export async function keysCommand(store: () => Store, args: string[], actor: string, config?: Pick<Config, "vendors">): Promise<void> {
   const [sub, ...rest] = args;
-  const ctx = { store, now: Date.now, actor };
-  const { values, positionals } = parseArgs({
-    args: rest,
-    allowPositionals: true,
-    options: {
-      vendor: { type: "string" },
-      "daily-usd-cap": { type: "string" },
-      "total-usd-cap": { type: "string" },
-      allow: { type: "string", multiple: true },
-      "expires-in": { type: "string" },
-      "expires-at": { type: "string" },
-      label: { type: "string" },
-      "label-prefix": { type: "string" },
-      mode: { type: "string" },
-      "max-requests-per-minute": { type: "string" },
-      "require-idempotency-key": { type: "boolean" },
-      metadata: { type: "string", multiple: true },
-      status: { type: "string" },
-      limit: { type: "string" },
-      ids: { type: "string" },
-      json: { type: "boolean" },
-    },
-  });
-  const json = values.json ?? false;
+  const ctx = () => ({ store: store(), now: Date.now, actor });
+  const command = `keybrake keys ${sub ?? ""}`.trim();
   switch (sub) {
     case "create": {
+      const { values } = parseFlags(command, rest, {
+        vendor: { type: "string" },
+        "daily-usd-cap": { type: "string" },
+        "total-usd-cap": { type: "string" },
+        allow: { type: "string", multiple: true },
+        "expires-in": { type: "string" },
+        "expires-at": { type: "string" },
+        label: { type: "string" },
+        mode: { type: "string" },
+        "max-requests-per-minute": { type: "string" },
+        "require-idempotency-key": { type: "boolean" },
+        metadata: { type: "string", multiple: true },
+        json: { type: "boolean" },
+      });
       const body = Object.fromEntries(
         Object.entries({
           vendor: values.vendor,
@@ -59,51 +113,79 @@ export async function keysCommand(store: Store, args: string[], actor: string): 
           mode: values.mode,
           max_requests_per_minute: num(values["max-requests-per-minute"]),
           require_idempotency_key: values["require-idempotency-key"],
-          metadata:
-            values.metadata && Object.fromEntries(values.metadata.map((kv) => [kv.split("=")[0], kv.split("=").slice(1).join("=")])),
+          metadata: metadataFlags(values.metadata),
         }).filter(([, v]) => v !== undefined),
       );
-      const issued = await service.issueKey(ctx, parseInput(CreateKeyBody, body, "flags"));
-      if (json) return console.log(JSON.stringify(issued, null, 2));
-      printRecords([issued], false);
+      const parsed = withFlagNames(command, FLAGS, () => parseInput(CreateKeyBody, body, "flags"));
+      const issued = await withFlagNames(command, FLAGS, () => service.issueKey(ctx(), parsed));
+      const warnings = config ? issueWarnings(config, issued.vendor, issued.mode) : [];
+      for (const warning of warnings) console.error(`keybrake: warning: ${warning}`);
+      if (values.json) return console.log(JSON.stringify(warnings.length ? { ...issued, warnings } : issued, null, 2));
+      const { vault_key: _v, token: _t, ...record } = issued;
+      printRecord(record, false);
       console.log(`\nvault key (shown once): ${issued.vault_key}`);
       return;
     }
     case "list": {
-      const query = parseInput(
-        ListKeysQuery,
-        {
-          label: values.label,
-          label_prefix: values["label-prefix"],
-          vendor: values.vendor,
-          status: values.status,
-          limit: values.limit,
-        },
-        "flags",
+      const { values } = parseFlags(command, rest, {
+        label: { type: "string" },
+        "label-prefix": { type: "string" },
+        vendor: { type: "string" },
+        status: { type: "string" },
+        limit: { type: "string" },
+        cursor: { type: "string" },
+        json: { type: "boolean" },
+      });
+      const query = withFlagNames(command, FLAGS, () =>
+        parseInput(
+          ListKeysQuery,
+          {
+            label: values.label,
+            label_prefix: values["label-prefix"],
+            vendor: values.vendor,
+            status: values.status,
+            limit: values.limit,
+            cursor: values.cursor,
+          },
+          "flags",
+        ),
       );
-      const page = await service.listKeys(ctx, query);
-      return printRecords(page.data, json);
+      const page = await service.listKeys(ctx(), query);
+      printRecords(page.data, values.json ?? false);
+      if (page.next_cursor !== null) {
+        console.error(`keybrake: showing ${page.data.length} keys; more match: add --cursor ${page.next_cursor} for the next page`);
+      }
+      return;
     }
     case "show": {
-      if (positionals.length !== 1) throw new UsageError(USAGE);
-      return printRecords([await service.getKey(ctx, positionals[0]!)], json);
+      const { values, positionals } = parseFlags(command, rest, { json: { type: "boolean" } }, true);
+      if (positionals.length !== 1) throw new UsageError(`${command}: give one key id (${command} --help)`);
+      return printRecord(await service.getKey(ctx(), positionals[0]!), values.json ?? false);
     }
     case "revoke": {
-      if (positionals.length === 1) return printRecords([await service.revokeKey(ctx, positionals[0]!)], json);
-      const by =
-        values["label-prefix"] !== undefined
-          ? { label_prefix: values["label-prefix"] }
-          : values.ids
-            ? { ids: values.ids.split(",") }
-            : null;
-      if (!by || positionals.length > 0) throw new UsageError(USAGE);
-      const result = await service.revokeMany(ctx, parseInput(BulkRevokeBody, by, "flags"));
+      const { values, positionals } = parseFlags(
+        command,
+        rest,
+        { "label-prefix": { type: "string" }, ids: { type: "string" }, json: { type: "boolean" } },
+        true,
+      );
+      const json = values.json ?? false;
+      const ways = [positionals.length > 0, values["label-prefix"] !== undefined, values.ids !== undefined].filter(Boolean).length;
+      if (ways !== 1 || positionals.length > 1) {
+        throw new UsageError(`${command}: give one key id, --label-prefix P or --ids id1,id2 (${command} --help)`);
+      }
+      if (positionals.length === 1) return printRecord(await service.revokeKey(ctx(), positionals[0]!), json);
+      const by = values["label-prefix"] !== undefined ? { label_prefix: values["label-prefix"] } : { ids: values.ids!.split(",") };
+      const parsed = withFlagNames(command, { ...FLAGS, label_prefix: "--label-prefix", ids: "--ids" }, () =>
+        parseInput(BulkRevokeBody, by, "flags"),
+      );
+      const result = await service.revokeMany(ctx(), parsed);
       // A kill switch that silently did nothing is worse than one that fails: the operator must look again.
       if (result.revoked === 0)
         throw notFound(`active key matching ${"ids" in by ? `--ids ${values.ids}` : `--label-prefix ${by.label_prefix}`}; nothing revoked`);
       return console.log(json ? JSON.stringify(result) : `revoked ${result.revoked} key(s)`);
     }
     default:
-      throw new UsageError(USAGE);
+      return checkKeysCommand(args);
   }
 }

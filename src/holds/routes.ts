@@ -1,6 +1,6 @@
 import { Elysia } from "elysia";
 import { z } from "zod";
-import { adminGuard, type AdminAuth } from "../ops/admin-auth";
+import { accessGuard, type Authenticator, type Caller } from "../ops/admin-auth";
 import { routeDoc } from "../ops/openapi";
 import type { Store } from "../store/index";
 import { listHolds, resolveHold } from "./service";
@@ -17,20 +17,47 @@ const HoldSchema = z.object({
   settled_at: z.string().nullable(),
 });
 const HoldsQuery = z.strictObject({
-  state: z.enum(["held", "orphaned", "ambiguous"]).default("orphaned"),
-  limit: z.coerce.number().int().min(1).max(1000).default(100),
+  state: z
+    .enum(["held", "orphaned", "ambiguous"])
+    .default("orphaned")
+    .meta({
+      description:
+        "orphaned: a crash left the call unsettled (counted as held); ambiguous: the vendor answered 5xx or timed out (counted as spent at the hold); held: in flight now",
+      examples: ["ambiguous"],
+    }),
+  limit: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .max(1000)
+    .default(100)
+    .meta({ description: "At most this many holds, oldest first", examples: [100] }),
 });
 // No body, or `{}`, settles at the hold.
 const SettleBody = z
-  .strictObject({ cost_usd: z.number().nonnegative().max(10_000_000).optional().describe("The real cost in USD; the hold when absent") })
+  .strictObject({
+    cost_usd: z
+      .number()
+      .nonnegative()
+      .max(10_000_000)
+      .optional()
+      .meta({ description: "What the vendor really charged, in USD (its dashboard); the hold when absent", examples: [12.5] }),
+  })
   .optional();
-const HoldId = z.object({ id: z.string().describe("The hold's id") });
+const HoldId = z.object({
+  id: z.string().meta({ description: "The hold's id (keybrake holds list)", examples: ["hold_7Gf2kQ9xLm3Pz8Rt1Vb6Nc"] }),
+});
 const tags = ["Holds"];
 
-/** Holds a crashed process never settled: listed, and settled or released by an operator (audited). */
-export const holdRoutes = (store: Store, auth: AdminAuth, now: () => number) =>
+const ctx = (store: Store, now: () => number, caller: Caller) => ({ store, now, actor: caller.fingerprint, caller });
+
+/**
+ * Holds a crashed process never settled: listed, and settled or released by an operator (audited). Holds are
+ * the operators' ledger: issuers do not read them (their keys' records carry `held_usd`), viewers do.
+ */
+export const holdRoutes = (store: Store, auth: Authenticator, now: () => number) =>
   new Elysia({ name: "holds", prefix: "/vault/holds", seed: store })
-    .use(adminGuard(auth))
+    .use(accessGuard(auth))
     .get("", ({ query }) => listHolds({ store }, query.state, query.limit), {
       query: HoldsQuery,
       ...routeDoc({
@@ -38,24 +65,27 @@ export const holdRoutes = (store: Store, auth: AdminAuth, now: () => number) =>
         tags,
         ok: [200, z.object({ data: z.array(HoldSchema) }), "Holds, oldest first"],
         errors: [400],
+        access: ["admin", "viewer"],
       }),
     })
-    .post("/:id/settle", ({ params, body, actor }) => resolveHold({ store, now, actor }, params.id, "settled", body?.cost_usd), {
+    .post("/:id/settle", ({ params, body, caller }) => resolveHold(ctx(store, now, caller), params.id, "settled", body?.cost_usd), {
       params: HoldId,
       body: SettleBody,
       ...routeDoc({
-        summary: "Count an orphaned hold as spent (at the hold, or at cost_usd)",
+        summary: "Count an orphaned or ambiguous hold as spent (at the hold, or at cost_usd)",
         tags,
         ok: [200, HoldSchema, "The settled hold"],
         errors: [400, 404, 409],
+        access: ["admin"],
       }),
     })
-    .post("/:id/release", ({ params, actor }) => resolveHold({ store, now, actor }, params.id, "released"), {
+    .post("/:id/release", ({ params, caller }) => resolveHold(ctx(store, now, caller), params.id, "released"), {
       params: HoldId,
       ...routeDoc({
-        summary: "Release an orphaned hold (the vendor never charged)",
+        summary: "Release an orphaned or ambiguous hold (the vendor never charged)",
         tags,
         ok: [200, HoldSchema, "The released hold"],
         errors: [404, 409],
+        access: ["admin"],
       }),
     });

@@ -11,20 +11,42 @@ const usdCap = z
   .refine((v) => v > 0 && Math.round(v * 1e6) >= 1, "must be greater than 0 (at least 0.000001)")
   .refine((v) => v <= MAX_USD_CAP, `must be at most ${MAX_USD_CAP}`);
 
-/** `90s`, `5m`, `6h`, `2d`, `1h30m` -> milliseconds (> 0, <= 30 days). */
-export const duration = z
-  .string()
-  .regex(/^(?=\d)(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$/, 'must be a duration like "90s", "5m", "6h", "2d" or "1h30m"')
-  .transform((s) => {
-    const [, d = 0, h = 0, m = 0, sec = 0] = /^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$/.exec(s)!.map((part) => Number(part ?? 0));
-    return (((d * 24 + h) * 60 + m) * 60 + sec) * 1000;
-  })
-  .refine((ms) => ms > 0, "must be longer than 0")
-  .refine((ms) => ms <= MAX_LIFETIME_MS, "must be at most 30 days");
+/** A field's OpenAPI description and examples (zod `.meta`, which /docs/json carries). */
+type Doc = { description: string; examples: unknown[] };
 
-export const isoTime = z.iso
-  .datetime({ offset: true, error: "must be an ISO 8601 time, e.g. 2026-11-27T18:00:00Z" })
-  .transform((s) => Date.parse(s));
+/**
+ * `.meta` goes on the string a transform reads: the OpenAPI document shows a field as the input it accepts, and
+ * zod keeps only the description of a transformed schema's own metadata.
+ */
+const durationOf = (doc?: Doc) => {
+  const text = z
+    .string()
+    .regex(/^(?=\d)(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$/, 'must be a duration like "90s", "5m", "6h", "2d" or "1h30m"');
+  return (doc ? text.meta(doc) : text)
+    .transform((s) => {
+      const [, d = 0, h = 0, m = 0, sec = 0] = /^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$/.exec(s)!.map((part) => Number(part ?? 0));
+      return (((d * 24 + h) * 60 + m) * 60 + sec) * 1000;
+    })
+    .refine((ms) => ms > 0, "must be longer than 0")
+    .refine((ms) => ms <= MAX_LIFETIME_MS, "must be at most 30 days");
+};
+/** `90s`, `5m`, `6h`, `2d`, `1h30m` -> milliseconds (> 0, <= 30 days). */
+export const duration = durationOf();
+
+const isoTimeOf = (doc?: Doc) => {
+  const text = z.iso.datetime({ offset: true, error: "must be an ISO 8601 time, e.g. 2026-11-27T18:00:00Z" });
+  return (doc ? text.meta(doc) : text).transform((s) => Date.parse(s));
+};
+export const isoTime = isoTimeOf();
+
+const EXPIRES_IN: Doc = {
+  description: 'How long the key lives: "90s", "5m", "6h", "2d" or "1h30m" (default 24h, at most 30 days); or give expires_at',
+  examples: ["6h"],
+};
+const EXPIRES_AT: Doc = {
+  description: "When the key expires, an ISO 8601 time with offset (at most 30 days away); or give expires_in",
+  examples: ["2026-11-27T18:00:00Z"],
+};
 
 export const endpointPattern = z.string().superRefine((p, ctx) => {
   const problem = patternProblem(p);
@@ -40,21 +62,43 @@ const metadata = z
 
 export const CreateKeyBody = z
   .strictObject({
-    vendor: vendorName,
-    daily_usd_cap: usdCap.optional(),
-    total_usd_cap: usdCap.optional(),
+    vendor: vendorName.meta({ description: "The vendor the key calls: its secret, routes and prices", examples: ["stripe"] }),
+    daily_usd_cap: usdCap.optional().meta({
+      description: "USD the key may spend per UTC day (settled + held); this and/or total_usd_cap is required",
+      examples: [500],
+    }),
+    total_usd_cap: usdCap.optional().meta({ description: "USD the key may spend over its whole life", examples: [1000] }),
     allowed_endpoints: z
       .array(endpointPattern, { error: "must be a list of endpoint patterns" })
       .min(1, "must list at least one endpoint")
-      .max(100, "must list at most 100 endpoints"),
-    expires_in: duration.optional(),
-    expires_at: isoTime.optional(),
-    agent_run_label: label.optional(),
-    label: label.optional(),
-    mode: z.enum(["live", "test"], { error: "must be live or test" }).default("live"),
-    max_requests_per_minute: rate.optional(),
-    require_idempotency_key: z.boolean({ error: "must be true or false" }).default(false),
-    metadata: metadata.default({}),
+      .max(100, "must list at most 100 endpoints")
+      .meta({
+        description:
+          'What the key may call: "[METHOD ]/path", `*` within one segment, a trailing `/*` for one or more segments; a pattern without a method allows every method',
+        examples: [["POST /v1/payment_intents"], ["/v1/payment_intents", "/v1/payment_intents/*"]],
+      }),
+    expires_in: durationOf(EXPIRES_IN).optional(),
+    expires_at: isoTimeOf(EXPIRES_AT).optional(),
+    agent_run_label: label.optional().meta({
+      description: "The run this key is for (a DAG run, a task id): audit rows, spend and the kill switch group by it",
+      examples: ["airflow-billing/run_2026_11_22"],
+    }),
+    label: label.optional().meta({ description: "Alias of agent_run_label (the Flask/Celery seed's name)", examples: ["flask-u1-r1"] }),
+    mode: z
+      .enum(["live", "test"], { error: "must be live or test" })
+      .default("live")
+      .meta({ description: "Which real secret the key's calls use: live or test", examples: ["live"] }),
+    max_requests_per_minute: rate
+      .optional()
+      .meta({ description: "A rate limit: more calls in a minute get 429 rate_limited", examples: [60] }),
+    require_idempotency_key: z
+      .boolean({ error: "must be true or false" })
+      .default(false)
+      .meta({ description: "Refuse priced calls without an Idempotency-Key header (400 idempotency_key_required)", examples: [true] }),
+    metadata: metadata.default({}).meta({
+      description: "Your own flat string fields (at most 4 KiB as JSON), returned with the key",
+      examples: [{ dag_id: "billing", run_id: "scheduled__2026-11-22T06:00:00+00:00" }],
+    }),
   })
   .superRefine((b, ctx) => {
     if (b.daily_usd_cap === undefined && b.total_usd_cap === undefined) {
@@ -69,13 +113,46 @@ export const CreateKeyBody = z
   });
 export type CreateKeyBody = z.infer<typeof CreateKeyBody>;
 
+/** The seeds' two ways of issuing a key, as POST /vault/keys and /v1/keys examples in /docs. */
+export const CREATE_KEY_EXAMPLES = {
+  airflow: {
+    summary: "Airflow / Dagster / Kestra / Argo: one key per run, the run id in the label",
+    value: {
+      vendor: "stripe",
+      daily_usd_cap: 500.0,
+      allowed_endpoints: ["POST /v1/payment_intents"],
+      expires_in: "6h",
+      agent_run_label: "airflow-billing/run_2026_11_22",
+    },
+  },
+  flask: {
+    summary: "Flask / Celery: label, patterns without a method, a short life",
+    value: {
+      label: "flask-u1-r1",
+      vendor: "stripe",
+      daily_usd_cap: 1000,
+      expires_in: "5m",
+      allowed_endpoints: ["/v1/payment_intents", "/v1/payment_intents/*"],
+    },
+  },
+};
+
 export const PatchKeyBody = z
   .strictObject({
-    daily_usd_cap: usdCap.nullable().optional(),
-    total_usd_cap: usdCap.nullable().optional(),
-    expires_in: duration.optional(),
-    expires_at: isoTime.optional(),
-    max_requests_per_minute: rate.nullable().optional(),
+    daily_usd_cap: usdCap
+      .nullable()
+      .optional()
+      .meta({ description: "A new daily cap in USD; null removes it (a total_usd_cap must remain)", examples: [750] }),
+    total_usd_cap: usdCap
+      .nullable()
+      .optional()
+      .meta({ description: "A new lifetime cap in USD; null removes it (a daily_usd_cap must remain)", examples: [2000] }),
+    expires_in: durationOf({ ...EXPIRES_IN, description: 'A new expiry, counted from now: "90s", "5m", "6h", "2d" or "1h30m"' }).optional(),
+    expires_at: isoTimeOf(EXPIRES_AT).optional(),
+    max_requests_per_minute: rate
+      .nullable()
+      .optional()
+      .meta({ description: "A new rate limit; null removes it", examples: [60] }),
   })
   .superRefine((b, ctx) => {
     if (Object.keys(b).length === 0) ctx.addIssue({ code: "custom", path: [], message: "nothing to change" });
@@ -87,19 +164,65 @@ export type PatchKeyBody = z.infer<typeof PatchKeyBody>;
 
 export const BulkRevokeBody = z.union(
   [
-    z.strictObject({ label_prefix: z.string().min(1, "must not be empty (that would revoke every key)").max(200) }),
-    z.strictObject({ ids: z.array(z.string().min(1)).min(1, "must list at least one id").max(1000) }),
+    z.strictObject({
+      label_prefix: z
+        .string()
+        .min(1, "must not be empty (that would revoke every key)")
+        .max(200)
+        .meta({
+          description: "Revoke every active key whose run label starts with this (a DAG, a run family)",
+          examples: ["airflow-billing/"],
+        }),
+    }),
+    z.strictObject({
+      ids: z
+        .array(z.string().min(1))
+        .min(1, "must list at least one id")
+        .max(1000)
+        .meta({
+          description: "Revoke these keys (at most 1000 ids)",
+          examples: [["vk_8mJq2LwXc4Rt6YpN0aZb1Hs3", "vk_3Hs1bZa0NpY6tR4cXwL2qJm8"]],
+        }),
+    }),
   ],
   { error: "give label_prefix or ids" },
 );
 
+/** The kill switch's two forms, as POST /vault/keys/revoke examples in /docs. */
+export const BULK_REVOKE_EXAMPLES = {
+  label_prefix: { summary: "Every key of a DAG's runs (the kill switch)", value: { label_prefix: "airflow-billing/" } },
+  ids: { summary: "A list of keys", value: { ids: ["vk_8mJq2LwXc4Rt6YpN0aZb1Hs3", "vk_3Hs1bZa0NpY6tR4cXwL2qJm8"] } },
+};
+
+const PAGE_LIMIT = "must be a whole number from 1 to 1000";
 export const ListKeysQuery = z.strictObject({
-  label: z.string().optional(),
-  label_prefix: z.string().min(1).optional(),
-  vendor: vendorName.optional(),
-  status: z.enum(["active", "revoked", "expired"]).optional(),
-  limit: z.coerce.number().int().min(1).max(1000).default(100),
-  cursor: z.coerce.number().int().positive().optional(),
+  label: z
+    .string()
+    .optional()
+    .meta({ description: "Keys with exactly this run label", examples: ["airflow-billing/run_2026_11_22"] }),
+  label_prefix: z
+    .string()
+    .min(1)
+    .optional()
+    .meta({ description: "Keys whose run label starts with this", examples: ["airflow-billing/"] }),
+  vendor: vendorName.optional().meta({ description: "Keys of one vendor", examples: ["stripe"] }),
+  status: z
+    .enum(["active", "revoked", "expired"])
+    .optional()
+    .meta({ description: "active, revoked or expired", examples: ["active"] }),
+  limit: z.coerce
+    .number({ error: PAGE_LIMIT })
+    .int(PAGE_LIMIT)
+    .min(1, PAGE_LIMIT)
+    .max(1000, PAGE_LIMIT)
+    .default(100)
+    .meta({ description: "Keys per page, newest first (1 to 1000)", examples: [50] }),
+  cursor: z.coerce
+    .number({ error: "must be the next_cursor of a previous page" })
+    .int()
+    .positive()
+    .optional()
+    .meta({ description: "The next_cursor of the previous page", examples: [1234] }),
 });
 export type ListKeysQuery = z.infer<typeof ListKeysQuery>;
 
@@ -128,4 +251,11 @@ export const KeyRecordSchema = z.object({
   last_used_at: z.string().nullable(),
 });
 
-export const IssuedKeySchema = KeyRecordSchema.extend({ vault_key: z.string(), token: z.string() });
+export const IssuedKeySchema = KeyRecordSchema.extend({
+  vault_key: z.string(),
+  token: z.string(),
+  warnings: z
+    .array(z.string())
+    .optional()
+    .describe("What the issuer should know: e.g. no real secret is configured for this vendor and mode yet"),
+});

@@ -1,5 +1,7 @@
 import { KeybrakeError, invalidRequest, notFound } from "../errors";
-import type { DayUsage, KeyFilter, KeyPatch, KeyRecord, Store } from "../store/index";
+import type { Caller } from "../ops/admin-auth";
+import type { DayUsage, KeyFilter, KeyPatch, KeyRecord, KeySelection, NewKey, Store } from "../store/index";
+import { enforcePolicy, issuanceLimits, issuanceRefusal, type KeyDraft, spendableMicros } from "../tokens/policy";
 import { iso, microsToUsd, randomBase62, sha256Hex, usdToMicros, utcDay } from "../util";
 import type { CreateKeyBody, ListKeysQuery, PatchKeyBody } from "./model";
 import { MAX_LIFETIME_MS } from "./model";
@@ -11,15 +13,37 @@ const DEFAULT_LIFETIME_MS = 24 * 3600 * 1000;
 export interface KeyContext {
   store: Store;
   now: () => number;
+  /** Who acts, as admin events record it: the token's fingerprint, or `cli:<user>`. */
   actor: string;
+  /** The token behind an API request (SPEC §10); absent for the CLI, which acts with admin rights. */
+  caller?: Caller;
 }
 
 /**
- * Who mints keys today: the bootstrap admin token and the CLI both act with admin rights, so they share one
- * minter and a job's retries de-duplicate at the vendor whichever of them issued its key. Issuer tokens
- * (SPEC §10) will mint under their own ids.
+ * The minter of keys issued by the bootstrap admin token and by the CLI: they share one, so a job's retries
+ * de-duplicate at the vendor whichever of them issued its key. API tokens (SPEC §10) mint under their own ids.
  */
 export const ADMIN_MINTER = "admin";
+
+/** Who an admin event is by: the actor and, for API requests, the token's id and name (SPEC §10). */
+export const eventBy = (ctx: { actor: string; caller?: Caller }) => ({
+  actor: ctx.actor,
+  tokenId: ctx.caller?.tokenId ?? null,
+  tokenName: ctx.caller?.tokenName ?? null,
+});
+
+/** An issuer sees and changes only the keys it minted: the minter to filter by, or undefined for everyone else. */
+const scopeOf = (ctx: { caller?: Caller }) => (ctx.caller?.role === "issuer" ? ctx.caller.tokenId : undefined);
+
+/** The key, when the caller may see it: another issuer's key is "not found", as if it did not exist. */
+async function visibleKey(ctx: Pick<KeyContext, "store" | "caller">, id: string): Promise<KeyRecord> {
+  const key = await ctx.store.findKeyById(id);
+  const scope = scopeOf(ctx);
+  if (!key || (scope !== undefined && key.mintedBy !== scope)) throw notFound("vault key");
+  return key;
+}
+
+const publicPathOf = (vendor: string) => (pattern: string) => publicPattern(pattern, vendorNamed(vendor)!.publicPath);
 
 /** The vault key secret: `kb_live_`/`kb_test_` + 40 base62 characters (~238 bits). */
 export const newVaultKey = (mode: "live" | "test") => `kb_${mode}_${randomBase62(40)}`;
@@ -53,7 +77,13 @@ export function presentKey(key: KeyRecord, today: DayUsage | undefined, now: num
     spent_today_usd: microsToUsd(settledToday),
     spent_total_usd: microsToUsd(key.spentTotalMicros),
     held_usd: microsToUsd(key.heldTotalMicros),
-    remaining_today_usd: key.dailyCapMicros === null ? null : microsToUsd(key.dailyCapMicros - settledToday - heldToday),
+    // A revoked or expired key can spend nothing more; an overshoot (price_differential) leaves 0, not less.
+    remaining_today_usd:
+      keyStatus(key, now) !== "active"
+        ? 0
+        : key.dailyCapMicros === null
+          ? null
+          : microsToUsd(Math.max(0, key.dailyCapMicros - settledToday - heldToday)),
     calls: key.calls,
     last_used_at: iso(key.lastUsedAt),
   };
@@ -76,26 +106,27 @@ function expiryFrom(body: { expires_in?: number; expires_at?: number }, now: num
 export async function issueKey(ctx: KeyContext, body: CreateKeyBody) {
   const now = ctx.now();
   const secret = newVaultKey(body.mode);
-  const key = await ctx.store.insertKey({
+  const draft: NewKey = {
     id: `vk_${randomBase62(24)}`,
     keyHash: sha256Hex(secret),
     keyHint: `${secret.slice(0, 8)}…${secret.slice(-4)}`,
     vendor: body.vendor,
     mode: body.mode,
     label: body.agent_run_label ?? body.label ?? null,
-    mintedBy: ADMIN_MINTER,
+    mintedBy: ctx.caller?.minter ?? ADMIN_MINTER,
     dailyCapMicros: body.daily_usd_cap === undefined ? null : usdToMicros(body.daily_usd_cap),
     totalCapMicros: body.total_usd_cap === undefined ? null : usdToMicros(body.total_usd_cap),
-    allowedEndpoints: body.allowed_endpoints.map((p) => publicPattern(p, vendorNamed(body.vendor)!.publicPath)),
+    allowedEndpoints: body.allowed_endpoints.map(publicPathOf(body.vendor)),
     maxRequestsPerMinute: body.max_requests_per_minute ?? null,
     requireIdempotencyKey: body.require_idempotency_key,
     metadata: body.metadata,
     createdAt: now,
     expiresAt: expiryFrom(body, now, now + DEFAULT_LIFETIME_MS),
-  });
+  };
+  const key = await insertWithinPolicy(ctx, draft, now);
   await ctx.store.recordAdminEvent({
     at: now,
-    actor: ctx.actor,
+    ...eventBy(ctx),
     action: "key.create",
     target: key.id,
     details: {
@@ -109,12 +140,27 @@ export async function issueKey(ctx: KeyContext, body: CreateKeyBody) {
   return { ...presentKey(key, undefined, now), vault_key: secret, token: secret };
 }
 
-export async function listKeys(ctx: Pick<KeyContext, "store" | "now">, query: ListKeysQuery) {
+/**
+ * An issuer's key is checked against its policy (403 issuer_policy_violation, nothing created), and written in
+ * one transaction with the check of what the token already minted (issued_usd_per_day, max_keys_per_hour).
+ */
+async function insertWithinPolicy(ctx: KeyContext, key: NewKey, now: number): Promise<KeyRecord> {
+  const caller = ctx.caller;
+  if (caller?.role !== "issuer" || !caller.policy) return ctx.store.insertKey(key);
+  enforcePolicy(caller.policy, key, publicPathOf(key.vendor));
+  const micros = spendableMicros(key);
+  const result = await ctx.store.insertKeyWithin(key, issuanceLimits(caller.policy, caller.tokenId, micros, now));
+  if (result.kind === "refused") throw issuanceRefusal(caller.policy, result, micros);
+  return result.value;
+}
+
+export async function listKeys(ctx: Pick<KeyContext, "store" | "now" | "caller">, query: ListKeysQuery) {
   const filter: KeyFilter = {
     label: query.label,
     labelPrefix: query.label_prefix,
     vendor: query.vendor,
     status: query.status,
+    mintedBy: scopeOf(ctx),
     limit: query.limit,
     cursor: query.cursor,
   };
@@ -130,28 +176,26 @@ export async function listKeys(ctx: Pick<KeyContext, "store" | "now">, query: Li
   };
 }
 
-export async function getKey(ctx: Pick<KeyContext, "store" | "now">, id: string) {
-  const key = await ctx.store.findKeyById(id);
-  if (!key) throw notFound("vault key");
-  return presentOne(ctx, key);
+export async function getKey(ctx: Pick<KeyContext, "store" | "now" | "caller">, id: string) {
+  return presentOne(ctx, await visibleKey(ctx, id));
 }
 
 export async function revokeKey(ctx: KeyContext, id: string) {
-  const before = await ctx.store.findKeyById(id);
-  if (!before) throw notFound("vault key");
+  const before = await visibleKey(ctx, id);
   const key = (await ctx.store.revokeKey(id, ctx.now()))!;
   if (before.status !== "revoked") {
-    await ctx.store.recordAdminEvent({ at: ctx.now(), actor: ctx.actor, action: "key.revoke", target: id, details: null });
+    await ctx.store.recordAdminEvent({ at: ctx.now(), ...eventBy(ctx), action: "key.revoke", target: id, details: null });
   }
   return presentOne(ctx, key);
 }
 
 export async function revokeMany(ctx: KeyContext, by: { ids: string[] } | { label_prefix: string }) {
-  const target = "ids" in by ? { ids: by.ids } : { labelPrefix: by.label_prefix };
+  // An issuer's kill switch reaches only the keys it minted.
+  const target: KeySelection = { ...("ids" in by ? { ids: by.ids } : { labelPrefix: by.label_prefix }), mintedBy: scopeOf(ctx) };
   const revoked = await ctx.store.revokeKeys(target, ctx.now());
   await ctx.store.recordAdminEvent({
     at: ctx.now(),
-    actor: ctx.actor,
+    ...eventBy(ctx),
     action: "key.revoke_bulk",
     target: null,
     details: { ...by, revoked_ids: revoked },
@@ -160,8 +204,7 @@ export async function revokeMany(ctx: KeyContext, by: { ids: string[] } | { labe
 }
 
 export async function patchKey(ctx: KeyContext, id: string, body: PatchKeyBody) {
-  const key = await ctx.store.findKeyById(id);
-  if (!key) throw notFound("vault key");
+  const key = await visibleKey(ctx, id);
   if (key.status === "revoked") throw new KeybrakeError("revoked_key_unchangeable");
   const now = ctx.now();
   const patch: KeyPatch = {};
@@ -176,7 +219,23 @@ export async function patchKey(ctx: KeyContext, id: string, body: PatchKeyBody) 
       { path: "daily_usd_cap", message: "a key needs daily_usd_cap or total_usd_cap" },
     ]);
   }
-  const updated = (await ctx.store.updateKey(id, patch))!;
-  await ctx.store.recordAdminEvent({ at: now, actor: ctx.actor, action: "key.update", target: id, details: { ...body } });
+  const updated = await updateWithinPolicy(ctx, key, patch, now);
+  await ctx.store.recordAdminEvent({ at: now, ...eventBy(ctx), action: "key.update", target: id, details: { ...body } });
   return presentOne(ctx, updated);
+}
+
+/**
+ * An issuer's PATCH: the key as it would be must still satisfy the policy, and what it can spend beyond what
+ * it counted when minted (or last raised) is issued today, checked in the update's own transaction.
+ */
+async function updateWithinPolicy(ctx: KeyContext, key: KeyRecord, patch: KeyPatch, now: number): Promise<KeyRecord> {
+  const caller = ctx.caller;
+  if (caller?.role !== "issuer" || !caller.policy) return (await ctx.store.updateKey(key.id, patch))!;
+  const after: KeyDraft = { ...key, ...patch };
+  enforcePolicy(caller.policy, after, publicPathOf(key.vendor));
+  const micros = spendableMicros(after);
+  const result = await ctx.store.updateKeyWithin(key.id, patch, issuanceLimits(caller.policy, caller.tokenId, micros, now));
+  if (result.kind === "refused") throw issuanceRefusal(caller.policy, result, micros);
+  if (!result.value) throw notFound("vault key");
+  return result.value;
 }

@@ -1,16 +1,13 @@
 import { timingSafeEqual } from "node:crypto";
 import { Elysia } from "elysia";
 import type { Config } from "../config";
-import { unauthorized } from "../errors";
-import type { Store } from "../store/index";
+import { forbidden, unauthorized } from "../errors";
+import { ADMIN_MINTER } from "../keys/service";
+import type { Role, Store } from "../store/index";
+import { IssuerPolicySchema, type IssuerPolicy } from "../tokens/model";
 import { randomBase62, sha256Hex } from "../util";
 
 const TOKEN_SETTING = "admin_token_sha256";
-
-export interface AdminAuth {
-  /** The caller's fingerprint when the bearer token is the admin token, else null. */
-  check(authorization: string | null): Promise<string | null>;
-}
 
 /** "sha256:<first 12 hex>": who did an admin action, without the token itself. */
 export const tokenFingerprint = (tokenHash: string) => `sha256:${tokenHash.slice(0, 12)}`;
@@ -26,21 +23,75 @@ export async function ensureAdminToken(config: Config, store: Store, announce: (
   announce(token);
 }
 
-/** Checks bearer tokens against the admin token's SHA-256 digest with timingSafeEqual. */
-export function adminAuth(config: Config, store: Store): AdminAuth {
-  let expected: Promise<Buffer | null> | undefined;
+/** Who made an admin request: the bootstrap admin token, or an API token of SPEC §10. */
+export interface Caller {
+  role: Role;
+  /** `tok_…`, or "admin" for the bootstrap token. */
+  tokenId: string;
+  tokenName: string;
+  /** "sha256:<12 hex>" of the token: who did an admin action, without the token itself. */
+  fingerprint: string;
+  /**
+   * The minter recorded on the keys it issues, from which the vendor's Idempotency-Keys are derived (SPEC §7):
+   * its token id; "admin" for the bootstrap token and the CLI, so keys they issued keep their derivation.
+   */
+  minter: string;
+  /** An issuer's policy; null for other roles. */
+  policy: IssuerPolicy | null;
+}
+
+/** The bootstrap token (KEYBRAKE_ADMIN_TOKEN or the generated one) as a token: an admin. */
+export const BOOTSTRAP_TOKEN = { id: "admin", name: "bootstrap admin token" } as const;
+
+export interface Authenticator {
+  /**
+   * The caller behind an `Authorization` header, or 401 `unauthorized` (missing, unknown, revoked or expired
+   * token). Reads the token from the database on every call: a revocation counts on the very next request.
+   * One function for every way in (the API's guard, and the dashboard's sign-in).
+   */
+  authenticate(authorization: string | null): Promise<Caller>;
+}
+
+/** Bearer tokens: the bootstrap admin token (compared in constant time with its SHA-256), then the API tokens. */
+export function authenticator(config: Config, store: Store, now: () => number = Date.now): Authenticator {
+  let bootstrap: Promise<Buffer | null> | undefined;
   const load = async () => {
     const hex = config.adminToken ? sha256Hex(config.adminToken) : await store.getSetting(TOKEN_SETTING);
     return hex ? Buffer.from(hex, "hex") : null;
   };
   return {
-    async check(authorization) {
+    async authenticate(authorization) {
       const m = /^Bearer (\S+)$/i.exec(authorization ?? "");
-      expected ??= load();
-      const want = await expected;
-      if (!m || !want) return null;
+      if (!m) throw unauthorized();
+      bootstrap ??= load();
       const givenHex = sha256Hex(m[1]!);
-      return timingSafeEqual(Buffer.from(givenHex, "hex"), want) ? tokenFingerprint(givenHex) : null;
+      const given = Buffer.from(givenHex, "hex");
+      const want = await bootstrap;
+      if (want && timingSafeEqual(given, want)) {
+        const fingerprint = tokenFingerprint(givenHex);
+        return {
+          role: "admin",
+          tokenId: BOOTSTRAP_TOKEN.id,
+          tokenName: BOOTSTRAP_TOKEN.name,
+          fingerprint,
+          minter: ADMIN_MINTER,
+          policy: null,
+        };
+      }
+      // Looked up by the token's SHA-256 (a 256-bit token: the digest says nothing about other tokens), and
+      // the stored digest compared in constant time all the same.
+      const token = await store.findTokenByHash(givenHex);
+      if (!token || !timingSafeEqual(given, Buffer.from(token.tokenHash, "hex"))) throw unauthorized();
+      if (token.revokedAt !== null) throw unauthorized(`This token (${token.id}) has been revoked.`);
+      if (token.expiresAt !== null && token.expiresAt <= now()) throw unauthorized(`This token (${token.id}) has expired.`);
+      return {
+        role: token.role,
+        tokenId: token.id,
+        tokenName: token.name,
+        fingerprint: tokenFingerprint(givenHex),
+        minter: token.id,
+        policy: token.role === "issuer" ? IssuerPolicySchema.parse(token.policy ?? {}) : null,
+      };
     },
   };
 }
@@ -53,10 +104,63 @@ export function announceAdminToken(token: string) {
   );
 }
 
-/** Routes behind this plugin need the admin token; `actor` is the caller's token fingerprint. */
-export const adminGuard = (auth: AdminAuth) =>
-  new Elysia({ name: "admin-guard", seed: auth }).derive({ as: "scoped" }, async ({ request }) => {
-    const actor = await auth.check(request.headers.get("authorization"));
-    if (!actor) throw unauthorized();
-    return { actor };
+/** Which tokens may call a route: the roles it allows (issuers then see only their own keys), or "public". */
+export type Access = readonly Role[] | "public";
+
+/** Where a route's declared access is written in its `detail` (and so in /docs/json). */
+export const ACCESS_KEY = "x-keybrake-access";
+
+/** A public route's declaration (no token): spread into its `detail`. */
+export const PUBLIC_ROUTE = { [ACCESS_KEY]: "public" } as const;
+
+/** The OpenAPI plugin's own pages, which cannot carry a declaration: public. */
+const DOCS_PLUGIN_ROUTES = new Set(["GET /docs", "GET /docs/json"]);
+
+const callers = new WeakMap<Request, Caller>();
+
+/**
+ * The one guard of the admin API. A route declares the roles it needs with `access: [...]` (routeDoc writes it
+ * from the route's documentation); the guard authenticates the bearer token (401) and checks its role (403)
+ * before the body is validated, and hands the handler its `caller`. A route that declares nothing is refused
+ * when the app is built (`assertAccessDeclared`): nothing is allowed by default.
+ */
+export const accessGuard = (auth: Authenticator) =>
+  new Elysia({ name: "access-guard", seed: auth }).macro({
+    access: (roles: readonly Role[]) => ({
+      // OpenAPI allows `x-` extensions; Elysia's type for `detail` does not list them.
+      detail: { [ACCESS_KEY]: roles } as object,
+      async transform({ request }: { request: Request }) {
+        const caller = await auth.authenticate(request.headers.get("authorization"));
+        if (!roles.includes(caller.role)) {
+          throw forbidden(
+            `This route needs the ${roles.join(" or ")} role; this token (${caller.tokenId}) is ${caller.role === "admin" ? "an" : "a"} ${caller.role}.`,
+          );
+        }
+        callers.set(request, caller);
+      },
+      resolve: ({ request }: { request: Request }) => ({ caller: callers.get(request)! }),
+    }),
   });
+
+interface RouteLike {
+  method: string;
+  path: string;
+  hooks?: { detail?: unknown } | unknown;
+}
+
+/** Routes that declare no access, as "METHOD /path". */
+export function undeclaredRoutes(routes: readonly RouteLike[]): string[] {
+  return routes
+    .filter((r) => {
+      const detail = (r.hooks as { detail?: Record<string, unknown> } | undefined)?.detail;
+      return detail?.[ACCESS_KEY] === undefined && !DOCS_PLUGIN_ROUTES.has(`${r.method} ${r.path}`);
+    })
+    .map((r) => `${r.method} ${r.path}`);
+}
+
+/** The app, once every route is known to declare the roles it needs or that it is public; else it is not built. */
+export function withAccessDeclared<App extends { routes: readonly RouteLike[] }>(app: App): App {
+  const undeclared = undeclaredRoutes(app.routes);
+  if (undeclared.length) throw new Error(`routes without an access declaration (access: [...] or PUBLIC_ROUTE): ${undeclared.join(", ")}`);
+  return app;
+}

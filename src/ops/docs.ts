@@ -4,6 +4,8 @@ import { Elysia } from "elysia";
 import swaggerBundle from "swagger-ui-dist/swagger-ui-bundle.js" with { type: "text" };
 import swaggerCss from "swagger-ui-dist/swagger-ui.css" with { type: "text" };
 import { VERSION } from "../version";
+import { PUBLIC_ROUTE } from "./admin-auth";
+import { enrichDocument, type OpenApiDocument } from "./docs-examples";
 import { documentSchema } from "./openapi";
 
 const ASSETS = "/docs/assets";
@@ -12,11 +14,23 @@ const cacheable = (type: string) => ({ "content-type": type, "cache-control": "p
 /** Swagger UI at /docs, OpenAPI 3 at /docs/json, the UI's JS and CSS from inside the binary. */
 export const docsRoutes = () =>
   new Elysia({ name: "docs" })
+    // The page loads its document from the relative "docs/json": from /docs/ that would be /docs/docs/json.
+    // Every request passes here, proxied calls included: one comparison unless the URL ends so.
+    .onRequest(({ request }) => {
+      const url = request.url;
+      if (url.endsWith("/docs/") && url.slice(url.indexOf("/", url.indexOf("//") + 2)) === "/docs/") {
+        return new Response(null, { status: 308, headers: { location: "../docs" } });
+      }
+    })
+    // What the routes' schemas cannot say: named request examples, parameter descriptions, /metrics as text.
+    .onAfterHandle(({ request, response }) => {
+      if (request.url.endsWith("/docs/json") || request.url.endsWith("/docs/json/")) enrichDocument(response as OpenApiDocument);
+    })
     .get(`${ASSETS}/swagger-ui-bundle.js`, () => new Response(swaggerBundle, { headers: cacheable("text/javascript; charset=utf-8") }), {
-      detail: { hide: true },
+      detail: { hide: true, ...PUBLIC_ROUTE },
     })
     .get(`${ASSETS}/swagger-ui.css`, () => new Response(swaggerCss, { headers: cacheable("text/css; charset=utf-8") }), {
-      detail: { hide: true },
+      detail: { hide: true, ...PUBLIC_ROUTE },
     })
     .use(
       openapi({
@@ -36,14 +50,15 @@ export const docsRoutes = () =>
             title: "Keybrake",
             version: VERSION,
             description:
-              "Self-hosted spend brake for jobs that call Stripe, Twilio and Resend. Click Authorize and paste the admin token to issue and revoke vault keys.",
+              "Self-hosted spend brake for jobs that call Stripe, Twilio and Resend. Click Authorize and paste a token to issue and revoke vault keys. Each route's description names the roles it needs: `admin` (everything, tokens included), `issuer` (mints keys within its policy; sees, changes and revokes only the keys it minted, and reads only their audit and spend), `viewer` (reads everything, writes nothing).",
           },
           components: {
             securitySchemes: {
               adminToken: {
                 type: "http",
                 scheme: "bearer",
-                description: "The admin token (KEYBRAKE_ADMIN_TOKEN, or the one printed at first start)",
+                description:
+                  "A Keybrake token: the bootstrap admin token (KEYBRAKE_ADMIN_TOKEN, or the one printed at first start), or an admin, issuer or viewer token from POST /admin/tokens",
               },
             },
           },

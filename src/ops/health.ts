@@ -19,6 +19,6 @@ export const healthRoutes = (store: Store) =>
       summary: "Liveness and ledger writability",
       tags: ["Operations"],
       ok: [200, Health, "Healthy (503 with db: unwritable otherwise)"],
-      admin: false,
+      access: "public",
     }),
   );

@@ -40,14 +40,32 @@ export function listen(app: AnyElysia, options: ListenOptions): Server<undefined
       },
     });
   } catch (err) {
-    if ((err as { code?: string }).code === "EADDRINUSE") {
-      throw new Error(`cannot listen on ${options.hostname}:${options.port}: the address is already in use (another keybrake serve?)`);
-    }
-    throw err;
+    throw new Error(
+      `cannot listen on ${options.hostname}:${options.port} (KEYBRAKE_HOST, KEYBRAKE_PORT): ${whyNotListening(err, options.port)}`,
+    );
   }
   // Elysia's context reads `server` (the client address) from here, and `app.stop()` stops it.
   app.server = server;
   return server;
+}
+
+/** Why Bun could not take the address, in an operator's words. */
+function whyNotListening(err: unknown, port: number): string {
+  const { code, message } = err as { code?: string; message?: string };
+  switch (code) {
+    case "EADDRINUSE":
+      return "the address is already in use (another keybrake serve?)";
+    case "EACCES":
+    case "EPERM":
+      return port < 1024 ? `ports below 1024 need root or CAP_NET_BIND_SERVICE; use a port from 1024` : "permission denied";
+    case "EADDRNOTAVAIL":
+      return "no network interface of this machine has that address";
+    case "ENOTFOUND":
+    case "EAI_NONAME":
+      return "the host name does not resolve";
+    default:
+      return message ?? String(err);
+  }
 }
 
 /**

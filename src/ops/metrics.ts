@@ -1,7 +1,8 @@
 import { getOrCreate } from "../util";
 import { Elysia } from "elysia";
 import type { AuditRow, Store } from "../store/index";
-import { adminGuard, type AdminAuth } from "./admin-auth";
+import { accessGuard, type Authenticator, PUBLIC_ROUTE } from "./admin-auth";
+import { rolesText } from "./openapi";
 
 const UPSTREAM_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 80];
 const OVERHEAD_BUCKETS = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1];
@@ -85,15 +86,21 @@ export class Metrics {
   }
 }
 
-/** GET /metrics: admin token required unless KEYBRAKE_METRICS_PUBLIC=1. */
-export function metricsRoutes(metrics: Metrics, store: Store, auth: AdminAuth, isPublic: boolean) {
-  const scrape = new Elysia({ name: "metrics-scrape", seed: metrics }).get(
-    "/metrics",
-    async () =>
-      new Response(metrics.render(await store.countOpenHolds()), {
-        headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" },
-      }),
-    { detail: { summary: "Prometheus metrics", tags: ["Operations"], security: isPublic ? [] : [{ adminToken: [] }] } },
-  );
-  return isPublic ? scrape : new Elysia({ name: "metrics", seed: metrics }).use(adminGuard(auth)).use(scrape);
+/** GET /metrics: an admin or viewer token required unless KEYBRAKE_METRICS_PUBLIC=1. */
+export function metricsRoutes(metrics: Metrics, store: Store, auth: Authenticator, isPublic: boolean) {
+  const scrape = async () =>
+    new Response(metrics.render(await store.countOpenHolds()), {
+      headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" },
+    });
+  const detail = { summary: "Prometheus metrics", tags: ["Operations"] };
+  const app = new Elysia({ name: "metrics", seed: metrics });
+  if (isPublic) {
+    return app.get("/metrics", scrape, {
+      detail: { ...detail, security: [], description: `${rolesText("public")} (KEYBRAKE_METRICS_PUBLIC=1)`, ...PUBLIC_ROUTE },
+    });
+  }
+  const access = ["admin", "viewer"] as const;
+  return app
+    .use(accessGuard(auth))
+    .get("/metrics", scrape, { access, detail: { ...detail, security: [{ adminToken: [] }], description: rolesText(access) } });
 }

@@ -2,6 +2,7 @@ import type { Config } from "../config";
 import { callUpstream } from "../proxy/forward";
 import { auditRow, type AuditRow, type DueReconciliation, type Store } from "../store/index";
 import { microsToUsd } from "../util";
+import { createLogger, type LineSink } from "./log";
 import { vendorNamed } from "../vendors/index";
 import type { Settlement } from "../vendors/types";
 
@@ -17,7 +18,8 @@ export interface ReconcilerOptions {
   /** At most this many reads per tick, one after another: with `everyMs`, bounds the rate a vendor sees. */
   batch?: number;
   now?: () => number;
-  log?: (message: string) => void;
+  /** Where log lines go (stderr by default), formatted per KEYBRAKE_LOG_FORMAT. */
+  log?: LineSink;
 }
 
 /** What reading an entry's final price found. */
@@ -35,7 +37,8 @@ type Read =
  * yet is read again later, each wait twice the one before (at most an hour), for up to a day after the call.
  */
 export function startReconciler(store: Store, config: Config, options: ReconcilerOptions = {}) {
-  const { everyMs = 5_000, batch = 50, now = Date.now, log = (m: string) => console.error(m) } = options;
+  const { everyMs = 5_000, batch = 50, now = Date.now } = options;
+  const log = createLogger(config.logFormat, options.log);
   let stopped = false;
   let running: Promise<void> | null = null;
 
@@ -44,8 +47,15 @@ export function startReconciler(store: Store, config: Config, options: Reconcile
     if (read.kind === "final") {
       await store.reconcileEntry({ id: entry.id, costMicros: read.settlement.costMicros, audit: reconciledAuditRow(entry, read, now()) });
       if (read.settlement.costMicros > entry.holdMicros) {
-        log(
-          `keybrake: price_differential: ${entry.id} (key ${entry.keyId}) cost ${microsToUsd(read.settlement.costMicros)} USD, ${microsToUsd(entry.holdMicros)} USD was held`,
+        log.warn(
+          "price_differential",
+          `price_differential: ${entry.id} (key ${entry.keyId}) cost ${microsToUsd(read.settlement.costMicros)} USD, ${microsToUsd(entry.holdMicros)} USD was held`,
+          {
+            hold_id: entry.id,
+            key_id: entry.keyId,
+            cost_usd: microsToUsd(read.settlement.costMicros),
+            hold_usd: microsToUsd(entry.holdMicros),
+          },
         );
       }
       return;
@@ -55,7 +65,11 @@ export function startReconciler(store: Store, config: Config, options: Reconcile
     await store.postponeReconciliation(entry.id, next);
     if (next === null) {
       const why = read.kind === "never" ? read.why : `no final price after ${entry.attempts + 1} reads`;
-      log(`keybrake: reconciler: ${entry.id} (key ${entry.keyId}) stays at ${microsToUsd(entry.costMicros)} USD: ${why}`);
+      log.info("reconciler", `reconciler: ${entry.id} (key ${entry.keyId}) stays at ${microsToUsd(entry.costMicros)} USD: ${why}`, {
+        hold_id: entry.id,
+        key_id: entry.keyId,
+        cost_usd: microsToUsd(entry.costMicros),
+      });
     }
   };
 
@@ -67,7 +81,7 @@ export function startReconciler(store: Store, config: Config, options: Reconcile
           await reconcile(entry);
         }
       } catch (err) {
-        log(`keybrake: reconciler: ${err instanceof Error ? err.message : String(err)}; due entries are read again next time`);
+        log.error("reconciler", `reconciler: ${err instanceof Error ? err.message : String(err)}; due entries are read again next time`);
       } finally {
         running = null;
       }

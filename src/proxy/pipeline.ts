@@ -10,7 +10,7 @@ import {
   type Store,
   type StoredResponse,
 } from "../store/index";
-import { microsToUsd, msUntilUtcMidnight, randomBase62, sha256Hex, utcDay } from "../util";
+import { microsToUsd, randomBase62, sha256Hex, utcDay } from "../util";
 import { unpriceable } from "../vendors/body";
 import { vendorNamed } from "../vendors/index";
 import {
@@ -27,7 +27,9 @@ import { presentedVaultKey } from "./credentials";
 import { compiledAllowlist, matchEndpoint } from "./endpoints";
 import { callUpstream, clientResponseHeaders, upstreamRequestHeaders, type UpstreamResult } from "./forward";
 import { IDEMPOTENCY_TTL_MS, callFingerprint, idempotencyKeyOf } from "./idempotency";
+import { balanceHeaders, capExhausted, logVendorFailure, vendorFailed } from "./notices";
 import { normalizeVendorPath } from "./path";
+import type { Logger } from "../ops/log";
 import type { Metrics } from "../ops/metrics";
 import type { RateLimiter } from "./rate-limit";
 import type { UnauthenticatedDenials } from "./unauthenticated";
@@ -38,7 +40,8 @@ export interface ProxyDeps {
   now: () => number;
   rateLimiter: RateLimiter;
   metrics: Metrics;
-  log: (message: string) => void;
+  /** Notable events only (a cap's first hit per key and day, vendor failures, settlement failures), never every call. */
+  log: Logger;
   /** The Idempotency-Key the vendor sees for a job's key (see idempotency.ts). */
   deriveIdempotencyKey: (mintedBy: string, jobKey: string) => Promise<string>;
   /** Audits `invalid_key` denials per client and minute, so a flood cannot grow the database per request. */
@@ -59,6 +62,9 @@ export interface ProxyCall {
 interface Replay {
   replay: StoredResponse;
   vendor: AnyVendor;
+  key: KeyPolicy;
+  /** The key's balances now, for the X-Keybrake-*-Usd headers. */
+  balance?: Balance;
 }
 
 /** A call that passed every check and holds its price. */
@@ -105,8 +111,10 @@ export async function handleProxy(deps: ProxyDeps, call: ProxyCall): Promise<Res
   settled.then(
     (row) => deps.metrics.record(row),
     (err) =>
-      deps.log(
-        `keybrake: the settlement of ${audit.id} failed to commit; its hold stays counted: ${err instanceof Error ? err.message : String(err)}`,
+      deps.log.error(
+        "settlement_failed",
+        `the settlement of ${audit.id} failed to commit; its hold stays counted: ${err instanceof Error ? err.message : String(err)}`,
+        { request_id: audit.id, key_id: audit.keyId },
       ),
   );
   return response;
@@ -255,23 +263,14 @@ async function admit(deps: ProxyDeps, call: ProxyCall, audit: AuditRow): Promise
         balance: hold.balance,
       };
     case "replay":
-      return { replay: hold.response, vendor };
+      return { replay: hold.response, vendor, key, balance: hold.balance };
     case "in_flight":
       throw new KeybrakeError("idempotency_in_flight", undefined, { "retry-after": "1" });
     case "conflict":
       throw idempotencyConflict(vendor);
     case "denied": {
       if (hold.reason === "revoked") throw new KeybrakeError("key_revoked");
-      const retry: Record<string, string> =
-        hold.reason === "daily_cap" ? { "retry-after": String(Math.ceil(msUntilUtcMidnight(now) / 1000)) } : {};
-      throw new KeybrakeError(
-        "cap_exhausted",
-        `This call would exceed the key's ${hold.reason === "daily_cap" ? "daily" : "lifetime"} USD cap.`,
-        {
-          "x-keybrake-cap-hit": "true",
-          ...retry,
-        },
-      );
+      throw capExhausted(deps.log, key, hold, quote.micros, now);
     }
   }
 }
@@ -410,14 +409,37 @@ async function forwardAndSettle(deps: ProxyDeps, call: ProxyCall, a: Admitted, a
   audit.upstreamMs = (audit.upstreamMs ?? 0) + upstreamMs;
 
   const { outcome, settlement } = settlementFor(result, a);
-  if (settlement.unreadable) deps.log(`keybrake: ${audit.id}: settled at its hold: ${settlement.unreadable}`);
+  if (settlement.unreadable) {
+    deps.log.warn("settled_at_hold", `${audit.id}: settled at its hold: ${settlement.unreadable}`, {
+      request_id: audit.id,
+      key_id: a.key.id,
+    });
+  }
   if (outcome === "settled" && settlement.costMicros > a.holdMicros) {
-    deps.log(
-      `keybrake: price_differential: ${audit.id} (key ${a.key.id}) cost ${microsToUsd(settlement.costMicros)} USD, ${microsToUsd(a.holdMicros)} USD was held`,
+    deps.log.warn(
+      "price_differential",
+      `price_differential: ${audit.id} (key ${a.key.id}) cost ${microsToUsd(settlement.costMicros)} USD, ${microsToUsd(a.holdMicros)} USD was held`,
+      { request_id: audit.id, key_id: a.key.id, cost_usd: microsToUsd(settlement.costMicros), hold_usd: microsToUsd(a.holdMicros) },
     );
   }
+  if (vendorFailed(result, request)) {
+    logVendorFailure(deps.log, {
+      vendor: a.vendor.name,
+      keyId: a.key.id,
+      holdId: a.holdId,
+      path: a.path,
+      audit,
+      request,
+      result,
+      outcome,
+      costMicros: settlement.costMicros,
+      timeoutMs: deps.config.upstreamTimeoutMs,
+    });
+  }
   audit.status = result.kind === "response" ? result.status : result.kind === "timeout" ? 504 : 502;
-  audit.costSource = settlement.source;
+  // An ambiguous call is spent at its hold (SPEC §6), and may yet change (a retry, an operator): its row says so
+  // with `cost_source: hold` and its 5xx, 502 or 504 status; the spend view counts what is still ambiguous.
+  audit.costSource = outcome === "ambiguous" && a.holdId !== null ? "hold" : settlement.source;
   audit.currency = settlement.currency;
   audit.amountMinor = settlement.amountMinor;
   if (result.kind === "response") audit.vendorRequestId = a.vendor.requestId(result.headers);
@@ -501,13 +523,19 @@ function idempotencyResult(
 }
 
 /** A completed call seen again with the same Idempotency-Key and body: its answer, with nothing forwarded or charged. */
-async function replay(deps: ProxyDeps, { replay: stored, vendor }: Replay, audit: AuditRow, started: number): Promise<Response> {
+async function replay(
+  deps: ProxyDeps,
+  { replay: stored, vendor, key, balance }: Replay,
+  audit: AuditRow,
+  started: number,
+): Promise<Response> {
   if (stored.body === null) {
     const err = idempotencyConflict(vendor, "The first answer to this Idempotency-Key was too large to keep; nothing was forwarded.");
     audit.status = 409;
     audit.decision = err.code;
     await deps.store.recordAudit(audit);
-    return errorResponse(err, { "x-keybrake-request-id": audit.id });
+    const spend = balance ? balanceHeaders(key, balance, 0, 0) : {};
+    return errorResponse(err, { "x-keybrake-request-id": audit.id, "x-keybrake-key-id": key.id, ...spend });
   }
   audit.status = stored.status;
   audit.costSource = "replay";
@@ -519,22 +547,15 @@ async function replay(deps: ProxyDeps, { replay: stored, vendor }: Replay, audit
   headers.set("x-keybrake-request-id", audit.id);
   headers.set("x-keybrake-key-id", audit.keyId!);
   headers.set("x-keybrake-overhead-ms", audit.overheadMs.toFixed(3));
+  if (balance) for (const [name, value] of Object.entries(balanceHeaders(key, balance, 0, 0))) headers.set(name, value);
   return new Response(stored.body, { status: stored.status, headers });
 }
 
 /** Today's spend and what remains after this call, from the balances its hold saw. */
 function spendHeaders(a: Admitted, costMicros: number, requestId: string): Record<string, string> {
-  const { key, balance: b } = a;
-  const added = a.holdId !== null ? costMicros : 0;
-  const spentToday = b.daySettled + added;
-  const remaining =
-    key.dailyCapMicros !== null
-      ? key.dailyCapMicros - spentToday - (b.dayHeld - a.holdMicros)
-      : key.totalCapMicros! - (b.totalSpent + added) - (b.totalHeld - a.holdMicros);
   return {
     "x-keybrake-request-id": requestId,
-    "x-keybrake-key-id": key.id,
-    "x-keybrake-spent-usd": String(microsToUsd(spentToday)),
-    "x-keybrake-remaining-usd": String(microsToUsd(remaining)),
+    "x-keybrake-key-id": a.key.id,
+    ...balanceHeaders(a.key, a.balance, a.holdMicros, a.holdId !== null ? costMicros : 0),
   };
 }

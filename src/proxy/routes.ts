@@ -1,6 +1,7 @@
 import { Elysia } from "elysia";
 import { registeredVendors } from "../vendors/index";
 import type { AnyVendor } from "../vendors/types";
+import { PUBLIC_ROUTE } from "../ops/admin-auth";
 import { FIXED_ORIGIN } from "../ops/listen";
 import { handleProxy, type ProxyDeps } from "./pipeline";
 
@@ -18,7 +19,8 @@ const pathAndQuery = (url: string) => new URL(FIXED_ORIGIN + url.slice(url.index
  */
 export function proxyRoutes(deps: ProxyDeps) {
   const app = new Elysia({ name: "proxy", seed: deps });
-  const hidden = { parse: "none" as const, detail: { hide: true } };
+  // Public to the admin API's guard: a vault key, not a token, authenticates these (pipeline.ts).
+  const hidden = { parse: "none" as const, detail: { hide: true, ...PUBLIC_ROUTE } };
   const route =
     (vendor: AnyVendor | null, prefix: string) =>
     ({ request, server }: { request: Request; server: { requestIP(r: Request): { address: string } | null } | null }) => {

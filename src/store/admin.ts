@@ -1,4 +1,4 @@
-import { desc, eq, lt } from "drizzle-orm";
+import { and, desc, eq, lt } from "drizzle-orm";
 import type { Db } from "./sqlite";
 import { adminEvents, settings } from "./schema";
 import type { AdminEvent, Page } from "./types";
@@ -9,11 +9,16 @@ export function adminQueries(db: Db) {
       db.insert(adminEvents).values(event).run();
     },
 
-    async listAdminEvents(limit: number, cursor?: number): Promise<Page<AdminEvent>> {
+    async listAdminEvents(limit: number, cursor?: number, tokenId?: string): Promise<Page<AdminEvent>> {
       const rows = db
         .select()
         .from(adminEvents)
-        .where(cursor === undefined ? undefined : lt(adminEvents.seq, cursor))
+        .where(
+          and(
+            cursor === undefined ? undefined : lt(adminEvents.seq, cursor),
+            tokenId === undefined ? undefined : eq(adminEvents.tokenId, tokenId),
+          ),
+        )
         .orderBy(desc(adminEvents.seq))
         .limit(limit + 1)
         .all();

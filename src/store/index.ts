@@ -5,6 +5,7 @@ import { GroupCommit } from "./group-commit";
 import { OPEN_HOLDS } from "./schema";
 import { startBackgroundCheckpoints } from "./wal";
 import { keyQueries } from "./keys";
+import { tokenQueries } from "./tokens";
 import { ledgerQueries } from "./ledger";
 import { reconcileQueries } from "./reconcile";
 import { openDatabase, type OpenOptions } from "./sqlite";
@@ -34,6 +35,7 @@ export function openStore(path: string, opts: OpenOptions = {}): SqliteStore {
     ...reconcileQueries(client, commits),
     ...audit,
     ...adminQueries(db),
+    ...tokenQueries(db),
     async countOpenHolds() {
       return openHolds.get()!.n;
     },
@@ -76,8 +78,8 @@ export function openStore(path: string, opts: OpenOptions = {}): SqliteStore {
         throw error;
       }
     },
-    checkpointInBackground() {
-      checkpoints ??= startBackgroundCheckpoints(client, path);
+    checkpointInBackground(log?: (message: string) => void) {
+      checkpoints ??= startBackgroundCheckpoints(client, path, { log });
     },
   };
 }

@@ -1,8 +1,8 @@
-import { and, desc, eq, gt, inArray, lt, lte, sql, type SQL } from "drizzle-orm";
+import { and, desc, eq, gt, gte, inArray, lt, lte, sql, type SQL } from "drizzle-orm";
 import type { SQLiteColumn } from "drizzle-orm/sqlite-core";
 import type { Db } from "./sqlite";
-import { spendDays, vaultKeys } from "./schema";
-import type { DayUsage, KeyFilter, KeyPatch, KeyPolicy, KeyRecord, NewKey, Page } from "./types";
+import { keyIssuance, spendDays, vaultKeys } from "./schema";
+import type { DayUsage, Issuance, IssuanceResult, KeyFilter, KeyPatch, KeyPolicy, KeyRecord, KeySelection, NewKey, Page } from "./types";
 
 type Row = typeof vaultKeys.$inferSelect;
 
@@ -74,6 +74,7 @@ export function keyQueries(db: Db) {
     if (f.label !== undefined) where.push(eq(vaultKeys.label, f.label));
     if (f.labelPrefix !== undefined) where.push(labelHasPrefix(f.labelPrefix));
     if (f.vendor) where.push(eq(vaultKeys.vendor, f.vendor));
+    if (f.mintedBy !== undefined) where.push(eq(vaultKeys.mintedBy, f.mintedBy));
     if (f.status === "revoked") where.push(eq(vaultKeys.status, "revoked"));
     if (f.status === "active") where.push(eq(vaultKeys.status, "active"), gt(vaultKeys.expiresAt, now));
     if (f.status === "expired") where.push(eq(vaultKeys.status, "active"), lte(vaultKeys.expiresAt, now));
@@ -119,13 +120,18 @@ export function keyQueries(db: Db) {
       return row ? toRecord(row) : null;
     },
 
-    async revokeKeys(by: { ids: string[] } | { labelPrefix: string }, now: number): Promise<string[]> {
+    async revokeKeys(by: KeySelection, now: number): Promise<string[]> {
+      const target: SQL[] = [];
+      if (by.ids !== undefined) target.push(inArray(vaultKeys.id, by.ids));
+      if (by.labelPrefix !== undefined) target.push(labelHasPrefix(by.labelPrefix));
+      if (by.mintedBy !== undefined) target.push(eq(vaultKeys.mintedBy, by.mintedBy));
+      // A selection of nothing must never become "every key".
+      if (target.length === 0) throw new Error("revokeKeys needs ids, labelPrefix or mintedBy");
       policies.clear();
-      const target = "ids" in by ? inArray(vaultKeys.id, by.ids) : labelHasPrefix(by.labelPrefix);
       return db
         .update(vaultKeys)
         .set({ status: "revoked", revokedAt: now })
-        .where(and(target, eq(vaultKeys.status, "active")))
+        .where(and(...target, eq(vaultKeys.status, "active")))
         .returning({ id: vaultKeys.id })
         .all()
         .map((r) => r.id);
@@ -135,6 +141,53 @@ export function keyQueries(db: Db) {
       policies.clear();
       const row = db.update(vaultKeys).set(patch).where(eq(vaultKeys.id, id)).returning().get();
       return row ? toRecord(row) : null;
+    },
+
+    async insertKeyWithin(key: NewKey, issuance: Issuance): Promise<IssuanceResult<KeyRecord>> {
+      return db.transaction(
+        (tx) => {
+          if (issuance.maxKeysPerHour !== null) {
+            const minted = tx
+              .select({ n: sql<number>`count(*)` })
+              .from(keyIssuance)
+              .where(
+                and(eq(keyIssuance.tokenId, issuance.tokenId), gt(keyIssuance.at, issuance.now - 3_600_000), eq(keyIssuance.kind, "mint")),
+              )
+              .get()!.n;
+            if (minted + 1 > issuance.maxKeysPerHour) return { kind: "refused", rule: "max_keys_per_hour", used: minted };
+          }
+          const refused = issuedToday(tx, issuance, issuance.micros);
+          if (refused) return refused;
+          const row = tx.insert(vaultKeys).values(key).returning().get();
+          tx.insert(keyIssuance)
+            .values({ tokenId: issuance.tokenId, keyId: key.id, kind: "mint", at: issuance.now, micros: issuance.micros })
+            .run();
+          return { kind: "ok", value: toRecord(row) };
+        },
+        { behavior: "immediate" },
+      );
+    },
+
+    async updateKeyWithin(id: string, patch: KeyPatch, issuance: Issuance): Promise<IssuanceResult<KeyRecord | null>> {
+      policies.clear();
+      return db.transaction(
+        (tx) => {
+          const counted = tx
+            .select({ micros: sql<number>`coalesce(sum(${keyIssuance.micros}), 0)` })
+            .from(keyIssuance)
+            .where(eq(keyIssuance.keyId, id))
+            .get()!.micros;
+          const raise = issuance.micros - counted;
+          if (raise > 0) {
+            const refused = issuedToday(tx, issuance, raise);
+            if (refused) return refused;
+            tx.insert(keyIssuance).values({ tokenId: issuance.tokenId, keyId: id, kind: "raise", at: issuance.now, micros: raise }).run();
+          }
+          const row = tx.update(vaultKeys).set(patch).where(eq(vaultKeys.id, id)).returning().get();
+          return { kind: "ok", value: row ? toRecord(row) : null };
+        },
+        { behavior: "immediate" },
+      );
     },
 
     async dayUsage(keyIds: string[], day: string): Promise<Map<string, DayUsage>> {
@@ -149,6 +202,17 @@ export function keyQueries(db: Db) {
       return usage;
     },
   };
+}
+
+/** Refusal when issuing `micros` more would take the token past its issued_usd_per_day, else null. */
+function issuedToday(tx: Pick<Db, "select">, issuance: Issuance, micros: number): IssuanceResult<never> | null {
+  if (issuance.maxUsdPerDayMicros === null) return null;
+  const used = tx
+    .select({ micros: sql<number>`coalesce(sum(${keyIssuance.micros}), 0)` })
+    .from(keyIssuance)
+    .where(and(eq(keyIssuance.tokenId, issuance.tokenId), gte(keyIssuance.at, issuance.dayStart)))
+    .get()!.micros;
+  return used + micros > issuance.maxUsdPerDayMicros ? { kind: "refused", rule: "issued_usd_per_day", used } : null;
 }
 
 /** Prefix match without LIKE, so `%` and `_` in labels are plain characters. */

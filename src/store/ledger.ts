@@ -163,7 +163,7 @@ export function ledgerQueries(db: Db, commits: GroupCommit) {
   /**
    * A retry of an ambiguous call, forwarded again on its entry: what the entry counted as spent becomes held
    * again (at least as much; more if the retry's price is higher), so settle + held never drops below what the
-   * vendor may have charged. Returns the cap a higher price does not fit, if any.
+   * vendor may have charged. Returns the denial (with the cap and balances) when a higher price does not fit.
    */
   function reopenEntry(holdId: string, micros: number, key: { daily: number | null; total: number | null; spent: number; held: number }) {
     const entry = entryById.get(holdId);
@@ -172,8 +172,11 @@ export function ledgerQueries(db: Db, commits: GroupCommit) {
     const hold = Math.max(micros, counted);
     const more = hold - counted;
     const day = dayBalance.get(entry.keyId, entry.day) ?? { settledMicros: 0, heldMicros: 0 };
-    if (more > 0 && !fits(day.settledMicros + day.heldMicros, more, key.daily)) return "daily_cap" as const;
-    if (more > 0 && !fits(key.spent + key.held, more, key.total)) return "total_cap" as const;
+    const before = { daySettled: day.settledMicros, dayHeld: day.heldMicros, totalSpent: key.spent, totalHeld: key.held };
+    if (more > 0 && !fits(day.settledMicros + day.heldMicros, more, key.daily))
+      return { kind: "denied", reason: "daily_cap", capMicros: key.daily!, balance: before } as const;
+    if (more > 0 && !fits(key.spent + key.held, more, key.total))
+      return { kind: "denied", reason: "total_cap", capMicros: key.total!, balance: before } as const;
     // An orphaned entry was never settled: it keeps no prior cost, its hold simply grows.
     const settledBack = entry.state === "ambiguous" ? -counted : 0;
     const heldMore = entry.state === "ambiguous" ? hold : more;
@@ -212,11 +215,14 @@ export function ledgerQueries(db: Db, commits: GroupCommit) {
             body: prior.body,
             vendorRequestId: prior.vendorRequestId,
           };
-          return { kind: "replay", response };
+          const day = dayBalance.get(req.keyId, req.day) ?? { settledMicros: 0, heldMicros: 0 };
+          const balance = { daySettled: day.settledMicros, dayHeld: day.heldMicros, totalSpent: key.spent, totalHeld: key.held };
+          return { kind: "replay", response, balance };
         }
         if (req.reuseAmbiguous && prior.holdId) {
           const reopened = reopenEntry(prior.holdId, req.micros, key);
-          if (typeof reopened === "string") return { kind: "denied", reason: reopened };
+          if (reopened?.kind === "denied")
+            return { kind: "denied", reason: reopened.reason, capMicros: reopened.capMicros, balance: reopened.balance };
           if (reopened) {
             idemSetState.run(req.keyId, req.idempotency.key, "in_flight");
             return {
@@ -233,8 +239,11 @@ export function ledgerQueries(db: Db, commits: GroupCommit) {
       }
     }
     const day = dayBalance.get(req.keyId, req.day) ?? { settledMicros: 0, heldMicros: 0 };
-    if (!fits(day.settledMicros + day.heldMicros, req.micros, key.daily)) return { kind: "denied", reason: "daily_cap" };
-    if (!fits(key.spent + key.held, req.micros, key.total)) return { kind: "denied", reason: "total_cap" };
+    const before = { daySettled: day.settledMicros, dayHeld: day.heldMicros, totalSpent: key.spent, totalHeld: key.held };
+    if (!fits(day.settledMicros + day.heldMicros, req.micros, key.daily))
+      return { kind: "denied", reason: "daily_cap", capMicros: key.daily!, balance: before };
+    if (!fits(key.spent + key.held, req.micros, key.total))
+      return { kind: "denied", reason: "total_cap", capMicros: key.total!, balance: before };
     if (req.ledger) {
       insertHold.run(req.holdId, req.keyId, req.day, req.micros, req.now, req.call.requestId, req.call.method, req.call.path);
       addDay.run(req.keyId, req.day, 0, req.micros);
@@ -279,11 +288,26 @@ export function ledgerQueries(db: Db, commits: GroupCommit) {
     return held.map((h) => ({ ...h, state: "orphaned" as const }));
   });
 
+  /**
+   * An operator's decision on an orphaned hold (still counted as held) or an ambiguous entry (counted as spent at
+   * its hold): settled at `costMicros`, or released at 0. An ambiguous entry's spend moves by the difference.
+   */
   const resolve = client.transaction((id: string, outcome: "settled" | "released", costMicros: number, now: number) => {
     const entry = entryById.get(id);
-    if (entry?.state !== "orphaned") return false;
-    const moved = closeHold(id, outcome, outcome === "released" ? 0 : costMicros, now)!;
-    addKeyTotals.run(moved.keyId, moved.costDelta, moved.heldDelta, 0, null);
+    if (entry?.state !== "orphaned" && entry?.state !== "ambiguous") return false;
+    const cost = outcome === "released" ? 0 : costMicros;
+    let moved: { keyId: string; auditDelta: number };
+    if (entry.state === "orphaned") {
+      const closed = closeHold(id, outcome, cost, now)!;
+      addKeyTotals.run(closed.keyId, closed.costDelta, closed.heldDelta, 0, null);
+      moved = closed;
+    } else {
+      const delta = cost - (entry.cost ?? 0);
+      closeEntry.run(id, outcome, cost, now, null, null);
+      addDay.run(entry.keyId, entry.day, delta, 0);
+      addKeyTotals.run(entry.keyId, delta, 0, 0, null);
+      moved = { keyId: entry.keyId, auditDelta: delta };
+    }
     const h = heldEntryById.get(id)!;
     insertAudit.run(
       ...auditParams(

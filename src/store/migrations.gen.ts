@@ -8,6 +8,7 @@ import m4 from "../../drizzle/0004_audit_rowid.sql" with { type: "text" };
 import m5 from "../../drizzle/0005_minters_and_reconciliation.sql" with { type: "text" };
 import m6 from "../../drizzle/0006_unauthenticated_denials.sql" with { type: "text" };
 import m7 from "../../drizzle/0007_audit_request_id.sql" with { type: "text" };
+import m8 from "../../drizzle/0008_tokens.sql" with { type: "text" };
 
 export const embeddedJournal = journal;
 export const embeddedSql: Record<string, string> = {
@@ -19,4 +20,5 @@ export const embeddedSql: Record<string, string> = {
   "0005_minters_and_reconciliation": m5,
   "0006_unauthenticated_denials": m6,
   "0007_audit_request_id": m7,
+  "0008_tokens": m8,
 };

@@ -38,6 +38,8 @@ export const vaultKeys = sqliteTable(
     uniqueIndex("vault_keys_id").on(t.id),
     uniqueIndex("vault_keys_key_hash").on(t.keyHash),
     index("vault_keys_label").on(t.label),
+    // An issuer token lists, revokes and reads the audit of only the keys it minted (SPEC §10).
+    index("vault_keys_minted_by").on(t.mintedBy, t.seq),
     check("vault_keys_has_cap", sql`${t.dailyCapMicros} IS NOT NULL OR ${t.totalCapMicros} IS NOT NULL`),
   ],
 );
@@ -138,8 +140,52 @@ export const adminEvents = sqliteTable(
     action: text("action").notNull(),
     target: text("target"),
     details: text("details", { mode: "json" }).$type<Record<string, unknown>>(),
+    // The token that acted (SPEC §10): `tok_…`, "admin" for the bootstrap token; null for the CLI, which has none.
+    tokenId: text("token_id"),
+    tokenName: text("token_name"),
   },
-  (t) => [index("admin_events_at").on(t.at)],
+  (t) => [index("admin_events_at").on(t.at), index("admin_events_token").on(t.tokenId, t.seq)],
+);
+
+/**
+ * API tokens (SPEC §10): `admin`, `issuer` (mints keys within `policy`) and `viewer`. Only the SHA-256 of a token
+ * is stored; the bootstrap admin token is not here (its hash is a setting, or it is KEYBRAKE_ADMIN_TOKEN).
+ */
+export const apiTokens = sqliteTable(
+  "api_tokens",
+  {
+    seq: integer("seq").primaryKey({ autoIncrement: true }),
+    id: text("id").notNull(),
+    name: text("name").notNull(),
+    role: text("role", { enum: ["admin", "issuer", "viewer"] }).notNull(),
+    tokenHash: text("token_hash").notNull(),
+    tokenHint: text("token_hint").notNull(),
+    // An issuer's policy as it was given (the API's JSON); null for other roles.
+    policy: text("policy", { mode: "json" }).$type<Record<string, unknown>>(),
+    createdAt: integer("created_at").notNull(),
+    createdBy: text("created_by").notNull(),
+    expiresAt: integer("expires_at"),
+    revokedAt: integer("revoked_at"),
+  },
+  (t) => [uniqueIndex("api_tokens_id").on(t.id), uniqueIndex("api_tokens_token_hash").on(t.tokenHash)],
+);
+
+/**
+ * What an issuer token has unlocked: one row per key it minted (what the key can spend over its life) and per
+ * PATCH that raised that amount (the increase). `issued_usd_per_day` and `max_keys_per_hour` are read from here,
+ * in the same transaction as the key is written.
+ */
+export const keyIssuance = sqliteTable(
+  "key_issuance",
+  {
+    seq: integer("seq").primaryKey({ autoIncrement: true }),
+    tokenId: text("token_id").notNull(),
+    keyId: text("key_id").notNull(),
+    kind: text("kind", { enum: ["mint", "raise"] }).notNull(),
+    at: integer("at").notNull(),
+    micros: integer("micros").notNull(),
+  },
+  (t) => [index("key_issuance_token").on(t.tokenId, t.at), index("key_issuance_key").on(t.keyId)],
 );
 
 export const settings = sqliteTable("settings", {

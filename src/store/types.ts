@@ -51,8 +51,17 @@ export interface KeyFilter {
   labelPrefix?: string;
   vendor?: VendorName;
   status?: "active" | "revoked" | "expired";
+  /** Only the keys this token minted (an issuer's view, SPEC §10). */
+  mintedBy?: string;
   limit: number;
   cursor?: number;
+}
+
+/** Which keys a bulk revocation takes: every condition given must hold (at least one is required). */
+export interface KeySelection {
+  ids?: string[];
+  labelPrefix?: string;
+  mintedBy?: string;
 }
 
 export interface Page<T> {
@@ -88,8 +97,13 @@ export type HoldResult =
    * (no second hold) and this is what it counted before; a retry that never leaves puts it back at that.
    */
   | { kind: "admitted"; holdId: string | null; day: string; holdMicros: number; priorCostMicros: number | null; balance: Balance }
-  | { kind: "denied"; reason: "daily_cap" | "total_cap" | "revoked" }
-  | { kind: "replay"; response: StoredResponse }
+  /**
+   * A cap would be exceeded (or the key is revoked). For a cap: the cap (`capMicros`) and the key's balances
+   * the check saw (the day's for a daily cap, which is the day of the entry a retry re-opens).
+   */
+  | { kind: "denied"; reason: "daily_cap" | "total_cap" | "revoked"; capMicros?: number; balance?: Balance }
+  /** A completed call's stored answer, with the key's balances now (for the X-Keybrake-*-Usd headers). */
+  | { kind: "replay"; response: StoredResponse; balance?: Balance }
   | { kind: "in_flight" }
   | { kind: "conflict" };
 
@@ -196,7 +210,11 @@ export interface HoldRecord {
 }
 
 export interface AuditFilter {
+  /** The audit row's id: the X-Keybrake-Request-Id a job saw. */
+  requestId?: string;
   keyId?: string;
+  /** Only rows of keys this token minted (an issuer's view, SPEC §10). */
+  mintedBy?: string;
   label?: string;
   labelPrefix?: string;
   vendor?: VendorName;
@@ -215,6 +233,8 @@ export interface SpendRow {
   allowed: number;
   denied: number;
   spendMicros: number;
+  /** The part of spendMicros that is ambiguous entries still counted at their hold (see HoldRecord `ambiguous`). */
+  ambiguousMicros: number;
 }
 
 export interface AdminEvent {
@@ -224,7 +244,46 @@ export interface AdminEvent {
   action: string;
   target: string | null;
   details: Record<string, unknown> | null;
+  /** The token that acted (`tok_…`, "admin" for the bootstrap token); null for the CLI. */
+  tokenId: string | null;
+  tokenName: string | null;
 }
+
+export type Role = "admin" | "issuer" | "viewer";
+
+export interface TokenRecord {
+  id: string;
+  name: string;
+  role: Role;
+  tokenHint: string;
+  /** An issuer's policy as it was given (the API's JSON); null for other roles. */
+  policy: Record<string, unknown> | null;
+  createdAt: number;
+  createdBy: string;
+  expiresAt: number | null;
+  revokedAt: number | null;
+}
+
+export type NewToken = Omit<TokenRecord, "revokedAt"> & { tokenHash: string };
+
+/**
+ * The limits of an issuer's policy that depend on what it already minted, checked and recorded in the same
+ * transaction as the key is written, so concurrent mints cannot pass them together.
+ */
+export interface Issuance {
+  tokenId: string;
+  /** What the key can spend over its life (a mint), or that amount after a PATCH (the increase is recorded). */
+  micros: number;
+  now: number;
+  /** Start of the UTC day `now` is in: `issued_usd_per_day` sums from here. */
+  dayStart: number;
+  maxUsdPerDayMicros: number | null;
+  maxKeysPerHour: number | null;
+}
+
+export type IssuanceResult<T> =
+  | { kind: "ok"; value: T }
+  | { kind: "refused"; rule: "issued_usd_per_day" | "max_keys_per_hour"; used: number };
 
 /**
  * What a proxied call runs on its own path. These neither wait for the queued writes to commit nor force them
@@ -255,15 +314,19 @@ export interface AdminStore {
   findKeyById(id: string): Promise<KeyRecord | null>;
   listKeys(filter: KeyFilter, now: number): Promise<Page<KeyRecord>>;
   revokeKey(id: string, now: number): Promise<KeyRecord | null>;
-  revokeKeys(by: { ids: string[] } | { labelPrefix: string }, now: number): Promise<string[]>;
+  revokeKeys(by: KeySelection, now: number): Promise<string[]>;
   updateKey(id: string, patch: KeyPatch): Promise<KeyRecord | null>;
+  /** insertKey within an issuer's limits (`used`: micro-dollars issued today, or keys minted in the last hour). */
+  insertKeyWithin(key: NewKey, issuance: Issuance): Promise<IssuanceResult<KeyRecord>>;
+  /** updateKey within an issuer's limits: what the key can spend beyond what it counted is issued today. */
+  updateKeyWithin(id: string, patch: KeyPatch, issuance: Issuance): Promise<IssuanceResult<KeyRecord | null>>;
   dayUsage(keyIds: string[], day: string): Promise<Map<string, DayUsage>>;
   // ledger
   /** At start-up: holds a dead process never settled become `orphaned` (still counted as held) and are audited. */
   recoverOrphanedHolds(now: number): Promise<HoldRecord[]>;
   listHolds(state: "held" | "orphaned" | "ambiguous", limit: number): Promise<HoldRecord[]>;
   findHold(id: string): Promise<HoldRecord | null>;
-  /** An operator's decision on an orphaned hold: spent (at `costMicros`) or released. */
+  /** An operator's decision on an orphaned or ambiguous hold: spent (at `costMicros`) or released; null if it is neither. */
   resolveHold(id: string, outcome: "settled" | "released", costMicros: number, now: number): Promise<HoldRecord | null>;
   pruneIdempotency(now: number, batch: number): Promise<number>;
   findTracked(objectId: string): Promise<TrackedObject | null>;
@@ -281,7 +344,14 @@ export interface AdminStore {
   countOpenHolds(): Promise<number>;
   // admin
   recordAdminEvent(event: Omit<AdminEvent, "seq">): Promise<void>;
-  listAdminEvents(limit: number, cursor?: number): Promise<Page<AdminEvent>>;
+  listAdminEvents(limit: number, cursor?: number, tokenId?: string): Promise<Page<AdminEvent>>;
+  // tokens (SPEC §10)
+  insertToken(token: NewToken): Promise<TokenRecord>;
+  /** Read from the database on every call (no cache): a revoked token fails on its very next request. */
+  findTokenByHash(hash: string): Promise<(TokenRecord & { tokenHash: string }) | null>;
+  findTokenById(id: string): Promise<TokenRecord | null>;
+  listTokens(limit: number, cursor?: number): Promise<Page<TokenRecord>>;
+  revokeToken(id: string, now: number): Promise<TokenRecord | null>;
   getSetting(name: string): Promise<string | null>;
   setSetting(name: string, value: string): Promise<void>;
   // operations
@@ -297,6 +367,6 @@ export type Store = CallPathStore & AdminStore;
 export interface SqliteStore extends Store {
   /** A consistent copy of the whole database, taken while it is in use (VACUUM INTO), created owner-only. */
   backupTo(path: string): Promise<void>;
-  /** The server's mode: WAL checkpoints on a background thread instead of on commits. */
-  checkpointInBackground(): void;
+  /** The server's mode: WAL checkpoints on a background thread instead of on commits; `log` hears if it fails. */
+  checkpointInBackground(log?: (message: string) => void): void;
 }

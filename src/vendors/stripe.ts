@@ -75,11 +75,20 @@ export const REFUSED_MONEY_MOVERS: { path: RegExp; what: string }[] = [
 
 const ruleFor = (path: string) => RULES.find((r) => r.path.test(path));
 
+/**
+ * A Stripe secret: a publishable key (`pk_…`) can create nothing and would fail every call with a 401 that
+ * looks like Keybrake's fault, so it stops the start instead.
+ */
+const stripeSecret = secret.refine(
+  (key) => key === undefined || !/^pk_/.test(key.trim()),
+  "is a publishable key (pk_…); Keybrake needs a secret key (sk_…) or a restricted key (rk_…) from the Stripe dashboard",
+);
+
 export const stripe: Vendor = {
   name: "stripe",
   env: {
-    KEYBRAKE_STRIPE_SECRET_KEY: secret,
-    KEYBRAKE_STRIPE_TEST_SECRET_KEY: secret,
+    KEYBRAKE_STRIPE_SECRET_KEY: stripeSecret,
+    KEYBRAKE_STRIPE_TEST_SECRET_KEY: stripeSecret,
     KEYBRAKE_STRIPE_BASE_URL: httpUrl("https://api.stripe.com"),
   },
   secretVariables: ["KEYBRAKE_STRIPE_SECRET_KEY", "KEYBRAKE_STRIPE_TEST_SECRET_KEY"],
