@@ -1,5 +1,5 @@
 import type { ValidationError } from "elysia";
-import type { z } from "zod";
+import { z } from "zod";
 import { type KeybrakeError, invalidRequest } from "./errors";
 
 /**
@@ -61,3 +61,25 @@ export function parseInput<S extends z.ZodType>(schema: S, input: unknown, where
   if (result.success) return result.data;
   throw invalidInput(where, result.error.issues);
 }
+
+const PAGE_LIMIT = "must be a whole number from 1 to 1000";
+const CURSOR = "must be the next_cursor of a previous page";
+
+/** A list's `limit` query parameter: 1 to 1000, 100 by default; `what` says what a page holds and in which order. */
+export const pageLimit = (what: string) =>
+  z.coerce
+    .number({ error: PAGE_LIMIT })
+    .int(PAGE_LIMIT)
+    .min(1, PAGE_LIMIT)
+    .max(1000, PAGE_LIMIT)
+    .default(100)
+    .meta({ description: `${what} (1 to 1000)`, examples: [50] });
+
+/** A list's `cursor` query parameter: the `next_cursor` of the page before. */
+export const pageCursor = () =>
+  z.coerce
+    .number({ error: CURSOR })
+    .int(CURSOR)
+    .positive(CURSOR)
+    .optional()
+    .meta({ description: "The next_cursor of the previous page", examples: [1234] });

@@ -1,3 +1,4 @@
+import { pageLimit, pageCursor } from "../validation";
 import { Elysia } from "elysia";
 import { z } from "zod";
 import { accessGuard, type Authenticator } from "../ops/admin-auth";
@@ -10,19 +11,8 @@ const EventsQuery = z.strictObject({
     .min(1)
     .optional()
     .meta({ description: 'Only the actions of one token: tok_…, or "admin" for the bootstrap token', examples: ["admin"] }),
-  limit: z.coerce
-    .number()
-    .int()
-    .min(1)
-    .max(1000)
-    .default(100)
-    .meta({ description: "Events per page, newest first (1 to 1000)", examples: [50] }),
-  cursor: z.coerce
-    .number()
-    .int()
-    .positive()
-    .optional()
-    .meta({ description: "The next_cursor of the previous page", examples: [1234] }),
+  limit: pageLimit("Events per page, newest first"),
+  cursor: pageCursor(),
 });
 const AdminEventSchema = z.object({
   seq: z.number(),

@@ -1,3 +1,4 @@
+import { pageLimit, pageCursor } from "../validation";
 import { z } from "zod";
 import { parseDurationMs } from "../util";
 import { vendorName } from "../vendors/index";
@@ -61,19 +62,8 @@ const filters = {
 
 export const AuditQuery = z.strictObject({
   ...filters,
-  limit: z.coerce
-    .number({ error: "must be a whole number from 1 to 1000" })
-    .int("must be a whole number from 1 to 1000")
-    .min(1, "must be a whole number from 1 to 1000")
-    .max(1000, "must be a whole number from 1 to 1000")
-    .default(100)
-    .meta({ description: "Rows per page, newest first (1 to 1000)", examples: [50] }),
-  cursor: z.coerce
-    .number({ error: "must be the next_cursor of a previous page" })
-    .int("must be the next_cursor of a previous page")
-    .positive("must be the next_cursor of a previous page")
-    .optional()
-    .meta({ description: "The next_cursor of the previous page", examples: [1234] }),
+  limit: pageLimit("Rows per page, newest first"),
+  cursor: pageCursor(),
 });
 export const SpendQuery = z.strictObject({
   ...filters,

@@ -1,3 +1,4 @@
+import { pageLimit } from "../validation";
 import { Elysia } from "elysia";
 import { z } from "zod";
 import { accessGuard, type Authenticator, type Caller } from "../ops/admin-auth";
@@ -25,13 +26,7 @@ const HoldsQuery = z.strictObject({
         "orphaned: a crash left the call unsettled (counted as held); ambiguous: the vendor answered 5xx or timed out (counted as spent at the hold); held: in flight now",
       examples: ["ambiguous"],
     }),
-  limit: z.coerce
-    .number()
-    .int()
-    .min(1)
-    .max(1000)
-    .default(100)
-    .meta({ description: "At most this many holds, oldest first", examples: [100] }),
+  limit: pageLimit("At most this many holds, oldest first"),
 });
 // No body, or `{}`, settles at the hold.
 const SettleBody = z

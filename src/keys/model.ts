@@ -1,3 +1,4 @@
+import { pageLimit, pageCursor } from "../validation";
 import { z } from "zod";
 import { vendorName } from "../vendors/index";
 import { patternProblem } from "../proxy/endpoints";
@@ -194,7 +195,6 @@ export const BULK_REVOKE_EXAMPLES = {
   ids: { summary: "A list of keys", value: { ids: ["vk_8mJq2LwXc4Rt6YpN0aZb1Hs3", "vk_3Hs1bZa0NpY6tR4cXwL2qJm8"] } },
 };
 
-const PAGE_LIMIT = "must be a whole number from 1 to 1000";
 export const ListKeysQuery = z.strictObject({
   label: z
     .string()
@@ -210,19 +210,8 @@ export const ListKeysQuery = z.strictObject({
     .enum(["active", "revoked", "expired"])
     .optional()
     .meta({ description: "active, revoked or expired", examples: ["active"] }),
-  limit: z.coerce
-    .number({ error: PAGE_LIMIT })
-    .int(PAGE_LIMIT)
-    .min(1, PAGE_LIMIT)
-    .max(1000, PAGE_LIMIT)
-    .default(100)
-    .meta({ description: "Keys per page, newest first (1 to 1000)", examples: [50] }),
-  cursor: z.coerce
-    .number({ error: "must be the next_cursor of a previous page" })
-    .int()
-    .positive()
-    .optional()
-    .meta({ description: "The next_cursor of the previous page", examples: [1234] }),
+  limit: pageLimit("Keys per page, newest first"),
+  cursor: pageCursor(),
 });
 export type ListKeysQuery = z.infer<typeof ListKeysQuery>;
 

@@ -1,3 +1,4 @@
+import { pageLimit } from "../validation";
 import { z } from "zod";
 import { duration, endpointPattern, MAX_USD_CAP } from "../keys/model";
 import { vendorName } from "../vendors/index";
@@ -129,13 +130,7 @@ export const CreateTokenBody = z
 export type CreateTokenBody = z.infer<typeof CreateTokenBody>;
 
 export const ListTokensQuery = z.strictObject({
-  limit: z.coerce
-    .number()
-    .int()
-    .min(1)
-    .max(1000)
-    .default(100)
-    .meta({ description: "Tokens per page, newest first (1 to 1000)", examples: [50] }),
+  limit: pageLimit("Tokens per page, newest first"),
   cursor: z.coerce
     .number()
     .int()
