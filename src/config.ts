@@ -56,6 +56,16 @@ const CORE_ENV = {
   KEYBRAKE_METRICS_PUBLIC: flag,
   KEYBRAKE_AUDIT_RETENTION_DAYS: int(1, 36_500, 90),
   KEYBRAKE_LOG_FORMAT: z.enum(["text", "json"], { error: "must be text or json" }).default("text"),
+  // Where people reach this Keybrake (behind its TLS proxy): alerts link to the dashboard from it (SPEC §12),
+  // and an https one marks the dashboard's session cookie Secure.
+  KEYBRAKE_PUBLIC_URL: z
+    .string()
+    .refine(
+      (v) => URL.canParse(v) && /^https?:$/.test(new URL(v).protocol),
+      "must be an http:// or https:// URL, e.g. https://keybrake.example.com",
+    )
+    .transform((v) => v.replace(/\/+$/, ""))
+    .optional(),
 };
 
 /** Every variable Keybrake reads: its own and those of the vendors registered now. */
@@ -78,6 +88,8 @@ export interface Config {
   auditRetentionDays: number;
   /** How log lines are written on stderr: `keybrake: …` text, or one JSON object per line. */
   logFormat: "text" | "json";
+  /** KEYBRAKE_PUBLIC_URL without a trailing slash (alert links to the dashboard, the cookie's Secure); null when unset. */
+  publicUrl: string | null;
   /** Each registered vendor's settings (base URL, credentials per mode, prices), by vendor name. */
   vendors: Record<string, VendorSettings>;
 }
@@ -155,6 +167,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     metricsPublic: e.KEYBRAKE_METRICS_PUBLIC,
     auditRetentionDays: e.KEYBRAKE_AUDIT_RETENTION_DAYS,
     logFormat: e.KEYBRAKE_LOG_FORMAT,
+    publicUrl: e.KEYBRAKE_PUBLIC_URL ?? null,
     vendors: Object.fromEntries(registeredVendors().map((v) => [v.name, v.configure(e as Record<string, unknown>)])),
   };
 }

@@ -12,6 +12,9 @@ export const ERRORS = {
   revoked_key_unchangeable: { status: 409, message: "A revoked key cannot be changed." },
   // The code predates ambiguous holds; kept so that clients matching on it keep working.
   hold_not_orphaned: { status: 409, message: "Only orphaned or ambiguous holds can be settled or released by hand." },
+  // the dashboard's session cookie (src/ui/sessions.ts)
+  csrf_failed: { status: 403, message: "A write made with the dashboard session needs its CSRF token in the X-CSRF-Token header." },
+  cross_site_request: { status: 403, message: "The dashboard session cannot be used by a request from another site." },
   internal_error: { status: 500, message: "Keybrake hit an unexpected error; nothing was forwarded after it." },
   // proxy, in the order of SPEC §4's checks
   invalid_key: { status: 401, message: "No valid vault key was presented." },

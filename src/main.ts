@@ -3,12 +3,15 @@ import { ConfigError, flagsToEnv, loadConfig, unknownVariables, type Config } fr
 import { KeybrakeError } from "./errors";
 import { existsSync } from "node:fs";
 import { resolve } from "node:path";
+import { startAlertWorker } from "./alerts/worker";
+import { alertsCommand, alertsHelp, checkAlertsCommand } from "./cli/alerts";
 import { parseFlags, wantsHelp } from "./cli/args";
 import { AUDIT_USAGE, SPEND_USAGE, auditCommand, spendCommand } from "./cli/audit";
 import { checkKeysCommand, keysCommand, keysHelp, UsageError } from "./cli/keys";
 import { announceAdminToken, ensureAdminToken } from "./ops/admin-auth";
 import { createLogger, type Logger, messageSink } from "./ops/log";
 import { listen } from "./ops/listen";
+import { Metrics } from "./ops/metrics";
 import { startMaintenance } from "./ops/maintenance";
 import { startReconciler } from "./ops/reconciler";
 import { checkHoldsCommand, holdsCommand, holdsHelp } from "./cli/holds";
@@ -22,6 +25,7 @@ const USAGE = `keybrake ${VERSION} — a spend brake for jobs that call Stripe, 
 usage: keybrake [serve]           start the server (default)
        keybrake keys ...          create | list | show | revoke vault keys
        keybrake holds ...         list | settle | release orphaned and ambiguous holds
+       keybrake alerts ...        add | list | remove | test alert webhooks; deliveries
        keybrake audit [filters]   audit rows (--request-id, --label-prefix, --since 2h, --format table|ndjson|csv)
        keybrake spend [filters]   spend per --group-by label|key|vendor|day, the biggest first
        keybrake backup <file>     an online, consistent copy of the database
@@ -58,7 +62,7 @@ const VERSION_USAGE = `usage: keybrake version
 
 Prints the version.`;
 
-const COMMANDS = ["serve", "keys", "holds", "tokens", "audit", "spend", "backup", "migrate", "healthcheck", "version"];
+const COMMANDS = ["serve", "keys", "holds", "alerts", "tokens", "audit", "spend", "backup", "migrate", "healthcheck", "version"];
 
 /** A command's usage for `keybrake <command> [sub] --help` and `keybrake help <command>`; null for one not known here. */
 function helpFor(command: string, args: string[]): string | null {
@@ -69,6 +73,8 @@ function helpFor(command: string, args: string[]): string | null {
       return keysHelp(args);
     case "holds":
       return holdsHelp(args);
+    case "alerts":
+      return alertsHelp(args);
     case "audit":
       return AUDIT_USAGE;
     case "spend":
@@ -108,7 +114,8 @@ async function serve(config: Config, log: Logger) {
       ? log.warn("admin_token_generated", "Keybrake generated an admin token; it is shown once and only its hash is stored", { token })
       : announceAdminToken(token),
   );
-  const app = createApp(config, store);
+  const metrics = new Metrics();
+  const app = createApp(config, store, { metrics });
   // The address is taken before the ledger is touched: a second serve on a busy address stops here, before its
   // recovery could mark the running server's in-flight holds orphaned. Calls wait until recovery has run.
   const recovered = Promise.withResolvers<void>();
@@ -133,6 +140,9 @@ async function serve(config: Config, log: Logger) {
   const maintenance = startMaintenance(store, config.auditRetentionDays);
   void maintenance.tick();
   const reconciler = startReconciler(store, config);
+  // After recovery, whose holds_need_attention events it sends; it polls the outbox on its own, beside the proxy.
+  const alerts = startAlertWorker(store, config, { metrics });
+  void alerts.tick();
   const vendors = configuredVendors(config);
   log.info(
     "start",
@@ -149,8 +159,10 @@ async function serve(config: Config, log: Logger) {
     // stop hook then writes the unauthenticated denials still only counted, before the store closes.
     maintenance.stop();
     const reconciled = reconciler.stop();
+    // POSTs in flight are aborted and stay pending: they are sent again after the restart.
+    const alerted = alerts.stop();
     // Elysia's stop does not wait for in-flight requests; Bun's does.
-    await Promise.race([Promise.all([server.stop(false), app.stop(false), reconciled]), Bun.sleep(SHUTDOWN_GRACE_MS)]);
+    await Promise.race([Promise.all([server.stop(false), app.stop(false), reconciled, alerted]), Bun.sleep(SHUTDOWN_GRACE_MS)]);
     await store.close();
     log.info("stopped", "stopped cleanly");
     process.exit(0);
@@ -199,10 +211,12 @@ async function main(argv: string[]): Promise<number> {
       return healthcheck(config);
     case "keys":
     case "holds":
+    case "alerts":
     case "audit":
     case "spend": {
       if (command === "keys") checkKeysCommand(args);
       if (command === "holds") checkHoldsCommand(args);
+      if (command === "alerts") checkAlertsCommand(args);
       // Opened once the command's flags are known to be good: a mistyped flag is named, whatever the database.
       let opened: ReturnType<typeof openStore> | undefined;
       const store = () => (opened ??= openStore(config.dbPath, { synchronous: config.dbSynchronous, create: false }));
@@ -210,6 +224,7 @@ async function main(argv: string[]): Promise<number> {
       try {
         if (command === "keys") await keysCommand(store, args, actor, config);
         else if (command === "holds") await holdsCommand(store, args, actor);
+        else if (command === "alerts") await alertsCommand(store, args, actor, config);
         else if (command === "audit") await auditCommand(store, args);
         else await spendCommand(store, args);
       } finally {

@@ -1,4 +1,5 @@
 import { Elysia } from "elysia";
+import { alertRoutes } from "./alerts/routes";
 import { adminEventRoutes } from "./audit/admin-events";
 import { auditRoutes } from "./audit/routes";
 import type { Config } from "./config";
@@ -17,6 +18,8 @@ import { proxyRoutes } from "./proxy/routes";
 import { UnauthenticatedDenials } from "./proxy/unauthenticated";
 import type { Store } from "./store/index";
 import { tokenRoutes } from "./tokens/routes";
+import { uiRoutes } from "./ui/routes";
+import { Sessions } from "./ui/sessions";
 import { invalidInput, issueFields, validationIssues } from "./validation";
 
 export interface AppOptions {
@@ -24,6 +27,8 @@ export interface AppOptions {
   now?: () => number;
   /** Where log lines go (stderr by default; tests keep them), formatted per KEYBRAKE_LOG_FORMAT. Never given secrets. */
   log?: LineSink;
+  /** The /metrics counters; `serve` shares them with the alert delivery worker. */
+  metrics?: Metrics;
 }
 
 /** The whole HTTP surface, without listening: `serve` listens, tests call `app.handle`. */
@@ -32,8 +37,10 @@ export function createApp(config: Config, baseStore: Store, options: AppOptions 
   const log = createLogger(config.logFormat, options.log);
   // Revocations and holds resolved by hand are logged as well as recorded.
   const store = loggingAdminEvents(baseStore, log);
-  const auth = authenticator(config, store, now);
-  const metrics = new Metrics();
+  // The dashboard's sessions (in memory): a session cookie authenticates the admin API as its token would.
+  const sessions = new Sessions(now, config.publicUrl);
+  const auth = authenticator(config, store, now, sessions);
+  const metrics = options.metrics ?? new Metrics();
   const unauthenticated = new UnauthenticatedDenials(store, now, messageSink(log, "error", "audit_failed"));
   // Nothing is allowed by default: every route declares the roles it needs, or that it is public.
   return withAccessDeclared(
@@ -69,7 +76,9 @@ export function createApp(config: Config, baseStore: Store, options: AppOptions 
       .use(auditRoutes(store, auth))
       .use(adminEventRoutes(store, auth))
       .use(tokenRoutes(store, auth, now))
+      .use(alertRoutes(store, auth, now, config))
       .use(metricsRoutes(metrics, store, auth, config.metricsPublic))
+      .use(uiRoutes(auth, sessions, now))
       .use(
         proxyRoutes({
           config,

@@ -38,6 +38,13 @@ describe("dist/keybrake alone in an empty folder", () => {
       expect(res.status).toBe(200);
       expect((await res.arrayBuffer()).byteLength).toBeGreaterThan(100_000);
     }
+    // The dashboard too: its page, script (Preact bundled in by the build's macro) and styles.
+    const ui = await fetch(`${first.url}/ui`);
+    expect(ui.status).toBe(200);
+    expect(await ui.text()).toContain('<script type="module" src="/ui/app.js');
+    const script = await (await fetch(`${first.url}/ui/app.js`)).text();
+    expect(script).toContain("Revoke family");
+    expect((await fetch(`${first.url}/ui/app.css`)).headers.get("content-type")).toStartWith("text/css");
     const spec = (await (await fetch(`${first.url}/docs/json`)).json()) as {
       paths: Record<string, unknown>;
       components: { securitySchemes: Record<string, unknown> };

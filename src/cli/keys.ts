@@ -23,6 +23,8 @@ Issues a vault key and prints it once.
   --max-requests-per-minute N    a rate limit
   --require-idempotency-key      refuse priced calls without an Idempotency-Key
   --metadata k=v                 repeatable
+  --alert-thresholds 0.5,0.8,1   fractions of the cap whose crossing fires a cap_threshold alert (default
+                                 0.5,0.8,1; "" for none; keybrake alerts --help)
   --json                         the record as JSON`;
 
 const LIST_USAGE = `usage: keybrake keys list [--label L] [--label-prefix P] [--vendor V] [--status active|revoked|expired]
@@ -62,7 +64,12 @@ export function checkKeysCommand(args: string[]) {
 }
 
 /** The flag that gives each field of the API's schemas. */
-const FLAGS: FlagNames = { allowed_endpoints: "--allow", agent_run_label: "--label", label: "--label" };
+const FLAGS: FlagNames = {
+  allowed_endpoints: "--allow",
+  agent_run_label: "--label",
+  label: "--label",
+  alert_thresholds: "--alert-thresholds",
+};
 
 const num = (v: string | undefined) => (v === undefined ? undefined : v.trim() !== "" && !Number.isNaN(Number(v)) ? Number(v) : v);
 
@@ -99,8 +106,10 @@ export async function keysCommand(store: () => Store, args: string[], actor: str
         "max-requests-per-minute": { type: "string" },
         "require-idempotency-key": { type: "boolean" },
         metadata: { type: "string", multiple: true },
+        "alert-thresholds": { type: "string" },
         json: { type: "boolean" },
       });
+      const thresholds = values["alert-thresholds"];
       const body = Object.fromEntries(
         Object.entries({
           vendor: values.vendor,
@@ -114,6 +123,13 @@ export async function keysCommand(store: () => Store, args: string[], actor: str
           max_requests_per_minute: num(values["max-requests-per-minute"]),
           require_idempotency_key: values["require-idempotency-key"],
           metadata: metadataFlags(values.metadata),
+          alert_thresholds:
+            thresholds === undefined
+              ? undefined
+              : thresholds
+                  .split(",")
+                  .filter((t) => t.trim() !== "")
+                  .map(num),
         }).filter(([, v]) => v !== undefined),
       );
       const parsed = withFlagNames(command, FLAGS, () => parseInput(CreateKeyBody, body, "flags"));

@@ -61,6 +61,28 @@ const metadata = z
   .record(z.string().max(100, "keys must be at most 100 characters"), z.string({ error: "values must be strings" }))
   .refine((m) => new TextEncoder().encode(JSON.stringify(m)).length <= 4096, "must be at most 4 KiB as JSON");
 
+/** SPEC §12: fractions of the cap (daily and lifetime) whose crossing by settled spend fires `cap_threshold`. */
+export const DEFAULT_ALERT_THRESHOLDS = [0.5, 0.8, 1];
+const ALERT_THRESHOLDS_DOC: Doc = {
+  description:
+    'Fractions of the daily and of the lifetime cap, in (0, 1]: settled spend crossing one fires a cap_threshold alert, once per key and cap window (README "Alerts"); [] for none',
+  examples: [[0.5, 0.8, 1.0]],
+};
+/** `.meta` before the transform, as for durations: the OpenAPI document shows the list as it is given. */
+const alertThresholds = (doc: Doc) =>
+  z
+    .array(
+      z
+        .number({ error: "must be a list of fractions of the cap, e.g. [0.5, 0.8, 1.0]" })
+        .refine(Number.isFinite, "must be a finite number")
+        .refine((t) => t > 0 && t <= 1, "must be a fraction of the cap greater than 0 and at most 1"),
+      { error: "must be a list of fractions of the cap, e.g. [0.5, 0.8, 1.0]" },
+    )
+    .max(20, "must list at most 20 thresholds")
+    .meta(doc)
+    // Kept sorted and once each: every threshold fires once per cap window.
+    .transform((list) => [...new Set(list)].sort((a, b) => a - b));
+
 export const CreateKeyBody = z
   .strictObject({
     vendor: vendorName.meta({ description: "The vendor the key calls: its secret, routes and prices", examples: ["stripe"] }),
@@ -100,6 +122,7 @@ export const CreateKeyBody = z
       description: "Your own flat string fields (at most 4 KiB as JSON), returned with the key",
       examples: [{ dag_id: "billing", run_id: "scheduled__2026-11-22T06:00:00+00:00" }],
     }),
+    alert_thresholds: alertThresholds(ALERT_THRESHOLDS_DOC).default(DEFAULT_ALERT_THRESHOLDS),
   })
   .superRefine((b, ctx) => {
     if (b.daily_usd_cap === undefined && b.total_usd_cap === undefined) {
@@ -154,6 +177,10 @@ export const PatchKeyBody = z
       .nullable()
       .optional()
       .meta({ description: "A new rate limit; null removes it", examples: [60] }),
+    alert_thresholds: alertThresholds({
+      ...ALERT_THRESHOLDS_DOC,
+      description: `New alert thresholds. ${ALERT_THRESHOLDS_DOC.description}`,
+    }).optional(),
   })
   .superRefine((b, ctx) => {
     if (Object.keys(b).length === 0) ctx.addIssue({ code: "custom", path: [], message: "nothing to change" });
@@ -238,6 +265,7 @@ export const KeyRecordSchema = z.object({
   remaining_today_usd: z.number().nullable(),
   calls: z.number(),
   last_used_at: z.string().nullable(),
+  alert_thresholds: z.array(z.number()),
 });
 
 export const IssuedKeySchema = KeyRecordSchema.extend({

@@ -32,6 +32,10 @@ export const eventBy = (ctx: { actor: string; caller?: Caller }) => ({
   tokenName: ctx.caller?.tokenName ?? null,
 });
 
+/** Who acted, as an alert names them: the token's id and name, or the CLI's `cli:<user>`. */
+export const actorName = (ctx: { actor: string; caller?: Caller }) =>
+  ctx.caller ? `${ctx.caller.tokenId} (${ctx.caller.tokenName})` : ctx.actor;
+
 /** An issuer sees and changes only the keys it minted: the minter to filter by, or undefined for everyone else. */
 const scopeOf = (ctx: { caller?: Caller }) => (ctx.caller?.role === "issuer" ? ctx.caller.tokenId : undefined);
 
@@ -86,6 +90,7 @@ export function presentKey(key: KeyRecord, today: DayUsage | undefined, now: num
           : microsToUsd(Math.max(0, key.dailyCapMicros - settledToday - heldToday)),
     calls: key.calls,
     last_used_at: iso(key.lastUsedAt),
+    alert_thresholds: key.alertThresholds,
   };
 }
 
@@ -120,6 +125,7 @@ export async function issueKey(ctx: KeyContext, body: CreateKeyBody) {
     maxRequestsPerMinute: body.max_requests_per_minute ?? null,
     requireIdempotencyKey: body.require_idempotency_key,
     metadata: body.metadata,
+    alertThresholds: body.alert_thresholds,
     createdAt: now,
     expiresAt: expiryFrom(body, now, now + DEFAULT_LIFETIME_MS),
   };
@@ -182,7 +188,7 @@ export async function getKey(ctx: Pick<KeyContext, "store" | "now" | "caller">, 
 
 export async function revokeKey(ctx: KeyContext, id: string) {
   const before = await visibleKey(ctx, id);
-  const key = (await ctx.store.revokeKey(id, ctx.now()))!;
+  const key = (await ctx.store.revokeKey(id, ctx.now(), actorName(ctx)))!;
   if (before.status !== "revoked") {
     await ctx.store.recordAdminEvent({ at: ctx.now(), ...eventBy(ctx), action: "key.revoke", target: id, details: null });
   }
@@ -192,7 +198,7 @@ export async function revokeKey(ctx: KeyContext, id: string) {
 export async function revokeMany(ctx: KeyContext, by: { ids: string[] } | { label_prefix: string }) {
   // An issuer's kill switch reaches only the keys it minted.
   const target: KeySelection = { ...("ids" in by ? { ids: by.ids } : { labelPrefix: by.label_prefix }), mintedBy: scopeOf(ctx) };
-  const revoked = await ctx.store.revokeKeys(target, ctx.now());
+  const revoked = await ctx.store.revokeKeys(target, ctx.now(), actorName(ctx));
   await ctx.store.recordAdminEvent({
     at: ctx.now(),
     ...eventBy(ctx),
@@ -211,6 +217,7 @@ export async function patchKey(ctx: KeyContext, id: string, body: PatchKeyBody) 
   if (body.daily_usd_cap !== undefined) patch.dailyCapMicros = body.daily_usd_cap === null ? null : usdToMicros(body.daily_usd_cap);
   if (body.total_usd_cap !== undefined) patch.totalCapMicros = body.total_usd_cap === null ? null : usdToMicros(body.total_usd_cap);
   if (body.max_requests_per_minute !== undefined) patch.maxRequestsPerMinute = body.max_requests_per_minute;
+  if (body.alert_thresholds !== undefined) patch.alertThresholds = body.alert_thresholds;
   if (body.expires_in !== undefined || body.expires_at !== undefined) patch.expiresAt = expiryFrom(body, now, key.expiresAt);
   const daily = patch.dailyCapMicros !== undefined ? patch.dailyCapMicros : key.dailyCapMicros;
   const total = patch.totalCapMicros !== undefined ? patch.totalCapMicros : key.totalCapMicros;

@@ -50,48 +50,77 @@ export interface Authenticator {
    * One function for every way in (the API's guard, and the dashboard's sign-in).
    */
   authenticate(authorization: string | null): Promise<Caller>;
+  /** The caller behind a token's SHA-256 (a dashboard session holds the hash of the token it was opened with). */
+  authenticateHash(tokenHash: string): Promise<Caller>;
+  /**
+   * The caller behind a request: its `Authorization: Bearer` token; else, when it carries the dashboard's session
+   * cookie, the token that session was opened with, checked again now (plus the session's own rules: expiry,
+   * same site, the CSRF token on writes; src/ui/sessions.ts). What the API's guard calls.
+   */
+  authenticateRequest(request: Request): Promise<Caller>;
 }
 
-/** Bearer tokens: the bootstrap admin token (compared in constant time with its SHA-256), then the API tokens. */
-export function authenticator(config: Config, store: Store, now: () => number = Date.now): Authenticator {
+/** The dashboard's sessions as the guard sees them (src/ui/sessions.ts): null when the request carries no session cookie. */
+export interface SessionAuthenticator {
+  authenticate(request: Request, byTokenHash: (tokenHash: string) => Promise<Caller>): Promise<Caller> | null;
+}
+
+/**
+ * Bearer tokens: the bootstrap admin token (compared in constant time with its SHA-256), then the API tokens;
+ * and, with `sessions`, the dashboard's session cookies, each standing for the token it was opened with.
+ */
+export function authenticator(config: Config, store: Store, now: () => number = Date.now, sessions?: SessionAuthenticator): Authenticator {
   let bootstrap: Promise<Buffer | null> | undefined;
   const load = async () => {
     const hex = config.adminToken ? sha256Hex(config.adminToken) : await store.getSetting(TOKEN_SETTING);
     return hex ? Buffer.from(hex, "hex") : null;
   };
-  return {
-    async authenticate(authorization) {
-      const m = /^Bearer (\S+)$/i.exec(authorization ?? "");
-      if (!m) throw unauthorized();
-      bootstrap ??= load();
-      const givenHex = sha256Hex(m[1]!);
-      const given = Buffer.from(givenHex, "hex");
-      const want = await bootstrap;
-      if (want && timingSafeEqual(given, want)) {
-        const fingerprint = tokenFingerprint(givenHex);
-        return {
-          role: "admin",
-          tokenId: BOOTSTRAP_TOKEN.id,
-          tokenName: BOOTSTRAP_TOKEN.name,
-          fingerprint,
-          minter: ADMIN_MINTER,
-          policy: null,
-        };
-      }
-      // Looked up by the token's SHA-256 (a 256-bit token: the digest says nothing about other tokens), and
-      // the stored digest compared in constant time all the same.
-      const token = await store.findTokenByHash(givenHex);
-      if (!token || !timingSafeEqual(given, Buffer.from(token.tokenHash, "hex"))) throw unauthorized();
-      if (token.revokedAt !== null) throw unauthorized(`This token (${token.id}) has been revoked.`);
-      if (token.expiresAt !== null && token.expiresAt <= now()) throw unauthorized(`This token (${token.id}) has expired.`);
+  const byHash = async (givenHex: string): Promise<Caller> => {
+    bootstrap ??= load();
+    if (!/^[0-9a-f]{64}$/.test(givenHex)) throw unauthorized();
+    const given = Buffer.from(givenHex, "hex");
+    const want = await bootstrap;
+    if (want && timingSafeEqual(given, want)) {
+      const fingerprint = tokenFingerprint(givenHex);
       return {
-        role: token.role,
-        tokenId: token.id,
-        tokenName: token.name,
-        fingerprint: tokenFingerprint(givenHex),
-        minter: token.id,
-        policy: token.role === "issuer" ? IssuerPolicySchema.parse(token.policy ?? {}) : null,
+        role: "admin",
+        tokenId: BOOTSTRAP_TOKEN.id,
+        tokenName: BOOTSTRAP_TOKEN.name,
+        fingerprint,
+        minter: ADMIN_MINTER,
+        policy: null,
       };
+    }
+    // Looked up by the token's SHA-256 (a 256-bit token: the digest says nothing about other tokens), and
+    // the stored digest compared in constant time all the same.
+    const token = await store.findTokenByHash(givenHex);
+    if (!token || !timingSafeEqual(given, Buffer.from(token.tokenHash, "hex"))) throw unauthorized();
+    if (token.revokedAt !== null) throw unauthorized(`This token (${token.id}) has been revoked.`);
+    if (token.expiresAt !== null && token.expiresAt <= now()) throw unauthorized(`This token (${token.id}) has expired.`);
+    return {
+      role: token.role,
+      tokenId: token.id,
+      tokenName: token.name,
+      fingerprint: tokenFingerprint(givenHex),
+      minter: token.id,
+      policy: token.role === "issuer" ? IssuerPolicySchema.parse(token.policy ?? {}) : null,
+    };
+  };
+  const authenticate = async (authorization: string | null) => {
+    const m = /^Bearer (\S+)$/i.exec(authorization ?? "");
+    if (!m) throw unauthorized();
+    return byHash(sha256Hex(m[1]!));
+  };
+  return {
+    authenticate,
+    authenticateHash: byHash,
+    authenticateRequest(request) {
+      const authorization = request.headers.get("authorization");
+      if (authorization === null && sessions) {
+        const bySession = sessions.authenticate(request, byHash);
+        if (bySession) return bySession;
+      }
+      return authenticate(authorization);
     },
   };
 }
@@ -130,7 +159,7 @@ export const accessGuard = (auth: Authenticator) =>
       // OpenAPI allows `x-` extensions; Elysia's type for `detail` does not list them.
       detail: { [ACCESS_KEY]: roles } as object,
       async transform({ request }: { request: Request }) {
-        const caller = await auth.authenticate(request.headers.get("authorization"));
+        const caller = await auth.authenticateRequest(request);
         if (!roles.includes(caller.role)) {
           throw forbidden(
             `This route needs the ${roles.join(" or ")} role; this token (${caller.tokenId}) is ${caller.role === "admin" ? "an" : "a"} ${caller.role}.`,

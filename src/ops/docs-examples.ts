@@ -1,3 +1,4 @@
+import { WEBHOOK_EXAMPLES } from "../alerts/model";
 import { BULK_REVOKE_EXAMPLES, CREATE_KEY_EXAMPLES } from "../keys/model";
 
 // biome-ignore lint/suspicious/noExplicitAny: an OpenAPI document is untyped JSON here.
@@ -16,6 +17,7 @@ const REQUEST_EXAMPLES: Record<string, Record<string, Examples>> = {
       unlimit: { summary: "Remove the rate limit", value: { max_requests_per_minute: null } },
     },
   },
+  "/alerts/webhooks": { post: WEBHOOK_EXAMPLES },
   "/vault/holds/{id}/settle": {
     post: {
       at_cost: { summary: "The vendor's dashboard shows 12.50 USD was charged", value: { cost_usd: 12.5 } },

@@ -8,7 +8,8 @@ import type { Store } from "../store/index";
  * The events: `start` (address, database, vendors and modes configured), `unknown_variable`, `orphaned_holds`,
  * `cap_hit` (the first per key and UTC day), `key_revoked` / `keys_revoked` / `token_revoked` (who, how many), `hold_resolved`,
  * `vendor_error` (5xx, timeout, unreachable: the call is ambiguous), `settlement_failed`, `price_differential`,
- * `settled_at_hold`, `reconciler`, `unexpected_error`, `shutdown`.
+ * `settled_at_hold`, `reconciler`, `alert_delivery_failed` (an alert not delivered after 24 h of retries), `alert_worker`,
+ * `unexpected_error`, `shutdown`.
  */
 export type LogFormat = "text" | "json";
 export type LogLevel = "info" | "warn" | "error";

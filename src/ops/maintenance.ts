@@ -19,6 +19,8 @@ export function startMaintenance(store: Store, retentionDays: number, now: () =>
     try {
       await drain(() => store.pruneIdempotency(now(), BATCH));
       await drain(() => store.pruneAudit(now() - retentionDays * 86_400_000, BATCH));
+      // Alert events past the retention whose deliveries are finished, and the marks of past days' thresholds.
+      await drain(() => store.pruneAlerts(now() - retentionDays * 86_400_000, BATCH));
     } finally {
       running = false;
     }

@@ -42,6 +42,14 @@ export class Metrics {
   private correctedMicros = new Map<string, number>();
   private upstream = new Map<string, Histogram>();
   private overhead = new Histogram(OVERHEAD_BUCKETS);
+  private alertAttempts = new Map<string, number>();
+  private alertOutcomes = new Map<string, number>();
+
+  /** One delivery attempt of an alert (SPEC §12): delivered, failed and retried later, or failed for good. */
+  alertDelivery(event: string, outcome: "delivered" | "retry" | "failed") {
+    add(this.alertAttempts, `event="${label(event)}",result="${outcome === "delivered" ? "ok" : "error"}"`, 1);
+    if (outcome !== "retry") add(this.alertOutcomes, `event="${label(event)}",status="${outcome}"`, 1);
+  }
 
   record(row: AuditRow) {
     const vendor = label(row.vendor);
@@ -58,7 +66,7 @@ export class Metrics {
     if (row.overheadMs !== null) this.overhead.observe(row.overheadMs / 1000);
   }
 
-  render(openHolds: number): string {
+  render(openHolds: number, pendingAlerts = 0): string {
     const lines = [
       "# HELP keybrake_requests_total Proxied requests by vendor and decision (allowed or the denial code).",
       "# TYPE keybrake_requests_total counter",
@@ -81,6 +89,15 @@ export class Metrics {
       "# HELP keybrake_open_holds Holds not yet settled (in flight, or orphaned by a crash).",
       "# TYPE keybrake_open_holds gauge",
       `keybrake_open_holds ${openHolds}`,
+      "# HELP keybrake_alert_delivery_attempts_total Webhook POSTs of alert events, by event and result (ok: a 2xx; error: anything else, retried).",
+      "# TYPE keybrake_alert_delivery_attempts_total counter",
+      ...[...this.alertAttempts].map(([k, n]) => `keybrake_alert_delivery_attempts_total{${k}} ${n}`),
+      "# HELP keybrake_alert_deliveries_total Alert deliveries finished, by event and status (delivered, or failed after 24 h of retries).",
+      "# TYPE keybrake_alert_deliveries_total counter",
+      ...[...this.alertOutcomes].map(([k, n]) => `keybrake_alert_deliveries_total{${k}} ${n}`),
+      "# HELP keybrake_alert_deliveries_pending Alert deliveries not yet delivered (waiting for their next attempt).",
+      "# TYPE keybrake_alert_deliveries_pending gauge",
+      `keybrake_alert_deliveries_pending ${pendingAlerts}`,
     ];
     return `${lines.join("\n")}\n`;
   }
@@ -89,7 +106,7 @@ export class Metrics {
 /** GET /metrics: an admin or viewer token required unless KEYBRAKE_METRICS_PUBLIC=1. */
 export function metricsRoutes(metrics: Metrics, store: Store, auth: Authenticator, isPublic: boolean) {
   const scrape = async () =>
-    new Response(metrics.render(await store.countOpenHolds()), {
+    new Response(metrics.render(await store.countOpenHolds(), await store.countPendingDeliveries()), {
       headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" },
     });
   const detail = { summary: "Prometheus metrics", tags: ["Operations"] };

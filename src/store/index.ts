@@ -1,5 +1,6 @@
 import { closeSync, openSync, rmSync } from "node:fs";
 import { adminQueries } from "./admin";
+import { alertOutbox, alertQueries } from "./alerts";
 import { auditQueries } from "./audit";
 import { GroupCommit } from "./group-commit";
 import { OPEN_HOLDS } from "./schema";
@@ -25,14 +26,17 @@ export function openStore(path: string, opts: OpenOptions = {}): SqliteStore {
     `SELECT count(*) AS n FROM ledger_entries WHERE ${OPEN_HOLDS} AND state IN ('held', 'orphaned')`,
   );
   const probe = client.prepare("INSERT INTO settings (name, value) VALUES ('healthz', ?1) ON CONFLICT (name) DO UPDATE SET value = ?1");
-  const { findKeyByHash, ...keys } = keyQueries(db);
-  const { idempotencyFingerprint, holdSpend, settleCall, ...ledger } = ledgerQueries(db, commits);
+  // Alert events are written by the ledger, key and reconciliation writes that cause them, in their transactions.
+  const outbox = alertOutbox(client);
+  const { findKeyByHash, ...keys } = keyQueries(db, outbox);
+  const { idempotencyFingerprint, holdSpend, settleCall, ...ledger } = ledgerQueries(db, commits, outbox);
   const { recordAudit, ...audit } = auditQueries(db, commits);
   const callPath: CallPathStore = { findKeyByHash, idempotencyFingerprint, holdSpend, settleCall, recordAudit };
   const admin: AdminStore = {
     ...keys,
     ...ledger,
-    ...reconcileQueries(client, commits),
+    ...reconcileQueries(client, commits, outbox),
+    ...alertQueries(client, commits),
     ...audit,
     ...adminQueries(db),
     ...tokenQueries(db),

@@ -1,5 +1,6 @@
 import { and, desc, eq, gt, gte, inArray, lt, lte, sql, type SQL } from "drizzle-orm";
 import type { SQLiteColumn } from "drizzle-orm/sqlite-core";
+import type { AlertOutbox } from "./alerts";
 import type { Db } from "./sqlite";
 import { keyIssuance, spendDays, vaultKeys } from "./schema";
 import type { DayUsage, Issuance, IssuanceResult, KeyFilter, KeyPatch, KeyPolicy, KeyRecord, KeySelection, NewKey, Page } from "./types";
@@ -61,7 +62,7 @@ function keyPolicyCache(client: Db["$client"]) {
   };
 }
 
-export function keyQueries(db: Db) {
+export function keyQueries(db: Db, alerts: AlertOutbox) {
   const policies = keyPolicyCache(db.$client);
   const byId = db
     .select()
@@ -110,17 +111,30 @@ export function keyQueries(db: Db) {
       return { data: page.map(toRecord), nextCursor: more ? page[page.length - 1]!.seq : null };
     },
 
-    async revokeKey(id: string, now: number) {
+    async revokeKey(id: string, now: number, actor?: string) {
       policies.clear();
-      db.update(vaultKeys)
-        .set({ status: "revoked", revokedAt: now })
-        .where(and(eq(vaultKeys.id, id), eq(vaultKeys.status, "active")))
-        .run();
+      // The `key_revoked` alert commits with the revocation (SPEC §12).
+      db.transaction(
+        (tx) => {
+          const revoked = tx
+            .update(vaultKeys)
+            .set({ status: "revoked", revokedAt: now })
+            .where(and(eq(vaultKeys.id, id), eq(vaultKeys.status, "active")))
+            .returning({ id: vaultKeys.id })
+            .all();
+          alerts.keysRevoked(
+            revoked.map((r) => r.id),
+            now,
+            actor ?? null,
+          );
+        },
+        { behavior: "immediate" },
+      );
       const row = byId.get({ id });
       return row ? toRecord(row) : null;
     },
 
-    async revokeKeys(by: KeySelection, now: number): Promise<string[]> {
+    async revokeKeys(by: KeySelection, now: number, actor?: string): Promise<string[]> {
       const target: SQL[] = [];
       if (by.ids !== undefined) target.push(inArray(vaultKeys.id, by.ids));
       if (by.labelPrefix !== undefined) target.push(labelHasPrefix(by.labelPrefix));
@@ -128,13 +142,20 @@ export function keyQueries(db: Db) {
       // A selection of nothing must never become "every key".
       if (target.length === 0) throw new Error("revokeKeys needs ids, labelPrefix or mintedBy");
       policies.clear();
-      return db
-        .update(vaultKeys)
-        .set({ status: "revoked", revokedAt: now })
-        .where(and(...target, eq(vaultKeys.status, "active")))
-        .returning({ id: vaultKeys.id })
-        .all()
-        .map((r) => r.id);
+      return db.transaction(
+        (tx) => {
+          const ids = tx
+            .update(vaultKeys)
+            .set({ status: "revoked", revokedAt: now })
+            .where(and(...target, eq(vaultKeys.status, "active")))
+            .returning({ id: vaultKeys.id })
+            .all()
+            .map((r) => r.id);
+          alerts.keysRevoked(ids, now, actor ?? null);
+          return ids;
+        },
+        { behavior: "immediate" },
+      );
     },
 
     async updateKey(id: string, patch: KeyPatch) {

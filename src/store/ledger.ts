@@ -1,4 +1,5 @@
 import type { Statement } from "bun:sqlite";
+import type { AlertOutbox } from "./alerts";
 import type { GroupCommit } from "./group-commit";
 import type { Db } from "./sqlite";
 import { auditParams, insertAuditSql } from "./audit";
@@ -51,7 +52,7 @@ function holdAuditRow(h: HoldRow, id: string, now: number, decision: string, cos
  * one after another, so no two holds can both see the same headroom, and no two calls can both claim the same
  * Idempotency-Key.
  */
-export function ledgerQueries(db: Db, commits: GroupCommit) {
+export function ledgerQueries(db: Db, commits: GroupCommit, alerts: AlertOutbox) {
   const client = db.$client;
   const keyBalance = client.prepare<{ status: string; daily: number | null; total: number | null; spent: number; held: number }, [string]>(
     `SELECT status, daily_cap_micros AS daily, total_cap_micros AS total,
@@ -157,7 +158,14 @@ export function ledgerQueries(db: Db, commits: GroupCommit) {
     if (!entry || (entry.state !== "held" && entry.state !== "orphaned")) return null;
     closeEntry.run(holdId, outcome, costMicros, now, reconcile?.path ?? null, reconcile?.at ?? null);
     addDay.run(entry.keyId, entry.day, costMicros, -entry.hold);
-    return { keyId: entry.keyId, costDelta: costMicros, heldDelta: -entry.hold, auditDelta: costMicros - (entry.cost ?? 0) };
+    return {
+      keyId: entry.keyId,
+      day: entry.day,
+      hold: entry.hold,
+      costDelta: costMicros,
+      heldDelta: -entry.hold,
+      auditDelta: costMicros - (entry.cost ?? 0),
+    };
   }
 
   /**
@@ -200,7 +208,17 @@ export function ledgerQueries(db: Db, commits: GroupCommit) {
     idemComplete.run(keyId, idemKey, r.status, JSON.stringify(r.headers), tooLarge ? null : r.body, tooLarge ? 1 : 0, r.vendorRequestId);
   }
 
+  /** A hold, and the first refusal of a cap window as a `cap_exhausted` alert in the same transaction. */
   const hold = (req: HoldRequest): HoldResult => {
+    const result = holdOrRefuse(req);
+    if (result.kind === "denied" && result.reason !== "revoked") {
+      const cap = result.reason === "daily_cap" ? "daily" : "total";
+      alerts.capRefused(req.keyId, cap, req.day, result.capMicros ?? 0, result.balance, req.micros, req.now);
+    }
+    return result;
+  };
+
+  const holdOrRefuse = (req: HoldRequest): HoldResult => {
     const key = keyBalance.get(req.keyId);
     if (key?.status !== "active") return { kind: "denied", reason: "revoked" };
     if (req.idempotency) {
@@ -268,6 +286,18 @@ export function ledgerQueries(db: Db, commits: GroupCommit) {
   const settle = (req: SettleRequest): number => {
     const moved = req.holdId ? closeHold(req.holdId, req.outcome, req.costMicros, req.now, req.reconcile) : null;
     addKeyTotals.run(req.keyId, moved?.costDelta ?? 0, moved?.heldDelta ?? 0, 1, req.now);
+    // Alerts in the settlement's own transaction (see alerts.ts): thresholds its spend crossed, a price above
+    // its hold, an outcome the vendor left ambiguous.
+    if (moved && req.holdId) {
+      alerts.spendSettled(moved.keyId, moved.day, moved.costDelta, req.now);
+      if (req.outcome === "settled" && req.costMicros > moved.hold) {
+        const f = { holdId: req.holdId, requestId: req.audit.id, holdMicros: moved.hold, costMicros: req.costMicros };
+        alerts.priceDifferential(moved.keyId, f, req.now);
+      }
+      if (req.outcome === "ambiguous") {
+        alerts.holdsNeedAttention(moved.keyId, "ambiguous", [{ id: req.holdId, micros: req.costMicros }], moved.day, req.now);
+      }
+    }
     // An audit row's cost is what this call added to spend, so audit sums always equal the ledger's: a retry
     // re-settling an ambiguous hold records the difference, a second settle of one hold records 0.
     const costMicros = moved?.auditDelta ?? 0;
@@ -285,6 +315,11 @@ export function ledgerQueries(db: Db, commits: GroupCommit) {
     orphanEntries.run();
     ambiguousInFlight.run();
     for (const h of held) insertAudit.run(...auditParams(holdAuditRow(h, h.requestId ?? `kbr_orphan_${h.id}`, now, "orphaned_hold", 0)));
+    const byKey = Map.groupBy(held, (h) => h.keyId);
+    for (const [keyId, holds] of byKey) {
+      const list = holds.map((h) => ({ id: h.id, micros: h.holdMicros }));
+      alerts.holdsNeedAttention(keyId, "orphaned", list, holds[0]!.day, now);
+    }
     return held.map((h) => ({ ...h, state: "orphaned" as const }));
   });
 
@@ -300,12 +335,14 @@ export function ledgerQueries(db: Db, commits: GroupCommit) {
     if (entry.state === "orphaned") {
       const closed = closeHold(id, outcome, cost, now)!;
       addKeyTotals.run(closed.keyId, closed.costDelta, closed.heldDelta, 0, null);
+      alerts.spendSettled(closed.keyId, closed.day, closed.costDelta, now);
       moved = closed;
     } else {
       const delta = cost - (entry.cost ?? 0);
       closeEntry.run(id, outcome, cost, now, null, null);
       addDay.run(entry.keyId, entry.day, delta, 0);
       addKeyTotals.run(entry.keyId, delta, 0, 0, null);
+      alerts.spendSettled(entry.keyId, entry.day, delta, now);
       moved = { keyId: entry.keyId, auditDelta: delta };
     }
     const h = heldEntryById.get(id)!;

@@ -9,6 +9,7 @@ import m5 from "../../drizzle/0005_minters_and_reconciliation.sql" with { type: 
 import m6 from "../../drizzle/0006_unauthenticated_denials.sql" with { type: "text" };
 import m7 from "../../drizzle/0007_audit_request_id.sql" with { type: "text" };
 import m8 from "../../drizzle/0008_tokens.sql" with { type: "text" };
+import m9 from "../../drizzle/0009_alerts.sql" with { type: "text" };
 
 export const embeddedJournal = journal;
 export const embeddedSql: Record<string, string> = {
@@ -21,4 +22,5 @@ export const embeddedSql: Record<string, string> = {
   "0006_unauthenticated_denials": m6,
   "0007_audit_request_id": m7,
   "0008_tokens": m8,
+  "0009_alerts": m9,
 };

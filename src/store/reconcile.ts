@@ -1,4 +1,5 @@
 import type { Database } from "bun:sqlite";
+import type { AlertOutbox } from "./alerts";
 import { auditParams, insertAuditSql } from "./audit";
 import type { GroupCommit } from "./group-commit";
 import type { DueReconciliation, ReconcileRequest } from "./types";
@@ -8,7 +9,7 @@ import type { DueReconciliation, ReconcileRequest } from "./types";
  * The settlement wrote where to read it (`reconcile_path`) and when (`reconcile_at`); the reconciler
  * (ops/reconciler.ts) reads it and re-settles the entry here, or sets the next time to try.
  */
-export function reconcileQueries(client: Database, commits: GroupCommit) {
+export function reconcileQueries(client: Database, commits: GroupCommit, alerts: AlertOutbox) {
   // `reconcile_at IS NOT NULL` lets SQLite use the partial index on reconcile_at.
   const due = client.prepare<DueReconciliation, [number, number]>(
     `SELECT e.id, e.key_id AS keyId, k.label, k.vendor, k.mode, e.hold_micros AS holdMicros, e.cost_micros AS costMicros,
@@ -18,8 +19,8 @@ export function reconcileQueries(client: Database, commits: GroupCommit) {
       WHERE e.reconcile_at IS NOT NULL AND e.reconcile_at <= ?
       ORDER BY e.reconcile_at LIMIT ?`,
   );
-  const awaiting = client.prepare<{ keyId: string; day: string; cost: number }, [string]>(
-    `SELECT key_id AS keyId, day, cost_micros AS cost FROM ledger_entries
+  const awaiting = client.prepare<{ keyId: string; day: string; cost: number; hold: number; requestId: string | null }, [string]>(
+    `SELECT key_id AS keyId, day, cost_micros AS cost, hold_micros AS hold, request_id AS requestId FROM ledger_entries
       WHERE id = ? AND state = 'settled' AND reconcile_at IS NOT NULL`,
   );
   const setCost = client.prepare(`UPDATE ledger_entries SET cost_micros = ?2, reconcile_at = NULL WHERE id = ?1`);
@@ -40,6 +41,12 @@ export function reconcileQueries(client: Database, commits: GroupCommit) {
     addDaySettled.run(entry.keyId, entry.day, delta);
     addKeySpent.run(entry.keyId, delta);
     insertAudit.run(...auditParams({ ...req.audit, costMicros: delta }));
+    // Alerts in the same transaction (see alerts.ts): thresholds a higher final price crossed, a price above the hold.
+    alerts.spendSettled(entry.keyId, entry.day, delta, req.audit.at);
+    if (req.costMicros > entry.hold) {
+      const f = { holdId: req.id, requestId: entry.requestId, holdMicros: entry.hold, costMicros: req.costMicros };
+      alerts.priceDifferential(entry.keyId, f, req.audit.at);
+    }
     return true;
   };
 

@@ -33,6 +33,8 @@ export const vaultKeys = sqliteTable(
     // Who minted the key ("admin" for the bootstrap token and the CLI): the vendor's idempotency keys are
     // derived from it, so retries under fresh keys of one minter de-duplicate and two minters never collide.
     mintedBy: text("minted_by").notNull().default("admin"),
+    // Fractions of the daily and of the lifetime cap whose crossing (by settled spend) fires `cap_threshold` (SPEC §12).
+    alertThresholds: text("alert_thresholds", { mode: "json" }).$type<number[]>().notNull().default([0.5, 0.8, 1]),
   },
   (t) => [
     uniqueIndex("vault_keys_id").on(t.id),
@@ -225,4 +227,88 @@ export const idempotencyEntries = sqliteTable(
     expiresAt: integer("expires_at").notNull(),
   },
   (t) => [primaryKey({ columns: [t.keyId, t.idempotencyKey] }), index("idempotency_entries_expires").on(t.expiresAt)],
+);
+
+/**
+ * Alert destinations (SPEC §12). The secret signs each delivery (HMAC-SHA256), so it is kept as it is, like any
+ * signing secret; it is shown once when the webhook is created and never logged or returned again.
+ */
+export const alertWebhooks = sqliteTable(
+  "alert_webhooks",
+  {
+    seq: integer("seq").primaryKey({ autoIncrement: true }),
+    id: text("id").notNull(),
+    url: text("url").notNull(),
+    events: text("events", { mode: "json" }).$type<string[]>().notNull(),
+    labelPrefix: text("label_prefix"),
+    format: text("format", { enum: ["json", "slack"] }).notNull(),
+    secret: text("secret").notNull(),
+    createdAt: integer("created_at").notNull(),
+    createdBy: text("created_by").notNull(),
+    deletedAt: integer("deleted_at"),
+  },
+  (t) => [uniqueIndex("alert_webhooks_id").on(t.id)],
+);
+
+/**
+ * The outbox: one row per alert event, written in the same transaction as the ledger or key change that causes
+ * it. `data` is the event's own fields (caps, spend, thresholds) as its webhooks receive them.
+ */
+export const alertEvents = sqliteTable(
+  "alert_events",
+  {
+    seq: integer("seq").primaryKey({ autoIncrement: true }),
+    id: text("id").notNull(),
+    type: text("type").notNull(),
+    at: integer("at").notNull(),
+    // The key as it was when the event fired.
+    keyId: text("key_id"),
+    label: text("label"),
+    vendor: text("vendor"),
+    mode: text("mode"),
+    data: text("data", { mode: "json" }).$type<Record<string, unknown>>().notNull(),
+  },
+  (t) => [uniqueIndex("alert_events_id").on(t.id), index("alert_events_at").on(t.at), index("alert_events_key").on(t.keyId, t.seq)],
+);
+
+/**
+ * One row per event and webhook it goes to, written with the event. The delivery worker sends those `pending`
+ * and due (`next_attempt_at`), and records each attempt: `delivered`, `pending` again later, or `failed` after 24 h.
+ */
+export const alertDeliveries = sqliteTable(
+  "alert_deliveries",
+  {
+    seq: integer("seq").primaryKey({ autoIncrement: true }),
+    eventId: text("event_id").notNull(),
+    webhookId: text("webhook_id").notNull(),
+    status: text("status", { enum: ["pending", "delivered", "failed", "cancelled"] }).notNull(),
+    attempts: integer("attempts").notNull().default(0),
+    createdAt: integer("created_at").notNull(),
+    nextAttemptAt: integer("next_attempt_at"),
+    lastAttemptAt: integer("last_attempt_at"),
+    lastStatus: integer("last_status"),
+    lastError: text("last_error"),
+    deliveredAt: integer("delivered_at"),
+  },
+  (t) => [
+    // The worker's poll reads only pending rows: a partial index keeps delivered ones out of it.
+    index("alert_deliveries_due").on(t.nextAttemptAt).where(sql`${t.status} = 'pending'`),
+    index("alert_deliveries_webhook").on(t.webhookId, t.seq),
+    index("alert_deliveries_event").on(t.eventId),
+  ],
+);
+
+/**
+ * What has already fired per key and cap window (`day:2026-11-22` for the daily cap, `total` for the lifetime
+ * one): each threshold (`threshold:0.8`) and the first refusal (`exhausted`) fire once, also across restarts.
+ */
+export const alertMarks = sqliteTable(
+  "alert_marks",
+  {
+    keyId: text("key_id").notNull(),
+    window: text("window").notNull(),
+    mark: text("mark").notNull(),
+    at: integer("at").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.keyId, t.window, t.mark] })],
 );

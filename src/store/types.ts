@@ -30,13 +30,20 @@ export interface KeyRecord {
   heldTotalMicros: number;
   calls: number;
   lastUsedAt: number | null;
+  /** Fractions of the daily and of the lifetime cap whose crossing fires `cap_threshold` (SPEC §12). */
+  alertThresholds: number[];
 }
 
 /** What a proxied call needs to know about its key: everything but the counters every call moves. */
-export type KeyPolicy = Omit<KeyRecord, "revokedAt" | "spentTotalMicros" | "heldTotalMicros" | "calls" | "lastUsedAt">;
+export type KeyPolicy = Omit<KeyRecord, "revokedAt" | "spentTotalMicros" | "heldTotalMicros" | "calls" | "lastUsedAt" | "alertThresholds">;
 
-export type NewKey = Omit<KeyRecord, "revokedAt" | "spentTotalMicros" | "heldTotalMicros" | "calls" | "lastUsedAt" | "status"> & {
+export type NewKey = Omit<
+  KeyRecord,
+  "revokedAt" | "spentTotalMicros" | "heldTotalMicros" | "calls" | "lastUsedAt" | "status" | "alertThresholds"
+> & {
   keyHash: string;
+  /** Default: [0.5, 0.8, 1]. */
+  alertThresholds?: number[];
 };
 
 export interface KeyPatch {
@@ -44,6 +51,7 @@ export interface KeyPatch {
   totalCapMicros?: number | null;
   expiresAt?: number;
   maxRequestsPerMinute?: number | null;
+  alertThresholds?: number[];
 }
 
 export interface KeyFilter {
@@ -313,8 +321,9 @@ export interface AdminStore {
   insertKey(key: NewKey): Promise<KeyRecord>;
   findKeyById(id: string): Promise<KeyRecord | null>;
   listKeys(filter: KeyFilter, now: number): Promise<Page<KeyRecord>>;
-  revokeKey(id: string, now: number): Promise<KeyRecord | null>;
-  revokeKeys(by: KeySelection, now: number): Promise<string[]>;
+  /** Revokes the key (a `key_revoked` alert in the same transaction); `by` is who, as the alert names them. */
+  revokeKey(id: string, now: number, by?: string): Promise<KeyRecord | null>;
+  revokeKeys(by: KeySelection, now: number, actor?: string): Promise<string[]>;
   updateKey(id: string, patch: KeyPatch): Promise<KeyRecord | null>;
   /** insertKey within an issuer's limits (`used`: micro-dollars issued today, or keys minted in the last hour). */
   insertKeyWithin(key: NewKey, issuance: Issuance): Promise<IssuanceResult<KeyRecord>>;
@@ -354,6 +363,22 @@ export interface AdminStore {
   revokeToken(id: string, now: number): Promise<TokenRecord | null>;
   getSetting(name: string): Promise<string | null>;
   setSetting(name: string, value: string): Promise<void>;
+  // alerts (SPEC §12, store/alerts.ts)
+  insertWebhook(webhook: NewWebhook): Promise<WebhookRecord>;
+  /** A webhook not deleted, with its secret (to sign a test delivery); null when there is none. */
+  findWebhook(id: string): Promise<(WebhookRecord & { secret: string }) | null>;
+  listWebhooks(): Promise<WebhookRecord[]>;
+  /** Deletes the webhook; its pending deliveries are cancelled. Null when there is no such webhook. */
+  deleteWebhook(id: string, now: number): Promise<WebhookRecord | null>;
+  listDeliveries(filter: DeliveryFilter): Promise<Page<DeliveryRecord>>;
+  listAlertEvents(filter: AlertEventFilter): Promise<Page<AlertEventRecord>>;
+  /** Pending deliveries due by `now`, the longest due first, with what the worker needs to send them. */
+  dueDeliveries(now: number, limit: number, skip: readonly number[]): Promise<DueDelivery[]>;
+  /** An attempt's result: delivered, pending again from `nextAttemptAt`, or failed for good. */
+  recordDeliveryAttempt(attempt: DeliveryAttempt): Promise<void>;
+  countPendingDeliveries(): Promise<number>;
+  /** Deletes events older than `before` whose deliveries are all finished, with those deliveries and old marks. */
+  pruneAlerts(before: number, batch: number): Promise<number>;
   // operations
   checkWritable(): Promise<boolean>;
   /** Commits what is queued and closes. */
@@ -369,4 +394,92 @@ export interface SqliteStore extends Store {
   backupTo(path: string): Promise<void>;
   /** The server's mode: WAL checkpoints on a background thread instead of on commits; `log` hears if it fails. */
   checkpointInBackground(log?: (message: string) => void): void;
+}
+
+/** The alert events of SPEC §12. */
+export const ALERT_EVENTS = ["cap_threshold", "cap_exhausted", "key_revoked", "holds_need_attention", "price_differential"] as const;
+export type AlertEventType = (typeof ALERT_EVENTS)[number];
+
+export interface WebhookRecord {
+  /** `wh_…` */
+  id: string;
+  url: string;
+  events: AlertEventType[];
+  labelPrefix: string | null;
+  format: "json" | "slack";
+  createdAt: number;
+  createdBy: string;
+  deletedAt: number | null;
+}
+
+export type NewWebhook = Omit<WebhookRecord, "deletedAt"> & { secret: string };
+
+export interface AlertEventRecord {
+  seq: number;
+  id: string;
+  type: AlertEventType;
+  at: number;
+  /** The key as it was when the event fired. */
+  keyId: string | null;
+  label: string | null;
+  vendor: string | null;
+  mode: string | null;
+  /** The event's own fields (caps, spend, thresholds, holds), as its webhooks receive them. */
+  data: Record<string, unknown>;
+}
+
+export interface AlertEventFilter {
+  type?: AlertEventType;
+  keyId?: string;
+  labelPrefix?: string;
+  limit: number;
+  cursor?: number;
+}
+
+export type DeliveryStatus = "pending" | "delivered" | "failed" | "cancelled";
+
+export interface DeliveryRecord {
+  seq: number;
+  eventId: string;
+  eventType: AlertEventType;
+  keyId: string | null;
+  label: string | null;
+  webhookId: string;
+  /** The destination's origin (scheme, host, port): a Slack webhook's path is a credential. */
+  url: string | null;
+  status: DeliveryStatus;
+  attempts: number;
+  createdAt: number;
+  nextAttemptAt: number | null;
+  lastAttemptAt: number | null;
+  lastStatus: number | null;
+  lastError: string | null;
+  deliveredAt: number | null;
+}
+
+export interface DeliveryFilter {
+  status?: DeliveryStatus;
+  webhookId?: string;
+  eventId?: string;
+  limit: number;
+  cursor?: number;
+}
+
+/** A delivery the worker is to send: the event, and where and how. */
+export interface DueDelivery {
+  /** The delivery's row: the worker skips those it is sending now (`skip`). */
+  seq: number;
+  attempts: number;
+  createdAt: number;
+  event: AlertEventRecord;
+  webhook: { id: string; url: string; format: "json" | "slack"; secret: string };
+}
+
+export interface DeliveryAttempt {
+  seq: number;
+  at: number;
+  outcome: "delivered" | "retry" | "failed";
+  status: number | null;
+  error: string | null;
+  nextAttemptAt: number | null;
 }

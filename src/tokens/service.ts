@@ -1,5 +1,5 @@
 import { invalidRequest, notFound } from "../errors";
-import { eventBy } from "../keys/service";
+import { actorName, eventBy } from "../keys/service";
 import type { Caller } from "../ops/admin-auth";
 import type { Role, Store, TokenRecord } from "../store/index";
 import { iso, randomBase62, sha256Hex } from "../util";
@@ -91,7 +91,7 @@ export async function revokeToken(ctx: TokenContext, id: string, revokeKeys: boo
   if (!before) throw notFound("token");
   const now = ctx.now();
   const token = (await ctx.store.revokeToken(id, now))!;
-  const revokedKeys = revokeKeys ? await ctx.store.revokeKeys({ mintedBy: id }, now) : [];
+  const revokedKeys = revokeKeys ? await ctx.store.revokeKeys({ mintedBy: id }, now, actorName(ctx)) : [];
   if (before.revokedAt === null || revokedKeys.length > 0) {
     await ctx.store.recordAdminEvent({
       at: now,

@@ -3,7 +3,9 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { loadConfig, type Config } from "../../src/config";
+import { startAlertWorker, type AlertWorkerOptions } from "../../src/alerts/worker";
 import { listen } from "../../src/ops/listen";
+import { Metrics } from "../../src/ops/metrics";
 import { startReconciler, type ReconcilerOptions } from "../../src/ops/reconciler";
 import { createApp } from "../../src/server";
 import { openStore, type Store } from "../../src/store/index";
@@ -29,6 +31,8 @@ export interface Harness {
   readDb<T>(read: (db: Database) => T): Promise<T>;
   /** The reconciler, when started with the `reconciler` option (its `tick()` runs one pass now). */
   reconciler?: ReturnType<typeof startReconciler>;
+  /** The alert delivery worker, when started with the `alerts` option (its `tick()` sends what is due now). */
+  alerts?: ReturnType<typeof startAlertWorker>;
   stop(): Promise<void>;
 }
 
@@ -36,6 +40,8 @@ export interface HarnessOptions {
   now?: () => number;
   /** Starts the Twilio final-price reconciler with the server, on the same clock and log. */
   reconciler?: ReconcilerOptions;
+  /** Starts the alert delivery worker with the server, on the same clock, log and /metrics. */
+  alerts?: AlertWorkerOptions;
 }
 
 /** The real app listening on a free port over a fresh database, its upstreams pointed at the given mocks. */
@@ -58,11 +64,14 @@ export async function startKeybrake(env: Record<string, string> = {}, options: H
   });
   const store = openStore(dbPath);
   const logs: string[] = [];
-  const app = createApp(config, store, { now: options.now, log: (m) => logs.push(m) });
+  const metrics = new Metrics();
+  const app = createApp(config, store, { now: options.now, log: (m) => logs.push(m), metrics });
   const server = listen(app, { hostname: "127.0.0.1", port: 0, maxRequestBodySize: config.maxBodyBytes + 65_536 });
   const url = `http://127.0.0.1:${server.port}`;
   const reconciler =
     options.reconciler && startReconciler(store, config, { now: options.now, log: (m) => logs.push(m), ...options.reconciler });
+  const alerts =
+    options.alerts && startAlertWorker(store, config, { now: options.now, log: (m) => logs.push(m), metrics, ...options.alerts });
 
   const admin = (path: string, init: { method?: string; body?: unknown } = {}) =>
     fetch(url + path, {
@@ -80,6 +89,7 @@ export async function startKeybrake(env: Record<string, string> = {}, options: H
     logs,
     admin,
     reconciler,
+    alerts,
     async issueKey(body) {
       const res = await admin("/vault/keys", { body: { expires_in: "1h", ...body } });
       if (res.status !== 201) throw new Error(`issue failed: ${res.status} ${await res.text()}`);
@@ -96,6 +106,7 @@ export async function startKeybrake(env: Record<string, string> = {}, options: H
     },
     async stop() {
       await reconciler?.stop();
+      await alerts?.stop();
       await app.stop(true);
       await store.close();
       rmSync(dir, { recursive: true, force: true });

@@ -1,0 +1,67 @@
+import { VERSION } from "../version";
+import { eventBody, type OutgoingEvent, signature } from "./payload";
+
+/** A receiver has this long to answer (headers and body) before the attempt counts as failed. */
+export const DELIVERY_TIMEOUT_MS = 5_000;
+
+export interface SendResult {
+  ok: boolean;
+  /** The receiver's HTTP status, when it answered. */
+  status: number | null;
+  /** Why the attempt failed, in one line (never the URL's path or the secret). */
+  error: string | null;
+  ms: number;
+}
+
+/** What an error message of the receiver's may say in the deliveries list: one line, short. */
+const oneLine = (text: string, max = 200) => {
+  const line = text.replace(/\s+/g, " ").trim();
+  return line.length > max ? `${line.slice(0, max - 1)}…` : line;
+};
+
+function describeFailure(err: unknown, timeoutMs: number): string {
+  const e = err as { name?: string; code?: string; message?: string } | null;
+  if (e?.name === "TimeoutError") return `no answer within ${timeoutMs} ms`;
+  if (e?.name === "AbortError") return "aborted (Keybrake stopping)";
+  const code = e?.code && e.code !== "ERR_UNKNOWN" ? `${e.code}: ` : "";
+  return oneLine(`${code}${e?.message ?? String(err)}`);
+}
+
+/**
+ * One POST of an event to a webhook: signed, with its event id in the body and the `Keybrake-Event-Id` header,
+ * bounded by `timeoutMs`. Redirects are not followed (a 3xx is a failed attempt). Only a 2xx delivers.
+ */
+export async function sendEvent(
+  webhook: { url: string; format: "json" | "slack"; secret: string },
+  event: OutgoingEvent,
+  opts: { publicUrl: string | null; timeoutMs?: number; signal?: AbortSignal; nowMs?: number },
+): Promise<SendResult> {
+  const timeoutMs = opts.timeoutMs ?? DELIVERY_TIMEOUT_MS;
+  const body = eventBody(event, webhook.format, opts.publicUrl);
+  const t = Math.floor((opts.nowMs ?? Date.now()) / 1000);
+  const timeout = AbortSignal.timeout(timeoutMs);
+  const signal = opts.signal ? AbortSignal.any([timeout, opts.signal]) : timeout;
+  const started = performance.now();
+  try {
+    const res = await fetch(webhook.url, {
+      method: "POST",
+      headers: {
+        "content-type": "application/json",
+        "user-agent": `Keybrake/${VERSION}`,
+        "keybrake-event-id": event.id,
+        "keybrake-event-type": event.type,
+        "keybrake-signature": signature(webhook.secret, body, t),
+      },
+      body,
+      redirect: "manual",
+      signal,
+    });
+    // Read under the same deadline: a receiver that sends headers and then stalls still ends the attempt in time.
+    const text = await res.text();
+    const ms = performance.now() - started;
+    if (res.status >= 200 && res.status < 300) return { ok: true, status: res.status, error: null, ms };
+    return { ok: false, status: res.status, error: oneLine(`HTTP ${res.status}${text ? `: ${text}` : ""}`), ms };
+  } catch (err) {
+    return { ok: false, status: null, error: describeFailure(signal.reason ?? err, timeoutMs), ms: performance.now() - started };
+  }
+}

@@ -1,0 +1,308 @@
+import { Fragment } from "preact";
+import { useState } from "preact/hooks";
+import { type AuditRow, api, type KeyRecord, type Session, type SpendRow, qs } from "../api";
+import { SpendChart } from "../chart";
+import { ago, familyOf, stamp, usd, when } from "../format";
+import { Badge, Confirm, ErrorNotice, Loading, Meter, Status, Table, useData } from "../ui";
+
+interface KeyView {
+  key: KeyRecord;
+  rows: AuditRow[];
+  next: string | null;
+  days: SpendRow[];
+}
+
+async function load(id: string): Promise<KeyView> {
+  const [key, page, days] = await Promise.all([
+    api<KeyRecord>(`/vault/keys/${encodeURIComponent(id)}`),
+    api<{ data: AuditRow[]; next_cursor: string | null }>(`/audit${qs({ key_id: id, limit: 1000 })}`),
+    api<{ data: SpendRow[] }>(`/audit/spend${qs({ key_id: id, group_by: "day" })}`),
+  ]);
+  return { key, rows: page.data, next: page.next_cursor, days: days.data };
+}
+
+/** A number field's value: undefined when unchanged, null when emptied (the cap is removed), else the number. */
+function numberField(form: HTMLFormElement, name: string, was: number | null): number | null | undefined {
+  const text = (form.elements.namedItem(name) as HTMLInputElement).value.trim();
+  if (text === "") return was === null ? undefined : null;
+  const n = Number(text);
+  return n === was ? undefined : n;
+}
+
+function EditKey({ keyRecord, onSaved }: { keyRecord: KeyRecord; onSaved: (k: KeyRecord) => void }) {
+  const [error, setError] = useState<Error | null>(null);
+  const [busy, setBusy] = useState(false);
+  const submit = async (e: Event) => {
+    e.preventDefault();
+    const form = e.currentTarget as HTMLFormElement;
+    const body: Record<string, unknown> = {};
+    const daily = numberField(form, "daily_usd_cap", keyRecord.daily_usd_cap);
+    const total = numberField(form, "total_usd_cap", keyRecord.total_usd_cap);
+    const rpm = numberField(form, "max_requests_per_minute", keyRecord.max_requests_per_minute);
+    if (daily !== undefined) body.daily_usd_cap = daily;
+    if (total !== undefined) body.total_usd_cap = total;
+    if (rpm !== undefined) body.max_requests_per_minute = rpm;
+    const expiresIn = (form.elements.namedItem("expires_in") as HTMLInputElement).value.trim();
+    if (expiresIn) body.expires_in = expiresIn;
+    if (Object.keys(body).length === 0) {
+      setError(new Error("Nothing to change: edit a field first."));
+      return;
+    }
+    setBusy(true);
+    try {
+      onSaved(await api<KeyRecord>(`/vault/keys/${encodeURIComponent(keyRecord.id)}`, { method: "PATCH", body }));
+      setError(null);
+      (form.elements.namedItem("expires_in") as HTMLInputElement).value = "";
+    } catch (err) {
+      setError(err as Error);
+    } finally {
+      setBusy(false);
+    }
+  };
+  return (
+    <form class="edit" onSubmit={submit} aria-describedby="edit-hint">
+      <label>
+        Daily cap (USD)
+        <input
+          name="daily_usd_cap"
+          type="number"
+          min="0"
+          step="any"
+          inputMode="decimal"
+          defaultValue={keyRecord.daily_usd_cap?.toString() ?? ""}
+        />
+      </label>
+      <label>
+        Lifetime cap (USD)
+        <input
+          name="total_usd_cap"
+          type="number"
+          min="0"
+          step="any"
+          inputMode="decimal"
+          defaultValue={keyRecord.total_usd_cap?.toString() ?? ""}
+        />
+      </label>
+      <label>
+        Requests per minute
+        <input
+          name="max_requests_per_minute"
+          type="number"
+          min="1"
+          step="1"
+          defaultValue={keyRecord.max_requests_per_minute?.toString() ?? ""}
+        />
+      </label>
+      <label>
+        New expiry, from now
+        <input name="expires_in" type="text" placeholder="6h, 2d, 1h30m" pattern="^(\d+d)?(\d+h)?(\d+m)?(\d+s)?$" />
+      </label>
+      <div class="actions">
+        <button class="primary" type="submit" disabled={busy}>
+          Save changes
+        </button>
+      </div>
+      <p id="edit-hint" class="hint wide">
+        Empty a cap to remove it (one cap must remain). Now expires {when(keyRecord.expires_at)} ({ago(keyRecord.expires_at)}).
+      </p>
+      <div class="wide">
+        <ErrorNotice error={error} />
+      </div>
+    </form>
+  );
+}
+
+export function KeyPage({ session, id }: { session: Session; id: string }) {
+  const { data, error, reload } = useData(() => load(id), [id], 15_000);
+  const [confirming, setConfirming] = useState(false);
+  const [message, setMessage] = useState<{ text: string; kind: "ok" | "error" } | null>(null);
+  const canWrite = session.role !== "viewer";
+  if (error && !data) return <ErrorNotice error={error} />;
+  if (!data) return <Loading />;
+  const { key, rows, days } = data;
+  const family = familyOf(key.label);
+  const priced = rows.filter((r) => r.cost_usd > 0).map((r) => ({ t: Date.parse(r.at), usd: r.cost_usd }));
+  return (
+    <>
+      <p>
+        <a href="#/runs">← Runs</a>
+        {family && (
+          <>
+            {" · "}
+            <a href={`#/audit${qs({ label_prefix: family })}`}>{family} audit</a>
+          </>
+        )}
+      </p>
+      <div class="pagehead">
+        <h1>
+          {key.label ?? key.id} <Badge value={key.status} />
+        </h1>
+        {canWrite && key.status === "active" && (
+          <button type="button" class="danger" onClick={() => setConfirming(true)}>
+            Revoke this key
+          </button>
+        )}
+      </div>
+      <Status message={message} />
+      <ErrorNotice error={error} />
+      <div class="grid">
+        <section class="panel" aria-labelledby="usage">
+          <h2 id="usage">Spend</h2>
+          <dl class="facts">
+            <dt>Today</dt>
+            <dd>
+              <Meter spent={key.spent_today_usd + key.held_usd} cap={key.daily_usd_cap} label="daily" />
+            </dd>
+            <dt>Lifetime</dt>
+            <dd>
+              <Meter spent={key.spent_total_usd} cap={key.total_usd_cap} label="lifetime" />
+            </dd>
+            <dt>Held now</dt>
+            <dd>{usd(key.held_usd)}</dd>
+            <dt>Remaining today</dt>
+            <dd>{usd(key.remaining_today_usd)}</dd>
+            <dt>Calls</dt>
+            <dd>
+              {key.calls} <span class="muted">· last used {ago(key.last_used_at)}</span>
+            </dd>
+          </dl>
+        </section>
+        <section class="panel" aria-labelledby="policy">
+          <h2 id="policy">Policy</h2>
+          <dl class="facts">
+            <dt>Key</dt>
+            <dd class="mono">
+              {key.id} ({key.key_hint})
+            </dd>
+            <dt>Vendor</dt>
+            <dd>
+              {key.vendor} ({key.mode})
+            </dd>
+            <dt>Endpoints</dt>
+            <dd class="mono">{key.allowed_endpoints.join(", ")}</dd>
+            <dt>Rate limit</dt>
+            <dd>{key.max_requests_per_minute ? `${key.max_requests_per_minute} / min` : "none"}</dd>
+            <dt>Idempotency-Key</dt>
+            <dd>{key.require_idempotency_key ? "required on priced calls" : "optional"}</dd>
+            <dt>Created</dt>
+            <dd>{when(key.created_at)}</dd>
+            <dt>{key.status === "revoked" ? "Revoked" : "Expires"}</dt>
+            <dd>{key.status === "revoked" ? when(key.revoked_at) : `${when(key.expires_at)} (${ago(key.expires_at)})`}</dd>
+            {Object.entries(key.metadata).map(([k, v]) => (
+              <Fragment key={k}>
+                <dt>{k}</dt>
+                <dd>{v}</dd>
+              </Fragment>
+            ))}
+          </dl>
+        </section>
+      </div>
+      <section class="panel" aria-labelledby="chart">
+        <h2 id="chart">Spend over time</h2>
+        <SpendChart points={priced} cap={key.total_usd_cap} until={Date.now()} title="Cumulative spend of this key" />
+        {days.length > 1 && (
+          <p class="hint">
+            Per UTC day:{" "}
+            {days
+              .filter((d) => d.group)
+              .map((d) => `${d.group} ${usd(d.spend_usd)}`)
+              .join(" · ")}
+          </p>
+        )}
+      </section>
+      {canWrite && key.status === "active" && (
+        <section class="panel" aria-labelledby="change">
+          <h2 id="change">Change caps and expiry</h2>
+          <EditKey
+            keyRecord={key}
+            onSaved={() => {
+              setMessage({ text: "Saved.", kind: "ok" });
+              void reload();
+            }}
+          />
+        </section>
+      )}
+      <section class="panel" aria-labelledby="calls">
+        <h2 id="calls">
+          Calls <span class="sub">(newest first{data.next ? ", the latest 1000" : ""})</span>
+        </h2>
+        <p class="hint">
+          <a href={`#/audit${qs({ key_id: key.id })}`}>Filter the audit by this key</a> ·{" "}
+          <a href={`/audit/export${qs({ key_id: key.id, format: "csv" })}`} download>
+            Export CSV
+          </a>
+        </p>
+        {rows.length === 0 ? <p class="muted">No calls yet.</p> : <AuditTable rows={rows.slice(0, 200)} caption="This key's calls" />}
+      </section>
+      {confirming && (
+        <Confirm
+          title="Revoke this key?"
+          confirmLabel="Revoke 1 key"
+          danger
+          onConfirm={async () => {
+            await api(`/vault/keys/${encodeURIComponent(key.id)}`, { method: "DELETE" });
+            setMessage({ text: "Revoked. Its next call gets 401 key_revoked.", kind: "ok" });
+            await reload();
+          }}
+          onClose={() => setConfirming(false)}
+        >
+          <p>
+            This revokes <strong>1 key</strong>: {key.label ?? "(no label)"} (<code>{key.id}</code>). Its next proxied call gets 401{" "}
+            <code>key_revoked</code>.
+          </p>
+        </Confirm>
+      )}
+    </>
+  );
+}
+
+export function AuditTable({ rows, caption, showRun = false }: { rows: AuditRow[]; caption: string; showRun?: boolean }) {
+  return (
+    <Table caption={caption}>
+      <thead>
+        <tr>
+          <th scope="col">When (UTC)</th>
+          {showRun && <th scope="col">Run</th>}
+          <th scope="col">Call</th>
+          <th scope="col" class="num">
+            Status
+          </th>
+          <th scope="col">Decision</th>
+          <th scope="col" class="num">
+            Cost
+          </th>
+          <th scope="col" class="hide-narrow">
+            Vendor request
+          </th>
+          <th scope="col" class="num hide-narrow">
+            <abbr title="Time the vendor took, in milliseconds">Vendor ms</abbr>
+          </th>
+        </tr>
+      </thead>
+      <tbody>
+        {rows.map((r) => (
+          <tr key={r.id}>
+            <td class="nowrap" title={`${r.at} (${r.id})`}>
+              {stamp(r.at)}
+            </td>
+            {showRun && <td>{r.key_id ? <a href={`#/keys/${r.key_id}`}>{r.label ?? r.key_id}</a> : <span class="muted">—</span>}</td>}
+            <td class="mono">
+              {r.vendor ? `${r.vendor} ` : ""}
+              {r.method} {r.path}
+              {r.requests > 1 ? ` ×${r.requests}` : ""}
+            </td>
+            <td class="num">{r.status || "—"}</td>
+            <td>
+              <Badge value={r.decision} />
+            </td>
+            <td class="num" title={r.cost_source ?? undefined}>
+              {usd(r.cost_usd)}
+            </td>
+            <td class="mono hide-narrow">{r.vendor_request_id ?? "—"}</td>
+            <td class="num hide-narrow">{r.upstream_ms === null ? "—" : Math.round(r.upstream_ms)}</td>
+          </tr>
+        ))}
+      </tbody>
+    </Table>
+  );
+}
