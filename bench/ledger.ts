@@ -2,8 +2,7 @@
  * The ledger alone: hold + settle pairs per second through the store, no HTTP. Each pair is two
  * `BEGIN IMMEDIATE` transactions, the second with its audit row, exactly as the proxy does.
  */
-import { openStore } from "../src/store/index";
-import type { AuditRow } from "../src/store/types";
+import { auditRow, openStore } from "../src/store/index";
 
 export async function benchLedger(path: string, pairs: number) {
   const store = openStore(path);
@@ -26,7 +25,7 @@ export async function benchLedger(path: string, pairs: number) {
     expiresAt: now + 86_400_000,
   });
   const day = new Date(now).toISOString().slice(0, 10);
-  const audit: AuditRow = {
+  const audit = auditRow({
     id: "",
     at: now,
     keyId: "vk_bench",
@@ -43,11 +42,10 @@ export async function benchLedger(path: string, pairs: number) {
     currency: "usd",
     amountMinor: 100,
     vendorRequestId: "req_x",
-    idempotencyKey: null,
     upstreamMs: 1,
     overheadMs: 0.05,
     clientIp: "127.0.0.1",
-  };
+  });
   const started = performance.now();
   for (let i = 0; i < pairs; i++) {
     const holdId = `hold_${i}`;

@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { slackText, verifySignature } from "../src/alerts/payload";
 import { retryDelay } from "../src/alerts/worker";
-import { type AuditRow, openStore, type SqliteStore } from "../src/store/index";
+import { type AuditRow, auditRow, openStore, type SqliteStore } from "../src/store/index";
 import { startKeybrake, type Harness } from "./helpers/harness";
 import { mockStripe, type MockStripe } from "./helpers/mock-stripe";
 import { Receiver, waitFor } from "./helpers/receiver";
@@ -468,28 +468,21 @@ describe("the outbox, in the ledger's own transactions (store level)", () => {
       createdAt: now,
       expiresAt: now + 86_400_000 * 3,
     });
-  const audit = (id: string, keyId: string): AuditRow => ({
-    id,
-    at: now,
-    keyId,
-    label: null,
-    vendor: "stripe",
-    mode: "live",
-    method: "POST",
-    path: "/v1/payment_intents",
-    status: 200,
-    decision: "allowed",
-    holdMicros: 0,
-    costMicros: 0,
-    costSource: "request",
-    currency: "usd",
-    amountMinor: 0,
-    vendorRequestId: null,
-    idempotencyKey: null,
-    upstreamMs: null,
-    overheadMs: null,
-    clientIp: null,
-  });
+  const audit = (id: string, keyId: string): AuditRow =>
+    auditRow({
+      id,
+      at: now,
+      keyId,
+      vendor: "stripe",
+      mode: "live",
+      method: "POST",
+      path: "/v1/payment_intents",
+      status: 200,
+      decision: "allowed",
+      costSource: "request",
+      currency: "usd",
+      amountMinor: 0,
+    });
   let n = 0;
   const hold = (keyId: string, micros: number, at = now, idem?: string) =>
     store.holdSpend({

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { Metrics } from "../src/ops/metrics";
-import type { AuditRow } from "../src/store/index";
+import { type AuditRow, auditRow } from "../src/store/index";
 import { startKeybrake, type Harness } from "./helpers/harness";
 import { mockStripe, STRIPE_500, type MockStripe } from "./helpers/mock-stripe";
 
@@ -8,28 +8,22 @@ import { mockStripe, STRIPE_500, type MockStripe } from "./helpers/mock-stripe";
 const sample = (text: string, name: string) => Number(new RegExp(`^${name}\\{vendor="stripe"\\} (\\S+)$`, "m").exec(text)?.[1] ?? 0);
 
 describe("keybrake_spend_usd_total is monotonic", () => {
-  const row = (costMicros: number): AuditRow => ({
-    id: "kbr_x",
-    at: 0,
-    keyId: "key_x",
-    label: null,
-    vendor: "stripe",
-    mode: "live",
-    method: "POST",
-    path: "/v1/payment_intents",
-    status: 200,
-    decision: "allowed",
-    holdMicros: 0,
-    costMicros,
-    costSource: "request",
-    currency: "usd",
-    amountMinor: 2900,
-    vendorRequestId: null,
-    idempotencyKey: null,
-    upstreamMs: null,
-    overheadMs: null,
-    clientIp: null,
-  });
+  const row = (costMicros: number): AuditRow =>
+    auditRow({
+      id: "kbr_x",
+      at: 0,
+      keyId: "key_x",
+      vendor: "stripe",
+      mode: "live",
+      method: "POST",
+      path: "/v1/payment_intents",
+      status: 200,
+      decision: "allowed",
+      costMicros,
+      costSource: "request",
+      currency: "usd",
+      amountMinor: 2900,
+    });
 
   test("a negative difference goes to keybrake_spend_corrected_usd_total, never down the spend counter", () => {
     const metrics = new Metrics();

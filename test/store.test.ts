@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { openStore, type AuditRow, type Store } from "../src/store/index";
+import { openStore, type AuditRow, auditRow, type Store } from "../src/store/index";
 
 let dir: string;
 let store: Store;
@@ -35,28 +35,27 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-const audit = (id: string): AuditRow => ({
-  id,
-  at: now,
-  keyId: "vk_store",
-  label: "store/run",
-  vendor: "stripe",
-  mode: "live",
-  method: "POST",
-  path: "/v1/payment_intents",
-  status: 200,
-  decision: "allowed",
-  holdMicros: 29_000_000,
-  costMicros: 29_000_000,
-  costSource: "request",
-  currency: "usd",
-  amountMinor: 2900,
-  vendorRequestId: "req_1",
-  idempotencyKey: null,
-  upstreamMs: 1,
-  overheadMs: 0.1,
-  clientIp: null,
-});
+const audit = (id: string): AuditRow =>
+  auditRow({
+    id,
+    at: now,
+    keyId: "vk_store",
+    label: "store/run",
+    vendor: "stripe",
+    mode: "live",
+    method: "POST",
+    path: "/v1/payment_intents",
+    status: 200,
+    decision: "allowed",
+    holdMicros: 29_000_000,
+    costMicros: 29_000_000,
+    costSource: "request",
+    currency: "usd",
+    amountMinor: 2900,
+    vendorRequestId: "req_1",
+    upstreamMs: 1,
+    overheadMs: 0.1,
+  });
 
 describe("read-your-writes", () => {
   test("a settlement still queued (the proxy does not wait for it) is committed before any other store read", async () => {

@@ -1,33 +1,23 @@
 import { describe, expect, test } from "bun:test";
 import { UnauthenticatedDenials } from "../src/proxy/unauthenticated";
-import type { AuditRow } from "../src/store/index";
+import { type AuditRow, auditRow } from "../src/store/index";
 
 const MINUTE = 60_000;
 const T0 = Date.UTC(2026, 10, 27, 12, 0, 0);
 
 function denial(clientIp: string | null, at: number, path = "/v1/payment_intents"): AuditRow {
-  return {
+  return auditRow({
     id: `kbr_${Math.random()}`,
     at,
-    keyId: null,
-    label: null,
     vendor: "stripe",
-    mode: null,
     method: "POST",
     path,
     status: 401,
     decision: "invalid_key",
-    holdMicros: 0,
-    costMicros: 0,
-    costSource: null,
-    currency: null,
-    amountMinor: null,
-    vendorRequestId: null,
     idempotencyKey: "k",
-    upstreamMs: null,
     overheadMs: 0.1,
     clientIp,
-  };
+  });
 }
 
 function setup(maxClients?: number) {

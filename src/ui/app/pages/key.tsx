@@ -61,38 +61,9 @@ function EditKey({ keyRecord, onSaved }: { keyRecord: KeyRecord; onSaved: (k: Ke
   };
   return (
     <form class="edit" onSubmit={submit} aria-describedby="edit-hint">
-      <label>
-        Daily cap (USD)
-        <input
-          name="daily_usd_cap"
-          type="number"
-          min="0"
-          step="any"
-          inputMode="decimal"
-          defaultValue={keyRecord.daily_usd_cap?.toString() ?? ""}
-        />
-      </label>
-      <label>
-        Lifetime cap (USD)
-        <input
-          name="total_usd_cap"
-          type="number"
-          min="0"
-          step="any"
-          inputMode="decimal"
-          defaultValue={keyRecord.total_usd_cap?.toString() ?? ""}
-        />
-      </label>
-      <label>
-        Requests per minute
-        <input
-          name="max_requests_per_minute"
-          type="number"
-          min="1"
-          step="1"
-          defaultValue={keyRecord.max_requests_per_minute?.toString() ?? ""}
-        />
-      </label>
+      <NumberField label="Daily cap (USD)" name="daily_usd_cap" value={keyRecord.daily_usd_cap} money />
+      <NumberField label="Lifetime cap (USD)" name="total_usd_cap" value={keyRecord.total_usd_cap} money />
+      <NumberField label="Requests per minute" name="max_requests_per_minute" value={keyRecord.max_requests_per_minute} />
       <label>
         New expiry, from now
         <input name="expires_in" type="text" placeholder="6h, 2d, 1h30m" pattern="^(\d+d)?(\d+h)?(\d+m)?(\d+s)?$" />
@@ -304,5 +275,32 @@ export function AuditTable({ rows, caption, showRun = false }: { rows: AuditRow[
         ))}
       </tbody>
     </Table>
+  );
+}
+
+/** A labelled number input of the edit form: US dollars (`money`, any decimals) or a whole count from 1. */
+function NumberField({
+  label,
+  name,
+  value,
+  money = false,
+}: {
+  label: string;
+  name: string;
+  value: number | null | undefined;
+  money?: boolean;
+}) {
+  return (
+    <label>
+      {label}
+      <input
+        name={name}
+        type="number"
+        min={money ? "0" : "1"}
+        step={money ? "any" : "1"}
+        inputMode={money ? "decimal" : "numeric"}
+        defaultValue={value?.toString() ?? ""}
+      />
+    </label>
   );
 }
