@@ -2,14 +2,17 @@
  * `bun run bench`: what Keybrake costs per call, measured against the direct call, a bare nginx hop and a bare
  * Bun hop (the stack's floor, bun-hop.ts) in the same run, at concurrency 1 and 64 (wrk); Keybrake twice, with
  * KEYBRAKE_DB_SYNCHRONOUS=full (the default) and =normal, for what power-loss safety costs. Then the ledger
- * alone, and the race bench. Prints a table and writes bench/results/latest.json. Installs wrk and nginx with
- * apt-get when they are missing.
+ * alone, and the race bench. Then the PostgreSQL ledger (SPEC §13): one instance, and three behind nginx
+ * (round robin; its hop is in those numbers), with the race spread over the three. Prints a table and writes
+ * bench/results/latest.json. Installs wrk and nginx with apt-get when they are missing; PostgreSQL as the tests
+ * find it (KEYBRAKE_TEST_DATABASE_URL, or a throwaway cluster from Debian's binaries), skipped when there is none.
  *
  * BENCH_DURATION (seconds per measurement, default 10), BENCH_WARMUP (default 2).
  */
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { dropTestDatabase, testDatabaseUrl } from "../test/helpers/postgres";
 import { benchLedger } from "./ledger";
 import { runRace } from "./race";
 
@@ -58,8 +61,21 @@ function startBun(script: string, ...args: number[]) {
   return waitUp(`http://127.0.0.1:${args[0]}/`);
 }
 
-function startNginx(port: number, upstreamPort: number) {
+/** nginx with one server per entry: `port` proxies to `upstreams` (round robin, kept-alive connections). */
+function startNginx(servers: { port: number; upstreams: number[] }[]) {
   const conf = join(work, "nginx.conf");
+  const blocks = servers.map(
+    ({ port, upstreams }) => `
+  upstream u${port} { ${upstreams.map((u) => `server 127.0.0.1:${u};`).join(" ")} keepalive 128; }
+  server {
+    listen 127.0.0.1:${port};
+    location / {
+      proxy_pass http://u${port};
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }`,
+  );
   writeFileSync(
     conf,
     `worker_processes 1;
@@ -74,21 +90,13 @@ http {
   fastcgi_temp_path ${work}/fastcgi;
   uwsgi_temp_path ${work}/uwsgi;
   scgi_temp_path ${work}/scgi;
-  upstream mock { server 127.0.0.1:${upstreamPort}; keepalive 128; }
-  server {
-    listen 127.0.0.1:${port};
-    location / {
-      proxy_pass http://mock;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-    }
-  }
+${blocks.join("\n")}
 }
 `,
   );
   const p = Bun.spawn([Bun.which("nginx") ?? "/usr/sbin/nginx", "-c", conf], { stdout: "ignore", stderr: "inherit" });
   children.push(p);
-  return waitUp(`http://127.0.0.1:${port}/`);
+  return waitUp(`http://127.0.0.1:${servers[0]!.port}/`);
 }
 
 function build() {
@@ -96,25 +104,33 @@ function build() {
   if (built.code !== 0) throw new Error(`build failed: ${built.err}`);
 }
 
-/** dist/keybrake on its own database; the vault key of a key whose cap never runs out. */
-async function startKeybrake(port: number, upstreamPort: number, synchronous: "full" | "normal"): Promise<string> {
+/** dist/keybrake on the ledger `ledger` names (a SQLite file's variables, or PostgreSQL's). */
+async function startKeybrake(port: number, upstreamPort: number, ledger: Record<string, string>) {
   const p = Bun.spawn([join(root, "dist/keybrake"), "serve"], {
     cwd: work,
     env: {
       PATH: process.env.PATH ?? "",
       KEYBRAKE_PORT: String(port),
       KEYBRAKE_HOST: "127.0.0.1",
-      KEYBRAKE_DB: join(work, `keybrake-${synchronous}.db`),
-      KEYBRAKE_DB_SYNCHRONOUS: synchronous,
       KEYBRAKE_ADMIN_TOKEN: ADMIN_TOKEN,
       KEYBRAKE_STRIPE_SECRET_KEY: "sk_live_bench",
       KEYBRAKE_STRIPE_BASE_URL: `http://127.0.0.1:${upstreamPort}`,
+      ...ledger,
     },
     stdout: "ignore",
     stderr: "ignore",
   });
   children.push(p);
   await waitUp(`http://127.0.0.1:${port}/healthz`);
+}
+
+const sqliteLedger = (synchronous: "full" | "normal") => ({
+  KEYBRAKE_DB: join(work, `keybrake-${synchronous}.db`),
+  KEYBRAKE_DB_SYNCHRONOUS: synchronous,
+});
+
+/** The vault key of a key whose cap never runs out. */
+async function issueBenchKey(port: number): Promise<string> {
   const res = await fetch(`http://127.0.0.1:${port}/vault/keys`, {
     method: "POST",
     headers: { authorization: `Bearer ${ADMIN_TOKEN}`, "content-type": "application/json" },
@@ -180,30 +196,38 @@ function durability(results: Record<string, Record<string, WrkResult>>): string 
 async function main() {
   ensureTool("wrk", "wrk");
   ensureTool("nginx", "nginx");
-  const [upPort, nginxPort, hopPort, kbPort, kbNormalPort] = [
-    await freePort(),
-    await freePort(),
-    await freePort(),
-    await freePort(),
-    await freePort(),
-  ];
-  await startBun("upstream.ts", upPort);
-  await startNginx(nginxPort, upPort);
-  await startBun("bun-hop.ts", hopPort, upPort);
+  const [upPort, nginxPort, hopPort, kbPort, kbNormalPort, pgPort, pgLbPort] = await Promise.all(Array.from({ length: 7 }, freePort));
+  const pgFleetPorts = [pgPort!, await freePort(), await freePort()];
+  const pgUrl = await testDatabaseUrl();
+  await startBun("upstream.ts", upPort!);
+  await startNginx([
+    { port: nginxPort!, upstreams: [upPort!] },
+    { port: pgLbPort!, upstreams: pgFleetPorts },
+  ]);
+  await startBun("bun-hop.ts", hopPort!, upPort!);
   build();
-  const kbUrl = `http://127.0.0.1:${kbPort}`;
-  const kbNormalUrl = `http://127.0.0.1:${kbNormalPort}`;
-  const targets: Record<string, { url: string; key: string; keybrake?: string }> = {
-    direct: { url: `http://127.0.0.1:${upPort}/v1/payment_intents`, key: "none" },
-    nginx: { url: `http://127.0.0.1:${nginxPort}/v1/payment_intents`, key: "none" },
-    "bun hop": { url: `http://127.0.0.1:${hopPort}/v1/payment_intents`, key: "none" },
-    keybrake: { url: `${kbUrl}/v1/payment_intents`, key: await startKeybrake(kbPort, upPort, "full"), keybrake: kbUrl },
-    "keybrake normal": {
-      url: `${kbNormalUrl}/v1/payment_intents`,
-      key: await startKeybrake(kbNormalPort, upPort, "normal"),
-      keybrake: kbNormalUrl,
-    },
+  const local = (port: number) => `http://127.0.0.1:${port}`;
+  const keybrakeTarget = async (port: number, ledger: Record<string, string>) => {
+    await startKeybrake(port, upPort!, ledger);
+    return { url: `${local(port)}/v1/payment_intents`, key: await issueBenchKey(port), keybrake: local(port) };
   };
+  const targets: Record<string, { url: string; key: string; keybrake?: string }> = {
+    direct: { url: `${local(upPort!)}/v1/payment_intents`, key: "none" },
+    nginx: { url: `${local(nginxPort!)}/v1/payment_intents`, key: "none" },
+    "bun hop": { url: `${local(hopPort!)}/v1/payment_intents`, key: "none" },
+    keybrake: await keybrakeTarget(kbPort!, sqliteLedger("full")),
+    "keybrake normal": await keybrakeTarget(kbNormalPort!, sqliteLedger("normal")),
+  };
+  if (pgUrl) {
+    // One instance alone, then two more on the same database: "pg x3" goes through nginx to all three.
+    const fleet = (port: number, id: string) => ({ KEYBRAKE_DATABASE_URL: pgUrl, KEYBRAKE_INSTANCE_ID: id, KEYBRAKE_PORT: String(port) });
+    targets["keybrake pg"] = await keybrakeTarget(pgPort!, fleet(pgPort!, "bench-1"));
+    for (const [i, port] of pgFleetPorts.slice(1).entries()) await startKeybrake(port, upPort!, fleet(port, `bench-${i + 2}`));
+    targets["keybrake pg x3"] = { url: `${local(pgLbPort!)}/v1/payment_intents`, key: await issueBenchKey(pgLbPort!) };
+  } else {
+    console.error("no PostgreSQL here: the PostgreSQL rows are skipped");
+  }
+  const kbUrl = targets.keybrake!.keybrake!;
   const results: Record<string, Record<string, WrkResult>> = {};
   const overhead: Record<string, { le_us: number | null; share: number }[]> = {};
   for (const connections of [1, 64]) {
@@ -213,13 +237,19 @@ async function main() {
       const before = target.keybrake ? await overheadBuckets(target.keybrake) : null;
       results[`c${connections}`] ??= {};
       results[`c${connections}`]![name] = wrk(target.url, connections, DURATION, target.key);
-      if (before) overhead[`c${connections}_${name.replace(" ", "_")}`] = overheadShares(before, await overheadBuckets(target.keybrake!));
+      if (before)
+        overhead[`c${connections}_${name.replaceAll(" ", "_")}`] = overheadShares(before, await overheadBuckets(target.keybrake!));
     }
   }
 
   const ledger = await benchLedger(join(work, "ledger.db"), 20_000);
   const race = await runRace(kbUrl, ADMIN_TOKEN, { calls: 10_000, admit: 137 });
+  const pgRace = pgUrl ? await runRace(local(pgLbPort!), ADMIN_TOKEN, { calls: 10_000, admit: 137 }) : null;
   for (const c of children) c.kill("SIGTERM");
+  if (pgUrl) {
+    await Bun.sleep(500);
+    await dropTestDatabase(pgUrl);
+  }
 
   const rows: string[] = [];
   const us = (v: number) => `${v.toFixed(0)} µs`;
@@ -234,13 +264,16 @@ async function main() {
       rows.push(
         `| ${c.slice(1)} | ${name} | ${r.rps.toFixed(0)} | ${us(r.p50_us)} | ${us(r.p99_us)} | ${added ? us(added.p50) : "-"} | ${added ? us(added.p99) : "-"} | ${ratio} |`,
       );
-      const id = name.replace(" ", "_");
+      const id = name.replaceAll(" ", "_");
       if (added) summary[`${c}_${id}_added_p50_us`] = added.p50;
       if (added) summary[`${c}_${id}_added_p99_us`] = added.p99;
     }
     summary[`${c}_keybrake_over_nginx_rps`] = byTarget.keybrake!.rps / byTarget.nginx!.rps;
     summary[`${c}_keybrake_normal_over_nginx_rps`] = byTarget["keybrake normal"]!.rps / byTarget.nginx!.rps;
     summary[`${c}_bun_hop_over_nginx_rps`] = byTarget["bun hop"]!.rps / byTarget.nginx!.rps;
+    for (const pg of ["keybrake pg", "keybrake pg x3"]) {
+      if (byTarget[pg]) summary[`${c}_${pg.replaceAll(" ", "_")}_over_nginx_rps`] = byTarget[pg]!.rps / byTarget.nginx!.rps;
+    }
   }
   const errors = Object.values(results)
     .flatMap((t) => Object.values(t))
@@ -249,7 +282,9 @@ async function main() {
   console.log(
     `\nKeybrake ${DURATION}s per measurement on ${navigator.hardwareConcurrency} cores (${process.platform}), Bun ${Bun.version}`,
   );
-  console.log("(keybrake: synchronous=full, the default; keybrake normal: KEYBRAKE_DB_SYNCHRONOUS=normal)\n");
+  console.log(
+    "(keybrake: SQLite, synchronous=full, the default; keybrake normal: KEYBRAKE_DB_SYNCHRONOUS=normal; keybrake pg: one instance on PostgreSQL; pg x3: three instances behind nginx)\n",
+  );
   console.log(rows.join("\n"));
   console.log(`\n${durability(results)}`);
   // At c=1 nothing waits for anything else, so this is Keybrake's own work; at c=64 it is mostly queueing.
@@ -262,9 +297,10 @@ async function main() {
   console.log(
     `\nledger alone: ${ledger.opsPerSecond.toFixed(0)} hold+settle pairs/s (${ledger.pairs} pairs, ${ledger.microsPerPair.toFixed(1)} µs each)`,
   );
-  console.log(
-    `race: ${race.calls} concurrent priced calls against a cap that admits ${race.expected}: admitted ${race.admitted}, overspend ${race.overspendMicros} micro-dollars`,
-  );
+  const raceLine = (r: typeof race, where: string) =>
+    `race (${where}): ${r.calls} concurrent priced calls against a cap that admits ${r.expected}: admitted ${r.admitted}, overspend ${r.overspendMicros} micro-dollars`;
+  console.log(raceLine(race, "SQLite"));
+  if (pgRace) console.log(raceLine(pgRace, "PostgreSQL, three instances behind nginx"));
   if (errors > 0) console.log(`wrk reported ${errors} errors`);
 
   const out = {
@@ -276,13 +312,15 @@ async function main() {
     keybrake_overhead_share_at_or_under: overhead,
     ledger,
     race,
+    pg_race: pgRace,
     wrk_errors: errors,
   };
   mkdirSync(join(import.meta.dir, "results"), { recursive: true });
   writeFileSync(join(import.meta.dir, "results/latest.json"), JSON.stringify(out, null, 2));
   console.log("\nwrote bench/results/latest.json");
   rmSync(work, { recursive: true, force: true });
-  process.exit(race.admitted === race.expected && race.overspendMicros === 0 ? 0 : 1);
+  const exact = [race, pgRace ?? race].every((r) => r.admitted === r.expected && r.overspendMicros === 0);
+  process.exit(exact ? 0 : 1);
 }
 
 main().catch((err) => {

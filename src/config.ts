@@ -1,4 +1,5 @@
 import { readFileSync } from "node:fs";
+import { hostname } from "node:os";
 import { parseArgs } from "node:util";
 import { z } from "zod";
 import { ConfigError, decimalTable, flag, int } from "./env";
@@ -8,7 +9,8 @@ import type { VendorSettings } from "./vendors/types";
 export { ConfigError } from "./env";
 
 /** Core variables that hold secrets; each vendor lists its own. Each may also be given as NAME_FILE. */
-const CORE_SECRETS = ["KEYBRAKE_ADMIN_TOKEN"];
+// The PostgreSQL URL usually carries a password.
+const CORE_SECRETS = ["KEYBRAKE_ADMIN_TOKEN", "KEYBRAKE_DATABASE_URL"];
 
 /** Words of a token that was never replaced: deploy/keybrake.env.example ships `change-me-…`. */
 const PLACEHOLDER = /change[-_]?me|replace[-_]?me|example|placeholder/i;
@@ -48,6 +50,18 @@ const CORE_ENV = {
   KEYBRAKE_HOST: z.string().min(1).default("0.0.0.0"),
   KEYBRAKE_PORT: int(0, 65535, 8080),
   KEYBRAKE_DB: z.string().min(1, "must be a file path").default("./keybrake.db"),
+  // Several instances share one ledger on PostgreSQL (SPEC §13); unset, the SQLite file KEYBRAKE_DB is the ledger.
+  KEYBRAKE_DATABASE_URL: z
+    .string()
+    .refine((v) => /^postgres(ql)?:\/\/./.test(v) && URL.canParse(v), "must be a postgres://user:password@host:port/database URL")
+    .optional(),
+  // What names this instance's holds in the shared ledger: a restart under the same id recovers its own unfinished
+  // holds at once; holds of an id whose lease lapsed are recovered by any instance. Default: host name and port.
+  KEYBRAKE_INSTANCE_ID: z
+    .string()
+    .regex(/^[A-Za-z0-9._:-]{1,100}$/, "must be 1 to 100 letters, digits, dots, dashes, colons or underscores")
+    .optional(),
+  KEYBRAKE_INSTANCE_LEASE_S: int(1, 3600, 15),
   KEYBRAKE_DB_SYNCHRONOUS: z.enum(["normal", "full"], { error: "must be normal or full" }).default("full"),
   KEYBRAKE_ADMIN_TOKEN: adminToken,
   KEYBRAKE_UPSTREAM_TIMEOUT_MS: int(1, 600_000, 80_000),
@@ -80,6 +94,8 @@ export interface Config {
   port: number;
   dbPath: string;
   dbSynchronous: "normal" | "full";
+  /** PostgreSQL (SPEC §13): the shared ledger's URL, this instance's id and how long its lease lasts unrenewed. */
+  postgres: { url: string; instanceId: string; leaseMs: number } | null;
   adminToken?: string;
   upstreamTimeoutMs: number;
   maxBodyBytes: number;
@@ -160,6 +176,13 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     port: e.KEYBRAKE_PORT,
     dbPath: e.KEYBRAKE_DB,
     dbSynchronous: e.KEYBRAKE_DB_SYNCHRONOUS,
+    postgres: e.KEYBRAKE_DATABASE_URL
+      ? {
+          url: e.KEYBRAKE_DATABASE_URL,
+          instanceId: e.KEYBRAKE_INSTANCE_ID ?? `${hostname()}:${e.KEYBRAKE_PORT}`,
+          leaseMs: e.KEYBRAKE_INSTANCE_LEASE_S * 1000,
+        }
+      : null,
     adminToken: e.KEYBRAKE_ADMIN_TOKEN,
     upstreamTimeoutMs: e.KEYBRAKE_UPSTREAM_TIMEOUT_MS,
     maxBodyBytes: e.KEYBRAKE_MAX_BODY_BYTES,

@@ -17,7 +17,8 @@ import { startReconciler } from "./ops/reconciler";
 import { checkHoldsCommand, holdsCommand, holdsHelp } from "./cli/holds";
 import { tokensCommand, tokensHelp } from "./cli/tokens";
 import { createApp } from "./server";
-import { migrateDatabase, openStore } from "./store/index";
+import { type AnyStore, ledgerLocation, migrateConfiguredStore, openConfiguredStore } from "./store/open";
+import type { HoldRecord } from "./store/types";
 import { VERSION } from "./version";
 
 const USAGE = `keybrake ${VERSION} — a spend brake for jobs that call Stripe, Twilio and Resend
@@ -108,14 +109,20 @@ function configuredVendors(config: Config): { text: string; list: string[] } {
 const SHUTDOWN_GRACE_MS = 25_000;
 
 async function serve(config: Config, log: Logger) {
-  const store = openStore(config.dbPath, { synchronous: config.dbSynchronous });
+  const store = await openConfiguredStore(config);
   await ensureAdminToken(config, store, (token) =>
     config.logFormat === "json"
       ? log.warn("admin_token_generated", "Keybrake generated an admin token; it is shown once and only its hash is stored", { token })
       : announceAdminToken(token),
   );
   const metrics = new Metrics();
-  const app = createApp(config, store, { metrics });
+  const fleet = store.kind === "postgres" ? store : null;
+  if (fleet) metrics.carryOn(await fleet.spendCounters.own());
+  const app = createApp(config, store, {
+    metrics,
+    rateLimiter: fleet?.rateLimiter,
+    otherInstancesSpend: fleet ? () => fleet.spendCounters.others() : undefined,
+  });
   // The address is taken before the ledger is touched: a second serve on a busy address stops here, before its
   // recovery could mark the running server's in-flight holds orphaned. Calls wait until recovery has run.
   const recovered = Promise.withResolvers<void>();
@@ -126,17 +133,20 @@ async function serve(config: Config, log: Logger) {
     maxRequestBodySize: config.maxBodyBytes + 65_536,
     ready: recovered.promise,
   });
-  const orphaned = await store.recoverOrphanedHolds(Date.now());
-  recovered.resolve();
-  if (orphaned.length > 0) {
+  const reportOrphaned = (orphaned: HoldRecord[]) => {
+    if (orphaned.length === 0) return;
     log.warn(
       "orphaned_holds",
-      `${orphaned.length} hold(s) from a previous run were never settled; they stay counted as held until ` +
+      `${orphaned.length} hold(s) of a stopped run were never settled; they stay counted as held until ` +
         "resolved: keybrake holds list, then keybrake holds settle|release <id>",
       { count: orphaned.length, hold_ids: orphaned.slice(0, 100).map((h) => h.id) },
     );
-  }
-  store.checkpointInBackground(messageSink(log, "error", "checkpoint_worker"));
+  };
+  // On PostgreSQL this instance takes its lease first: recovery then takes only holds no live instance owns.
+  await fleet?.startInstance({ onRecovered: reportOrphaned, counters: () => metrics.spendCounters() });
+  reportOrphaned(await store.recoverOrphanedHolds(Date.now()));
+  recovered.resolve();
+  if (store.kind === "sqlite") store.checkpointInBackground(messageSink(log, "error", "checkpoint_worker"));
   const maintenance = startMaintenance(store, config.auditRetentionDays);
   void maintenance.tick();
   const reconciler = startReconciler(store, config);
@@ -146,8 +156,8 @@ async function serve(config: Config, log: Logger) {
   const vendors = configuredVendors(config);
   log.info(
     "start",
-    `listening on http://${config.host}:${server.port} (version ${VERSION}, db ${resolve(config.dbPath)}); vendors: ${vendors.text}; docs at /docs`,
-    { version: VERSION, host: config.host, port: server.port, db: resolve(config.dbPath), vendors: vendors.list },
+    `listening on http://${config.host}:${server.port} (version ${VERSION}, db ${ledgerLocation(config, resolve)}); vendors: ${vendors.text}; docs at /docs`,
+    { version: VERSION, host: config.host, port: server.port, db: ledgerLocation(config, resolve), vendors: vendors.list },
   );
 
   let stopping = false;
@@ -202,7 +212,7 @@ async function main(argv: string[]): Promise<number> {
       return -1;
     case "migrate": {
       parseFlags("keybrake migrate", args, {});
-      const applied = migrateDatabase(config.dbPath, { synchronous: config.dbSynchronous });
+      const applied = await migrateConfiguredStore(config);
       console.log(applied.length ? `applied ${applied.join(", ")}` : "already at the latest schema");
       return 0;
     }
@@ -218,8 +228,8 @@ async function main(argv: string[]): Promise<number> {
       if (command === "holds") checkHoldsCommand(args);
       if (command === "alerts") checkAlertsCommand(args);
       // Opened once the command's flags are known to be good: a mistyped flag is named, whatever the database.
-      let opened: ReturnType<typeof openStore> | undefined;
-      const store = () => (opened ??= openStore(config.dbPath, { synchronous: config.dbSynchronous, create: false }));
+      let opened: Promise<AnyStore> | undefined;
+      const store = () => (opened ??= openConfiguredStore(config, { create: false }));
       const actor = `cli:${process.env.USER ?? "local"}`;
       try {
         if (command === "keys") await keysCommand(store, args, actor, config);
@@ -228,13 +238,13 @@ async function main(argv: string[]): Promise<number> {
         else if (command === "audit") await auditCommand(store, args);
         else await spendCommand(store, args);
       } finally {
-        await opened?.close();
+        await (await opened)?.close();
       }
       return 0;
     }
     case "tokens": {
       if (wantsHelp(args)) return help(tokensHelp(args));
-      const store = openStore(config.dbPath, { synchronous: config.dbSynchronous, create: false });
+      const store = await openConfiguredStore(config, { create: false });
       try {
         await tokensCommand(store, args, `cli:${process.env.USER ?? "local"}`);
       } finally {
@@ -247,7 +257,13 @@ async function main(argv: string[]): Promise<number> {
       if (positionals.length !== 1) throw new UsageError("keybrake backup: give one file to write (keybrake backup --help)");
       const file = positionals[0]!;
       if (existsSync(file)) throw new UsageError(`keybrake backup: ${file} exists; choose a new file`);
-      const store = openStore(config.dbPath, { synchronous: config.dbSynchronous, create: false });
+      if (config.postgres) {
+        throw new UsageError(
+          'keybrake backup: the ledger is on PostgreSQL (KEYBRAKE_DATABASE_URL); back it up with pg_dump, e.g. pg_dump --format=custom --file=keybrake.dump "$KEYBRAKE_DATABASE_URL"',
+        );
+      }
+      const store = await openConfiguredStore(config, { create: false });
+      if (store.kind !== "sqlite") throw new Error("unreachable: a SQLite configuration opened another store");
       try {
         await store.backupTo(file);
       } finally {

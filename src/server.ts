@@ -13,10 +13,10 @@ import { healthRoutes } from "./ops/health";
 import { createLogger, type LineSink, loggingAdminEvents, messageSink } from "./ops/log";
 import { Metrics, metricsRoutes } from "./ops/metrics";
 import { idempotencyDeriver } from "./proxy/idempotency";
-import { RateLimiter } from "./proxy/rate-limit";
+import { RateLimiter, type RequestLimiter } from "./proxy/rate-limit";
 import { proxyRoutes } from "./proxy/routes";
 import { UnauthenticatedDenials } from "./proxy/unauthenticated";
-import type { Store } from "./store/index";
+import type { SpendCounter, Store } from "./store/index";
 import { tokenRoutes } from "./tokens/routes";
 import { uiRoutes } from "./ui/routes";
 import { Sessions } from "./ui/sessions";
@@ -29,6 +29,10 @@ export interface AppOptions {
   log?: LineSink;
   /** The /metrics counters; `serve` shares them with the alert delivery worker. */
   metrics?: Metrics;
+  /** Where max_requests_per_minute is counted: in memory by default; the fleet's log on PostgreSQL. */
+  rateLimiter?: RequestLimiter;
+  /** The spend the fleet's other instances counted, for /metrics (PostgreSQL); none by default. */
+  otherInstancesSpend?: () => Promise<SpendCounter[]>;
 }
 
 /** The whole HTTP surface, without listening: `serve` listens, tests call `app.handle`. */
@@ -77,14 +81,14 @@ export function createApp(config: Config, baseStore: Store, options: AppOptions 
       .use(adminEventRoutes(store, auth))
       .use(tokenRoutes(store, auth, now))
       .use(alertRoutes(store, auth, now, config))
-      .use(metricsRoutes(metrics, store, auth, config.metricsPublic))
+      .use(metricsRoutes(metrics, store, auth, config.metricsPublic, options.otherInstancesSpend))
       .use(uiRoutes(auth, sessions, now))
       .use(
         proxyRoutes({
           config,
           store,
           now,
-          rateLimiter: new RateLimiter(),
+          rateLimiter: options.rateLimiter ?? new RateLimiter(),
           metrics,
           log,
           deriveIdempotencyKey: idempotencyDeriver(store),

@@ -94,9 +94,14 @@ const DELIVERY_COLUMNS = [
 ];
 
 /** `keybrake alerts ...`: the alerts API's operations on the same database, with the same validation. */
-export async function alertsCommand(store: () => Store, args: string[], actor: string, config: Pick<Config, "publicUrl">): Promise<void> {
+export async function alertsCommand(
+  store: () => Promise<Store>,
+  args: string[],
+  actor: string,
+  config: Pick<Config, "publicUrl">,
+): Promise<void> {
   const [sub, ...rest] = args;
-  const ctx = () => ({ store: store(), now: Date.now, actor });
+  const ctx = async () => ({ store: await store(), now: Date.now, actor });
   const command = `keybrake alerts ${sub ?? ""}`.trim();
   switch (sub) {
     case "add": {
@@ -116,7 +121,7 @@ export async function alertsCommand(store: () => Store, args: string[], actor: s
         }).filter(([, v]) => v !== undefined),
       );
       const parsed = withFlagNames(command, FLAGS, () => parseInput(CreateWebhookBody, body, "flags"));
-      const created = await service.createWebhook(ctx(), parsed);
+      const created = await service.createWebhook(await ctx(), parsed);
       if (values.json) return console.log(JSON.stringify(created, null, 2));
       const { secret, ...record } = created;
       printRecord(record, false);
@@ -125,20 +130,20 @@ export async function alertsCommand(store: () => Store, args: string[], actor: s
     }
     case "list": {
       const { values } = parseFlags(command, rest, { json: { type: "boolean" } });
-      const { data } = await service.listWebhooks(ctx());
+      const { data } = await service.listWebhooks(await ctx());
       if (!values.json && data.length === 0) return console.error("keybrake: no webhooks; add one with keybrake alerts add --url URL");
       return printRecords(data, values.json ?? false, WEBHOOK_COLUMNS);
     }
     case "remove": {
       const { values, positionals } = parseFlags(command, rest, { json: { type: "boolean" } }, true);
       if (positionals.length !== 1) throw new UsageError(`${command}: give one webhook id (${command} --help)`);
-      const removed = await service.deleteWebhook(ctx(), positionals[0]!);
+      const removed = await service.deleteWebhook(await ctx(), positionals[0]!);
       return values.json ? console.log(JSON.stringify(removed, null, 2)) : console.log(`removed ${removed.id} (${removed.url})`);
     }
     case "test": {
       const { values, positionals } = parseFlags(command, rest, { json: { type: "boolean" } }, true);
       if (positionals.length !== 1) throw new UsageError(`${command}: give one webhook id (${command} --help)`);
-      const result = await service.testWebhook(ctx(), positionals[0]!, config);
+      const result = await service.testWebhook(await ctx(), positionals[0]!, config);
       if (values.json) console.log(JSON.stringify(result, null, 2));
       else if (result.delivered)
         console.log(`delivered ${result.event_id} to ${result.webhook_id}: HTTP ${result.status} in ${result.duration_ms} ms`);
@@ -167,7 +172,7 @@ export async function alertsCommand(store: () => Store, args: string[], actor: s
           "flags",
         ),
       );
-      const page = await service.listDeliveries(ctx(), query);
+      const page = await service.listDeliveries(await ctx(), query);
       if (!values.json && page.data.length === 0) return console.error("keybrake: no deliveries match");
       printRecords(page.data, values.json ?? false, DELIVERY_COLUMNS);
       if (page.next_cursor !== null) console.error(`keybrake: more deliveries match: add --cursor ${page.next_cursor} for the next page`);

@@ -71,7 +71,7 @@ function filterQuery(values: Record<string, unknown>) {
 const TABLE_COLUMNS = ["at", "id", "label", "decision", "status", "cost_usd", "method", "path", "cost_source", "vendor_request_id"];
 
 /** `keybrake audit [filters] [--format table|ndjson|csv] [--limit N]`: rows newest first; ndjson/csv stream all. */
-export async function auditCommand(store: () => Store, args: string[]) {
+export async function auditCommand(store: () => Promise<Store>, args: string[]) {
   const command = "keybrake audit";
   const { values } = parseFlags(command, args, {
     ...FILTERS,
@@ -84,7 +84,7 @@ export async function auditCommand(store: () => Store, args: string[]) {
     const q = withFlagNames(command, FLAGS, () =>
       parseInput(AuditQuery, { ...filterQuery(values), limit: values.limit ?? "50", cursor: values.cursor }, "flags"),
     );
-    const page = await listAudit(store(), q);
+    const page = await listAudit(await store(), q);
     printRecords(page.data, false, TABLE_COLUMNS);
     if (page.next_cursor !== null) {
       console.error(
@@ -103,7 +103,7 @@ export async function auditCommand(store: () => Store, args: string[]) {
   );
   const out = Bun.stdout.writer();
   if (format === "csv") out.write(csvHeader());
-  for await (const page of auditRows(store(), filters)) {
+  for await (const page of auditRows(await store(), filters)) {
     for (const row of page) out.write(format === "csv" ? csvLine(row) : `${JSON.stringify(row)}\n`);
     await out.flush();
   }
@@ -111,12 +111,12 @@ export async function auditCommand(store: () => Store, args: string[]) {
 }
 
 /** `keybrake spend --group-by label|key|vendor|day [filters] [--json]`. */
-export async function spendCommand(store: () => Store, args: string[]) {
+export async function spendCommand(store: () => Promise<Store>, args: string[]) {
   const command = "keybrake spend";
   const { values } = parseFlags(command, args, { ...FILTERS, "group-by": { type: "string", default: "label" }, json: { type: "boolean" } });
   const { group_by, ...filters } = withFlagNames(command, FLAGS, () =>
     parseInput(SpendQuery, { ...filterQuery(values), group_by: values["group-by"] }, "flags"),
   );
-  const result = await spendBy(store(), group_by, filters);
+  const result = await spendBy(await store(), group_by, filters);
   printRecords(result.data, values.json ?? false, ["group", "calls", "allowed", "denied", "spend_usd", "ambiguous_usd"]);
 }

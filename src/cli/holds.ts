@@ -42,10 +42,10 @@ const COLUMNS = ["id", "key_id", "label", "state", "day", "hold_usd", "cost_usd"
 const STATES = ["orphaned", "held", "ambiguous"] as const;
 
 /** `keybrake holds ...`; the store is opened (`store()`) only once the command line is known to be good. */
-export async function holdsCommand(store: () => Store, args: string[], actor: string): Promise<void> {
+export async function holdsCommand(store: () => Promise<Store>, args: string[], actor: string): Promise<void> {
   const [sub, ...rest] = args;
   const command = `keybrake holds ${sub ?? ""}`.trim();
-  const ctx = () => ({ store: store(), now: Date.now, actor });
+  const ctx = async () => ({ store: await store(), now: Date.now, actor });
   switch (sub) {
     case "list": {
       const { values } = parseFlags(command, rest, { state: { type: "string" }, limit: { type: "string" }, json: { type: "boolean" } });
@@ -54,7 +54,7 @@ export async function holdsCommand(store: () => Store, args: string[], actor: st
       const limit = values.limit === undefined ? 1000 : Number(values.limit);
       if (!Number.isInteger(limit) || limit < 1 || limit > 1000)
         throw new UsageError(`${command}: --limit is a whole number from 1 to 1000`);
-      return printRecords((await listHolds(ctx(), state, limit)).data, values.json ?? false, COLUMNS);
+      return printRecords((await listHolds(await ctx(), state, limit)).data, values.json ?? false, COLUMNS);
     }
     case "settle":
     case "release": {
@@ -71,7 +71,7 @@ export async function holdsCommand(store: () => Store, args: string[], actor: st
       if (cost !== undefined && !(raw!.trim() !== "" && Number.isFinite(cost) && cost >= 0 && cost <= 10_000_000)) {
         throw new UsageError(`${command}: --cost-usd is a USD amount from 0 to 10000000, not "${raw}"`);
       }
-      const hold = await resolveHold(ctx(), positionals[0]!, sub === "settle" ? "settled" : "released", cost);
+      const hold = await resolveHold(await ctx(), positionals[0]!, sub === "settle" ? "settled" : "released", cost);
       return printRecord(hold, values.json ?? false);
     }
     default:

@@ -88,9 +88,14 @@ function metadataFlags(pairs: string[] | undefined): Record<string, string> | un
  * `keybrake keys ...`: the admin API's key operations on the same database, with the same validation. The
  * store is opened (`store()`) only once the command line is known to be good.
  */
-export async function keysCommand(store: () => Store, args: string[], actor: string, config?: Pick<Config, "vendors">): Promise<void> {
+export async function keysCommand(
+  store: () => Promise<Store>,
+  args: string[],
+  actor: string,
+  config?: Pick<Config, "vendors">,
+): Promise<void> {
   const [sub, ...rest] = args;
-  const ctx = () => ({ store: store(), now: Date.now, actor });
+  const ctx = async () => ({ store: await store(), now: Date.now, actor });
   const command = `keybrake keys ${sub ?? ""}`.trim();
   switch (sub) {
     case "create": {
@@ -133,7 +138,7 @@ export async function keysCommand(store: () => Store, args: string[], actor: str
         }).filter(([, v]) => v !== undefined),
       );
       const parsed = withFlagNames(command, FLAGS, () => parseInput(CreateKeyBody, body, "flags"));
-      const issued = await withFlagNames(command, FLAGS, () => service.issueKey(ctx(), parsed));
+      const issued = await withFlagNames(command, FLAGS, async () => service.issueKey(await ctx(), parsed));
       const warnings = config ? issueWarnings(config, issued.vendor, issued.mode) : [];
       for (const warning of warnings) console.error(`keybrake: warning: ${warning}`);
       if (values.json) return console.log(JSON.stringify(warnings.length ? { ...issued, warnings } : issued, null, 2));
@@ -166,7 +171,7 @@ export async function keysCommand(store: () => Store, args: string[], actor: str
           "flags",
         ),
       );
-      const page = await service.listKeys(ctx(), query);
+      const page = await service.listKeys(await ctx(), query);
       printRecords(page.data, values.json ?? false);
       if (page.next_cursor !== null) {
         console.error(`keybrake: showing ${page.data.length} keys; more match: add --cursor ${page.next_cursor} for the next page`);
@@ -176,7 +181,7 @@ export async function keysCommand(store: () => Store, args: string[], actor: str
     case "show": {
       const { values, positionals } = parseFlags(command, rest, { json: { type: "boolean" } }, true);
       if (positionals.length !== 1) throw new UsageError(`${command}: give one key id (${command} --help)`);
-      return printRecord(await service.getKey(ctx(), positionals[0]!), values.json ?? false);
+      return printRecord(await service.getKey(await ctx(), positionals[0]!), values.json ?? false);
     }
     case "revoke": {
       const { values, positionals } = parseFlags(
@@ -190,12 +195,12 @@ export async function keysCommand(store: () => Store, args: string[], actor: str
       if (ways !== 1 || positionals.length > 1) {
         throw new UsageError(`${command}: give one key id, --label-prefix P or --ids id1,id2 (${command} --help)`);
       }
-      if (positionals.length === 1) return printRecord(await service.revokeKey(ctx(), positionals[0]!), json);
+      if (positionals.length === 1) return printRecord(await service.revokeKey(await ctx(), positionals[0]!), json);
       const by = values["label-prefix"] !== undefined ? { label_prefix: values["label-prefix"] } : { ids: values.ids!.split(",") };
       const parsed = withFlagNames(command, { ...FLAGS, label_prefix: "--label-prefix", ids: "--ids" }, () =>
         parseInput(BulkRevokeBody, by, "flags"),
       );
-      const result = await service.revokeMany(ctx(), parsed);
+      const result = await service.revokeMany(await ctx(), parsed);
       // A kill switch that silently did nothing is worse than one that fails: the operator must look again.
       if (result.revoked === 0)
         throw notFound(`active key matching ${"ids" in by ? `--ids ${values.ids}` : `--label-prefix ${by.label_prefix}`}; nothing revoked`);

@@ -1,6 +1,6 @@
 import { getOrCreate } from "../util";
 import { Elysia } from "elysia";
-import type { AuditRow, Store } from "../store/index";
+import type { AuditRow, SpendCounter, Store } from "../store/index";
 import { accessGuard, type Authenticator, PUBLIC_ROUTE } from "./admin-auth";
 import { rolesText } from "./openapi";
 
@@ -51,6 +51,24 @@ export class Metrics {
     if (outcome !== "retry") add(this.alertOutcomes, `event="${label(event)}",status="${outcome}"`, 1);
   }
 
+  /** This process's spend counters, by vendor (saved to the shared ledger on PostgreSQL). */
+  spendCounters(): SpendCounter[] {
+    const vendors = new Set([...this.spendMicros.keys(), ...this.correctedMicros.keys()]);
+    return [...vendors].map((vendor) => ({
+      vendor,
+      spendMicros: this.spendMicros.get(vendor) ?? 0,
+      correctedMicros: this.correctedMicros.get(vendor) ?? 0,
+    }));
+  }
+
+  /** Counts on from what an earlier run under the same instance id counted: a counter never goes down. */
+  carryOn(saved: SpendCounter[]) {
+    for (const c of saved) {
+      add(this.spendMicros, c.vendor, c.spendMicros);
+      add(this.correctedMicros, c.vendor, c.correctedMicros);
+    }
+  }
+
   record(row: AuditRow) {
     const vendor = label(row.vendor);
     const key = `vendor="${vendor}",decision="${label(row.decision)}"`;
@@ -66,7 +84,14 @@ export class Metrics {
     if (row.overheadMs !== null) this.overhead.observe(row.overheadMs / 1000);
   }
 
-  render(openHolds: number, pendingAlerts = 0): string {
+  /** `otherInstances`: the spend counted by the fleet's other instances (PostgreSQL), added to this one's. */
+  render(openHolds: number, pendingAlerts = 0, otherInstances: SpendCounter[] = []): string {
+    const spend = new Map(this.spendMicros);
+    const corrected = new Map(this.correctedMicros);
+    for (const c of otherInstances) {
+      if (c.spendMicros > 0) add(spend, label(c.vendor), c.spendMicros);
+      if (c.correctedMicros > 0) add(corrected, label(c.vendor), c.correctedMicros);
+    }
     const lines = [
       "# HELP keybrake_requests_total Proxied requests by vendor and decision (allowed or the denial code).",
       "# TYPE keybrake_requests_total counter",
@@ -74,12 +99,12 @@ export class Metrics {
       "# HELP keybrake_cap_hits_total Calls refused because a cap would be exceeded.",
       "# TYPE keybrake_cap_hits_total counter",
       ...[...this.capHits].map(([v, n]) => `keybrake_cap_hits_total{vendor="${v}"} ${n}`),
-      "# HELP keybrake_spend_usd_total Spend counted through this process, in USD; corrections are in keybrake_spend_corrected_usd_total.",
+      "# HELP keybrake_spend_usd_total Spend counted through this Keybrake (every instance of a PostgreSQL ledger), in USD; corrections are in keybrake_spend_corrected_usd_total.",
       "# TYPE keybrake_spend_usd_total counter",
-      ...[...this.spendMicros].map(([v, m]) => `keybrake_spend_usd_total{vendor="${v}"} ${m / 1e6}`),
+      ...[...spend].map(([v, m]) => `keybrake_spend_usd_total{vendor="${v}"} ${m / 1e6}`),
       "# HELP keybrake_spend_corrected_usd_total Spend counted earlier and taken back by a later settlement (an ambiguous call's retry showed a smaller or no charge), in USD. Net spend is keybrake_spend_usd_total minus this.",
       "# TYPE keybrake_spend_corrected_usd_total counter",
-      ...[...this.correctedMicros].map(([v, m]) => `keybrake_spend_corrected_usd_total{vendor="${v}"} ${m / 1e6}`),
+      ...[...corrected].map(([v, m]) => `keybrake_spend_corrected_usd_total{vendor="${v}"} ${m / 1e6}`),
       "# HELP keybrake_upstream_duration_seconds Time waiting for the vendor.",
       "# TYPE keybrake_upstream_duration_seconds histogram",
       ...[...this.upstream].flatMap(([v, h]) => h.render("keybrake_upstream_duration_seconds", `vendor="${v}"`)),
@@ -104,9 +129,15 @@ export class Metrics {
 }
 
 /** GET /metrics: an admin or viewer token required unless KEYBRAKE_METRICS_PUBLIC=1. */
-export function metricsRoutes(metrics: Metrics, store: Store, auth: Authenticator, isPublic: boolean) {
+export function metricsRoutes(
+  metrics: Metrics,
+  store: Store,
+  auth: Authenticator,
+  isPublic: boolean,
+  otherInstances: () => Promise<SpendCounter[]> = async () => [],
+) {
   const scrape = async () =>
-    new Response(metrics.render(await store.countOpenHolds(), await store.countPendingDeliveries()), {
+    new Response(metrics.render(await store.countOpenHolds(), await store.countPendingDeliveries(), await otherInstances()), {
       headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" },
     });
   const detail = { summary: "Prometheus metrics", tags: ["Operations"] };

@@ -31,14 +31,14 @@ import { balanceHeaders, capExhausted, logVendorFailure, vendorFailed } from "./
 import { normalizeVendorPath } from "./path";
 import type { Logger } from "../ops/log";
 import type { Metrics } from "../ops/metrics";
-import type { RateLimiter } from "./rate-limit";
+import type { RequestLimiter } from "./rate-limit";
 import type { UnauthenticatedDenials } from "./unauthenticated";
 
 export interface ProxyDeps {
   config: Config;
   store: Store;
   now: () => number;
-  rateLimiter: RateLimiter;
+  rateLimiter: RequestLimiter;
   metrics: Metrics;
   /** Notable events only (a cap's first hit per key and day, vendor failures, settlement failures), never every call. */
   log: Logger;
@@ -178,7 +178,7 @@ async function admit(deps: ProxyDeps, call: ProxyCall, audit: AuditRow): Promise
   const body = await readBody(request, config.maxBodyBytes);
 
   if (key.maxRequestsPerMinute !== null) {
-    const wait = deps.rateLimiter.take(key.id, key.maxRequestsPerMinute, now);
+    const wait = await deps.rateLimiter.take(key.id, key.maxRequestsPerMinute, now);
     if (wait > 0) {
       throw new KeybrakeError("rate_limited", `This key allows ${key.maxRequestsPerMinute} requests per minute.`, {
         "retry-after": String(wait),

@@ -2,15 +2,21 @@ import { getOrCreate } from "../util";
 const WINDOW_MS = 60_000;
 const MIN_CAPACITY = 8;
 
+/** Counts a call of a key with `max_requests_per_minute`; resolves to seconds to wait when over, else 0. */
+export interface RequestLimiter {
+  take(keyId: string, limit: number, now: number): number | Promise<number>;
+}
+
 /**
- * Per-key request limits over a sliding minute, in memory (one process owns the ledger).
+ * Per-key request limits over a sliding minute, in memory: one process owns the SQLite ledger. On PostgreSQL the
+ * fleet shares one log instead (store/pg/rate.ts).
  *
  * A call is admitted only when fewer than `limit` calls of its key were admitted in the 60 s before it, so no
  * 60-second interval ever holds more than `limit` calls. A fixed window, which this replaced, let `limit` calls
  * through just before its boundary and `limit` more just after. Keeping the exact times (a sliding log) rather than
  * two weighted counters keeps that promise exact; it costs one float per admitted call still in the window.
  */
-export class RateLimiter {
+export class RateLimiter implements RequestLimiter {
   private logs = new Map<string, AdmittedLog>();
   private lastSweep = Number.NEGATIVE_INFINITY;
 

@@ -1,6 +1,25 @@
 import type { Database } from "bun:sqlite";
 import { randomBase62 } from "../util";
 import type { GroupCommit } from "./group-commit";
+import {
+  type AlertKey,
+  ambiguousMark,
+  attemptResult,
+  capExhaustedData,
+  type EventRow,
+  exhaustedMark,
+  holdsNeedAttentionData,
+  keyRevokedData,
+  type Mark,
+  priceDifferentialData,
+  thresholdCrossings,
+  thresholdsOf,
+  toEvent,
+  toWebhook,
+  urlOrigin,
+  type WebhookRow,
+  webhookWants,
+} from "./alerts-shared";
 import type {
   AlertEventFilter,
   AlertEventRecord,
@@ -15,6 +34,8 @@ import type {
   WebhookRecord,
 } from "./types";
 
+export { urlOrigin };
+
 /**
  * The alert outbox (SPEC §12). Its `emit…` functions run inside the transaction of the change that causes the
  * event (a settlement, a refusal, a revocation, a start-up's recovery): the event and one delivery row per
@@ -27,56 +48,11 @@ import type {
  * lifetime cap), remembered in `alert_marks`, so a restart or spend that dips and rises again never refires.
  */
 
-type KeyInfo = {
-  id: string;
-  label: string | null;
-  vendor: string;
-  mode: string;
-  daily: number | null;
-  total: number | null;
-  spent: number;
-  thresholds: string;
-};
-
-type WebhookRow = {
-  id: string;
-  url: string;
-  events: string;
-  labelPrefix: string | null;
-  format: "json" | "slack";
-  createdAt: number;
-  createdBy: string;
-  deletedAt: number | null;
-  secret: string;
-};
-
-type EventRow = Omit<AlertEventRecord, "data"> & { data: string };
-
-const usd = (micros: number) => micros / 1_000_000;
-const percentOf = (part: number, whole: number) => (whole > 0 ? Math.round((part / whole) * 1000) / 10 : 0);
-
-/** Thresholds as the key stores them (JSON), parsed once per distinct text. */
-const parsedThresholds = new Map<string, number[]>();
-function thresholdsOf(text: string): number[] {
-  let parsed = parsedThresholds.get(text);
-  if (!parsed) {
-    try {
-      const value = JSON.parse(text);
-      parsed = Array.isArray(value) ? value.filter((t): t is number => typeof t === "number" && t > 0 && t <= 1).sort((a, b) => a - b) : [];
-    } catch {
-      parsed = [];
-    }
-    if (parsedThresholds.size > 1000) parsedThresholds.clear();
-    parsedThresholds.set(text, parsed);
-  }
-  return parsed;
-}
-
 export type AlertOutbox = ReturnType<typeof alertOutbox>;
 
 /** The synchronous writes other store modules make inside their own transactions. */
 export function alertOutbox(client: Database) {
-  const keyInfo = client.prepare<KeyInfo, [string]>(
+  const keyInfo = client.prepare<AlertKey, [string]>(
     `SELECT id, label, vendor, mode, daily_cap_micros AS daily, total_cap_micros AS total, spent_total_micros AS spent,
             alert_thresholds AS thresholds
        FROM vault_keys WHERE id = ?`,
@@ -96,42 +72,17 @@ export function alertOutbox(client: Database) {
   );
 
   /** Writes the event and a delivery for each webhook that wants it (its events, its label prefix). */
-  function emit(type: AlertEventType, key: Pick<KeyInfo, "id" | "label" | "vendor" | "mode">, data: Record<string, unknown>, now: number) {
+  function emit(type: AlertEventType, key: Pick<AlertKey, "id" | "label" | "vendor" | "mode">, data: Record<string, unknown>, now: number) {
     const id = `evt_${randomBase62(24)}`;
     insertEvent.run(id, type, now, key.id, key.label, key.vendor, key.mode, JSON.stringify(data));
     for (const w of activeWebhooks.all()) {
-      const events = JSON.parse(w.events) as string[];
-      if (!events.includes(type)) continue;
-      if (w.labelPrefix !== null && !(key.label ?? "").startsWith(w.labelPrefix)) continue;
-      insertDelivery.run(id, w.id, now, now);
+      if (webhookWants(w, type, key.label)) insertDelivery.run(id, w.id, now, now);
     }
     return id;
   }
 
   /** True the first time (key, window, name) is marked: what fires once per cap window. */
-  const firstTime = (keyId: string, window: string, name: string, now: number) => mark.run(keyId, window, name, now).changes === 1;
-
-  function crossings(key: KeyInfo, cap: "daily" | "total", day: string, before: number, after: number, capMicros: number, now: number) {
-    const window = cap === "daily" ? `day:${day}` : "total";
-    for (const threshold of thresholdsOf(key.thresholds)) {
-      const level = Math.round(threshold * capMicros);
-      if (!(before < level && after >= level)) continue;
-      if (!firstTime(key.id, window, `threshold:${threshold}`, now)) continue;
-      emit(
-        "cap_threshold",
-        key,
-        {
-          cap,
-          window: cap === "daily" ? day : null,
-          threshold,
-          cap_usd: usd(capMicros),
-          spent_usd: usd(after),
-          percent: percentOf(after, capMicros),
-        },
-        now,
-      );
-    }
-  }
+  const firstTime = (keyId: string, m: Mark, now: number) => mark.run(keyId, m.window, m.mark, now).changes === 1;
 
   return {
     /**
@@ -142,11 +93,10 @@ export function alertOutbox(client: Database) {
       if (delta <= 0) return;
       const key = keyInfo.get(keyId);
       if (!key || thresholdsOf(key.thresholds).length === 0) return;
-      if (key.daily !== null) {
-        const after = daySettled.get(keyId, day)?.settled ?? 0;
-        crossings(key, "daily", day, after - delta, after, key.daily, now);
+      const settledToday = key.daily === null ? 0 : (daySettled.get(keyId, day)?.settled ?? 0);
+      for (const crossing of thresholdCrossings(key, day, delta, settledToday)) {
+        if (firstTime(key.id, crossing, now)) emit("cap_threshold", key, crossing.data, now);
       }
-      if (key.total !== null) crossings(key, "total", day, key.spent - delta, key.spent, key.total, now);
     },
 
     /** A call was refused at a cap: `cap_exhausted`, the first time in the cap's window. */
@@ -159,51 +109,23 @@ export function alertOutbox(client: Database) {
       priceMicros: number,
       now: number,
     ) {
-      if (!firstTime(keyId, cap === "daily" ? `day:${day}` : "total", "exhausted", now)) return;
+      if (!firstTime(keyId, exhaustedMark(cap, day), now)) return;
       const key = keyInfo.get(keyId);
-      if (!key) return;
-      const b = balance ?? { daySettled: 0, dayHeld: 0, totalSpent: 0, totalHeld: 0 };
-      const spent = cap === "daily" ? b.daySettled : b.totalSpent;
-      emit(
-        "cap_exhausted",
-        key,
-        {
-          cap,
-          window: cap === "daily" ? day : null,
-          cap_usd: usd(capMicros),
-          spent_usd: usd(spent),
-          held_usd: usd(cap === "daily" ? b.dayHeld : b.totalHeld),
-          price_usd: usd(priceMicros),
-          percent: percentOf(spent, capMicros),
-        },
-        now,
-      );
+      if (key) emit("cap_exhausted", key, capExhaustedData(cap, day, capMicros, balance, priceMicros), now);
     },
 
     /** Keys just revoked (their rows already say so): one `key_revoked` each. */
     keysRevoked(keyIds: readonly string[], now: number, by: string | null) {
       for (const id of keyIds) {
         const key = keyInfo.get(id);
-        if (key) emit("key_revoked", key, { revoked_at: new Date(now).toISOString(), by, spent_total_usd: usd(key.spent) }, now);
+        if (key) emit("key_revoked", key, keyRevokedData(now, by, key.spent), now);
       }
     },
 
     /** A settlement above its hold (SPEC §6: recorded, and it blocks further calls while over the cap). */
     priceDifferential(keyId: string, f: { holdId: string; requestId: string | null; holdMicros: number; costMicros: number }, now: number) {
       const key = keyInfo.get(keyId);
-      if (!key) return;
-      emit(
-        "price_differential",
-        key,
-        {
-          hold_id: f.holdId,
-          request_id: f.requestId,
-          hold_usd: usd(f.holdMicros),
-          cost_usd: usd(f.costMicros),
-          over_usd: usd(f.costMicros - f.holdMicros),
-        },
-        now,
-      );
+      if (key) emit("price_differential", key, priceDifferentialData(f), now);
     },
 
     /**
@@ -212,46 +134,11 @@ export function alertOutbox(client: Database) {
      * others are in `keybrake holds list --state ambiguous`).
      */
     holdsNeedAttention(keyId: string, reason: "orphaned" | "ambiguous", holds: { id: string; micros: number }[], day: string, now: number) {
-      if (reason === "ambiguous" && !firstTime(keyId, `day:${day}`, "ambiguous", now)) return;
+      if (reason === "ambiguous" && !firstTime(keyId, ambiguousMark(day), now)) return;
       const key = keyInfo.get(keyId);
-      if (!key) return;
-      emit(
-        "holds_need_attention",
-        key,
-        {
-          reason,
-          count: holds.length,
-          amount_usd: usd(holds.reduce((sum, h) => sum + h.micros, 0)),
-          hold_ids: holds.slice(0, 100).map((h) => h.id),
-          resolve: `keybrake holds list --state ${reason}, then keybrake holds settle|release <id>`,
-        },
-        now,
-      );
+      if (key) emit("holds_need_attention", key, holdsNeedAttentionData(reason, holds), now);
     },
   };
-}
-
-const toWebhook = ({ secret: _secret, events, ...w }: WebhookRow): WebhookRecord => ({ ...w, events: JSON.parse(events) });
-
-const toEvent = ({ seq, id, type, at, keyId, label, vendor, mode, data }: EventRow): AlertEventRecord => ({
-  seq,
-  id,
-  type,
-  at,
-  keyId,
-  label,
-  vendor,
-  mode,
-  data: JSON.parse(data),
-});
-
-/** An address's origin only: a Slack incoming webhook's path is its credential. */
-export function urlOrigin(url: string): string {
-  try {
-    return new URL(url).origin;
-  } catch {
-    return "?";
-  }
 }
 
 /** A WHERE clause built up condition by condition, with its parameters in order. */
@@ -399,16 +286,8 @@ export function alertQueries(client: Database, commits: GroupCommit) {
     /** Through the group commit: a delivery's bookkeeping shares the proxy's commits instead of adding its own. */
     recordDeliveryAttempt: (a: DeliveryAttempt) =>
       commits.submit(() => {
-        const status = a.outcome === "delivered" ? "delivered" : a.outcome === "failed" ? "failed" : "pending";
-        attempted.run(
-          a.seq,
-          status,
-          a.at,
-          a.status,
-          a.error,
-          a.outcome === "retry" ? a.nextAttemptAt : null,
-          a.outcome === "delivered" ? a.at : null,
-        );
+        const result = attemptResult(a);
+        attempted.run(a.seq, result.status, a.at, a.status, a.error, result.nextAttemptAt, result.deliveredAt);
       }),
     async countPendingDeliveries() {
       return pending.get()!.n;

@@ -8,6 +8,7 @@ import { startBackgroundCheckpoints } from "./wal";
 import { keyQueries } from "./keys";
 import { tokenQueries } from "./tokens";
 import { ledgerQueries } from "./ledger";
+import { committingQueuedWritesFirst } from "./read-your-writes";
 import { reconcileQueries } from "./reconcile";
 import { openDatabase, type OpenOptions } from "./sqlite";
 import { applyMigrations } from "./migrate";
@@ -16,7 +17,7 @@ import type { AdminStore, CallPathStore, SqliteStore } from "./types";
 export type * from "./types";
 export { auditRow } from "./audit-row";
 
-/** The SQLite store: the only implementation today, and the only module with SQL in it. */
+/** The SQLite store: the default, one process owning one file. The PostgreSQL store is pg/index.ts. */
 export function openStore(path: string, opts: OpenOptions = {}): SqliteStore {
   const db = openDatabase(path, opts);
   const client = db.$client;
@@ -68,6 +69,7 @@ export function openStore(path: string, opts: OpenOptions = {}): SqliteStore {
     },
   };
   return {
+    kind: "sqlite",
     ...callPath,
     ...committingQueuedWritesFirst(admin, () => commits.flush()),
     async backupTo(path: string) {
@@ -86,17 +88,6 @@ export function openStore(path: string, opts: OpenOptions = {}): SqliteStore {
       checkpoints ??= startBackgroundCheckpoints(client, path, { log });
     },
   };
-}
-
-/** Read-your-writes (see AdminStore): every operation first commits what the call path has queued. */
-function committingQueuedWritesFirst<T extends object>(ops: T, flush: () => void): T {
-  const wrap =
-    <A extends unknown[], R>(op: (...args: A) => R) =>
-    (...args: A): R => {
-      flush();
-      return op(...args);
-    };
-  return Object.fromEntries(Object.entries(ops).map(([name, op]) => [name, wrap(op)])) as T;
 }
 
 /** `keybrake migrate`: brings the database at `path` to the latest schema (creating it); the tags applied. */

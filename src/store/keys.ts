@@ -1,6 +1,7 @@
 import { and, desc, eq, gt, gte, inArray, lt, lte, sql, type SQL } from "drizzle-orm";
 import type { SQLiteColumn } from "drizzle-orm/sqlite-core";
 import type { AlertOutbox } from "./alerts";
+import { KEY_POLICY_COLUMNS, type RawKeyPolicy, toKeyPolicy } from "./keys-shared";
 import type { Db } from "./sqlite";
 import { keyIssuance, spendDays, vaultKeys } from "./schema";
 import type { DayUsage, Issuance, IssuanceResult, KeyFilter, KeyPatch, KeyPolicy, KeyRecord, KeySelection, NewKey, Page } from "./types";
@@ -10,22 +11,6 @@ type Row = typeof vaultKeys.$inferSelect;
 function toRecord({ seq: _seq, keyHash: _hash, ...rest }: Row): KeyRecord {
   return rest;
 }
-
-const POLICY_COLUMNS = `id, key_hint AS keyHint, vendor, mode, label, minted_by AS mintedBy, daily_cap_micros AS dailyCapMicros,
-  total_cap_micros AS totalCapMicros, allowed_endpoints AS allowedEndpoints, max_requests_per_minute AS maxRequestsPerMinute,
-  require_idempotency_key AS requireIdempotencyKey, metadata, status, created_at AS createdAt, expires_at AS expiresAt`;
-type RawPolicy = Omit<KeyPolicy, "allowedEndpoints" | "metadata" | "requireIdempotencyKey"> & {
-  allowedEndpoints: string;
-  metadata: string;
-  requireIdempotencyKey: number;
-};
-const fromRaw = (r: RawPolicy): KeyPolicy =>
-  Object.freeze({
-    ...r,
-    allowedEndpoints: Object.freeze(JSON.parse(r.allowedEndpoints)),
-    metadata: Object.freeze(JSON.parse(r.metadata)),
-    requireIdempotencyKey: r.requireIdempotencyKey === 1,
-  });
 
 /** Enough for every key a busy server has live; past it the cache starts over rather than grow without bound. */
 const MAX_CACHED_KEYS = 10_000;
@@ -38,7 +23,7 @@ const MAX_CACHED_KEYS = 10_000;
  * re-reads the key's status inside its write transaction as well.
  */
 function keyPolicyCache(client: Db["$client"]) {
-  const byHash = client.prepare<RawPolicy, [string]>(`SELECT ${POLICY_COLUMNS} FROM vault_keys WHERE key_hash = ?`);
+  const byHash = client.prepare<RawKeyPolicy, [string]>(`SELECT ${KEY_POLICY_COLUMNS} FROM vault_keys WHERE key_hash = ?`);
   const dataVersion = client.prepare<{ data_version: number }, []>("PRAGMA data_version");
   const cache = new Map<string, KeyPolicy>();
   let seenVersion = -1;
@@ -54,7 +39,7 @@ function keyPolicyCache(client: Db["$client"]) {
       const row = byHash.get(hash);
       if (!row) return null;
       if (cache.size >= MAX_CACHED_KEYS) cache.clear();
-      const policy = fromRaw(row);
+      const policy = toKeyPolicy(row);
       cache.set(hash, policy);
       return policy;
     },

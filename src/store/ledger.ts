@@ -3,10 +3,9 @@ import type { AlertOutbox } from "./alerts";
 import type { GroupCommit } from "./group-commit";
 import type { Db } from "./sqlite";
 import { auditParams, insertAuditSql } from "./audit";
-import { auditRow } from "./audit-row";
+import { type HoldRow, holdAuditRow, MAX_STORED_RESPONSE_BYTES } from "./ledger-shared";
 import { OPEN_HOLDS } from "./schema";
 import type {
-  AuditRow,
   DayUsage,
   HoldRecord,
   HoldRequest,
@@ -17,34 +16,7 @@ import type {
   TrackedObject,
 } from "./types";
 
-/** Answers larger than this are not kept for replay (Stripe objects are a few KiB). */
-export const MAX_STORED_RESPONSE_BYTES = 256 * 1024;
-
 type EntryState = HoldRecord["state"];
-type HoldRow = HoldRecord & {
-  vendor: string | null;
-  mode: string | null;
-  method: string | null;
-  path: string | null;
-  requestId: string | null;
-};
-
-/** The audit row for a hold event that is not a proxied call: orphaned by a crash, or resolved by an operator. */
-function holdAuditRow(h: HoldRow, id: string, now: number, decision: string, costMicros: number): AuditRow {
-  return auditRow({
-    id,
-    at: now,
-    keyId: h.keyId,
-    label: h.label,
-    vendor: h.vendor as AuditRow["vendor"],
-    mode: h.mode as AuditRow["mode"],
-    method: h.method ?? "?",
-    path: h.path ?? "?",
-    decision,
-    holdMicros: h.holdMicros,
-    costMicros,
-  });
-}
 
 /**
  * Holds and settlements. Each runs inside a `BEGIN IMMEDIATE` transaction (shared with the other writes of the

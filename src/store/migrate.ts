@@ -10,8 +10,16 @@ export interface Migration {
 
 /** The migrations embedded in this build, in journal order. Throws if a journal entry has no embedded SQL. */
 export function embeddedMigrations(): Migration[] {
-  return embeddedJournal.entries.map((entry) => {
-    const sql = embeddedSql[entry.tag];
+  return migrationsOf(embeddedJournal, embeddedSql);
+}
+
+/**
+ * A drizzle-kit journal's migrations, in its order, with the statements of each and the hash drizzle's own
+ * migrator records (SHA-256 of the file). Throws if a journal entry has no SQL.
+ */
+export function migrationsOf(journal: { entries: { tag: string; when: number }[] }, sqlByTag: Record<string, string>): Migration[] {
+  return journal.entries.map((entry) => {
+    const sql = sqlByTag[entry.tag];
     if (sql === undefined) throw new Error(`migration ${entry.tag} is in the journal but not embedded`);
     return {
       tag: entry.tag,

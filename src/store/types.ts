@@ -385,15 +385,23 @@ export interface AdminStore {
   close(): Promise<void>;
 }
 
-/** What the rest of Keybrake may ask of any store (SQLite today; PostgreSQL next, SPEC §13). */
+/** What the rest of Keybrake may ask of any store: SQLite (index.ts) or PostgreSQL (pg/index.ts, SPEC §13). */
 export type Store = CallPathStore & AdminStore;
 
 /** The SQLite store's own operations, which another store has no counterpart of. */
 export interface SqliteStore extends Store {
+  kind: "sqlite";
   /** A consistent copy of the whole database, taken while it is in use (VACUUM INTO), created owner-only. */
   backupTo(path: string): Promise<void>;
   /** The server's mode: WAL checkpoints on a background thread instead of on commits; `log` hears if it fails. */
   checkpointInBackground(log?: (message: string) => void): void;
+}
+
+/** What an instance counted as spend for a vendor (`keybrake_spend_usd_total`), and the corrections. */
+export interface SpendCounter {
+  vendor: string;
+  spendMicros: number;
+  correctedMicros: number;
 }
 
 /** The alert events of SPEC §12. */

@@ -1,0 +1,31 @@
+import { auditRow } from "./audit-row";
+import type { AuditRow, HoldRecord } from "./types";
+
+/** Answers larger than this are not kept for replay (Stripe objects are a few KiB). */
+export const MAX_STORED_RESPONSE_BYTES = 256 * 1024;
+
+/** A ledger entry with its key's label and what an audit row of it needs (the call that took the hold). */
+export type HoldRow = HoldRecord & {
+  vendor: string | null;
+  mode: string | null;
+  method: string | null;
+  path: string | null;
+  requestId: string | null;
+};
+
+/** The audit row for a hold event that is not a proxied call: orphaned by a crash, or resolved by an operator. */
+export function holdAuditRow(h: HoldRow, id: string, now: number, decision: string, costMicros: number): AuditRow {
+  return auditRow({
+    id,
+    at: now,
+    keyId: h.keyId,
+    label: h.label,
+    vendor: h.vendor as AuditRow["vendor"],
+    mode: h.mode as AuditRow["mode"],
+    method: h.method ?? "?",
+    path: h.path ?? "?",
+    decision,
+    holdMicros: h.holdMicros,
+    costMicros,
+  });
+}

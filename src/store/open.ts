@@ -1,0 +1,55 @@
+import { ConfigError } from "../config";
+import type { Config } from "../config";
+import { openStore, migrateDatabase } from "./index";
+import { openPgStore, type PgStore } from "./pg/index";
+import { applyPgMigrations } from "./pg/migrate";
+import { openPgClient } from "./pg/client";
+import type { SqliteStore } from "./types";
+
+export type AnyStore = SqliteStore | PgStore;
+type StoreConfig = Pick<Config, "dbPath" | "dbSynchronous" | "postgres">;
+
+/**
+ * The ledger the configuration names: PostgreSQL when KEYBRAKE_DATABASE_URL is set (SPEC §13), else the SQLite
+ * file. `create: false` (the CLI's commands other than serve and migrate): never a new ledger, never a migration.
+ */
+export async function openConfiguredStore(config: StoreConfig, opts: { create?: boolean } = {}): Promise<AnyStore> {
+  const pg = config.postgres;
+  if (!pg) return openStore(config.dbPath, { synchronous: config.dbSynchronous, create: opts.create });
+  try {
+    return await openPgStore(pg.url, { instanceId: pg.instanceId, leaseMs: pg.leaseMs, migrate: opts.create !== false });
+  } catch (error) {
+    throw unreachable(pg.url, error);
+  }
+}
+
+/** `keybrake migrate`: the tags applied to the configured ledger. */
+export async function migrateConfiguredStore(config: StoreConfig): Promise<string[]> {
+  if (!config.postgres) return migrateDatabase(config.dbPath, { synchronous: config.dbSynchronous });
+  const sql = openPgClient(config.postgres.url, 1);
+  try {
+    return await applyPgMigrations(sql);
+  } catch (error) {
+    throw unreachable(config.postgres.url, error);
+  } finally {
+    await sql.close({ timeout: 5 });
+  }
+}
+
+/** Where the ledger is, for log lines: the file, or the PostgreSQL server and database without credentials. */
+export function ledgerLocation(config: StoreConfig, resolvePath: (path: string) => string): string {
+  return config.postgres ? `postgres ${redactedUrl(config.postgres.url)}` : resolvePath(config.dbPath);
+}
+
+const redactedUrl = (url: string) => {
+  const u = new URL(url);
+  return `${u.hostname}:${u.port || "5432"}${u.pathname}`;
+};
+
+/** The URL's password never reaches a log line or an error. */
+function unreachable(url: string, error: unknown): ConfigError {
+  const message = error instanceof Error ? error.message : String(error);
+  const password = URL.canParse(url) ? decodeURIComponent(new URL(url).password) : "";
+  const said = password ? message.split(password).join("***") : message;
+  return new ConfigError(`KEYBRAKE_DATABASE_URL: cannot use the PostgreSQL ledger at ${redactedUrl(url)}: ${said}`);
+}

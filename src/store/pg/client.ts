@@ -1,0 +1,16 @@
+import { SQL } from "bun";
+
+/** A PostgreSQL connection pool (Bun's built-in client), or a transaction or savepoint on it: all are tagged templates. */
+export type Pg = SQL;
+
+/**
+ * PostgreSQL returns int8 (bigint) and numeric values, and count(*), as strings. Money (micro-dollars) and times
+ * (Unix ms) stay below 2^53, so they are read back as plain numbers.
+ */
+export const num = (value: unknown): number => (typeof value === "number" ? value : Number(value));
+export const numOrNull = (value: unknown): number | null => (value === null || value === undefined ? null : num(value));
+
+/** Opens a pool on `url` (postgres://…). `max`: connections per instance. */
+export function openPgClient(url: string, max = 16): Pg {
+  return new SQL({ url, max, idleTimeout: 30, connectionTimeout: 10 });
+}

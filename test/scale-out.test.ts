@@ -1,0 +1,199 @@
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { ensureBinary } from "./helpers/binary";
+import { ADMIN_TOKEN } from "./helpers/harness";
+import { mockStripe, STRIPE_LIVE_SECRET, type MockStripe } from "./helpers/mock-stripe";
+import { dropTestDatabase, testDatabaseUrl } from "./helpers/postgres";
+import { run, type Started, startProcess } from "./helpers/process";
+import { waitFor } from "./helpers/receiver";
+
+/**
+ * SPEC §13 on the built binary: three instances on one PostgreSQL ledger behave as one Keybrake. Skipped (with a
+ * message) where no PostgreSQL can be started; CI always has one.
+ */
+const databaseUrl = await testDatabaseUrl();
+type Json = Record<string, any>;
+
+let dir: string;
+let binary: string;
+let stripe: MockStripe;
+const running = new Map<string, Started>();
+
+const LEASE_S = 2;
+const envFor = (id: string) => ({
+  KEYBRAKE_DATABASE_URL: databaseUrl!,
+  KEYBRAKE_INSTANCE_ID: id,
+  KEYBRAKE_INSTANCE_LEASE_S: String(LEASE_S),
+  KEYBRAKE_HOST: "127.0.0.1",
+  KEYBRAKE_PORT: "0",
+  KEYBRAKE_ADMIN_TOKEN: ADMIN_TOKEN,
+  KEYBRAKE_STRIPE_SECRET_KEY: STRIPE_LIVE_SECRET,
+  KEYBRAKE_STRIPE_BASE_URL: stripe.url,
+});
+const start = async (id: string) => {
+  const started = await startProcess([binary], { cwd: dir, env: envFor(id) });
+  running.set(id, started);
+  return started;
+};
+const url = (id: string) => running.get(id)!.url;
+
+const admin = async (id: string, path: string, body?: unknown, method = body === undefined ? "GET" : "POST") => {
+  const res = await fetch(`${url(id)}${path}`, {
+    method,
+    headers: { authorization: `Bearer ${ADMIN_TOKEN}`, "content-type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  return { status: res.status, json: (await res.json()) as Json };
+};
+const issueKey = async (id: string, cap: Json) =>
+  (await admin(id, "/vault/keys", { vendor: "stripe", allowed_endpoints: ["POST /v1/payment_intents"], ...cap })).json;
+const charge = (id: string, vaultKey: string, headers: Record<string, string> = {}) =>
+  fetch(`${url(id)}/stripe/v1/payment_intents`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${vaultKey}`, "content-type": "application/x-www-form-urlencoded", ...headers },
+    body: "amount=2900&currency=usd",
+  });
+
+describe.skipIf(databaseUrl === null)("several instances on one PostgreSQL ledger (SPEC §13, built binary)", () => {
+  beforeAll(async () => {
+    binary = await ensureBinary();
+    dir = mkdtempSync(join(tmpdir(), "keybrake-scale-"));
+    stripe = await mockStripe().start();
+    // One after another: the first migrates, the others find the schema current.
+    for (const id of ["a", "b", "c"]) await start(id);
+  }, 120_000);
+  afterAll(async () => {
+    for (const s of running.values()) s.proc.kill("SIGKILL");
+    await Promise.all([...running.values()].map((s) => s.proc.exited));
+    await stripe?.stop();
+    if (databaseUrl) await dropTestDatabase(databaseUrl);
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  test("300 concurrent $29 calls over three instances against a $500 cap: exactly 17 forwarded, $493 in the ledger", async () => {
+    const key = await issueKey("a", { daily_usd_cap: 500, label: "scale/race" });
+    stripe.reset();
+    const ids = ["a", "b", "c"];
+    const answers = await Promise.all(
+      Array.from({ length: 300 }, async (_, i) => {
+        const res = await charge(ids[i % 3]!, key.vault_key);
+        return { status: res.status, body: (await res.json()) as Json };
+      }),
+    );
+    const admitted = answers.filter((a) => a.status === 200);
+    const refused = answers.filter((a) => a.status === 429);
+    expect(admitted.length).toBe(17);
+    expect(refused.length).toBe(283);
+    expect(refused.every((a) => a.body.error?.code === "cap_exhausted" || a.body.code === "cap_exhausted")).toBe(true);
+    expect(stripe.count("POST", "/v1/payment_intents")).toBe(17);
+    // Every instance reads the same ledger: $493 settled, nothing held, and the audit says the same.
+    for (const id of ids) {
+      const record = (await admin(id, `/vault/keys/${key.id}`)).json;
+      expect(record).toMatchObject({ spent_today_usd: 493, spent_total_usd: 493, held_usd: 0, calls: 17 });
+    }
+    const spend = (await admin("b", "/audit/spend?group_by=label")).json as { data: Json[] };
+    expect(spend.data.find((r) => r.group === "scale/race")).toMatchObject({ spend_usd: 493, allowed: 17, denied: 283 });
+    // /metrics at any instance counts the fleet's spend (each instance saves its counters every lease renewal).
+    const spendMetric = async (id: string) => {
+      const text = await (await fetch(`${url(id)}/metrics`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })).text();
+      return Number(/^keybrake_spend_usd_total\{vendor="stripe"\} (\S+)$/m.exec(text)?.[1] ?? 0);
+    };
+    for (const id of ids) await waitFor(async () => (await spendMetric(id)) === 493, LEASE_S * 1000 * 3, `${id}'s /metrics at $493`);
+  }, 60_000);
+
+  test("a revocation through one instance stops the next call through every other instance", async () => {
+    const key = await issueKey("a", { daily_usd_cap: 100 });
+    // Each instance has served the key once (anything cached would be warm now).
+    for (const id of ["a", "b", "c"]) expect((await charge(id, key.vault_key)).status).toBe(200);
+    expect((await admin("b", `/vault/keys/${key.id}`, undefined, "DELETE")).status).toBe(200);
+    for (const id of ["a", "c"]) {
+      const res = await charge(id, key.vault_key);
+      expect(res.status).toBe(401);
+      expect(((await res.json()) as Json).error.code).toBe("key_revoked");
+    }
+  });
+
+  test("an Idempotency-Key replayed through another instance is replayed, not forwarded", async () => {
+    const key = await issueKey("a", { daily_usd_cap: 100 });
+    stripe.reset();
+    const first = await charge("a", key.vault_key, { "idempotency-key": "order-77" });
+    expect(first.status).toBe(200);
+    const firstBody = await first.text();
+    for (const id of ["b", "c"]) {
+      const again = await charge(id, key.vault_key, { "idempotency-key": "order-77" });
+      expect(again.status).toBe(200);
+      expect(again.headers.get("x-keybrake-replayed")).toBe("true");
+      expect(await again.text()).toBe(firstBody);
+    }
+    expect(stripe.count("POST", "/v1/payment_intents")).toBe(1);
+    expect((await admin("c", `/vault/keys/${key.id}`)).json.spent_today_usd).toBe(29);
+  });
+
+  test("the CLI works on the shared ledger: migrate finds it current, keys lists every instance's keys, backup points to pg_dump", async () => {
+    const env = envFor("cli");
+    await issueKey("b", { daily_usd_cap: 5, label: "scale/cli" });
+    const migrated = await run([binary, "migrate"], { cwd: dir, env });
+    expect(migrated).toMatchObject({ code: 0, stdout: "already at the latest schema\n" });
+    const listed = await run([binary, "keys", "list", "--label", "scale/cli", "--json"], { cwd: dir, env });
+    expect(listed).toMatchObject({ code: 0, stderr: "" });
+    expect(JSON.parse(listed.stdout).map((k: Json) => k.label)).toEqual(["scale/cli"]);
+    const backup = await run([binary, "backup", join(dir, "x.db")], { cwd: dir, env });
+    expect(backup.code).not.toBe(0);
+    expect(backup.stderr).toContain("pg_dump");
+    // The URL's password never reaches an error line.
+    const refused = await run([binary, "keys", "list"], {
+      cwd: dir,
+      env: { ...env, KEYBRAKE_DATABASE_URL: "postgres://keybrake:hunter2-secret@127.0.0.1:1/keybrake" },
+    });
+    expect(refused.code).not.toBe(0);
+    expect(refused.stderr).toContain("KEYBRAKE_DATABASE_URL");
+    expect(refused.stderr + refused.stdout).not.toContain("hunter2-secret");
+  });
+
+  test("SIGKILL mid-burst: the dead instance's holds stay counted and are recovered after its lease; a restart meanwhile leaves a live instance's in-flight holds alone", async () => {
+    const key = await issueKey("a", { daily_usd_cap: 1000, label: "scale/kill" });
+    stripe.reset();
+    const gate = Promise.withResolvers<void>();
+    stripe.failAlways({ kind: "wait", until: gate.promise });
+    // In flight: 3 calls through a (which lives on) and 4 through c (which is killed).
+    const live = Array.from({ length: 3 }, () => charge("a", key.vault_key));
+    const doomed = Array.from({ length: 4 }, () => charge("c", key.vault_key).catch(() => null));
+    await waitFor(() => stripe.received.length === 7, 10_000, "7 calls at the vendor");
+    running.get("c")!.proc.kill("SIGKILL");
+    await running.get("c")!.proc.exited;
+    await Promise.all(doomed);
+
+    // b restarts while a's calls and c's dead holds are in flight: it recovers neither (c's lease is still live).
+    const restarted = running.get("b")!;
+    restarted.proc.kill("SIGTERM");
+    await restarted.proc.exited;
+    await start("b");
+    const afterRestart = (await admin("b", `/vault/keys/${key.id}`)).json;
+    expect(afterRestart.held_usd).toBe(7 * 29);
+    expect(((await admin("b", "/vault/holds?state=orphaned&limit=100")).json.data as Json[]).length).toBe(0);
+
+    // Once c's lease lapses, a live instance recovers c's holds (and only those): orphaned, still counted.
+    await waitFor(
+      async () => ((await admin("b", "/vault/holds?state=orphaned&limit=100")).json.data as Json[]).length === 4,
+      LEASE_S * 1000 * 4,
+      "c's 4 holds orphaned",
+    );
+    const held = ((await admin("a", "/vault/holds?state=held&limit=100")).json.data as Json[]).filter((h) => h.key_id === key.id);
+    expect(held.length).toBe(3);
+    expect((await admin("a", `/vault/keys/${key.id}`)).json.held_usd).toBe(7 * 29);
+
+    // a's calls were never disturbed: they settle normally.
+    stripe.failAlways(null);
+    gate.resolve();
+    expect((await Promise.all(live)).map((r) => r.status)).toEqual([200, 200, 200]);
+    // A settlement commits just after its answer leaves a; b reads the ledger once it has.
+    await waitFor(async () => (await admin("b", `/vault/keys/${key.id}`)).json.spent_today_usd === 3 * 29, 5_000, "a's calls settled");
+    expect((await admin("b", `/vault/keys/${key.id}`)).json).toMatchObject({ spent_today_usd: 3 * 29, held_usd: 4 * 29 });
+
+    // c restarts under its id: it takes its dead predecessor's lease over and serves again.
+    await start("c");
+    expect((await charge("c", key.vault_key)).status).toBe(200);
+  }, 60_000);
+});
