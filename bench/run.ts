@@ -3,7 +3,8 @@
  * Bun hop (the stack's floor, bun-hop.ts) in the same run, at concurrency 1 and 64 (wrk); Keybrake twice, with
  * KEYBRAKE_DB_SYNCHRONOUS=full (the default) and =normal, for what power-loss safety costs. Then the ledger
  * alone, and the race bench. Then the PostgreSQL ledger (SPEC §13): one instance, and three behind nginx
- * (round robin; its hop is in those numbers), with the race spread over the three. Prints a table and writes
+ * (round robin; its hop is in those numbers), with the race spread over the three. Last, the growth bench
+ * (growth.ts): the SQLite ledger empty, at 1 M and at 10 M audit rows. Prints the tables and writes
  * bench/results/latest.json. Installs wrk and nginx with apt-get when they are missing; PostgreSQL as the tests
  * find it (KEYBRAKE_TEST_DATABASE_URL, or a throwaway cluster from Debian's binaries), skipped when there is none.
  *
@@ -13,6 +14,7 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { dropTestDatabase, testDatabaseUrl } from "../test/helpers/postgres";
+import { growthTable, runGrowth } from "./growth";
 import { benchLedger } from "./ledger";
 import { runRace } from "./race";
 
@@ -200,6 +202,7 @@ async function main() {
   const pgFleetPorts = [pgPort!, await freePort(), await freePort()];
   const pgUrl = await testDatabaseUrl();
   await startBun("upstream.ts", upPort!);
+  const upstream = children.at(-1)!;
   await startNginx([
     { port: nginxPort!, upstreams: [upPort!] },
     { port: pgLbPort!, upstreams: pgFleetPorts },
@@ -245,6 +248,10 @@ async function main() {
   const ledger = await benchLedger(join(work, "ledger.db"), 20_000);
   const race = await runRace(kbUrl, ADMIN_TOKEN, { calls: 10_000, admit: 137 });
   const pgRace = pgUrl ? await runRace(local(pgLbPort!), ADMIN_TOKEN, { calls: 10_000, admit: 137 }) : null;
+  // Flat as the ledger grows (growth.ts): the servers above are stopped first, so they do not share the CPU.
+  for (const c of children) if (c !== upstream) c.kill("SIGTERM");
+  await Bun.sleep(500);
+  const growth = await runGrowth({ upstreamPort: upPort!, workDir: work });
   for (const c of children) c.kill("SIGTERM");
   if (pgUrl) {
     await Bun.sleep(500);
@@ -302,6 +309,7 @@ async function main() {
   console.log(raceLine(race, "SQLite"));
   if (pgRace) console.log(raceLine(pgRace, "PostgreSQL, three instances behind nginx"));
   if (errors > 0) console.log(`wrk reported ${errors} errors`);
+  console.log(`\nas the ledger grows (SQLite, synchronous=full):\n${growthTable(growth)}`);
 
   const out = {
     at: new Date().toISOString(),
@@ -313,6 +321,7 @@ async function main() {
     ledger,
     race,
     pg_race: pgRace,
+    growth,
     wrk_errors: errors,
   };
   mkdirSync(join(import.meta.dir, "results"), { recursive: true });

@@ -121,6 +121,7 @@ async function serve(config: Config, log: Logger) {
   const app = createApp(config, store, {
     metrics,
     rateLimiter: fleet?.rateLimiter,
+    answerAfterSettlement: fleet !== null,
     otherInstancesSpend: fleet ? () => fleet.spendCounters.others() : undefined,
   });
   // The address is taken before the ledger is touched: a second serve on a busy address stops here, before its

@@ -31,6 +31,8 @@ export interface AppOptions {
   metrics?: Metrics;
   /** Where max_requests_per_minute is counted: in memory by default; the fleet's log on PostgreSQL. */
   rateLimiter?: RequestLimiter;
+  /** Answer a proxied call once its settlement is committed (several instances on PostgreSQL); not by default. */
+  answerAfterSettlement?: boolean;
   /** The spend the fleet's other instances counted, for /metrics (PostgreSQL); none by default. */
   otherInstancesSpend?: () => Promise<SpendCounter[]>;
 }
@@ -93,6 +95,7 @@ export function createApp(config: Config, baseStore: Store, options: AppOptions 
           log,
           deriveIdempotencyKey: idempotencyDeriver(store),
           unauthenticated,
+          answerAfterSettlement: options.answerAfterSettlement,
         }),
       ),
   );

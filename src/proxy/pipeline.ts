@@ -10,7 +10,7 @@ import {
   type Store,
   type StoredResponse,
 } from "../store/index";
-import { microsToUsd, randomBase62, sha256Hex, utcDay } from "../util";
+import { microsToUsd, sha256Hex, utcDay } from "../util";
 import { unpriceable } from "../vendors/body";
 import { vendorNamed } from "../vendors/index";
 import {
@@ -25,6 +25,7 @@ import {
 } from "../vendors/types";
 import { presentedVaultKey } from "./credentials";
 import { compiledAllowlist, matchEndpoint } from "./endpoints";
+import { callId } from "./ids";
 import { callUpstream, clientResponseHeaders, upstreamRequestHeaders, type UpstreamResult } from "./forward";
 import { IDEMPOTENCY_TTL_MS, callFingerprint, idempotencyKeyOf } from "./idempotency";
 import { balanceHeaders, capExhausted, logVendorFailure, vendorFailed } from "./notices";
@@ -46,6 +47,11 @@ export interface ProxyDeps {
   deriveIdempotencyKey: (mintedBy: string, jobKey: string) => Promise<string>;
   /** Audits `invalid_key` denials per client and minute, so a flood cannot grow the database per request. */
   unauthenticated: UnauthenticatedDenials;
+  /**
+   * Answer only once the settlement is committed. Several instances (PostgreSQL) need it: a retry or a spend
+   * read at another instance cannot commit this one's queued settlement first, as a read in this process does.
+   */
+  answerAfterSettlement?: boolean;
 }
 
 export interface ProxyCall {
@@ -97,9 +103,10 @@ const IDEMPOTENT_METHODS = new Set(["POST", "PUT", "PATCH", "DELETE"]);
 export async function handleProxy(deps: ProxyDeps, call: ProxyCall): Promise<Response> {
   const started = performance.now();
   const { request } = call;
+  const at = deps.now();
   const audit = auditRow({
-    id: `kbr_${randomBase62(22)}`,
-    at: deps.now(),
+    id: callId("kbr_", at),
+    at,
     vendor: call.vendor?.name ?? null,
     method: request.method,
     path: call.rawPath.slice(0, 2048),
@@ -117,6 +124,7 @@ export async function handleProxy(deps: ProxyDeps, call: ProxyCall): Promise<Res
         { request_id: audit.id, key_id: audit.keyId },
       ),
   );
+  if (deps.answerAfterSettlement) await settled.catch(() => {});
   return response;
 }
 
@@ -202,36 +210,50 @@ async function admit(deps: ProxyDeps, call: ProxyCall, audit: AuditRow): Promise
         body,
       })
     : null;
-  if (idempotencyKey) {
-    const remembered = await store.idempotencyFingerprint(key.id, idempotencyKey, now);
+  // Another call under a remembered Idempotency-Key is refused before anything reaches the vendor (SPEC §7). The
+  // hold compares fingerprints in its own transaction, so the store is read here only where something could come
+  // before it: a pre-flight read of the vendor, or a refusal while pricing (the conflict is the answer then).
+  let conflictChecked = idempotencyKey === null;
+  const refuseConflict = async () => {
+    if (conflictChecked) return;
+    conflictChecked = true;
+    const remembered = await store.idempotencyFingerprint(key.id, idempotencyKey!, now);
     if (remembered !== null && remembered !== fingerprint) throw idempotencyConflict(vendor);
+  };
+  const preflight = preflightReader(deps, vendor, settings, key, creds, request.headers, audit);
+  let quote: Quote;
+  try {
+    quote = priced
+      ? await vendor.price(
+          {
+            method: request.method,
+            path,
+            query: call.url.searchParams,
+            contentType: request.headers.get("content-type"),
+            body,
+            keyId: key.id,
+          },
+          {
+            fx: config.fx,
+            prices: settings.prices,
+            findTracked: (id) => store.findTracked(id),
+            preflight: async (objectPath) => {
+              await refuseConflict();
+              return preflight(objectPath);
+            },
+          },
+        )
+      : FREE;
+    audit.currency = quote.currency;
+    audit.amountMinor = quote.amountMinor;
+    audit.costSource = quote.source;
+    if (!creds) throw notConfigured(vendor, key);
+  } catch (err) {
+    if (err instanceof KeybrakeError) await refuseConflict();
+    throw err;
   }
 
-  const quote = priced
-    ? await vendor.price(
-        {
-          method: request.method,
-          path,
-          query: call.url.searchParams,
-          contentType: request.headers.get("content-type"),
-          body,
-          keyId: key.id,
-        },
-        {
-          fx: config.fx,
-          prices: settings.prices,
-          findTracked: (id) => store.findTracked(id),
-          preflight: preflightReader(deps, vendor, settings, key, creds, request.headers, audit),
-        },
-      )
-    : FREE;
-  audit.currency = quote.currency;
-  audit.amountMinor = quote.amountMinor;
-  audit.costSource = quote.source;
-
-  if (!creds) throw notConfigured(vendor, key);
-
-  const holdId = `hold_${randomBase62(22)}`;
+  const holdId = callId("hold_", now);
   const hold = await store.holdSpend({
     holdId,
     keyId: key.id,

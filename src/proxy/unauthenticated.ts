@@ -1,5 +1,5 @@
 import { auditRow, type AuditRow, type Store } from "../store/index";
-import { randomBase62 } from "../util";
+import { callId } from "./ids";
 
 const MINUTE_MS = 60_000;
 /** Past this many clients in one minute the rest share one tally, so memory stays flat under address churn. */
@@ -88,7 +88,7 @@ export class UnauthenticatedDenials {
   private write(client: string, tally: Tally) {
     if (tally.count === 0) return;
     const row = auditRow({
-      id: `kbr_${randomBase62(22)}`,
+      id: callId("kbr_", tally.lastAt),
       at: tally.lastAt,
       vendor: tally.vendor,
       method: tally.method,

@@ -87,13 +87,14 @@ export function alertOutbox(client: Database) {
   return {
     /**
      * The key's settled spend rose by `delta` on `day` (already written: the day's row and the key's lifetime
-     * total): one `cap_threshold` per threshold crossed, of the daily and of the lifetime cap.
+     * total): one `cap_threshold` per threshold crossed, of the daily and of the lifetime cap. `after` is the
+     * key and the day's settled spend as those writes returned them (a settlement's), else they are read.
      */
-    spendSettled(keyId: string, day: string, delta: number, now: number) {
+    spendSettled(keyId: string, day: string, delta: number, now: number, after?: { key: AlertKey; daySettled: number }) {
       if (delta <= 0) return;
-      const key = keyInfo.get(keyId);
+      const key = after?.key ?? keyInfo.get(keyId);
       if (!key || thresholdsOf(key.thresholds).length === 0) return;
-      const settledToday = key.daily === null ? 0 : (daySettled.get(keyId, day)?.settled ?? 0);
+      const settledToday = key.daily === null ? 0 : (after?.daySettled ?? daySettled.get(keyId, day)?.settled ?? 0);
       for (const crossing of thresholdCrossings(key, day, delta, settledToday)) {
         if (firstTime(key.id, crossing, now)) emit("cap_threshold", key, crossing.data, now);
       }
@@ -283,9 +284,12 @@ export function alertQueries(client: Database, commits: GroupCommit) {
           webhook: { id: r.webhookId, url: r.url, format: r.format, secret: r.secret },
         }));
     },
-    /** Through the group commit: a delivery's bookkeeping shares the proxy's commits instead of adding its own. */
+    /**
+     * Through the group commit, deferred: a delivery's bookkeeping shares the proxy's commits instead of adding its
+     * own, and is not synced by itself (lost to a power loss, the delivery is pending again: sent at least once).
+     */
     recordDeliveryAttempt: (a: DeliveryAttempt) =>
-      commits.submit(() => {
+      commits.defer(() => {
         const result = attemptResult(a);
         attempted.run(a.seq, result.status, a.at, a.status, a.error, result.nextAttemptAt, result.deliveredAt);
       }),

@@ -1,8 +1,9 @@
 import { and, desc, eq, getTableColumns, gte, lt, sql, type SQL } from "drizzle-orm";
+import type { SQLiteColumn } from "drizzle-orm/sqlite-core";
 import type { GroupCommit } from "./group-commit";
 import type { Db } from "./sqlite";
 import { labelHasPrefix } from "./keys";
-import { auditEvents, vaultKeys } from "./schema";
+import { auditDays, auditEvents, DENIED_ROWS, OPEN_HOLDS, vaultKeys } from "./schema";
 import type { AuditFilter, AuditRow, Page, SpendGroup, SpendRow } from "./types";
 
 /** The audit table's columns but its rowid, in the table's order: the insert and its parameters follow it. */
@@ -23,11 +24,18 @@ export function auditParams(row: AuditRow): (string | number | null)[] {
  */
 export const HOLD_EVENT_DECISIONS = ["orphaned_hold", "hold_settled", "hold_released", "price_reconciled"];
 
-/** Rows of the keys one token minted (an issuer's view): the key's audit index answers each of them. */
-const mintedBy = (tokenId: string): SQL =>
-  sql`${auditEvents.keyId} IN (SELECT ${vaultKeys.id} FROM ${vaultKeys} WHERE ${vaultKeys.mintedBy} = ${tokenId})`;
+const holdEvents = sql.join(
+  HOLD_EVENT_DECISIONS.map((d) => sql`${d}`),
+  sql`, `,
+);
 
-function conditions(f: Omit<AuditFilter, "limit" | "cursor">): SQL[] {
+type SpendFilter = Omit<AuditFilter, "limit" | "cursor">;
+
+/** Rows of the keys one token minted (an issuer's view): the key's audit index answers each of them. */
+const mintedBy = (tokenId: string, keyId: SQLiteColumn = auditEvents.keyId): SQL =>
+  sql`${keyId} IN (SELECT ${vaultKeys.id} FROM ${vaultKeys} WHERE ${vaultKeys.mintedBy} = ${tokenId})`;
+
+function conditions(f: SpendFilter): SQL[] {
   const where: SQL[] = [];
   if (f.requestId !== undefined) where.push(eq(auditEvents.id, f.requestId));
   if (f.keyId !== undefined) where.push(eq(auditEvents.keyId, f.keyId));
@@ -36,14 +44,60 @@ function conditions(f: Omit<AuditFilter, "limit" | "cursor">): SQL[] {
   if (f.labelPrefix !== undefined) where.push(labelHasPrefix(f.labelPrefix, auditEvents.label));
   if (f.vendor !== undefined) where.push(eq(auditEvents.vendor, f.vendor));
   if (f.decision !== undefined) where.push(eq(auditEvents.decision, f.decision));
+  // A denial's decision: its partial index has it (the condition repeated, as SQLite needs to use it).
+  if (f.decision !== undefined && f.decision !== "allowed") where.push(sql.raw(DENIED_ROWS));
   if (f.since !== undefined) where.push(gte(auditEvents.at, f.since));
   if (f.until !== undefined) where.push(lt(auditEvents.at, f.until));
   return where;
 }
 
+const DAY_MS = 86_400_000;
+/** The first millisecond of the year 10000: strftime's `%Y` has four digits below it. */
+const YEAR_10000 = 253_402_300_800_000;
+
+/** A UTC day's start (`2026-11-27T00:00:00Z`), as audit_days names days; null for any other time. */
+function wholeDay(at: number): string | null {
+  if (!Number.isSafeInteger(at) || at < 0 || at >= YEAR_10000 || at % DAY_MS !== 0) return null;
+  return new Date(at).toISOString().slice(0, 10);
+}
+
+/**
+ * The filter on the rollup (audit_days) that selects exactly the audit rows `conditions` selects, or null when it
+ * cannot: a request id or a decision (the rollup keeps neither), or since/until inside a day. Rows of a day are
+ * at or after its start, and before the next day's, so `at >= since` is `day >= since's day` when since starts a
+ * day (times are never negative).
+ */
+function rollupConditions(f: SpendFilter): SQL[] | null {
+  if (f.requestId !== undefined || f.decision !== undefined) return null;
+  const since = f.since === undefined ? undefined : wholeDay(f.since);
+  const until = f.until === undefined ? undefined : wholeDay(f.until);
+  if (since === null || until === null) return null;
+  const where: SQL[] = [];
+  if (f.keyId !== undefined) where.push(eq(auditDays.keyId, f.keyId));
+  if (f.mintedBy !== undefined) where.push(mintedBy(f.mintedBy, auditDays.keyId));
+  if (f.label !== undefined) where.push(eq(auditDays.label, f.label));
+  if (f.labelPrefix !== undefined) where.push(labelHasPrefix(f.labelPrefix, auditDays.label));
+  if (f.vendor !== undefined) where.push(eq(auditDays.vendor, f.vendor));
+  if (since !== undefined) where.push(gte(auditDays.day, since));
+  if (until !== undefined) where.push(lt(auditDays.day, until));
+  return where;
+}
+
+const ROLLUP_GROUPS: Record<SpendGroup, SQLiteColumn> = {
+  label: auditDays.label,
+  key: auditDays.keyId,
+  vendor: auditDays.vendor,
+  day: auditDays.day,
+};
+
+/**
+ * The groups over audit rows. `+label` and `+key_id` are the columns' values, but not indexable: grouping by the
+ * column itself, SQLite reads the whole label (or key) index in order to skip a sort, even under `since=1h`, rather
+ * than the time index's few rows (7 s instead of 8 ms at 1 M rows).
+ */
 const GROUPS: Record<SpendGroup, SQL> = {
-  label: sql`${auditEvents.label}`,
-  key: sql`${auditEvents.keyId}`,
+  label: sql`+${auditEvents.label}`,
+  key: sql`+${auditEvents.keyId}`,
   vendor: sql`${auditEvents.vendor}`,
   day: sql`strftime('%Y-%m-%d', ${auditEvents.at} / 1000, 'unixepoch')`,
 };
@@ -55,9 +109,10 @@ const ENTRY_GROUPS: Record<SpendGroup, string> = { label: "k.label", key: "e.key
  * What is still ambiguous per group (entries a vendor 5xx or timeout left counted at their hold, not yet
  * re-settled by a retry or resolved by an operator), under the same filters as the spend it is part of.
  */
-function ambiguousBy(db: Db, group: SpendGroup, f: Omit<AuditFilter, "limit" | "cursor">): Map<string | null, number> {
+function ambiguousBy(db: Db, group: SpendGroup, f: SpendFilter): Map<string | null, number> {
   if (f.decision !== undefined && f.decision !== "allowed") return new Map();
-  const where: SQL[] = [sql.raw("e.state = 'ambiguous'")];
+  // The partial index's condition, word for word (see OPEN_HOLDS): the ledger is never pruned, a scan would grow.
+  const where: SQL[] = [sql.raw(`e.${OPEN_HOLDS} AND e.state = 'ambiguous'`)];
   if (f.requestId !== undefined) where.push(sql`e.request_id = ${f.requestId}`);
   if (f.keyId !== undefined) where.push(sql`e.key_id = ${f.keyId}`);
   if (f.mintedBy !== undefined) where.push(sql`k.minted_by = ${f.mintedBy}`);
@@ -74,15 +129,15 @@ function ambiguousBy(db: Db, group: SpendGroup, f: Omit<AuditFilter, "limit" | "
   return new Map(rows.map((r) => [r.grp, r.micros]));
 }
 
+/**
+ * Retention: the oldest rows first by time, on the time index. Ordered by seq, SQLite walks the table from its
+ * first row and, with fewer than a batch past the retention (every tick but the first), reads every row to the last.
+ */
+export const PRUNE_AUDIT_SQL = `DELETE FROM audit_events WHERE seq IN (SELECT seq FROM audit_events WHERE at < ? ORDER BY at, seq LIMIT ?)`;
+
 export function auditQueries(db: Db, commits: GroupCommit) {
   const insert = db.$client.prepare(insertAuditSql);
-  const prune = db.$client.prepare(
-    `DELETE FROM audit_events WHERE seq IN (SELECT seq FROM audit_events WHERE at < ? ORDER BY seq LIMIT ?)`,
-  );
-  const holdEvents = sql.join(
-    HOLD_EVENT_DECISIONS.map((d) => sql`${d}`),
-    sql`, `,
-  );
+  const prune = db.$client.prepare(PRUNE_AUDIT_SQL);
 
   return {
     async recordAudit(row: AuditRow) {
@@ -109,30 +164,110 @@ export function auditQueries(db: Db, commits: GroupCommit) {
 
     /**
      * Spend is the sum of audit costs, which the ledger writes in the same transaction: the two agree exactly.
-     * The biggest spender first (days in order); `ambiguousMicros` is the part of it still ambiguous.
+     * The biggest spender first (days in order); `ambiguousMicros` is the part of it still ambiguous. Read from
+     * the rollup when the filter allows, else from the audit rows: the same answer either way.
      */
-    async spendBy(group: SpendGroup, f: Omit<AuditFilter, "limit" | "cursor">): Promise<SpendRow[]> {
-      const g = GROUPS[group];
-      const ambiguous = ambiguousBy(db, group, f);
-      const rows = db
-        .select({
-          group: sql<string | null>`${g}`,
-          // A row may stand for several requests (aggregated unauthenticated denials): count requests, not rows.
-          calls: sql<number>`sum(${auditEvents.requests} * (${auditEvents.decision} NOT IN (${holdEvents})))`,
-          allowed: sql<number>`sum(${auditEvents.decision} = 'allowed')`,
-          denied: sql<number>`sum(${auditEvents.requests} * (${auditEvents.decision} NOT IN ('allowed', ${holdEvents})))`,
-          spendMicros: sql<number>`sum(${auditEvents.costMicros})`,
-        })
-        .from(auditEvents)
-        .where(and(...conditions(f)))
-        .groupBy(g)
-        .orderBy(group === "day" ? sql`${g}` : sql`sum(${auditEvents.costMicros}) DESC, ${g}`)
-        .all();
-      return rows.map((r) => ({ ...r, ambiguousMicros: ambiguous.get(r.group) ?? 0 }));
+    async spendBy(group: SpendGroup, f: SpendFilter): Promise<SpendRow[]> {
+      return spendFromRollup(db, group, f) ?? spendFromScan(db, group, f);
     },
 
     async pruneAudit(before: number, batch: number) {
       return prune.run(before, batch).changes;
     },
   };
+}
+
+/**
+ * spendBy from the rollup (audit_days): a row per key, label, vendor and day instead of one per call, with the
+ * same sums, groups (a group exists while one of its rows does) and order as spendFromScan. Null when the filter
+ * selects rows the rollup cannot tell apart (see rollupConditions).
+ *
+ * The rows are summed and ordered here rather than by GROUP BY and ORDER BY: SQLite sorts every row to group them
+ * (it has no hash aggregation), ~4x slower than a Map for 100 k keys. The order is SQLite's exactly (bytewise).
+ */
+export function spendFromRollup(db: Db, group: SpendGroup, f: SpendFilter): SpendRow[] | null {
+  const where = rollupConditions(f);
+  if (where === null) return null;
+  const query = db
+    .select({
+      group: ROLLUP_GROUPS[group],
+      calls: auditDays.calls,
+      allowed: auditDays.allowed,
+      denied: auditDays.denied,
+      spendMicros: auditDays.spendMicros,
+    })
+    .from(auditDays)
+    .where(and(...where))
+    .toSQL();
+  const values = db.$client.query(query.sql).values(...(query.params as (string | number)[])) as [
+    string | null,
+    number,
+    number,
+    number,
+    number,
+  ][];
+  const byGroup = new Map<string | null, Omit<SpendRow, "ambiguousMicros">>();
+  for (const [g, calls, allowed, denied, spendMicros] of values) {
+    const sum = byGroup.get(g);
+    if (sum) {
+      sum.calls += calls;
+      sum.allowed += allowed;
+      sum.denied += denied;
+      sum.spendMicros += spendMicros;
+    } else byGroup.set(g, { group: g, calls, allowed, denied, spendMicros });
+  }
+  const rows = [...byGroup.values()];
+  // Without a surrogate among the groups, UTF-16 order is SQLite's: the engine's own comparison is enough.
+  const text = rows.some((r) => r.group !== null && SURROGATE.test(r.group)) ? binary : nativeOrder;
+  rows.sort(group === "day" ? (a, b) => text(a.group, b.group) : (a, b) => b.spendMicros - a.spendMicros || text(a.group, b.group));
+  return withAmbiguous(rows, ambiguousBy(db, group, f));
+}
+
+const SURROGATE = /[\uD800-\uDFFF]/;
+
+/** NULL first, then the strings' UTF-16 order: SQLite's order when no string holds a surrogate. */
+const nativeOrder = (a: string | null, b: string | null): number => (a === b ? 0 : a === null ? -1 : b === null ? 1 : a < b ? -1 : 1);
+
+/**
+ * SQLite's BINARY collation (as ORDER BY sorts text): UTF-8 bytes, which is code point order; NULL first. UTF-16
+ * code units sort the same but for a surrogate (a code point past U+FFFF) against U+E000..U+FFFF.
+ */
+export function binary(a: string | null, b: string | null): number {
+  if (a === null || b === null) return a === b ? 0 : a === null ? -1 : 1;
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) {
+    const x = a.charCodeAt(i);
+    const y = b.charCodeAt(i);
+    if (x === y) continue;
+    const xSurrogate = x >= 0xd800 && x <= 0xdfff;
+    if (xSurrogate !== (y >= 0xd800 && y <= 0xdfff)) return xSurrogate ? 1 : -1;
+    return x - y;
+  }
+  return a.length - b.length;
+}
+
+/** spendBy over every audit row the filter selects. */
+export function spendFromScan(db: Db, group: SpendGroup, f: SpendFilter): SpendRow[] {
+  const g = GROUPS[group];
+  const rows = db
+    .select({
+      group: sql<string | null>`${g}`,
+      // A row may stand for several requests (aggregated unauthenticated denials): count requests, not rows.
+      calls: sql<number>`sum(${auditEvents.requests} * (${auditEvents.decision} NOT IN (${holdEvents})))`,
+      allowed: sql<number>`sum(${auditEvents.decision} = 'allowed')`,
+      denied: sql<number>`sum(${auditEvents.requests} * (${auditEvents.decision} NOT IN ('allowed', ${holdEvents})))`,
+      spendMicros: sql<number>`sum(${auditEvents.costMicros})`,
+    })
+    .from(auditEvents)
+    .where(and(...conditions(f)))
+    .groupBy(g)
+    .orderBy(group === "day" ? sql`${g}` : sql`sum(${auditEvents.costMicros}) DESC, ${g}`)
+    .all();
+  return withAmbiguous(rows, ambiguousBy(db, group, f));
+}
+
+/** The rows (fresh objects of this query) completed in place: a copy each would cost as much again for 100 k groups. */
+function withAmbiguous(rows: Omit<SpendRow, "ambiguousMicros">[], ambiguous: Map<string | null, number>): SpendRow[] {
+  for (const r of rows as SpendRow[]) r.ambiguousMicros = ambiguous.get(r.group) ?? 0;
+  return rows as SpendRow[];
 }

@@ -21,18 +21,31 @@ const MAX_CACHED_KEYS = 10_000;
  * `PRAGMA data_version` shows that another connection (the CLI) committed: a key revoked or changed anywhere
  * is seen on its very next call. Only keys that exist are cached, so unknown hashes cannot fill it. The hold
  * re-reads the key's status inside its write transaction as well.
+ *
+ * `data_version` is read once per turn of the event loop, not per call: outside a transaction each read is a read
+ * transaction of its own (WAL locks, a few system calls). A call sent after another process committed is read
+ * in a later turn than the check before that commit, so it sees it (one read in the very microseconds of the
+ * commit, within the turn that checked, races it as any concurrent call does); the hold re-reads the status.
  */
 function keyPolicyCache(client: Db["$client"]) {
   const byHash = client.prepare<RawKeyPolicy, [string]>(`SELECT ${KEY_POLICY_COLUMNS} FROM vault_keys WHERE key_hash = ?`);
   const dataVersion = client.prepare<{ data_version: number }, []>("PRAGMA data_version");
   const cache = new Map<string, KeyPolicy>();
   let seenVersion = -1;
+  let checkedThisTurn = false;
+  const nextTurn = () => {
+    checkedThisTurn = false;
+  };
   return {
     find(hash: string): KeyPolicy | null {
-      const version = dataVersion.get()!.data_version;
-      if (version !== seenVersion) {
-        cache.clear();
-        seenVersion = version;
+      if (!checkedThisTurn) {
+        checkedThisTurn = true;
+        setImmediate(nextTurn);
+        const version = dataVersion.get()!.data_version;
+        if (version !== seenVersion) {
+          cache.clear();
+          seenVersion = version;
+        }
       }
       const cached = cache.get(hash);
       if (cached) return cached;

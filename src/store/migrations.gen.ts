@@ -10,6 +10,8 @@ import m6 from "../../drizzle/0006_unauthenticated_denials.sql" with { type: "te
 import m7 from "../../drizzle/0007_audit_request_id.sql" with { type: "text" };
 import m8 from "../../drizzle/0008_tokens.sql" with { type: "text" };
 import m9 from "../../drizzle/0009_alerts.sql" with { type: "text" };
+import m10 from "../../drizzle/0010_audit_days.sql" with { type: "text" };
+import m11 from "../../drizzle/0011_audit_denials.sql" with { type: "text" };
 
 export const embeddedJournal = journal;
 export const embeddedSql: Record<string, string> = {
@@ -23,4 +25,6 @@ export const embeddedSql: Record<string, string> = {
   "0007_audit_request_id": m7,
   "0008_tokens": m8,
   "0009_alerts": m9,
+  "0010_audit_days": m10,
+  "0011_audit_denials": m11,
 };

@@ -12,7 +12,7 @@ import {
   text,
   uniqueIndex,
 } from "drizzle-orm/pg-core";
-import { OPEN_HOLDS } from "../schema";
+import { DENIED_ROWS, OPEN_HOLDS } from "../schema";
 
 /**
  * The PostgreSQL twin of ../schema.ts: the same tables, columns and indexes, so both stores answer the same
@@ -158,7 +158,28 @@ export const auditEvents = pgTable(
     index("audit_events_key").on(t.keyId, t.seq),
     index("audit_events_label").on(t.label.op("text_pattern_ops"), t.seq),
     index("audit_events_id").on(t.id),
+    index("audit_events_denied").on(t.decision, t.seq).where(sql.raw(DENIED_ROWS)),
   ],
+);
+
+/**
+ * The SQLite store's spend rollup (../schema.ts auditDays), in step with its schema. The PostgreSQL store does not
+ * maintain it and its spend views scan the audit (pg/audit.ts): the table stays empty here.
+ */
+export const auditDays = pgTable(
+  "audit_days",
+  {
+    day: text("day").notNull(),
+    keyId: text("key_id"),
+    label: text("label"),
+    vendor: text("vendor"),
+    rowCount: int8("row_count").notNull(),
+    calls: int8("calls").notNull(),
+    allowed: int8("allowed").notNull(),
+    denied: int8("denied").notNull(),
+    spendMicros: int8("spend_micros").notNull(),
+  },
+  (t) => [index("audit_days_group").on(t.keyId, t.day, t.label, t.vendor)],
 );
 
 export const adminEvents = pgTable(

@@ -1,0 +1,1 @@
+CREATE INDEX `audit_events_denied` ON `audit_events` (`decision`,`seq`) WHERE decision <> 'allowed';
