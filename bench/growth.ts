@@ -37,6 +37,7 @@ import { join } from "node:path";
 import { auditParams, insertAuditSql } from "../src/store/audit";
 import { type AuditRow, auditRow, migrateDatabase, openStore, type SqliteStore } from "../src/store/index";
 import { embeddedMigrations } from "../src/store/migrate";
+import { freePort } from "./processes";
 
 const root = join(import.meta.dir, "..");
 const BIN = process.env.BENCH_GROWTH_BIN ?? join(root, "dist/keybrake");
@@ -472,13 +473,6 @@ function serverEnv(db: string, port: number, upstreamPort: number): Record<strin
     KEYBRAKE_STRIPE_SECRET_KEY: "sk_live_bench",
     KEYBRAKE_STRIPE_BASE_URL: `http://127.0.0.1:${upstreamPort}`,
   };
-}
-
-async function freePort(): Promise<number> {
-  const s = Bun.serve({ port: 0, hostname: "127.0.0.1", fetch: () => new Response() });
-  const port = s.port!;
-  s.stop(true);
-  return port;
 }
 
 const median = (values: number[]) => {

@@ -16,6 +16,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { measureFsync } from "./fsync";
+import { freePort, startBun, waitUp } from "./processes";
 
 const root = join(import.meta.dir, "..");
 const DURATION = Number(process.env.PROFILE_DURATION ?? 5);
@@ -29,31 +30,6 @@ const IDEMPOTENCY = process.env.PROFILE_IDEMPOTENCY === "1";
 const ADMIN_TOKEN = "bench-admin-token-0123456789abcdefghijklmnop";
 const work = mkdtempSync(join(tmpdir(), "keybrake-profile-"));
 const children: { kill(signal?: number | NodeJS.Signals): void; exited: Promise<number> }[] = [];
-
-async function freePort(): Promise<number> {
-  const s = Bun.serve({ port: 0, hostname: "127.0.0.1", fetch: () => new Response() });
-  const port = s.port!;
-  s.stop(true);
-  return port;
-}
-
-async function waitUp(url: string) {
-  for (let i = 0; i < 400; i++) {
-    try {
-      await fetch(url);
-      return;
-    } catch {
-      await Bun.sleep(25);
-    }
-  }
-  throw new Error(`${url} did not come up`);
-}
-
-function startBun(script: string, ...args: number[]) {
-  const p = Bun.spawn(["bun", join(import.meta.dir, script), ...args.map(String)], { stdout: "ignore", stderr: "inherit" });
-  children.push(p);
-  return waitUp(`http://127.0.0.1:${args[0]}/`);
-}
 
 async function startKeybrake(port: number, upstreamPort: number, synchronous: "full" | "normal", binary?: string) {
   const cmd = binary
@@ -158,8 +134,8 @@ async function main() {
     if (built.exitCode !== 0) throw new Error(`build failed: ${built.stderr}`);
   }
   const [upPort, hopPort, fullPort, normalPort, baseFullPort, baseNormalPort] = await Promise.all(Array.from({ length: 6 }, freePort));
-  await startBun("upstream.ts", upPort!);
-  await startBun("bun-hop.ts", hopPort!, upPort!);
+  await startBun(children, "upstream.ts", upPort!);
+  await startBun(children, "bun-hop.ts", hopPort!, upPort!);
   const local = (port: number) => `http://127.0.0.1:${port}/v1/payment_intents`;
   const all: Record<string, { url: string; key: string }> = {
     direct: { url: local(upPort!), key: "none" },

@@ -17,6 +17,7 @@ import { dropTestDatabase, testDatabaseUrl } from "../test/helpers/postgres";
 import { growthTable, runGrowth } from "./growth";
 import { benchLedger } from "./ledger";
 import { runRace } from "./race";
+import { freePort, startBun, waitUp } from "./processes";
 
 const root = join(import.meta.dir, "..");
 const DURATION = Number(process.env.BENCH_DURATION ?? 10);
@@ -36,31 +37,6 @@ function ensureTool(bin: string, pkg: string) {
   sh(["apt-get", "update", "-qq"]);
   const r = sh(["apt-get", "install", "-y", "-qq", pkg], { DEBIAN_FRONTEND: "noninteractive" });
   if (r.code !== 0) throw new Error(`apt-get install ${pkg} failed: ${r.err}`);
-}
-
-async function freePort(): Promise<number> {
-  const s = Bun.serve({ port: 0, hostname: "127.0.0.1", fetch: () => new Response() });
-  const port = s.port!;
-  s.stop(true);
-  return port;
-}
-
-async function waitUp(url: string) {
-  for (let i = 0; i < 200; i++) {
-    try {
-      await fetch(url);
-      return;
-    } catch {
-      await Bun.sleep(25);
-    }
-  }
-  throw new Error(`${url} did not come up`);
-}
-
-function startBun(script: string, ...args: number[]) {
-  const p = Bun.spawn(["bun", join(import.meta.dir, script), ...args.map(String)], { stdout: "ignore", stderr: "inherit" });
-  children.push(p);
-  return waitUp(`http://127.0.0.1:${args[0]}/`);
 }
 
 /** nginx with one server per entry: `port` proxies to `upstreams` (round robin, kept-alive connections). */
@@ -201,13 +177,13 @@ async function main() {
   const [upPort, nginxPort, hopPort, kbPort, kbNormalPort, pgPort, pgLbPort] = await Promise.all(Array.from({ length: 7 }, freePort));
   const pgFleetPorts = [pgPort!, await freePort(), await freePort()];
   const pgUrl = await testDatabaseUrl();
-  await startBun("upstream.ts", upPort!);
+  await startBun(children, "upstream.ts", upPort!);
   const upstream = children.at(-1)!;
   await startNginx([
     { port: nginxPort!, upstreams: [upPort!] },
     { port: pgLbPort!, upstreams: pgFleetPorts },
   ]);
-  await startBun("bun-hop.ts", hopPort!, upPort!);
+  await startBun(children, "bun-hop.ts", hopPort!, upPort!);
   build();
   const local = (port: number) => `http://127.0.0.1:${port}`;
   const keybrakeTarget = async (port: number, ledger: Record<string, string>) => {

@@ -29,3 +29,16 @@ export function holdAuditRow(h: HoldRow, id: string, now: number, decision: stri
     costMicros,
   });
 }
+
+/** A hold as the store answers it: a HoldRow without the audit-only fields. */
+export const holdRecord = (h: HoldRecord): HoldRecord => ({
+  id: h.id,
+  keyId: h.keyId,
+  label: h.label,
+  day: h.day,
+  holdMicros: h.holdMicros,
+  costMicros: h.costMicros,
+  state: h.state,
+  createdAt: h.createdAt,
+  settledAt: h.settledAt,
+});

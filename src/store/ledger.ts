@@ -4,7 +4,7 @@ import type { AlertKey } from "./alerts-shared";
 import type { GroupCommit } from "./group-commit";
 import type { Db } from "./sqlite";
 import { auditParams, insertAuditSql } from "./audit";
-import { type HoldRow, holdAuditRow, MAX_STORED_RESPONSE_BYTES } from "./ledger-shared";
+import { type HoldRow, holdAuditRow, holdRecord, MAX_STORED_RESPONSE_BYTES } from "./ledger-shared";
 import { OPEN_HOLDS } from "./schema";
 import type {
   DayUsage,
@@ -341,18 +341,6 @@ export function ledgerQueries(db: Db, commits: GroupCommit, alerts: AlertOutbox)
       ),
     );
     return true;
-  });
-
-  const holdRecord = (h: HoldRecord): HoldRecord => ({
-    id: h.id,
-    keyId: h.keyId,
-    label: h.label,
-    day: h.day,
-    holdMicros: h.holdMicros,
-    costMicros: h.costMicros,
-    state: h.state,
-    createdAt: h.createdAt,
-    settledAt: h.settledAt,
   });
 
   return {

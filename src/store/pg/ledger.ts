@@ -1,4 +1,4 @@
-import { type HoldRow, holdAuditRow, MAX_STORED_RESPONSE_BYTES } from "../ledger-shared";
+import { type HoldRow, holdAuditRow, holdRecord, MAX_STORED_RESPONSE_BYTES } from "../ledger-shared";
 import { OPEN_HOLDS } from "../schema";
 import type {
   Balance,
@@ -115,18 +115,6 @@ function toHoldRow(r: Record<string, unknown>): HoldRow {
     settledAt: numOrNull(r.settledAt),
   };
 }
-
-const holdRecord = (h: HoldRow): HoldRecord => ({
-  id: h.id,
-  keyId: h.keyId,
-  label: h.label,
-  day: h.day,
-  holdMicros: h.holdMicros,
-  costMicros: h.costMicros,
-  state: h.state,
-  createdAt: h.createdAt,
-  settledAt: h.settledAt,
-});
 
 /**
  * Holds and settlements on PostgreSQL, shared by every instance (SPEC §13); the same rules as the SQLite ledger
