@@ -3,8 +3,9 @@ import { hostname } from "node:os";
 import { parseArgs } from "node:util";
 import { z } from "zod";
 import { ConfigError, decimalTable, flag, int } from "./env";
+import { type EndpointPattern, compilePattern, patternProblem } from "./proxy/endpoints";
 import { registeredVendors } from "./vendors/index";
-import type { VendorSettings } from "./vendors/types";
+import type { AnyVendor, VendorSettings } from "./vendors/types";
 
 export { ConfigError } from "./env";
 
@@ -82,9 +83,33 @@ const CORE_ENV = {
     .optional(),
 };
 
+/** KEYBRAKE_<VENDOR>_FREE_ENDPOINTS: the operator's own widening of a vendor's catalogue (SPEC §2, §6). */
+const freeEndpointsVariable = (vendor: AnyVendor) => `KEYBRAKE_${vendor.name.toUpperCase()}_FREE_ENDPOINTS`;
+
+/** `GET /v1/radar/value_lists, /v1/apple_pay/domains`: endpoint patterns (SPEC §5), comma-separated. */
+const endpointList = z
+  .string()
+  .default("")
+  .transform((raw, ctx) => {
+    const patterns = raw
+      .split(",")
+      .map((p) => p.trim())
+      .filter(Boolean);
+    for (const pattern of patterns) {
+      const problem = patternProblem(pattern);
+      if (problem !== null) {
+        ctx.addIssue({ code: "custom", message: `"${pattern}" ${problem}` });
+        return z.NEVER;
+      }
+    }
+    return patterns;
+  });
+
 /** Every variable Keybrake reads: its own and those of the vendors registered now. */
 function envSchema() {
-  return z.object(Object.assign({}, CORE_ENV, ...registeredVendors().map((v) => v.env)) as typeof CORE_ENV);
+  const vendors = registeredVendors();
+  const freeEndpoints = Object.fromEntries(vendors.map((v) => [freeEndpointsVariable(v), endpointList]));
+  return z.object(Object.assign({}, CORE_ENV, freeEndpoints, ...vendors.map((v) => v.env)) as typeof CORE_ENV);
 }
 
 const secretVariables = () => [...CORE_SECRETS, ...registeredVendors().flatMap((v) => v.secretVariables)];
@@ -108,6 +133,42 @@ export interface Config {
   publicUrl: string | null;
   /** Each registered vendor's settings (base URL, credentials per mode, prices), by vendor name. */
   vendors: Record<string, VendorSettings>;
+  /** The operator's KEYBRAKE_<VENDOR>_FREE_ENDPOINTS, by vendor name: forwarded at $0 where the catalogue is silent. */
+  freeEndpoints: Record<string, { patterns: string[]; compiled: EndpointPattern[] }>;
+  /** Every configured secret, and what it becomes wherever a vendor's answer carries it (SPEC §4). */
+  scrub: Scrub[];
+}
+
+export interface Scrub {
+  secret: string;
+  replacement: string;
+}
+
+/**
+ * Shorter strings than this are no secret a vendor issues, and replacing them would mangle answers. Vendors'
+ * secrets and SIDs are 30 to 100 characters; the admin token at least 32.
+ */
+const MIN_SCRUBBED_LENGTH = 12;
+
+/**
+ * What is replaced in answers: every secret variable's value (the vendors' keys, tokens and SIDs, the admin token,
+ * the database password) and each credential header Keybrake sends (Twilio's Basic `sid:token` in base64). Twilio's
+ * SID becomes its path placeholder, so URIs in its answers still work through Keybrake.
+ */
+function scrubList(env: Record<string, unknown>, vendors: Record<string, VendorSettings>): Scrub[] {
+  const list: Scrub[] = [];
+  const add = (secret: unknown, replacement = "[redacted by Keybrake]") => {
+    if (typeof secret === "string" && secret.length >= MIN_SCRUBBED_LENGTH && !list.some((s) => s.secret === secret))
+      list.push({ secret, replacement });
+  };
+  for (const vendor of registeredVendors()) {
+    for (const name of vendor.secretVariables) add(env[name], vendor.scrubAs?.[name]);
+    for (const creds of Object.values(vendors[vendor.name]?.credentials ?? {}))
+      for (const value of Object.values(creds?.headers ?? {})) add(value.split(" ").at(-1));
+  }
+  add(env.KEYBRAKE_ADMIN_TOKEN);
+  if (typeof env.KEYBRAKE_DATABASE_URL === "string") add(decodeURIComponent(new URL(env.KEYBRAKE_DATABASE_URL).password));
+  return list;
 }
 
 /** The flag of a variable: KEYBRAKE_UPSTREAM_TIMEOUT_MS -> upstream-timeout-ms. */
@@ -171,6 +232,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     throw new ConfigError(`${String(issue.path[0])}: ${issue.message}`);
   }
   const e = parsed.data;
+  const vendors = Object.fromEntries(registeredVendors().map((v) => [v.name, v.configure(e as Record<string, unknown>)]));
   return {
     host: e.KEYBRAKE_HOST,
     port: e.KEYBRAKE_PORT,
@@ -191,6 +253,13 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     auditRetentionDays: e.KEYBRAKE_AUDIT_RETENTION_DAYS,
     logFormat: e.KEYBRAKE_LOG_FORMAT,
     publicUrl: e.KEYBRAKE_PUBLIC_URL ?? null,
-    vendors: Object.fromEntries(registeredVendors().map((v) => [v.name, v.configure(e as Record<string, unknown>)])),
+    vendors,
+    freeEndpoints: Object.fromEntries(
+      registeredVendors().map((v) => {
+        const patterns = (e as Record<string, unknown>)[freeEndpointsVariable(v)] as string[];
+        return [v.name, { patterns, compiled: patterns.map((p) => compilePattern(p, v.publicPath)) }];
+      }),
+    ),
+    scrub: scrubList(e as Record<string, unknown>, vendors),
   };
 }

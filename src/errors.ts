@@ -23,6 +23,14 @@ export const ERRORS = {
   vendor_mismatch: { status: 403, message: "This vault key is for another vendor." },
   bad_path: { status: 400, message: "The request path is not a plain vendor path (encoded separators, dots, control bytes or //)." },
   endpoint_not_allowed: { status: 403, message: "This endpoint is not in the key's allowed_endpoints." },
+  credential_endpoint_refused: {
+    status: 403,
+    message: "This endpoint manages the vendor's credentials or accounts; Keybrake never forwards it.",
+  },
+  endpoint_not_catalogued: {
+    status: 422,
+    message: "Keybrake's catalogue for this vendor does not know this endpoint, so it cannot tell what it costs; nothing was forwarded.",
+  },
   body_too_large: { status: 413, message: "The request body is too large." },
   request_aborted: { status: 400, message: "The request body was cut off before its end; nothing was forwarded." },
   rate_limited: { status: 429, message: "This key's request rate limit is reached." },
@@ -35,6 +43,7 @@ export const ERRORS = {
   method_not_priced: { status: 405, message: "Only GET, HEAD and POST are allowed on a priced path." },
   preflight_failed: { status: 502, message: "The object this call is priced from could not be read; nothing was forwarded." },
   vendor_not_configured: { status: 503, message: "No real secret is configured for this vendor and mode." },
+  store_unavailable: { status: 503, message: "Keybrake's ledger cannot be reached; nothing was forwarded. Retry later." },
   cap_exhausted: { status: 429, message: "This call would exceed the key's USD cap." },
   upstream_unreachable: { status: 502, message: "The vendor could not be reached." },
   upstream_timeout: { status: 504, message: "The vendor did not answer in time." },

@@ -95,6 +95,23 @@ function helpFor(command: string, args: string[]): string | null {
   }
 }
 
+/**
+ * What the operator let through that Keybrake cannot price or see (SPEC §2): said at every start, so nobody runs
+ * with it unknowingly.
+ */
+function logCatalogueWidening(config: Config, log: Logger) {
+  for (const [vendor, { patterns }] of Object.entries(config.freeEndpoints)) {
+    if (patterns.length === 0) continue;
+    log.warn(
+      "free_endpoints",
+      `${vendor}: forwarded at $0 although Keybrake's catalogue does not know them (KEYBRAKE_${vendor.toUpperCase()}_FREE_ENDPOINTS): ${patterns.join(", ")}`,
+      { vendor, patterns },
+    );
+  }
+  for (const [vendor, settings] of Object.entries(config.vendors))
+    for (const notice of settings.startNotices ?? []) log.warn("vendor_notice", `${vendor}: ${notice}`, { vendor });
+}
+
 /** The vendors and modes with a real secret configured, for the start line: "stripe live+test, resend not configured". */
 function configuredVendors(config: Config): { text: string; list: string[] } {
   const list: string[] = [];
@@ -160,6 +177,7 @@ async function serve(config: Config, log: Logger) {
     `listening on http://${config.host}:${server.port} (version ${VERSION}, db ${ledgerLocation(config, resolve)}); vendors: ${vendors.text}; docs at /docs`,
     { version: VERSION, host: config.host, port: server.port, db: ledgerLocation(config, resolve), vendors: vendors.list },
   );
+  logCatalogueWidening(config, log);
 
   let stopping = false;
   const shutdown = async (signal: string) => {

@@ -10,13 +10,13 @@ import { issueWarningsPlugin } from "./keys/warnings";
 import { authenticator, withAccessDeclared } from "./ops/admin-auth";
 import { docsRoutes } from "./ops/docs";
 import { healthRoutes } from "./ops/health";
-import { createLogger, type LineSink, loggingAdminEvents, messageSink } from "./ops/log";
+import { createLogger, type LineSink, logStoreOutage, loggingAdminEvents, messageSink } from "./ops/log";
 import { Metrics, metricsRoutes } from "./ops/metrics";
 import { idempotencyDeriver } from "./proxy/idempotency";
 import { RateLimiter, type RequestLimiter } from "./proxy/rate-limit";
 import { proxyRoutes } from "./proxy/routes";
 import { UnauthenticatedDenials } from "./proxy/unauthenticated";
-import type { SpendCounter, Store } from "./store/index";
+import { isStoreOutage, type SpendCounter, type Store, storeUnavailable } from "./store/index";
 import { tokenRoutes } from "./tokens/routes";
 import { uiRoutes } from "./ui/routes";
 import { Sessions } from "./ui/sessions";
@@ -48,6 +48,8 @@ export function createApp(config: Config, baseStore: Store, options: AppOptions 
   const auth = authenticator(config, store, now, sessions);
   const metrics = options.metrics ?? new Metrics();
   const unauthenticated = new UnauthenticatedDenials(store, now, messageSink(log, "error", "audit_failed"));
+  // The operator's widening of the catalogues, said in the docs and the dashboard (SPEC §2).
+  const freeEndpoints = Object.fromEntries(Object.entries(config.freeEndpoints).map(([vendor, free]) => [vendor, free.patterns]));
   // Nothing is allowed by default: every route declares the roles it needs, or that it is public.
   return withAccessDeclared(
     new Elysia()
@@ -55,6 +57,11 @@ export function createApp(config: Config, baseStore: Store, options: AppOptions 
       .onStop(() => unauthenticated.flush())
       .onError({ as: "global" }, ({ code, error }) => {
         if (error instanceof KeybrakeError) return errorResponse(error);
+        // The ledger is unreachable or unwritable (SPEC §4, §13): 503 with Retry-After, not a 500 with a stack trace.
+        if (isStoreOutage(error)) {
+          logStoreOutage(log, error, now());
+          return errorResponse(storeUnavailable());
+        }
         if (code === "NOT_FOUND") return errorResponse(notFound());
         if (code === "PARSE")
           return errorResponse(invalidRequest("The body is not valid JSON.", [{ path: "body", message: "is not valid JSON" }]));
@@ -75,7 +82,7 @@ export function createApp(config: Config, baseStore: Store, options: AppOptions 
         return errorResponse(new KeybrakeError("internal_error"));
       })
       .use(issueWarningsPlugin(config))
-      .use(docsRoutes())
+      .use(docsRoutes(freeEndpoints))
       .use(healthRoutes(store))
       .use(keyRoutes(store, auth, now))
       .use(holdRoutes(store, auth, now))
@@ -84,7 +91,7 @@ export function createApp(config: Config, baseStore: Store, options: AppOptions 
       .use(tokenRoutes(store, auth, now))
       .use(alertRoutes(store, auth, now, config))
       .use(metricsRoutes(metrics, store, auth, config.metricsPublic, options.otherInstancesSpend))
-      .use(uiRoutes(auth, sessions, now))
+      .use(uiRoutes(auth, sessions, now, freeEndpoints))
       .use(
         proxyRoutes({
           config,

@@ -3,7 +3,8 @@ import { httpUrl, secret, unitPrice } from "../src/env";
 import { parseStrictJson, unpriceable } from "../src/vendors/body";
 import { unitPriceMicros } from "../src/vendors/currency";
 import { registerVendor } from "../src/vendors/index";
-import { bearerCredentials, type Vendor } from "../src/vendors/types";
+import { Catalogue, free, priced } from "../src/vendors/catalogue";
+import { bearerCredentials, type PriceFn, type Vendor } from "../src/vendors/types";
 import { startKeybrake, type Harness } from "./helpers/harness";
 import { mockStripe, type MockStripe } from "./helpers/mock-stripe";
 import { MockVendor, mockId } from "./helpers/mock-vendor";
@@ -31,12 +32,18 @@ const fakemail: Vendor<{ emailUsd: number }> = {
   }),
   bareRoutes: ["/v1/*"],
   publicPath: (path) => path,
-  classify: (_method, path) => (path === "/v1/mail/send" ? "priced" : "free"),
-  async price(input, ctx) {
-    const mail = parseStrictJson(new TextDecoder().decode(input.body)) as { to?: unknown };
-    if (!Array.isArray(mail.to)) throw unpriceable('"to" must be a list');
-    return { micros: unitPriceMicros(ctx.prices.emailUsd, mail.to.length), source: "request", currency: "usd", amountMinor: null };
-  },
+  catalogue: new Catalogue<PriceFn<{ emailUsd: number }>>([
+    ...priced<PriceFn<{ emailUsd: number }>>(
+      "one email per recipient",
+      async (input, ctx) => {
+        const mail = parseStrictJson(new TextDecoder().decode(input.body)) as { to?: unknown };
+        if (!Array.isArray(mail.to)) throw unpriceable('"to" must be a list');
+        return { micros: unitPriceMicros(ctx.prices.emailUsd, mail.to.length), source: "request", currency: "usd", amountMinor: null };
+      },
+      "/v1/mail/send",
+    ),
+    ...free(["GET"], "a read", "/v1/mail/{id}"),
+  ]),
   requestId: (headers) => headers.get("x-message-id"),
   contextHeaders: [],
   honoursIdempotencyKey: false,

@@ -324,7 +324,17 @@ describe("the spend rollup (audit_days)", () => {
       const before = all.findIndex((m) => m.tag.endsWith("_audit_days"));
       const old = new Database(path);
       applyMigrations(old, all.slice(0, before));
-      const insert = old.prepare(insertAuditSql);
+      // The rows as that version's table has them: columns added by later migrations are left out.
+      const present = new Set(
+        old
+          .query<{ name: string }, []>("SELECT name FROM pragma_table_info('audit_events')")
+          .all()
+          .map((c) => c.name),
+      );
+      const names = /\(([^)]*)\)/.exec(insertAuditSql)![1]!.split(", ");
+      const kept = names.map((name) => present.has(name));
+      const columns = names.filter((_, i) => kept[i]);
+      const insert = old.prepare(`INSERT INTO audit_events (${columns.join(", ")}) VALUES (${columns.map(() => "?").join(", ")})`);
       const rows = fc.sample(
         fc.record({
           key: fc.integer({ min: 0, max: KEYS.length }),
@@ -349,7 +359,7 @@ describe("the spend rollup (audit_days)", () => {
                 decision: r.decision,
                 requests: r.requests,
               });
-          insert.run(...auditParams(row));
+          insert.run(...auditParams(row).filter((_, i) => kept[i]));
         }
       })();
       old.close();

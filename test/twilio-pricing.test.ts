@@ -30,6 +30,8 @@ const FAKE_SID = "AC00000000000000000000000000000000"; // what a job writes: it 
 const ACCOUNT = `/2010-04-01/Accounts/${FAKE_SID}`;
 const US = "+15551230000";
 const GB = "+447700900123";
+/** Inline TwiML that dials nothing: the call is its own only leg. */
+const SAY = "<Response><Say>Your order has shipped.</Say></Response>";
 
 const twilioKey = (dailyUsdCap = 100, allowed = ["/2010-04-01/Accounts/{AccountSid}/*"]) =>
   kb.issueKey({ vendor: "twilio", daily_usd_cap: dailyUsdCap, allowed_endpoints: allowed });
@@ -185,9 +187,9 @@ describe("Twilio messages are priced on every path Twilio creates them on", () =
 describe("Twilio calls are held for their TimeLimit", () => {
   test("TimeLimit in started minutes x the per-minute price; 4 hours when absent; Calls.xml alike", async () => {
     const key = await twilioKey();
-    await sdk(key.vault_key).calls.create({ to: US, from: "+15559870000", url: "https://example.com/twiml", timeLimit: 90 });
-    await sdk(key.vault_key).calls.create({ to: US, from: "+15559870000", url: "https://example.com/twiml" });
-    await post(key.vault_key, `${ACCOUNT}/Calls.xml`, { To: US, From: "+15559870000", Url: "https://example.com/twiml", TimeLimit: "60" });
+    await sdk(key.vault_key).calls.create({ to: US, from: "+15559870000", twiml: SAY, timeLimit: 90 });
+    await sdk(key.vault_key).calls.create({ to: US, from: "+15559870000", twiml: SAY });
+    await post(key.vault_key, `${ACCOUNT}/Calls.xml`, { To: US, From: "+15559870000", Twiml: SAY, TimeLimit: "60" });
     expect(await holds(key.id)).toEqual([2 * 14_000, 240 * 14_000, 14_000]);
     expect(tw.received.map((r) => new URLSearchParams(r.body).get("TimeLimit"))).toEqual(["90", null, "60"]);
   });
@@ -195,7 +197,7 @@ describe("Twilio calls are held for their TimeLimit", () => {
   test("a TimeLimit that is not a positive whole number of seconds is 422 unpriceable_request, never forwarded", async () => {
     const key = await twilioKey();
     for (const limit of ["0", "-5", "1.5", "60s", "1e3"]) {
-      const res = await post(key.vault_key, `${ACCOUNT}/Calls.json`, { To: US, Url: "https://example.com/twiml", TimeLimit: limit });
+      const res = await post(key.vault_key, `${ACCOUNT}/Calls.json`, { To: US, Twiml: SAY, TimeLimit: limit });
       expect(res.status).toBe(422);
       expect(res.headers.get("x-keybrake-error")).toBe("unpriceable_request");
     }
@@ -223,7 +225,7 @@ describe("the account segment stands for the configured account", () => {
         expect(answer).not.toContain(TWILIO_SID);
         expect(JSON.parse(answer)).toMatchObject({ account_sid: "{AccountSid}" });
       }
-      expect((await post(key.vault_key, `${ACCOUNT}/Calls.json`, { To: US, Url: "https://example.com/twiml" })).status).toBe(403);
+      expect((await post(key.vault_key, `${ACCOUNT}/Calls.json`, { To: US, Twiml: SAY })).status).toBe(403);
       const rows = (await auditFor(key.id)).reverse();
       expect(rows.map((r) => r.path)).toEqual([
         ...Array(3).fill("/2010-04-01/Accounts/{AccountSid}/Messages.json"),
@@ -237,9 +239,9 @@ describe("the account segment stands for the configured account", () => {
     expect(tw.received.every((r) => r.headers.authorization === `Basic ${btoa(`${TWILIO_SID}:${TWILIO_TOKEN}`)}`)).toBe(true);
   });
 
-  test("POSTs that spend money Keybrake does not price (dial-out participants, number purchases) are refused", async () => {
+  test("POSTs that spend money Keybrake does not price (number purchases, call recordings) are refused", async () => {
     const key = await twilioKey();
-    for (const path of [`${ACCOUNT}/Conferences/CF123/Participants.json`, `${ACCOUNT}/IncomingPhoneNumbers/Local.json`]) {
+    for (const path of [`${ACCOUNT}/IncomingPhoneNumbers/Local.json`, `${ACCOUNT}/Calls/CA123/Recordings.json`]) {
       const res = await post(key.vault_key, path, { To: US, From: "+15559870000", PhoneNumber: US });
       expect(res.headers.get("x-keybrake-error")).toBe("unpriceable_request");
     }
@@ -311,7 +313,7 @@ describe("the reconciler", () => {
   test("a call's final price in another currency goes through KEYBRAKE_FX", async () => {
     const key = await twilioKey();
     tw.state.priceUnit = "EUR";
-    const call = await sdk(key.vault_key).calls.create({ to: US, from: "+15559870000", url: "https://example.com/twiml", timeLimit: 600 });
+    const call = await sdk(key.vault_key).calls.create({ to: US, from: "+15559870000", twiml: SAY, timeLimit: 600 });
     tw.finalPrices.set(call.sid, "-0.130");
     advance(300);
     await kb.reconciler!.tick();

@@ -89,7 +89,7 @@ describe("Twilio through Keybrake", () => {
     await client.messages.create({ to: "+15551230000", from: "+15559870000", body: "a".repeat(161) }); // 2 segments
     await client.messages.create({ to: "+15551230000", from: "+15559870000", body: "Привет" }); // UCS-2, 1 segment
     await client.messages.create({ to: "+15551230000", from: "+15559870000", body: "pic", mediaUrl: ["https://example.com/a.png"] });
-    await client.calls.create({ to: "+15551230000", from: "+15559870000", url: "https://example.com/twiml", timeLimit: 60 }); // 1 minute
+    await client.calls.create({ to: "+15551230000", from: "+15559870000", twiml: "<Response><Say>hi</Say></Response>", timeLimit: 60 }); // 1 minute
     const costs = (await auditFor(key.id)).map((r) => r.cost_usd).reverse();
     expect(costs).toEqual([0.0166, 0.0083, 0.022, 0.014]);
     expect(await ledgerMicros(key.id)).toBe(16_600 + 8_300 + 22_000 + 14_000);

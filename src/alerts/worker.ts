@@ -1,7 +1,7 @@
 import type { Config } from "../config";
-import { createLogger, type LineSink } from "../ops/log";
+import { createLogger, type LineSink, logStoreOutage } from "../ops/log";
 import type { Metrics } from "../ops/metrics";
-import type { DueDelivery, Store } from "../store/index";
+import { type DueDelivery, isStoreOutage, type Store } from "../store/index";
 import { urlOrigin } from "../store/alerts";
 import { DELIVERY_TIMEOUT_MS, type SendResult, sendEvent } from "./send";
 
@@ -128,10 +128,13 @@ export function startAlertWorker(store: Store, config: Pick<Config, "logFormat" 
       try {
         started = (await store.dueDeliveries(now(), free, [...inFlight.keys()])).map(start);
       } catch (err) {
-        log.error(
-          "alert_worker",
-          `alert worker: ${err instanceof Error ? err.message : String(err)}; pending deliveries are tried again next time`,
-        );
+        // The ledger is down: said once a minute, not once a poll; pending deliveries wait for it.
+        if (isStoreOutage(err)) logStoreOutage(log, err, now());
+        else
+          log.error(
+            "alert_worker",
+            `alert worker: ${err instanceof Error ? err.message : String(err)}; pending deliveries are tried again next time`,
+          );
       } finally {
         // After the first await, so always after `polling = poll` below: the next tick may poll while these send.
         polling = null;

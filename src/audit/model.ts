@@ -121,6 +121,10 @@ export const AuditRowSchema = z.object({
   overhead_ms: z.number().nullable(),
   client_ip: z.string().nullable(),
   requests: z.number().int().describe("How many requests the row stands for: 1, or a client's unauthenticated denials in one minute"),
+  secrets_scrubbed: z
+    .number()
+    .int()
+    .describe("How many configured secrets (or Twilio account SIDs) Keybrake replaced in the vendor's answer before the job saw it"),
 });
 
 export const AuditPage = z.object({ data: z.array(AuditRowSchema), next_cursor: z.string().nullable() });

@@ -26,6 +26,7 @@ export function presentAudit(r: AuditRow) {
     overhead_ms: r.overheadMs,
     client_ip: r.clientIp,
     requests: r.requests ?? 1,
+    secrets_scrubbed: r.secretsScrubbed ?? 0,
   };
 }
 export type PresentedAudit = ReturnType<typeof presentAudit>;
@@ -96,6 +97,7 @@ export const AUDIT_COLUMNS = [
   "overhead_ms",
   "client_ip",
   "requests",
+  "secrets_scrubbed",
 ] as const satisfies readonly (keyof PresentedAudit)[];
 
 /** What a spreadsheet takes for the start of a formula (OWASP "CSV injection"). */

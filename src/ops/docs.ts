@@ -11,8 +11,19 @@ import { documentSchema } from "./openapi";
 const ASSETS = "/docs/assets";
 const cacheable = (type: string) => ({ "content-type": type, "cache-control": "public, max-age=86400" });
 
-/** Swagger UI at /docs, OpenAPI 3 at /docs/json, the UI's JS and CSS from inside the binary. */
-export const docsRoutes = () =>
+/** The operator's KEYBRAKE_<VENDOR>_FREE_ENDPOINTS, said in the docs: what is forwarded at $0 unknown to the catalogue. */
+function freeEndpointsText(freeEndpoints: Record<string, string[]>): string {
+  const widened = Object.entries(freeEndpoints).filter(([, patterns]) => patterns.length > 0);
+  if (widened.length === 0) return "";
+  const list = widened.map(([vendor, patterns]) => `${vendor}: ${patterns.map((p) => `\`${p}\``).join(", ")}`).join("; ");
+  return ` **Forwarded at $0 although the vendors' catalogues do not know them** (the operator's KEYBRAKE_<VENDOR>_FREE_ENDPOINTS): ${list}.`;
+}
+
+/**
+ * Swagger UI at /docs, OpenAPI 3 at /docs/json, the UI's JS and CSS from inside the binary. `freeEndpoints`: the
+ * operator's widening of each vendor's catalogue, listed in the document's description.
+ */
+export const docsRoutes = (freeEndpoints: Record<string, string[]> = {}) =>
   new Elysia({ name: "docs" })
     // The page loads its document from the relative "docs/json": from /docs/ that would be /docs/docs/json.
     // Every request passes here, proxied calls included: one comparison unless the URL ends so.
@@ -50,7 +61,8 @@ export const docsRoutes = () =>
             title: "Keybrake",
             version: VERSION,
             description:
-              "Self-hosted spend brake for jobs that call Stripe, Twilio and Resend. Click Authorize and paste a token to issue and revoke vault keys. Each route's description names the roles it needs: `admin` (everything, tokens included), `issuer` (mints keys within its policy; sees, changes and revokes only the keys it minted, and reads only their audit and spend), `viewer` (reads everything, writes nothing).",
+              "Self-hosted spend brake for jobs that call Stripe, Twilio and Resend. Click Authorize and paste a token to issue and revoke vault keys. Each route's description names the roles it needs: `admin` (everything, tokens included), `issuer` (mints keys within its policy; sees, changes and revokes only the keys it minted, and reads only their audit and spend), `viewer` (reads everything, writes nothing)." +
+              freeEndpointsText(freeEndpoints),
           },
           components: {
             securitySchemes: {

@@ -1,4 +1,4 @@
-import type { Store } from "../store/index";
+import { describeStoreOutage, type Store } from "../store/index";
 
 /**
  * Keybrake's log: one line on stderr per notable event (SPEC §9), never one per allowed call. Text lines read
@@ -91,4 +91,33 @@ export function loggingAdminEvents<S extends Pick<Store, "recordAdminEvent">>(st
       }
     },
   };
+}
+
+/** Within this long after a `store_unavailable` line, further outages are counted, not each logged. */
+const OUTAGE_LOG_EVERY_MS = 60_000;
+/** Per logger (one per app): when it last wrote a `store_unavailable` line, and how many outages it has not logged since. */
+const outageLogs = new WeakMap<Logger, { lastAt: number; since: number }>();
+
+/**
+ * Logs an error answered 503 `store_unavailable`: one warning line, then at most one a minute for as long as the
+ * outage goes on (saying how many were answered since), so that an outage under load is a few lines, not one per
+ * call (SPEC §9). The state is kept per logger, so the app's onError and the proxy, sharing the app's logger,
+ * share the one line. The line names the driver's error only (describeStoreOutage): never the URL or password.
+ */
+export function logStoreOutage(log: Logger, err: unknown, now: number = Date.now()): void {
+  const state = outageLogs.get(log) ?? { lastAt: Number.NEGATIVE_INFINITY, since: 0 };
+  outageLogs.set(log, state);
+  // A clock set back (tests' injected clocks) logs again rather than staying silent.
+  if (now - state.lastAt < OUTAGE_LOG_EVERY_MS && now >= state.lastAt) {
+    state.since++;
+    return;
+  }
+  const what = describeStoreOutage(err);
+  const more = state.since > 0 ? ` (${state.since} more since the last such line)` : "";
+  log.warn("store_unavailable", `the ledger cannot be reached: ${what}; answering 503 store_unavailable${more}`, {
+    error: what,
+    count: state.since + 1,
+  });
+  state.lastAt = now;
+  state.since = 0;
 }

@@ -1,8 +1,8 @@
 import type { Config } from "../config";
 import { callUpstream } from "../proxy/forward";
-import { auditRow, type AuditRow, type DueReconciliation, type Store } from "../store/index";
+import { auditRow, type AuditRow, type DueReconciliation, isStoreOutage, type Store } from "../store/index";
 import { microsToUsd } from "../util";
-import { createLogger, type LineSink } from "./log";
+import { createLogger, type LineSink, logStoreOutage } from "./log";
 import { vendorNamed } from "../vendors/index";
 import type { Settlement } from "../vendors/types";
 
@@ -81,7 +81,10 @@ export function startReconciler(store: Store, config: Config, options: Reconcile
           await reconcile(entry);
         }
       } catch (err) {
-        log.error("reconciler", `reconciler: ${err instanceof Error ? err.message : String(err)}; due entries are read again next time`);
+        // The ledger is down: said once a minute, not once a tick; due entries wait for it.
+        if (isStoreOutage(err)) logStoreOutage(log, err, now());
+        else
+          log.error("reconciler", `reconciler: ${err instanceof Error ? err.message : String(err)}; due entries are read again next time`);
       } finally {
         running = null;
       }

@@ -2,6 +2,8 @@ import type { Config } from "../config";
 import { KeybrakeError, errorResponse } from "../errors";
 import {
   auditRow,
+  isStoreOutage,
+  storeUnavailable,
   type AuditRow,
   type Balance,
   type IdempotencyResult,
@@ -13,10 +15,12 @@ import {
 import { microsToUsd, sha256Hex, utcDay } from "../util";
 import { unpriceable } from "../vendors/body";
 import { vendorNamed } from "../vendors/index";
+import type { Classification } from "../vendors/catalogue";
 import {
   FREE,
   atHold,
   type AnyVendor,
+  type PriceFn,
   type Credentials,
   type PricingContext,
   type Quote,
@@ -30,7 +34,8 @@ import { callUpstream, clientResponseHeaders, upstreamRequestHeaders, type Upstr
 import { IDEMPOTENCY_TTL_MS, callFingerprint, idempotencyKeyOf } from "./idempotency";
 import { balanceHeaders, capExhausted, logVendorFailure, vendorFailed } from "./notices";
 import { normalizeVendorPath } from "./path";
-import type { Logger } from "../ops/log";
+import type { ScrubbedAnswer } from "./scrub";
+import { type Logger, logStoreOutage } from "../ops/log";
 import type { Metrics } from "../ops/metrics";
 import type { RequestLimiter } from "./rate-limit";
 import type { UnauthenticatedDenials } from "./unauthenticated";
@@ -47,6 +52,8 @@ export interface ProxyDeps {
   deriveIdempotencyKey: (mintedBy: string, jobKey: string) => Promise<string>;
   /** Audits `invalid_key` denials per client and minute, so a flood cannot grow the database per request. */
   unauthenticated: UnauthenticatedDenials;
+  /** Replaces every configured secret in a vendor's answer (see scrub.ts). */
+  scrubAnswer: (headers: Headers, body: ArrayBuffer) => ScrubbedAnswer;
   /**
    * Answer only once the settlement is committed. Several instances (PostgreSQL) need it: a retry or a spend
    * read at another instance cannot commit this one's queued settlement first, as a read in this process does.
@@ -89,8 +96,8 @@ interface Admitted {
   /** Set when an ambiguous attempt's entry is forwarded again: what it counted before. */
   priorCostMicros: number | null;
   day: string;
-  /** The job's Idempotency-Key (replaced by its derivation on the way out). */
-  jobKey: string | null;
+  /** What the vendor sees for the job's Idempotency-Key: its derivation (SPEC §7). */
+  vendorKey: string | null;
   /** The key Keybrake remembers the call by (idempotent methods only). */
   idempotencyKey: string | null;
   /** The key's balances right after the hold, for the X-Keybrake-*-Usd headers. */
@@ -140,12 +147,21 @@ async function runPipeline(deps: ProxyDeps, call: ProxyCall, audit: AuditRow, st
   let admitted: Admitted | Replay;
   try {
     admitted = await admit(deps, call, audit);
-  } catch (err) {
+  } catch (thrown) {
+    // The ledger cannot be reached: nothing was held or forwarded, so the job may retry (503), never a 500.
+    const outage = isStoreOutage(thrown);
+    if (outage) logStoreOutage(deps.log, thrown, deps.now());
+    const err = outage ? storeUnavailable() : thrown;
     if (!(err instanceof KeybrakeError)) throw err;
     audit.status = err.status;
     audit.decision = err.code;
     audit.overheadMs = performance.now() - started;
-    await (audit.decision === "invalid_key" ? deps.unauthenticated.record(audit) : deps.store.recordAudit(audit));
+    try {
+      await (audit.decision === "invalid_key" ? deps.unauthenticated.record(audit) : deps.store.recordAudit(audit));
+    } catch (auditErr) {
+      // A refusal still answers when the store is down; its row is lost with the store, as every write is.
+      if (!isStoreOutage(auditErr)) throw auditErr;
+    }
     const headers: Record<string, string> = { "x-keybrake-request-id": audit.id };
     if (audit.keyId) headers["x-keybrake-key-id"] = audit.keyId;
     return answered(errorResponse(err, headers), audit);
@@ -182,6 +198,7 @@ async function admit(deps: ProxyDeps, call: ProxyCall, audit: AuditRow): Promise
   if (!matchEndpoint(compiledAllowlist(key.allowedEndpoints, vendor.publicPath), request.method, path)) {
     throw new KeybrakeError("endpoint_not_allowed", `${request.method} ${path} is not in this key's allowed_endpoints.`);
   }
+  const endpoint = catalogued(vendor, config, request.method, path);
 
   const body = await readBody(request, config.maxBodyBytes);
 
@@ -194,7 +211,7 @@ async function admit(deps: ProxyDeps, call: ProxyCall, audit: AuditRow): Promise
     }
   }
   const jobKey = idempotencyKeyOf(request.headers);
-  const priced = isPricedCall(vendor, request.method, path, request.headers);
+  const priced = isPricedCall(endpoint, request.method, path, request.headers);
   if (key.requireIdempotencyKey && priced && jobKey === null) {
     throw new KeybrakeError("idempotency_key_required");
   }
@@ -224,7 +241,7 @@ async function admit(deps: ProxyDeps, call: ProxyCall, audit: AuditRow): Promise
   let quote: Quote;
   try {
     quote = priced
-      ? await vendor.price(
+      ? await priced.entry.price!(
           {
             method: request.method,
             path,
@@ -232,6 +249,7 @@ async function admit(deps: ProxyDeps, call: ProxyCall, audit: AuditRow): Promise
             contentType: request.headers.get("content-type"),
             body,
             keyId: key.id,
+            ids: priced.ids,
           },
           {
             fx: config.fx,
@@ -253,13 +271,15 @@ async function admit(deps: ProxyDeps, call: ProxyCall, audit: AuditRow): Promise
     throw err;
   }
 
+  // Derived before the hold (its secret is read from the store once): a store that fails here holds nothing.
+  const vendorKey = jobKey === null ? null : await deps.deriveIdempotencyKey(key.mintedBy, jobKey);
   const holdId = callId("hold_", now);
   const hold = await store.holdSpend({
     holdId,
     keyId: key.id,
     day: utcDay(now),
     micros: quote.micros,
-    ledger: priced,
+    ledger: priced !== null,
     reuseAmbiguous: vendor.honoursIdempotencyKey,
     now,
     call: { requestId: audit.id, method: request.method, path },
@@ -280,7 +300,7 @@ async function admit(deps: ProxyDeps, call: ProxyCall, audit: AuditRow): Promise
         holdMicros: hold.holdMicros,
         priorCostMicros: hold.priorCostMicros,
         day: hold.day,
-        jobKey,
+        vendorKey,
         idempotencyKey,
         balance: hold.balance,
       };
@@ -323,22 +343,43 @@ const claims = (route: string, path: string) => (route.endsWith("/*") ? path.sta
 const notConfigured = (vendor: AnyVendor, key: KeyPolicy) =>
   new KeybrakeError("vendor_not_configured", `No ${key.mode} secret is configured for ${vendor.name}.`);
 
+type Endpoint = Classification<PriceFn>;
+
 /**
- * Whether the call is priced (SPEC §6): a POST on a priced path. Other methods than GET/HEAD/POST on a priced
- * path, POSTs that move money Keybrake does not price, and compressed priced bodies (which Keybrake cannot read
- * as the vendor will) are refused, never forwarded at $0.
+ * The call by its vendor's closed catalogue (SPEC §6): credential endpoints are refused whatever the method, and
+ * what the catalogue does not know is refused unless the operator's KEYBRAKE_<VENDOR>_FREE_ENDPOINTS name it.
  */
-function isPricedCall(vendor: AnyVendor, method: string, path: string, headers: Headers): boolean {
-  const pathClass = vendor.classify(method, path);
-  if (pathClass === "free" || method === "GET" || method === "HEAD") return false;
-  if (pathClass === "refused") {
-    if (method === "DELETE") return false; // deleting (cancelling) moves no money
-    throw unpriceable(`${method} ${path} can move money and Keybrake does not price it`);
+function catalogued(vendor: AnyVendor, config: Config, method: string, path: string): Endpoint {
+  const endpoint = vendor.catalogue.classify(method, path);
+  if (endpoint.class === "credential") {
+    throw new KeybrakeError(
+      "credential_endpoint_refused",
+      `${method} ${path} manages ${vendor.name} credentials or accounts (${endpoint.entry.why}); Keybrake never forwards it.`,
+    );
   }
-  if (method !== "POST") throw new KeybrakeError("method_not_priced", `${method} is not allowed on ${path}: it is priced for POST only.`);
+  if (endpoint.class !== "not_catalogued") return endpoint;
+  if (matchEndpoint(config.freeEndpoints[vendor.name]?.compiled ?? [], method, path))
+    return { class: "free", entry: null, why: "the operator's free endpoints" };
+  throw new KeybrakeError(
+    "endpoint_not_catalogued",
+    `${method} ${path} is not in Keybrake's ${vendor.name} catalogue, so what it costs is unknown; nothing was forwarded.`,
+  );
+}
+
+/**
+ * The priced entry when the call is priced (a POST on a priced path), else null. Other methods than GET/HEAD/POST
+ * on a priced path, calls that move money Keybrake does not price, and compressed priced bodies (which Keybrake
+ * cannot read as the vendor will) are refused, never forwarded at $0.
+ */
+function isPricedCall(endpoint: Endpoint, method: string, path: string, headers: Headers): Extract<Endpoint, { class: "priced" }> | null {
+  if (endpoint.class === "free") return null;
+  if (endpoint.class === "refused")
+    throw unpriceable(`${method} ${path} can move money and Keybrake does not price it (${endpoint.entry.why})`);
+  if (endpoint.class !== "priced")
+    throw new KeybrakeError("method_not_priced", `${method} is not allowed on ${path}: it is priced for POST only.`);
   const encoding = headers.get("content-encoding");
   if (encoding !== null && encoding.trim().toLowerCase() !== "identity") throw unpriceable(`the body is compressed (${encoding})`);
-  return true;
+  return endpoint;
 }
 
 /** Class 2's pre-flight read (SPEC §6), with the real secret and the call's context headers; its time counts as upstream time. */
@@ -413,7 +454,6 @@ async function readBody(request: Request, limit: number): Promise<Uint8Array> {
 
 async function forwardAndSettle(deps: ProxyDeps, call: ProxyCall, a: Admitted, audit: AuditRow, started: number): Promise<Answered> {
   const { request } = call;
-  const vendorKey = a.jobKey === null ? null : await deps.deriveIdempotencyKey(a.key.mintedBy, a.jobKey);
   const upstreamStarted = performance.now();
   // A client that has gone (it closed the connection, or pipelined requests Bun will not answer) gets nothing
   // forwarded: its hold is released as for a call that never left.
@@ -421,12 +461,20 @@ async function forwardAndSettle(deps: ProxyDeps, call: ProxyCall, a: Admitted, a
     ? { kind: "not_sent" }
     : await callUpstream(a.settings.baseUrl + a.creds.upstreamPath(a.path) + call.url.search, {
         method: request.method,
-        headers: upstreamRequestHeaders(request.headers, a.creds.headers, vendorKey),
+        headers: upstreamRequestHeaders(request.headers, a.creds.headers, a.vendorKey),
         body: request.method === "GET" || request.method === "HEAD" ? null : a.body,
         timeoutMs: deps.config.upstreamTimeoutMs,
       });
   const upstreamMs = performance.now() - upstreamStarted;
-  if (result.kind === "response" && a.creds.publicAnswer) result.body = a.creds.publicAnswer(result.body);
+  // Before anything reads the answer: the job, the audit row, the idempotency memory and the logs all see it with
+  // every configured secret replaced (SPEC §4).
+  let passedHeaders: Headers | null = null;
+  if (result.kind === "response") {
+    passedHeaders = clientResponseHeaders(result.headers);
+    const scrubbed = deps.scrubAnswer(passedHeaders, result.body);
+    result.body = scrubbed.body;
+    audit.secretsScrubbed = scrubbed.replaced;
+  }
   // A pre-flight's time is already in upstreamMs.
   audit.upstreamMs = (audit.upstreamMs ?? 0) + upstreamMs;
 
@@ -464,10 +512,9 @@ async function forwardAndSettle(deps: ProxyDeps, call: ProxyCall, a: Admitted, a
   audit.costSource = outcome === "ambiguous" && a.holdId !== null ? "hold" : settlement.source;
   audit.currency = settlement.currency;
   audit.amountMinor = settlement.amountMinor;
-  if (result.kind === "response") audit.vendorRequestId = a.vendor.requestId(result.headers);
+  if (passedHeaders) audit.vendorRequestId = a.vendor.requestId(passedHeaders);
   audit.overheadMs = performance.now() - started - audit.upstreamMs;
 
-  const passedHeaders = result.kind === "response" ? clientResponseHeaders(result.headers) : null;
   // Queued now and committed by the next group commit, right after the answer leaves: the caller does not wait
   // for a second commit. The hold is already durable, so answering first loses nothing. Every other read of the
   // store commits queued settlements first, so a client that reads its spend, or retries, right after an answer
@@ -508,18 +555,22 @@ async function forwardAndSettle(deps: ProxyDeps, call: ProxyCall, a: Admitted, a
 /**
  * 2xx: what the vendor states, else the hold. A definite failure (vendor 3xx/4xx, or the request never left):
  * released, cost 0. Ambiguous (vendor 5xx, timeout, connection lost after sending): spent at the full hold.
- * A retry re-forwarded on an ambiguous entry that never left keeps what the entry counted before; its vendor
- * honours the forwarded Idempotency-Key (the only case entries are re-forwarded), so a 4xx speaks for the first
- * attempt too and releases it.
+ *
+ * A retry re-forwarded on an ambiguous entry (its vendor honours the forwarded Idempotency-Key) answers for the
+ * first attempt only through a 2xx, or a failure the vendor gives only when no attempt under that key has run or
+ * is running (SPEC §7). Any other answer (409 "key in use", 429, 401/403 of a rolled secret, 404, 5xx, a timeout,
+ * nothing sent) leaves the entry ambiguous at its hold: the first attempt may still move the money.
  */
 function settlementFor(result: UpstreamResult, a: Admitted): { outcome: Outcome; settlement: Settlement } {
   const held: Settlement = { ...atHold(a.quote), costMicros: a.holdMicros };
-  if (result.kind === "not_sent") {
-    if (a.priorCostMicros !== null) return { outcome: "ambiguous", settlement: { ...held, costMicros: a.priorCostMicros } };
-    return { outcome: "released", settlement: { ...held, costMicros: 0 } };
-  }
+  const released = { outcome: "released" as const, settlement: { ...held, costMicros: 0 } };
+  const retry = a.priorCostMicros !== null;
+  if (result.kind === "not_sent") return retry ? { outcome: "ambiguous", settlement: held } : released;
   if (result.kind !== "response" || result.status >= 500) return { outcome: "ambiguous", settlement: held };
-  if (result.status < 200 || result.status >= 300) return { outcome: "released", settlement: { ...held, costMicros: 0 } };
+  if (result.status < 200 || result.status >= 300) {
+    if (!retry || a.vendor.speaksForFirstAttempt?.(result.status, result.headers, parseJson(result.body))) return released;
+    return { outcome: "ambiguous", settlement: held };
+  }
   if (!a.quote.settle) return { outcome: "settled", settlement: held };
   const settlement = a.quote.settle(parseJson(result.body));
   // A retry's 2xx may be the vendor's replay of the first attempt, priced against an object this retry read

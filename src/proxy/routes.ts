@@ -4,6 +4,7 @@ import type { AnyVendor } from "../vendors/types";
 import { PUBLIC_ROUTE } from "../ops/admin-auth";
 import { FIXED_ORIGIN } from "../ops/listen";
 import { handleProxy, type ProxyDeps } from "./pipeline";
+import { answerScrubber } from "./scrub";
 
 /**
  * The request's path and query on a fixed origin: the host part of `request.url` is whatever the client's Host
@@ -17,8 +18,9 @@ const pathAndQuery = (url: string) => new URL(FIXED_ORIGIN + url.slice(url.index
  * `/emails...`: stripe-node can only change host and port), which belong to the presented key's vendor: two
  * vendors may claim the same bare path. Bodies are not parsed by Elysia: the exact bytes are priced and forwarded.
  */
-export function proxyRoutes(deps: ProxyDeps) {
-  const app = new Elysia({ name: "proxy", seed: deps });
+export function proxyRoutes(options: Omit<ProxyDeps, "scrubAnswer">) {
+  const deps: ProxyDeps = { ...options, scrubAnswer: answerScrubber(options.config.scrub) };
+  const app = new Elysia({ name: "proxy", seed: options });
   // Public to the admin API's guard: a vault key, not a token, authenticates these (pipeline.ts).
   const hidden = { parse: "none" as const, detail: { hide: true, ...PUBLIC_ROUTE } };
   const route =

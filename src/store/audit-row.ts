@@ -21,6 +21,7 @@ export function auditRow(init: Required & Partial<AuditRow>): AuditRow {
     upstreamMs: null,
     overheadMs: null,
     clientIp: null,
+    secretsScrubbed: 0,
     ...init,
   };
 }

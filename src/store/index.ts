@@ -16,6 +16,7 @@ import type { AdminStore, CallPathStore, SqliteStore } from "./types";
 
 export type * from "./types";
 export { auditRow } from "./audit-row";
+export { describeStoreOutage, isStoreOutage, storeUnavailable } from "./outage";
 
 /** The SQLite store: the default, one process owning one file. The PostgreSQL store is pg/index.ts. */
 export function openStore(path: string, opts: OpenOptions = {}): SqliteStore {

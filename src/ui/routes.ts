@@ -54,6 +54,9 @@ const SessionSchema = z.object({
   token_name: z.string(),
   csrf_token: z.string().describe("Send it back in the X-CSRF-Token header on every write made with the session cookie"),
   expires_at: z.string().describe("When the session ends (8 hours after sign-in)"),
+  free_endpoints: z
+    .record(z.string(), z.array(z.string()))
+    .describe("By vendor, the operator's KEYBRAKE_<VENDOR>_FREE_ENDPOINTS: forwarded at $0 although the catalogue does not know them"),
 });
 const SignInBody = z.strictObject({
   token: z
@@ -64,12 +67,13 @@ const SignInBody = z.strictObject({
 });
 const tags = ["Dashboard"];
 
-const sessionAnswer = (caller: Caller, csrf: string, expiresAt: number) => ({
+const sessionAnswer = (caller: Caller, csrf: string, expiresAt: number, freeEndpoints: Record<string, string[]>) => ({
   role: caller.role,
   token_id: caller.tokenId,
   token_name: caller.tokenName,
   csrf_token: csrf,
   expires_at: new Date(expiresAt).toISOString(),
+  free_endpoints: freeEndpoints,
 });
 
 /**
@@ -77,7 +81,7 @@ const sessionAnswer = (caller: Caller, csrf: string, expiresAt: number) => ({
  * talks to the admin API itself, which the session cookie authenticates like the token it was opened with
  * (src/ops/admin-auth.ts `authenticateRequest`).
  */
-export function uiRoutes(auth: Authenticator, sessions: Sessions, now: () => number) {
+export function uiRoutes(auth: Authenticator, sessions: Sessions, now: () => number, freeEndpoints: Record<string, string[]> = {}) {
   const hidden = { detail: { hide: true, ...PUBLIC_ROUTE } };
   return new Elysia({ name: "ui" })
     .get("/ui", asset(page, "text/html; charset=utf-8"), hidden)
@@ -98,7 +102,7 @@ export function uiRoutes(auth: Authenticator, sessions: Sessions, now: () => num
         const { id, session } = sessions.open(sha256Hex(body.token));
         set.headers["set-cookie"] = sessionCookie(id, overTls(request, sessions.publicUrl), session.expiresAt - now());
         set.headers["cache-control"] = "no-store";
-        return sessionAnswer(caller, session.csrf, session.expiresAt);
+        return sessionAnswer(caller, session.csrf, session.expiresAt, freeEndpoints);
       },
       {
         body: SignInBody,
@@ -122,7 +126,7 @@ export function uiRoutes(auth: Authenticator, sessions: Sessions, now: () => num
         const caller = await bySession;
         const session = sessions.find(request)!;
         set.headers["cache-control"] = "no-store";
-        return sessionAnswer(caller, session.csrf, session.expiresAt);
+        return sessionAnswer(caller, session.csrf, session.expiresAt, freeEndpoints);
       },
       {
         ...routeDoc({

@@ -1,7 +1,8 @@
 import { parseStrictJson, unpriceable } from "./body";
 import { unitPriceMicros } from "./currency";
 import { httpUrl, secret, unitPrice } from "../env";
-import { bearerCredentialsByMode, type PathClass, type Vendor } from "./types";
+import { Catalogue, credential, free, priced, refused } from "./catalogue";
+import { bearerCredentialsByMode, FREE, type PriceFn, type Vendor } from "./types";
 
 /**
  * Resend bills each To, CC and BCC recipient as one email. `to` is an address or a list; a string is counted
@@ -25,12 +26,72 @@ function countAddresses(value: unknown, field: string): number {
   return n;
 }
 
-const EMAILS = /^\/emails\/?$/i;
-const BATCH = /^\/emails\/batch\/?$/i;
-/** Broadcasts send to a whole audience: money Keybrake does not price, so refused rather than forwarded free. */
-const BROADCAST_SEND = /^\/broadcasts\/[^/]+\/send\/?$/i;
+/** One email or a batch: each recipient of each email is one email billed. */
+const emails =
+  (batch: boolean): PriceFn<ResendPrices> =>
+  async (input, ctx) => {
+    if (!(input.contentType ?? "").toLowerCase().startsWith("application/json")) throw unpriceable("Resend takes JSON bodies");
+    const parsed = parseStrictJson(new TextDecoder().decode(input.body));
+    let count: number;
+    if (!batch) count = recipients(parsed);
+    else if (Array.isArray(parsed)) count = parsed.reduce((sum: number, email) => sum + recipients(email), 0);
+    else throw unpriceable("a batch must be a JSON array");
+    return { micros: unitPriceMicros(ctx.prices.emailUsd, count), source: "request", currency: "usd", amountMinor: null };
+  };
 
-export const resend: Vendor<{ emailUsd: number }> = {
+/**
+ * A broadcast created as a draft sends nothing; `send: true` (or a `scheduled_at`) sends it to its whole audience,
+ * which Keybrake cannot count: refused, never free.
+ */
+const broadcastDraft: PriceFn<ResendPrices> = async (input) => {
+  if (!(input.contentType ?? "").toLowerCase().startsWith("application/json")) throw unpriceable("Resend takes JSON bodies");
+  const parsed = parseStrictJson(new TextDecoder().decode(input.body));
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) throw unpriceable("a broadcast is a JSON object");
+  const { send, scheduled_at } = parsed as Record<string, unknown>;
+  if ((send !== undefined && send !== false) || (scheduled_at !== undefined && scheduled_at !== null))
+    throw unpriceable("a broadcast that sends emails a whole audience: money Keybrake does not price");
+  return FREE;
+};
+
+interface ResendPrices {
+  emailUsd: number;
+}
+
+/** SPEC §6, Resend: every endpoint Keybrake forwards; reads of any of them are free. */
+export const RESEND_CATALOGUE = new Catalogue<PriceFn<ResendPrices>>([
+  ...priced("class 1: (to + cc + bcc) × the email price", emails(false), "/emails"),
+  ...priced("class 1: the sum over the batch", emails(true), "/emails/batch"),
+  ...free(
+    ["PATCH", "POST"],
+    "reschedules or cancels an email already counted when it was created",
+    "/emails/{email}",
+    "/emails/{email}/cancel",
+  ),
+  ...free(
+    ["POST", "PATCH", "DELETE"],
+    "sending domains: set-up, no email is sent",
+    "/domains",
+    "/domains/{domain}",
+    "/domains/{domain}/verify",
+  ),
+  ...free(
+    ["POST", "PATCH", "DELETE"],
+    "contact lists: nothing is sent until a broadcast is (refused)",
+    "/audiences",
+    "/audiences/{audience}",
+    "/audiences/{audience}/contacts",
+    "/audiences/{audience}/contacts/{contact}",
+    "/contacts",
+    "/contacts/{contact}",
+  ),
+  ...priced("free as a draft; refused when it sends (`send`, `scheduled_at`): a whole audience", broadcastDraft, "/broadcasts"),
+  ...free(["PATCH", "DELETE"], "a broadcast draft; sending it is refused", "/broadcasts/{broadcast}"),
+  ...refused("sending a broadcast emails a whole audience: money Keybrake does not price", "/broadcasts/{broadcast}/send"),
+  ...credential("API keys are full-access credentials", "/api-keys", "/api-keys/{key}"),
+  ...credential("webhooks carry their signing secret", "/webhooks", "/webhooks/{webhook}"),
+]);
+
+export const resend: Vendor<ResendPrices> = {
   name: "resend",
   env: {
     KEYBRAKE_RESEND_API_KEY: secret,
@@ -47,22 +108,18 @@ export const resend: Vendor<{ emailUsd: number }> = {
   }),
   bareRoutes: ["/emails", "/emails/*"],
   publicPath: (path) => path,
-  classify(_method, path): PathClass {
-    if (EMAILS.test(path) || BATCH.test(path)) return "priced";
-    return BROADCAST_SEND.test(path) ? "refused" : "free";
-  },
+  catalogue: RESEND_CATALOGUE,
   // Resend sends no request-id header: none is recorded rather than one made up.
   requestId: () => null,
   contextHeaders: [],
   honoursIdempotencyKey: true,
-  doNotRetryHeaders: {},
-  async price(input, ctx) {
-    if (!(input.contentType ?? "").toLowerCase().startsWith("application/json")) throw unpriceable("Resend takes JSON bodies");
-    const parsed = parseStrictJson(new TextDecoder().decode(input.body));
-    let count: number;
-    if (EMAILS.test(input.path)) count = recipients(parsed);
-    else if (Array.isArray(parsed)) count = parsed.reduce((sum: number, email) => sum + recipients(email), 0);
-    else throw unpriceable("a batch must be a JSON array");
-    return { micros: unitPriceMicros(ctx.prices.emailUsd, count), source: "request", currency: "usd", amountMinor: null };
+  // A validation error (400, 422) means the retry was checked before anything ran under its key; Resend's
+  // idempotency errors (409 `concurrent_idempotent_requests`, `invalid_idempotent_request`), 429, 401/403 and 5xx
+  // say nothing of whether the first attempt sent its emails.
+  speaksForFirstAttempt(status, _headers, body) {
+    if (status !== 400 && status !== 422) return false;
+    const name = (body as { name?: unknown } | null)?.name;
+    return !(typeof name === "string" && name.includes("idempot"));
   },
+  doNotRetryHeaders: {},
 };

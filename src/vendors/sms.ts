@@ -1,3 +1,5 @@
+import { decimalTable } from "../env";
+
 /** GSM 03.38 basic character set (one septet each) and its extension table (two septets: escape + char). */
 const GSM_BASIC = new Set(
   "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà",
@@ -100,4 +102,33 @@ export function destinationCountries(to: string): string[] {
     if (countries) return countries;
   }
   return [];
+}
+
+/** USD per unit (an SMS segment, a call minute) by destination country; `*` for any other destination. */
+export type DestinationPrices = Record<string, number> & { "*": number };
+
+/**
+ * `GB=0.0524,*=0.5`: a KEYBRAKE_TWILIO_*_PRICES table, USD by destination country (ISO 3166 alpha-2) and `*` for
+ * any other. Only countries `destinationCountries` can name may be priced.
+ */
+export const destinationPriceTable = (example: string) =>
+  decimalTable(/[A-Za-z]{2}|\*/, `COUNTRY=USD (e.g. ${example})`, (country, usd, part) => {
+    if (Number(usd) > 100) return `"${part}": a price must be a USD amount <= 100`;
+    if (country !== "*" && !SMS_COUNTRIES.has(country))
+      return `${country}: Keybrake cannot tell its phone numbers apart, so they are priced at *`;
+    return null;
+  });
+
+/** The US and Canada at `usUsd` (a KEYBRAKE_TWILIO_*_USD unit price), then the defaults, then the operator's table. */
+export function destinationPrices(usUsd: number, defaults: DestinationPrices, configured: Record<string, string>): DestinationPrices {
+  const table: DestinationPrices = { US: usUsd, CA: usUsd, ...defaults };
+  for (const [country, usd] of Object.entries(configured)) table[country] = Number(usd);
+  return table;
+}
+
+/** The price to `to`: its country's, the dearest where the number does not tell (US or Canada), else `*`. */
+export function destinationPrice(to: unknown, table: DestinationPrices): number {
+  const countries = typeof to === "string" ? destinationCountries(to) : [];
+  if (countries.length === 0) return table["*"];
+  return Math.max(...countries.map((c) => table[c] ?? table["*"]));
 }

@@ -3,10 +3,12 @@ import type { TrackedObject } from "../store/types";
 import { readAmount, readCurrency, readPricedBody, unpriceable, type PricedBody } from "./body";
 import { minorToMicros } from "./currency";
 import { httpUrl, secret } from "../env";
+import { Catalogue, credential, free, priced, refused, refusedFor } from "./catalogue";
 import {
+  FREE,
   unreadableAnswer,
   bearerCredentialsByMode,
-  type PathClass,
+  type PriceFn,
   type PricingContext,
   type PricingInput,
   type Quote,
@@ -25,55 +27,257 @@ interface Call {
   objectId: string;
 }
 
-interface Rule {
-  path: RegExp;
-  price(call: Call): Promise<Quote>;
-}
-
-// Paths are matched case-insensitively and with an optional trailing slash: every form Stripe might route to a
-// priced endpoint is priced (SPEC §6, "never free"). Ids keep their case for the pre-flight.
-const ID = "([^/]+)";
-const route = (p: string) => new RegExp(`^/v1/${p}/?$`, "i");
-
-/** SPEC §6, the Stripe rows: every priced endpoint and its class. */
-const RULES: Rule[] = [
-  { path: route("payment_intents"), price: (c) => created(c, "payment_intent") },
-  { path: route("charges"), price: (c) => created(c, "charge") },
-  { path: route("(?:transfers|payouts|topups)"), price: (c) => created(c, null) },
-  { path: route(`payment_intents/${ID}/(?:confirm|capture)`), price: intentMovesMoney },
-  { path: route(`payment_intents/${ID}(?:/increment_authorization)?`), price: intentNewTotal },
-  { path: route("refunds"), price: (c) => refund(c, "amount") },
-  { path: route(`charges/${ID}/refunds`), price: (c) => refund(c, "amount") },
-  // The legacy form answers with the charge, whose `amount` is not what was refunded: the hold is the cost.
-  { path: route(`charges/${ID}/refund`), price: (c) => refund(c, null) },
-  { path: route(`charges/${ID}/capture`), price: chargeCapture },
-  { path: route(`invoices/${ID}/pay`), price: invoicePay },
-];
+/** A Stripe pricing rule: the request's body read for the fields prices come from, then priced. */
+const rule =
+  (price: (call: Call) => Promise<Quote>): PriceFn =>
+  (input, ctx) =>
+    price({ input, ctx, body: readPricedBody(input.contentType, input.body, input.query, PRICED_FIELDS), objectId: input.ids[0] ?? "" });
 
 /**
- * POSTs that can move money and that Keybrake does not price: refused (422 unpriceable_request) rather than
- * forwarded at $0. Listed in the README.
+ * Customers and their updates hold no money, except a `balance` (a credit Stripe applies to the customer's next
+ * invoices: money given away as a refund is) or a cash balance's settings: those are refused, never free.
  */
-export const REFUSED_MONEY_MOVERS: { path: RegExp; what: string }[] = [
-  { path: /^\/v1\/subscriptions(?:\/|$)/i, what: "subscriptions (create, update, resume)" },
-  { path: /^\/v1\/subscription_items(?:\/|$)/i, what: "subscription items" },
-  { path: /^\/v1\/subscription_schedules(?:\/|$)/i, what: "subscription schedules" },
-  { path: /^\/v1\/credit_notes(?:\/|$)/i, what: "credit notes (can refund)" },
-  { path: /^\/v1\/invoices\/?$/i, what: "invoice creation (auto-advances to a charge)" },
-  { path: /^\/v1\/invoices\/[^/]+\/finalize\/?$/i, what: "invoice finalization (auto-advances to a charge)" },
-  { path: /^\/v1\/quotes\/[^/]+\/accept\/?$/i, what: "quote acceptance (creates a subscription or invoice)" },
-  {
-    path: /^\/v1\/customers\/[^/]+\/(?:balance_transactions|cash_balance|funding_instructions)(?:\/|$)/i,
-    what: "customer balance changes",
-  },
-  { path: /^\/v1\/payment_intents\/[^/]+\/apply_customer_balance\/?$/i, what: "customer balance application" },
-  { path: /^\/v1\/application_fees\/[^/]+\/refunds?(?:\/|$)/i, what: "application fee refunds" },
-  { path: /^\/v1\/disputes\/[^/]+\/close\/?$/i, what: "conceding a dispute" },
-  { path: /^\/v1\/(?:treasury|issuing|climate)\//i, what: "Treasury, Issuing and Climate money movement" },
-  { path: /^\/v2\//i, what: "the v2 API (money management)" },
-];
+const customerWrite: PriceFn = async (input) => {
+  const body = readPricedBody(input.contentType, input.body, input.query, ["balance", "cash_balance"]);
+  // `scalar` refuses a nested field (`cash_balance[settings][…]`) itself: either way, never free.
+  if (body.scalar("balance") !== undefined || body.scalar("cash_balance") !== undefined)
+    throw unpriceable("setting a customer's balance credits money Keybrake does not price");
+  return FREE;
+};
 
-const ruleFor = (path: string) => RULES.find((r) => r.path.test(path));
+const MONEY = "money Keybrake does not price";
+
+/**
+ * SPEC §6, Stripe: every endpoint Keybrake forwards. Reads (GET, HEAD) of any resource listed here are free;
+ * writes are as listed; every other path or write is refused (422 endpoint_not_catalogued).
+ */
+export const STRIPE_CATALOGUE = new Catalogue<PriceFn>([
+  // Class 1: the amount is in the request.
+  ...priced(
+    "class 1: `amount` (creating the intent commits the spend)",
+    rule((c) => created(c, "payment_intent")),
+    "/v1/payment_intents",
+  ),
+  ...priced(
+    "class 1: `amount`",
+    rule((c) => created(c, "charge")),
+    "/v1/charges",
+  ),
+  ...priced(
+    "class 1: `amount`",
+    rule((c) => created(c, null)),
+    "/v1/transfers",
+    "/v1/payouts",
+    "/v1/topups",
+  ),
+  // Class 1 or 2: the amount in the request, else what the object says the call can move.
+  ...priced(
+    "0 for an intent created through Keybrake; else `amount_to_capture` or the intent's amount (class 2)",
+    rule(intentMovesMoney),
+    "/v1/payment_intents/{intent}/confirm",
+    "/v1/payment_intents/{intent}/capture",
+    // Verifying a bank debit's microdeposits completes its payment, as a confirm does.
+    "/v1/payment_intents/{intent}/verify_microdeposits",
+  ),
+  ...priced(
+    "the new total minus what was already counted for the intent",
+    rule(intentNewTotal),
+    "/v1/payment_intents/{intent}",
+    "/v1/payment_intents/{intent}/increment_authorization",
+  ),
+  ...priced(
+    "`amount`, else what remains refundable (class 2)",
+    rule((c) => refund(c, "amount")),
+    "/v1/refunds",
+    "/v1/charges/{charge}/refunds",
+  ),
+  // The legacy form answers with the charge, whose `amount` is not what was refunded: the hold is the cost.
+  ...priced(
+    "`amount`, else what remains refundable (class 2); legacy form",
+    rule((c) => refund(c, null)),
+    "/v1/charges/{charge}/refund",
+  ),
+  ...priced("`amount`, else what remains capturable (class 2)", rule(chargeCapture), "/v1/charges/{charge}/capture"),
+  ...priced("what remains due (class 2)", rule(invoicePay), "/v1/invoices/{invoice}/pay"),
+  ...priced("free, but refused when it sets a `balance` (a customer credit)", customerWrite, "/v1/customers", "/v1/customers/{customer}"),
+
+  // Free: moves no money and mints no credential.
+  ...free(["GET"], "a read", "/v1/balance", "/v1/balance/history", "/v1/balance_transactions", "/v1/balance_transactions/{txn}"),
+  ...free(["GET"], "a read", "/v1/events", "/v1/events/{event}", "/v1/payment_intents/search", "/v1/charges/search"),
+  ...free(["GET"], "a read", "/v1/customers/search", "/v1/invoices/search", "/v1/invoices/upcoming", "/v1/mandates/{mandate}"),
+  ...free(
+    ["GET"],
+    "a read",
+    "/v1/disputes",
+    "/v1/invoices/{invoice}/lines",
+    "/v1/subscriptions/search",
+    "/v1/customers/{customer}/payment_methods",
+    "/v1/checkout/sessions/{session}",
+    "/v1/checkout/sessions/{session}/line_items",
+    "/v1/payment_links/{payment_link}/line_items",
+    "/v1/files",
+    "/v1/files/{file}",
+  ),
+  ...free(["DELETE"], "deleting a customer moves no money", "/v1/customers/{customer}"),
+  ...free(
+    ["POST", "DELETE"],
+    "a saved payment method or tax id is no payment",
+    "/v1/customers/{customer}/sources",
+    "/v1/customers/{customer}/sources/{source}",
+    "/v1/customers/{customer}/sources/{source}/verify",
+    "/v1/customers/{customer}/tax_ids",
+    "/v1/customers/{customer}/tax_ids/{tax_id}",
+  ),
+  ...free(["DELETE"], "removing a discount makes the customer pay more, never Keybrake's owner", "/v1/customers/{customer}/discount"),
+  ...free(
+    ["POST"],
+    "a payment method is saved, attached or detached; no payment is made",
+    "/v1/payment_methods",
+    "/v1/payment_methods/{payment_method}",
+    "/v1/payment_methods/{payment_method}/attach",
+    "/v1/payment_methods/{payment_method}/detach",
+    "/v1/tokens",
+  ),
+  ...free(
+    ["POST"],
+    "a setup intent saves a payment method for later; a later payment is a priced intent",
+    "/v1/setup_intents",
+    "/v1/setup_intents/{setup_intent}",
+    "/v1/setup_intents/{setup_intent}/confirm",
+    "/v1/setup_intents/{setup_intent}/cancel",
+    "/v1/setup_intents/{setup_intent}/verify_microdeposits",
+  ),
+  ...free(
+    ["POST", "DELETE"],
+    "a catalogue object: a price list charges nobody",
+    "/v1/products",
+    "/v1/products/{product}",
+    "/v1/prices",
+    "/v1/prices/{price}",
+    "/v1/coupons",
+    "/v1/coupons/{coupon}",
+    "/v1/promotion_codes",
+    "/v1/promotion_codes/{promotion_code}",
+    "/v1/tax_rates",
+    "/v1/tax_rates/{tax_rate}",
+  ),
+  ...free(
+    ["POST"],
+    "the customer pays on Stripe's page; the job commits no money",
+    "/v1/checkout/sessions",
+    "/v1/checkout/sessions/{session}/expire",
+    "/v1/payment_links",
+    "/v1/payment_links/{payment_link}",
+  ),
+  ...free(
+    ["POST"],
+    "cancels, verifies or annotates; moves no money out",
+    "/v1/payment_intents/{intent}/cancel",
+    "/v1/charges/{charge}",
+    "/v1/charges/{charge}/refunds/{refund}",
+    "/v1/refunds/{refund}",
+    "/v1/refunds/{refund}/cancel",
+    "/v1/disputes/{dispute}",
+    "/v1/charges/{charge}/dispute",
+    "/v1/transfers/{transfer}",
+    "/v1/payouts/{payout}",
+    "/v1/payouts/{payout}/cancel",
+    "/v1/topups/{topup}",
+    "/v1/topups/{topup}/cancel",
+  ),
+  ...free(
+    ["POST"],
+    "an invoice voided or written off, or a preview; Keybrake's owner pays nothing",
+    "/v1/invoices/{invoice}/void",
+    "/v1/invoices/{invoice}/mark_uncollectible",
+    "/v1/invoices/create_preview",
+  ),
+  ...free(["DELETE"], "deletes a draft invoice", "/v1/invoices/{invoice}"),
+
+  // Refused money movers (422 unpriceable_request); their reads stay free.
+  ...refused(
+    `subscriptions bill on their own schedule (create, update, resume, cancel with invoice_now): ${MONEY}`,
+    "/v1/subscriptions",
+    "/v1/subscriptions/{subscription}",
+    "/v1/subscriptions/{subscription}/resume",
+    "/v1/subscriptions/{subscription}/discount",
+    "/v1/customers/{customer}/subscriptions",
+    "/v1/customers/{customer}/subscriptions/{subscription}",
+    "/v1/subscription_items",
+    "/v1/subscription_items/{item}",
+    "/v1/subscription_items/{item}/usage_records",
+    "/v1/subscription_schedules",
+    "/v1/subscription_schedules/{schedule}",
+    "/v1/subscription_schedules/{schedule}/cancel",
+    "/v1/subscription_schedules/{schedule}/release",
+  ),
+  ...refused(
+    `invoice items, invoice creation, finalization and sending (a draft is finalized, and may auto-advance to a charge): ${MONEY}`,
+    "/v1/invoiceitems",
+    "/v1/invoiceitems/{item}",
+    "/v1/invoices",
+    "/v1/invoices/{invoice}/finalize",
+    "/v1/invoices/{invoice}/send",
+    "/v1/invoices/{invoice}/lines/{line}",
+    "/v1/invoices/{invoice}/add_lines",
+    "/v1/invoices/{invoice}/remove_lines",
+    "/v1/invoices/{invoice}/update_lines",
+  ),
+  ...refusedFor(["POST"], `invoice updates (amounts, auto-advance): ${MONEY}`, "/v1/invoices/{invoice}"),
+  ...refused(
+    `usage-based billing: ${MONEY}`,
+    "/v1/billing/meter_events",
+    "/v1/billing/meter_event_adjustments",
+    "/v1/billing/credit_grants",
+  ),
+  ...refused(
+    `credit notes can refund: ${MONEY}`,
+    "/v1/credit_notes",
+    "/v1/credit_notes/{credit_note}",
+    "/v1/credit_notes/{credit_note}/void",
+  ),
+  ...refused(`quote acceptance creates a subscription or invoice: ${MONEY}`, "/v1/quotes/{quote}/accept"),
+  ...refused(
+    `customer balance changes: ${MONEY}`,
+    "/v1/customers/{customer}/balance_transactions",
+    "/v1/customers/{customer}/balance_transactions/{txn}",
+    "/v1/customers/{customer}/cash_balance",
+    "/v1/customers/{customer}/funding_instructions",
+    "/v1/payment_intents/{intent}/apply_customer_balance",
+  ),
+  ...refused(
+    `refunds and reversals Keybrake does not price: ${MONEY}`,
+    "/v1/application_fees/{fee}/refunds",
+    "/v1/application_fees/{fee}/refunds/{refund}",
+    "/v1/application_fees/{fee}/refund",
+    "/v1/transfers/{transfer}/reversals",
+    "/v1/transfers/{transfer}/reversals/{reversal}",
+    "/v1/payouts/{payout}/reverse",
+  ),
+  ...refused(`conceding a dispute (every form): ${MONEY}`, "/v1/disputes/{dispute}/close", "/v1/charges/{charge}/dispute/close"),
+  ...refused(
+    `in-person payments and refunds at a reader: ${MONEY}`,
+    "/v1/terminal/readers/{reader}/refund_payment",
+    "/v1/terminal/readers/{reader}/process_payment_intent",
+  ),
+  ...refused(`Treasury, Climate and the v2 API (money management): ${MONEY}`, "/v1/treasury/*", "/v1/climate/*", "/v2/*"),
+
+  // Credential endpoints (403 credential_endpoint_refused), every method.
+  ...credential("ephemeral keys are usable API keys", "/v1/ephemeral_keys", "/v1/ephemeral_keys/{key}"),
+  ...credential("webhook endpoints carry their signing secret", "/v1/webhook_endpoints", "/v1/webhook_endpoints/{endpoint}"),
+  ...credential(
+    "connected accounts, their links and sessions act as other accounts",
+    "/v1/accounts",
+    "/v1/accounts/*",
+    "/v1/account_links",
+    "/v1/account_sessions",
+    "/v1/login_links",
+  ),
+  ...credential("client secrets for browser and reader sessions", "/v1/customer_sessions", "/v1/terminal/connection_tokens"),
+  ...credential("Stripe Apps secrets", "/v1/apps/secrets", "/v1/apps/secrets/*"),
+  ...credential("Issuing cards carry their numbers and spend on their own", "/v1/issuing/*"),
+  ...credential("v2 accounts, account links and event destinations (their signing secrets), every method", "/v2/core/*"),
+]);
 
 /**
  * A Stripe secret: a publishable key (`pk_…`) can create nothing and would fail every call with a 401 that
@@ -99,20 +303,21 @@ export const stripe: Vendor = {
   }),
   bareRoutes: ["/v1/*"],
   publicPath: (path) => path,
-  classify(_method, path): PathClass {
-    if (ruleFor(path)) return "priced";
-    return REFUSED_MONEY_MOVERS.some((r) => r.path.test(path)) ? "refused" : "free";
-  },
+  catalogue: STRIPE_CATALOGUE,
   requestId: (headers) => headers.get("request-id"),
   contextHeaders: ["stripe-account", "stripe-context", "stripe-version"],
   honoursIdempotencyKey: true,
-  doNotRetryHeaders: { "stripe-should-retry": "false" },
-
-  async price(input, ctx) {
-    const rule = ruleFor(input.path)!;
-    const body = readPricedBody(input.contentType, input.body, input.query, PRICED_FIELDS);
-    return rule.price({ input, ctx, body, objectId: rule.path.exec(input.path)?.[1] ?? "" });
+  // Stripe saves a result once the endpoint starts executing and replays it (errors included) to a retry with the
+  // same key; a request that fails validation saves nothing. So a replayed error, or a fresh validation or card
+  // error, means no attempt under the key ran. 409 (still running), 429 (not run yet), 401/403 (a rolled secret)
+  // and 404 say nothing of the first attempt; an `idempotency_error` says another request ran under the key.
+  speaksForFirstAttempt(status, _headers, body) {
+    if (status === 402) return true;
+    if (status !== 400) return false;
+    const type = (body as { error?: { type?: unknown } } | null)?.error?.type;
+    return type !== "idempotency_error";
   },
+  doNotRetryHeaders: { "stripe-should-retry": "false" },
 };
 
 /** An object Stripe answered with: the amount it states in `field`, in micro-dollars (null when unreadable). */

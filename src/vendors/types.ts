@@ -1,5 +1,6 @@
 import type { z } from "zod";
 import type { KeyMode, TrackedObject } from "../store/types";
+import type { Catalogue } from "./catalogue";
 
 export interface PricingInput {
   method: string;
@@ -8,6 +9,8 @@ export interface PricingInput {
   contentType: string | null;
   body: Uint8Array;
   keyId: string;
+  /** The `{name}` segments of the catalogue entry's path, in order (object ids). */
+  ids: string[];
 }
 
 export interface PricingContext<Prices = unknown> {
@@ -66,8 +69,6 @@ export interface Credentials {
   headers: Record<string, string>;
   /** Rewrites the job's path into the one sent upstream (Twilio puts the real account SID in). */
   upstreamPath(path: string): string;
-  /** The answer as the job may see it: Twilio's carries the real account SID, written back as the placeholder. */
-  publicAnswer?(body: ArrayBuffer): ArrayBuffer;
 }
 
 /** A bearer secret (Stripe, Resend), or null when the mode has none. */
@@ -80,8 +81,8 @@ export const bearerCredentialsByMode = (env: Record<string, unknown>, liveVariab
   test: bearerCredentials(env[testVariable] as string | undefined),
 });
 
-/** How a path is priced (SPEC §6): free, priced on POST, or a money mover Keybrake refuses to forward. */
-export type PathClass = "free" | "priced" | "refused";
+/** How a priced catalogue entry is priced: what the call commits, read before it is forwarded. */
+export type PriceFn<Prices = unknown> = (input: PricingInput, ctx: PricingContext<Prices>) => Promise<Quote>;
 
 /** What a vendor's variables configure: where it is, its credentials per mode, its prices. */
 export interface VendorSettings<Prices = unknown> {
@@ -91,6 +92,8 @@ export interface VendorSettings<Prices = unknown> {
   prices: Prices;
   /** How long after a call the reconciler first reads a final price the answer did not carry. */
   reconcileAfterMs?: number;
+  /** What the operator's settings let through unpriced, logged at every start (SPEC §2). */
+  startNotices?: string[];
 }
 
 /**
@@ -112,13 +115,27 @@ export interface Vendor<Prices = unknown> {
    * real SID never reaches a job or an audit row.
    */
   publicPath(path: string): string;
-  classify(method: string, path: string): PathClass;
-  price(input: PricingInput, ctx: PricingContext<Prices>): Promise<Quote>;
+  /** Every endpoint Keybrake forwards for this vendor, with its class (SPEC §6); anything else is refused. */
+  catalogue: Catalogue<PriceFn<Prices>>;
+  /**
+   * Secret variables scrubbed from answers as something other than "[redacted]": Twilio's account SID becomes
+   * the `{AccountSid}` placeholder, so the URIs in its answers still work through Keybrake.
+   */
+  scrubAs?: Record<string, string>;
   requestId(headers: Headers): string | null;
   /** Request headers that change what the vendor does: part of the idempotency fingerprint and sent on pre-flights. */
   contextHeaders: string[];
-  /** Whether the vendor honours a forwarded Idempotency-Key (its answer to a retry then speaks for the first attempt). */
+  /**
+   * Whether the vendor honours a forwarded Idempotency-Key: a retry of an ambiguous call is then forwarded again
+   * on the same ledger entry, and `speaksForFirstAttempt` says which of its answers resolve that entry.
+   */
   honoursIdempotencyKey: boolean;
+  /**
+   * SPEC §7: whether a retry's non-2xx answer (status, parsed JSON body or null) is one the vendor gives only when
+   * no attempt under the forwarded Idempotency-Key has run or is running (a replayed stored error, a validation
+   * error), so the ambiguous first attempt moved no money. Anything else leaves the entry ambiguous at its hold.
+   */
+  speaksForFirstAttempt?(status: number, headers: Headers, body: unknown): boolean;
   /** Response headers that tell the vendor's SDKs not to retry a call Keybrake refused for good (a conflict). */
   doNotRetryHeaders: Record<string, string>;
   /** Reads a final price the answer did not carry (Twilio), from the object at its `reconcilePath`. */

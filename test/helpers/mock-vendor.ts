@@ -108,7 +108,9 @@ export class MockVendor {
     }
     if (res.destroyed) return;
     const headers: Record<string, string> = { "content-type": "application/json", ...reply.headers };
-    if (this.requestIdHeader) headers[this.requestIdHeader] = this.newRequestId();
+    // A request id the reply states itself (a test's fault) is kept; else a fresh one, as the vendor makes.
+    const stated = Object.keys(headers).some((name) => name.toLowerCase() === this.requestIdHeader?.toLowerCase());
+    if (this.requestIdHeader && !stated) headers[this.requestIdHeader] = this.newRequestId();
     res.writeHead(reply.status, headers);
     res.end(reply.body === undefined ? "" : JSON.stringify(reply.body));
   }

@@ -16,6 +16,7 @@ import { randomBytes } from "node:crypto";
  * - otherwise none: PostgreSQL tests are skipped with a message, except in CI, where that is an error.
  *
  * Usage: `const url = await testDatabaseUrl()` (null: no PostgreSQL here), `await dropTestDatabase(url)` after.
+ * A test that stops and starts the server takes a cluster of its own instead: `ownPostgresCluster()`.
  */
 
 const DEBIAN_POSTGRES = "/usr/lib/postgresql";
@@ -82,22 +83,83 @@ function debianPostgresBin(): string | null {
 }
 
 function startThrowawayCluster(bin: string): string {
+  const cluster = initThrowawayCluster(bin);
+  stopWhenProcessEnds(cluster.stopCommand, cluster.dir);
+  return cluster.url;
+}
+
+/**
+ * A PostgreSQL cluster of a test's own, for tests that stop and start the server (outages, failover): initdb'd in
+ * a temp folder, trust auth, on a free port of 127.0.0.1, started. Like the shared one, it is stopped and its
+ * folder removed when the process ends, if `remove()` has not done so before. Null when Debian's PostgreSQL is
+ * not installed (the caller skips).
+ */
+export interface OwnCluster {
+  /** The maintenance URL (postgres://postgres@127.0.0.1:<port>/postgres). */
+  url: string;
+  port: number;
+  /**
+   * Stops the server: `immediate` is a crash (no checkpoint, connections cut), `fast` a clean shutdown, `smart`
+   * one that waits for open sessions to end (refusing new ones with 57P03 meanwhile). Runs
+   * pg_ctl as a child process without blocking this one's event loop (traffic from the test goes on meanwhile).
+   */
+  stop(mode?: "immediate" | "fast" | "smart"): Promise<void>;
+  /** Starts it again on the same port and data; resolves once it accepts connections. */
+  start(): Promise<void>;
+  /**
+   * Freezes the server (SIGSTOP to the postmaster and its backends) or lets it go on (SIGCONT): connections are
+   * accepted by the kernel but nothing answers, as with a server hung or cut off by the network.
+   */
+  freeze(): void;
+  thaw(): void;
+  /** Stops it (if running) and removes its folder. */
+  remove(): void;
+}
+
+export function ownPostgresCluster(): OwnCluster | null {
+  const bin = debianPostgresBin();
+  if (!bin) return null;
+  const cluster = initThrowawayCluster(bin);
+  stopWhenProcessEnds(cluster.stopCommand, cluster.dir);
+  return {
+    url: cluster.url,
+    port: cluster.port,
+    stop: (mode = "immediate") => mustRunAsync(asPostgres([join(bin, "pg_ctl"), "-D", cluster.data, "-m", mode, "-w", "stop"])),
+    start: () => mustRunAsync(asPostgres(cluster.startCommand)),
+    freeze: () => signalServer(cluster.data, "STOP"),
+    thaw: () => signalServer(cluster.data, "CONT"),
+    remove: () => {
+      spawnSync("/bin/sh", ["-c", `${cluster.stopCommand} >/dev/null 2>&1`]);
+      rmSync(cluster.dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** initdb and start a cluster in a new temp folder (see testPostgresServer); how to start and stop it again. */
+function initThrowawayCluster(bin: string) {
   const dir = mkdtempSync(join(tmpdir(), "keybrake-pg-"));
   const data = join(dir, "data");
   const port = freePort();
+  const options = `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200`;
+  const startCommand = [join(bin, "pg_ctl"), "-D", data, "-l", join(dir, "server.log"), "-w", "-o", options, "start"];
   try {
     if (runningAsRoot()) mustRun(["chown", "postgres", dir]);
     // Durability is not under test: without fsync the cluster starts and commits faster.
     mustRun(asPostgres([join(bin, "initdb"), "-D", data, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"]));
-    const options = `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200`;
-    mustRun(asPostgres([join(bin, "pg_ctl"), "-D", data, "-l", join(dir, "server.log"), "-w", "-o", options, "start"]));
+    mustRun(asPostgres(startCommand));
   } catch (error) {
     const log = existsSync(join(dir, "server.log")) ? readFileSync(join(dir, "server.log"), "utf8") : "";
     rmSync(dir, { recursive: true, force: true });
     throw new Error(`could not start a test PostgreSQL in ${dir}: ${(error as Error).message}\n${log}`);
   }
-  stopWhenProcessEnds(shellLine(asPostgres([join(bin, "pg_ctl"), "-D", data, "-m", "immediate", "-w", "stop"])), dir);
-  return `postgres://postgres@127.0.0.1:${port}/postgres`;
+  return {
+    dir,
+    data,
+    port,
+    url: `postgres://postgres@127.0.0.1:${port}/postgres`,
+    startCommand,
+    stopCommand: shellLine(asPostgres([join(bin, "pg_ctl"), "-D", data, "-m", "immediate", "-w", "stop"])),
+  };
 }
 
 /**
@@ -123,6 +185,22 @@ function asPostgres(cmd: string[]): string[] {
 function mustRun(cmd: string[]) {
   const result = spawnSync(cmd[0]!, cmd.slice(1), { encoding: "utf8", timeout: 60_000 });
   if (result.status !== 0) throw new Error(`${cmd.join(" ")} failed (${result.status ?? result.signal}): ${result.stderr}`);
+}
+
+/** Sends `signal` to the cluster's postmaster (its pid is postmaster.pid's first line) and to its children. */
+function signalServer(data: string, signal: "STOP" | "CONT") {
+  const postmaster = readFileSync(join(data, "postmaster.pid"), "utf8").split("\n")[0]!.trim();
+  if (!/^\d+$/.test(postmaster)) throw new Error(`no postmaster pid in ${data}/postmaster.pid`);
+  const children = spawnSync("pgrep", ["-P", postmaster], { encoding: "utf8" })
+    .stdout.split(/\s+/)
+    .filter((p) => /^\d+$/.test(p));
+  mustRun(["kill", `-${signal}`, postmaster, ...children]);
+}
+
+async function mustRunAsync(cmd: string[]) {
+  const proc = Bun.spawn(cmd, { stdout: "ignore", stderr: "pipe" });
+  const [status, stderr] = await Promise.all([proc.exited, new Response(proc.stderr).text()]);
+  if (status !== 0) throw new Error(`${cmd.join(" ")} failed (${status}): ${stderr}`);
 }
 
 function freePort(): number {

@@ -42,6 +42,8 @@ export interface PgStore extends Store {
 }
 
 const DEFAULT_LEASE_MS = 15_000;
+/** /healthz's write probe: a server that does not answer within this is as unwritable as one that refuses. */
+const WRITABLE_PROBE_MS = 2_000;
 
 export async function openPgStore(url: string, opts: PgOptions = {}): Promise<PgStore> {
   const sql = openPgClient(url);
@@ -81,12 +83,21 @@ export async function openPgStore(url: string, opts: PgOptions = {}): Promise<Pg
     ...pgAdminQueries(sql),
     ...pgTokenQueries(sql),
     async checkWritable() {
+      const probe = sql`INSERT INTO settings (name, value) VALUES ('healthz', ${String(Date.now())})
+                        ON CONFLICT (name) DO UPDATE SET value = excluded.value`;
+      let timer: Timer | undefined;
+      const late = new Promise<false>((resolve) => {
+        timer = setTimeout(() => resolve(false), WRITABLE_PROBE_MS);
+      });
       try {
-        await sql`INSERT INTO settings (name, value) VALUES ('healthz', ${String(Date.now())})
-                  ON CONFLICT (name) DO UPDATE SET value = excluded.value`;
-        return true;
+        // Unreachable (refused, closed, a standby's 25006), or no answer in time: not writable, never a throw.
+        return await Promise.race([probe.then(() => true), late]);
       } catch {
         return false;
+      } finally {
+        clearTimeout(timer);
+        // A probe still waiting for a connection (the pool's connectionTimeout is 10 s) is not left queued.
+        probe.cancel();
       }
     },
     async close() {

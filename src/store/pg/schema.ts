@@ -149,6 +149,8 @@ export const auditEvents = pgTable(
     // How many requests the row stands for: 1, or a client's unauthenticated denials of one minute counted
     // together (see proxy/unauthenticated.ts), so a flood of bad keys cannot grow the table a row per request.
     requests: integer("requests").notNull().default(1),
+    // How many configured secrets (or Twilio account SIDs) were replaced in the vendor's answer before the job saw it.
+    secretsScrubbed: integer("secrets_scrubbed").notNull().default(0),
   },
   // Every index is a page written per call: only what the audit queries filter on.
   // `id` is the request id a job sees (X-Keybrake-Request-Id): operators look calls up by it.

@@ -171,9 +171,22 @@ function App() {
         </div>
       </header>
       <main id="main" tabIndex={-1}>
+        <FreeEndpoints byVendor={session.free_endpoints} />
         {body}
       </main>
     </>
+  );
+}
+
+/** SPEC §2: what the operator lets through unpriced is said where the people watching spend look. */
+function FreeEndpoints({ byVendor }: { byVendor: Record<string, string[]> }) {
+  const widened = Object.entries(byVendor ?? {}).filter(([, patterns]) => patterns.length > 0);
+  if (widened.length === 0) return null;
+  return (
+    <p class="notice" role="note">
+      Forwarded at $0 although Keybrake's catalogue does not know them (KEYBRAKE_&lt;VENDOR&gt;_FREE_ENDPOINTS):{" "}
+      {widened.map(([vendor, patterns]) => `${vendor}: ${patterns.join(", ")}`).join("; ")}
+    </p>
   );
 }
 

@@ -1,0 +1,1 @@
+ALTER TABLE "audit_events" ADD COLUMN "secrets_scrubbed" integer DEFAULT 0 NOT NULL;
