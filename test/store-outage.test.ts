@@ -420,9 +420,11 @@ describe.skipIf(cluster === null)("PostgreSQL stopped under a running Keybrake (
     expect(ok).toBeGreaterThan(0);
     const acrossNow = (await (await admin(`/vault/keys/${across.id}`)).json()) as Json;
     expect(acrossNow.spent_today_usd + acrossNow.held_usd).toBeGreaterThanOrEqual(29 * ok);
-    // And nothing Stripe never saw: at most what reached it.
+    // And nothing else: what reached Stripe, plus at most one hold per call answered 503 (a hold whose COMMIT the
+    // crash cut off may have committed: it stays counted, orphaned, never forwarded; the safe side).
     const reached = stripe.received.filter((r) => r.method === "POST" && r.path === "/v1/payment_intents").length;
-    expect(acrossNow.spent_today_usd + acrossNow.held_usd).toBeLessThanOrEqual(29 * (reached - (BEFORE_CALLS + 4)));
+    const unknown = answers.filter((a) => a.status === 503).length;
+    expect(acrossNow.spent_today_usd + acrossNow.held_usd).toBeLessThanOrEqual(29 * (reached - (BEFORE_CALLS + 4) + unknown));
   }, 60_000);
 
   test("a server that accepts connections and never answers: /healthz still answers 503 within about 2 s", async () => {
