@@ -40,6 +40,7 @@ export const ERRORS = {
   idempotency_conflict: { status: 409, message: "This Idempotency-Key was used with a different request; nothing was forwarded." },
   currency_not_priced: { status: 422, message: "The call's currency has no KEYBRAKE_FX rate; it was not forwarded." },
   unpriceable_request: { status: 422, message: "The price of this call cannot be read unambiguously; it was not forwarded." },
+  model_not_priced: { status: 422, message: "The model has no price in KEYBRAKE_LLM_PRICES; the call was not forwarded." },
   method_not_priced: { status: 405, message: "Only GET, HEAD and POST are allowed on a priced path." },
   preflight_failed: { status: 502, message: "The object this call is priced from could not be read; nothing was forwarded." },
   vendor_not_configured: { status: 503, message: "No real secret is configured for this vendor and mode." },
