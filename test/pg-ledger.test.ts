@@ -33,7 +33,7 @@ function instance(sql: Pg, id: string) {
     batch,
     flush: () => Promise.all([batch.flush(), deferred.flush()]),
     ledger: pgLedgerQueries(sql, { durable: batch, deferred }, outbox, id),
-    reconcile: pgReconcileQueries(sql, batch, outbox),
+    reconcile: pgReconcileQueries(sql, batch, outbox, id),
     lease: pgLeases(sql, id, LEASE_MS),
   };
 }

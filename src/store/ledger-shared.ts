@@ -1,3 +1,4 @@
+import type { Entry } from "../ledger/rules";
 import { auditRow } from "./audit-row";
 import type { AuditRow, HoldRecord } from "./types";
 
@@ -41,4 +42,14 @@ export const holdRecord = (h: HoldRecord): HoldRecord => ({
   state: h.state,
   createdAt: h.createdAt,
   settledAt: h.settledAt,
+});
+
+/** A hold as the rule book reads a ledger entry. */
+export const asEntry = (h: HoldRecord): Entry => ({
+  id: h.id,
+  keyId: h.keyId,
+  state: h.state,
+  hold: h.holdMicros,
+  cost: h.costMicros,
+  day: h.day,
 });

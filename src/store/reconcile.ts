@@ -1,7 +1,9 @@
 import type { Database } from "bun:sqlite";
+import { decideReconciliation, type Entry } from "../ledger/rules";
 import type { AlertOutbox } from "./alerts";
 import { auditParams, insertAuditSql } from "./audit";
 import type { GroupCommit } from "./group-commit";
+import { sqliteLedgerWriter } from "./ledger-writes";
 import type { DueReconciliation, ReconcileRequest } from "./types";
 
 /**
@@ -19,34 +21,21 @@ export function reconcileQueries(client: Database, commits: GroupCommit, alerts:
       WHERE e.reconcile_at IS NOT NULL AND e.reconcile_at <= ?
       ORDER BY e.reconcile_at LIMIT ?`,
   );
-  const awaiting = client.prepare<{ keyId: string; day: string; cost: number; hold: number; requestId: string | null }, [string]>(
-    `SELECT key_id AS keyId, day, cost_micros AS cost, hold_micros AS hold, request_id AS requestId FROM ledger_entries
-      WHERE id = ? AND state = 'settled' AND reconcile_at IS NOT NULL`,
+  const awaiting = client.prepare<Entry & { requestId: string | null }, [string]>(
+    `SELECT id, key_id AS keyId, state, hold_micros AS hold, cost_micros AS cost, day, request_id AS requestId FROM ledger_entries
+      WHERE id = ? AND reconcile_at IS NOT NULL`,
   );
-  const setCost = client.prepare(`UPDATE ledger_entries SET cost_micros = ?2, reconcile_at = NULL WHERE id = ?1`);
-  const addDaySettled = client.prepare(`UPDATE spend_days SET settled_micros = settled_micros + ?3 WHERE key_id = ?1 AND day = ?2`);
-  const addKeySpent = client.prepare(`UPDATE vault_keys SET spent_total_micros = spent_total_micros + ?2 WHERE id = ?1`);
+  const apply = sqliteLedgerWriter(client, alerts);
   const insertAudit = client.prepare(insertAuditSql);
   const postpone = client.prepare(`UPDATE ledger_entries SET reconcile_at = ?2, reconcile_attempts = reconcile_attempts + 1 WHERE id = ?1`);
 
-  /**
-   * The entry's cost becomes the final price; its own day's and the key's spend move by the difference (up or
-   * down), and so does the audit row's cost, so audit sums keep equalling the ledger.
-   */
+  /** The rule book's re-settlement (decideReconciliation), and its audit row, whose cost is the difference. */
   const resettle = (req: ReconcileRequest): boolean => {
     const entry = awaiting.get(req.id);
-    if (!entry) return false;
-    const delta = req.costMicros - entry.cost;
-    setCost.run(req.id, req.costMicros);
-    addDaySettled.run(entry.keyId, entry.day, delta);
-    addKeySpent.run(entry.keyId, delta);
-    insertAudit.run(...auditParams({ ...req.audit, costMicros: delta }));
-    // Alerts in the same transaction (see alerts.ts): thresholds a higher final price crossed, a price above the hold.
-    alerts.spendSettled(entry.keyId, entry.day, delta, req.audit.at);
-    if (req.costMicros > entry.hold) {
-      const f = { holdId: req.id, requestId: entry.requestId, holdMicros: entry.hold, costMicros: req.costMicros };
-      alerts.priceDifferential(entry.keyId, f, req.audit.at);
-    }
+    const decision = entry && decideReconciliation(entry, req.costMicros, entry.requestId);
+    if (!decision) return false;
+    apply(decision.writes, req.audit.at);
+    insertAudit.run(...auditParams({ ...req.audit, costMicros: decision.result }));
     return true;
   };
 

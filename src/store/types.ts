@@ -1,5 +1,9 @@
 import type { auditEvents } from "./schema";
 
+// The ledger's own vocabulary (holds, their results, balances): the rule book's, re-exported for the stores.
+export type * from "../ledger/types";
+import type { HoldRequest, HoldResult, IdempotencyResult, Outcome } from "../ledger/types";
+
 /**
  * What the rest of Keybrake may ask of a store. Every method returns a Promise so that a PostgreSQL store can
  * sit beside the SQLite one without touching routes or the proxy. Money is integer micro-dollars, times are ms.
@@ -81,67 +85,6 @@ export interface DayUsage {
   settledMicros: number;
   heldMicros: number;
 }
-
-/** A response remembered for an Idempotency-Key, replayed instead of calling the vendor again. */
-export interface StoredResponse {
-  status: number;
-  headers: [string, string][];
-  /** Null when the answer was larger than Keybrake keeps. */
-  body: Uint8Array | null;
-  vendorRequestId: string | null;
-}
-
-/** A key's committed money right after a hold: the day's and the lifetime's settled and held micro-dollars. */
-export interface Balance {
-  daySettled: number;
-  dayHeld: number;
-  totalSpent: number;
-  totalHeld: number;
-}
-
-export type HoldResult =
-  /**
-   * Forward the call. `priorCostMicros`: an earlier ambiguous (or orphaned) attempt's entry is forwarded again
-   * (no second hold) and this is what it counted before; a retry that never leaves puts it back at that.
-   */
-  | { kind: "admitted"; holdId: string | null; day: string; holdMicros: number; priorCostMicros: number | null; balance: Balance }
-  /**
-   * A cap would be exceeded (or the key is revoked). For a cap: the cap (`capMicros`) and the key's balances
-   * the check saw (the day's for a daily cap, which is the day of the entry a retry re-opens).
-   */
-  | { kind: "denied"; reason: "daily_cap" | "total_cap" | "revoked"; capMicros?: number; balance?: Balance }
-  /** A completed call's stored answer, with the key's balances now (for the X-Keybrake-*-Usd headers). */
-  | { kind: "replay"; response: StoredResponse; balance?: Balance }
-  | { kind: "in_flight" }
-  | { kind: "conflict" };
-
-export interface HoldRequest {
-  holdId: string;
-  keyId: string;
-  day: string;
-  micros: number;
-  /** Whether the call gets a ledger entry (it holds money). */
-  ledger: boolean;
-  /**
-   * Whether a retry of an ambiguous call goes out again on the same entry: only where the vendor honours the
-   * forwarded Idempotency-Key, so it cannot act twice. Elsewhere the retry is a new call with a new hold.
-   */
-  reuseAmbiguous: boolean;
-  now: number;
-  /** The call taking the hold: its audit id, method and path. */
-  call: { requestId: string; method: string; path: string };
-  idempotency?: { key: string; fingerprint: string; ttlMs: number };
-}
-
-export type Outcome = "settled" | "released" | "ambiguous";
-
-/** What happens to the call's idempotency memory once the answer is known. */
-export type IdempotencyResult =
-  /** The request never reached the vendor: forget it, so a retry is a fresh call. */
-  | { kind: "forget" }
-  /** The vendor may or may not have acted: a retry is forwarded again on the same hold. */
-  | { kind: "ambiguous" }
-  | { kind: "completed"; response: StoredResponse };
 
 /**
  * One audit row (SPEC §8), as the audit table holds it (schema.ts), with the columns' meanings narrowed.

@@ -77,7 +77,7 @@ export async function openPgStore(url: string, opts: PgOptions = {}): Promise<Pg
   const admin: AdminStore = {
     ...keys,
     ...ledger,
-    ...pgReconcileQueries(sql, batches.durable, outbox),
+    ...pgReconcileQueries(sql, batches.durable, outbox, instanceId),
     ...pgAlertQueries(sql),
     ...audit,
     ...pgAdminQueries(sql),

@@ -1,18 +1,23 @@
-import { type HoldRow, holdAuditRow, holdRecord, MAX_STORED_RESPONSE_BYTES } from "../ledger-shared";
+import { hostname } from "node:os";
+import {
+  type EntryWithDay,
+  type HoldSnapshot,
+  type LedgerWrite,
+  type RememberedCall,
+  decideHold,
+  decideResolution,
+  decideSettlement,
+  orphanAlerts,
+} from "../../ledger/rules";
+import { asEntry, type HoldRow, holdAuditRow, holdRecord, MAX_STORED_RESPONSE_BYTES } from "../ledger-shared";
 import { OPEN_HOLDS } from "../schema";
-import type {
-  Balance,
-  HoldRecord,
-  HoldRequest,
-  HoldResult,
-  IdempotencyResult,
-  SettleRequest,
-  StoredResponse,
-  TrackedObject,
-} from "../types";
+import type { HoldRecord, HoldRequest, HoldResult, IdempotencyResult, SettleRequest, TrackedObject } from "../types";
 import type { PgAlertOutbox } from "./alerts";
 import { insertAuditRows } from "./audit";
 import type { PgBatch } from "./batch";
+import { type Pg, num, numOrNull } from "./client";
+import { ENTRY_COLUMNS, pgLedgerWriter, toEntry } from "./ledger-writes";
+import { lockKey } from "./send";
 
 /**
  * The ledger's two group commits: `durable` for holds and operators' decisions (committed to disk before they
@@ -23,17 +28,6 @@ import type { PgBatch } from "./batch";
 export interface LedgerBatches {
   durable: PgBatch;
   deferred: PgBatch;
-}
-import type { SQL } from "bun";
-import { hostname } from "node:os";
-import { type Pg, num, numOrNull } from "./client";
-
-/** A key's caps and lifetime totals, as a hold reads them (its row locked). */
-interface KeyBalance {
-  daily: number | null;
-  total: number | null;
-  spent: number;
-  held: number;
 }
 
 /** What a hold reads once its key is locked: the day's balance and the call's idempotency memory, if any. */
@@ -50,55 +44,11 @@ interface Seen {
   expiresAt: string | null;
 }
 
-/** A hold's transaction: its connection, the writes sent to travel with its COMMIT, and what it took. */
-interface HoldTx {
-  conn: Pg;
-  writes: Promise<unknown>[];
-  takenHold?: string;
-  takenClaim?: string;
+/** What a hold took, so that a failed transaction gives it back. */
+interface Taken {
+  hold?: string;
+  claim?: string;
 }
-
-type Reopened =
-  | { kind: "denied"; reason: "daily_cap" | "total_cap"; capMicros: number; balance: Balance }
-  | { kind: "reopened"; day: string; hold: number; counted: number; balance: Balance };
-
-/** What closing an open entry moved: its hold released, its cost settled, and what the audit row counts. */
-interface Moved {
-  day: string;
-  hold: number;
-  costDelta: number;
-  auditDelta: number;
-}
-
-const fits = (committed: number, micros: number, cap: number | null) => cap === null || committed + micros <= cap;
-
-/**
- * Locks a key's row: the first statement of every transaction that moves the key's money (see batch.ts). Sent at
- * once, so that statements started after it travel in the same round trip and run once the lock is granted.
- */
-export function lockKey(tx: Pg, keyId: string): Promise<unknown> {
-  return sendNow(tx`SELECT 1 FROM vault_keys WHERE id = ${keyId} FOR UPDATE`);
-}
-
-/**
- * Starts a statement now (queries are lazy), to be awaited later: what is sent after it on the connection runs
- * after it. A failure is reported where it is awaited, never as an unhandled rejection.
- */
-export function sendNow(query: SQL.Query<unknown>): Promise<unknown> {
-  const sent = query.execute();
-  sent.catch(() => {});
-  return sent;
-}
-
-/** A change to a key's day: settled and held micro-dollars, either may be negative. */
-const addDay = (tx: Pg, keyId: string, day: string, settled: number, held: number) =>
-  tx`INSERT INTO spend_days (key_id, day, settled_micros, held_micros) VALUES (${keyId}, ${day}, ${settled}, ${held})
-     ON CONFLICT (key_id, day) DO UPDATE SET settled_micros = spend_days.settled_micros + excluded.settled_micros,
-                                             held_micros = spend_days.held_micros + excluded.held_micros`;
-
-const addKeyTotals = (tx: Pg, keyId: string, spent: number, held: number) =>
-  tx`UPDATE vault_keys SET spent_total_micros = spent_total_micros + ${spent}, held_total_micros = held_total_micros + ${held}
-      WHERE id = ${keyId}`;
 
 const HOLD_COLUMNS = `e.id, e.key_id AS "keyId", k.label, k.vendor, k.mode, e.day, e.hold_micros AS "holdMicros",
        e.cost_micros AS "costMicros", e.state, e.created_at AS "createdAt", e.settled_at AS "settledAt", e.method, e.path,
@@ -140,39 +90,36 @@ export function pgLedgerQueries(sql: Pg, batches: LedgerBatches, alerts: PgAlert
   // An earlier run's in-flight idempotency entries are looked for once (recovery runs on every heartbeat).
   let earlierRunsClaimsChecked = false;
 
+  const apply = pgLedgerWriter(alerts, instanceId);
+
   /**
-   * A hold, and the first refusal of a cap window as a `cap_exhausted` alert in the same transaction: in the
-   * durable group commit, so that the holds of one event-loop turn share a transaction and its one sync (the
-   * key's row stays locked until it commits). Its writes are sent with the next op's statements or the COMMIT.
+   * A hold (the rule book's `decideHold`), in the durable group commit, so that the holds of one event-loop turn
+   * share a transaction and its one sync (the key's row stays locked until it commits). The key is locked and the
+   * day and the idempotency memory read in one round trip; an ambiguous entry a retry re-opens in a second.
    */
   async function holdSpend(req: HoldRequest): Promise<HoldResult> {
-    const h: HoldTx = { conn: null as unknown as Pg, writes: [] };
+    const taken: Taken = {};
     try {
       return await batches.durable.submit(req.keyId, async (conn) => {
-        h.conn = conn;
-        h.writes = [];
-        const result = await holdOrRefuse(h, req);
-        if (result.kind === "denied" && result.reason !== "revoked") {
-          const cap = result.reason === "daily_cap" ? "daily" : "total";
-          await alerts.capRefused(conn, req.keyId, cap, req.day, result.capMicros ?? 0, result.balance, req.micros, req.now);
-        }
-        await Promise.all(h.writes);
-        return result;
+        const seen = await holdSnapshot(conn, req);
+        let decision = decideHold(req, seen);
+        if ("needsEntry" in decision)
+          decision = decideHold(req, { ...seen, entry: await entryWithDay(conn, decision.needsEntry, req.keyId) });
+        if ("needsEntry" in decision) throw new Error("decideHold asked twice for the entry");
+        take(taken, decision.writes);
+        await apply(conn, decision.writes, req.now);
+        return decision.result;
       });
     } catch (error) {
       // Not taken after all, or not known to be: should it have committed, recovery may orphan it.
-      if (h.takenHold) openHolds.delete(h.takenHold);
-      if (h.takenClaim) openClaims.delete(h.takenClaim);
+      if (taken.hold) openHolds.delete(taken.hold);
+      if (taken.claim) openClaims.delete(taken.claim);
       throw error;
     }
   }
 
-  /**
-   * Decides a hold and sends its writes (to travel with the COMMIT). A hold or claim it takes is added to this
-   * process's open work before it can commit.
-   */
-  async function holdOrRefuse(h: HoldTx, req: HoldRequest): Promise<HoldResult> {
-    const conn = h.conn;
+  /** The key locked (FOR UPDATE), its day and the call's idempotency memory, read once the lock is granted. */
+  async function holdSnapshot(conn: Pg, req: HoldRequest): Promise<HoldSnapshot> {
     const [[key], [seen]] = (await Promise.all([
       conn`SELECT status, daily_cap_micros AS daily, total_cap_micros AS total, spent_total_micros AS spent,
                   held_total_micros AS held
@@ -183,167 +130,61 @@ export function pgLedgerQueries(sql: Pg, batches: LedgerBatches, alerts: PgAlert
              LEFT JOIN spend_days d ON d.key_id = ${req.keyId} AND d.day = ${req.day}
              LEFT JOIN idempotency_entries i ON i.key_id = ${req.keyId} AND i.idempotency_key = ${req.idempotency?.key ?? null}`,
     ])) as [{ status: string; daily: string | null; total: string | null; spent: string; held: string }[], Seen[]];
-    if (key?.status !== "active") return { kind: "denied", reason: "revoked" };
-    const k: KeyBalance = { daily: numOrNull(key.daily), total: numOrNull(key.total), spent: num(key.spent), held: num(key.held) };
-    const day = { settled: num(seen!.daySettled ?? 0), held: num(seen!.dayHeld ?? 0) };
-    const before = { daySettled: day.settled, dayHeld: day.held, totalSpent: k.spent, totalHeld: k.held };
-    const idem = req.idempotency;
-    if (idem && seen!.state !== null && num(seen!.expiresAt) > req.now) {
-      const prior = seen!;
-      if (prior.fingerprint !== idem.fingerprint) return { kind: "conflict" };
-      if (prior.state === "in_flight") return { kind: "in_flight" };
-      if (prior.state === "completed") {
-        const response: StoredResponse = {
-          status: prior.status!,
-          headers: JSON.parse(prior.headers ?? "[]"),
-          body: prior.body,
-          vendorRequestId: prior.vendorRequestId,
-        };
-        return { kind: "replay", response, balance: before };
-      }
-      if (req.reuseAmbiguous && prior.holdId) {
-        const reopened = await reopenEntry(h, req, prior.holdId, k);
-        if (reopened?.kind === "denied") return { ...reopened, kind: "denied" };
-        if (reopened) {
-          takeClaim(h, req.keyId, idem.key);
-          h.writes.push(
-            sendNow(conn`UPDATE idempotency_entries SET state = 'in_flight', instance_id = ${instanceId}
-                          WHERE key_id = ${req.keyId} AND idempotency_key = ${idem.key}`),
-          );
-          return {
-            kind: "admitted",
-            holdId: prior.holdId,
-            day: reopened.day,
-            holdMicros: reopened.hold,
-            priorCostMicros: reopened.counted,
-            balance: reopened.balance,
+    const remembered: RememberedCall | null =
+      seen!.state === null
+        ? null
+        : {
+            fingerprint: seen!.fingerprint!,
+            state: seen!.state,
+            holdId: seen!.holdId,
+            expiresAt: num(seen!.expiresAt),
+            response:
+              seen!.state === "completed"
+                ? {
+                    status: seen!.status!,
+                    headers: JSON.parse(seen!.headers ?? "[]"),
+                    body: seen!.body,
+                    vendorRequestId: seen!.vendorRequestId,
+                  }
+                : null,
           };
-        }
-      }
-      // Otherwise the retry is a new call: the ambiguous entry stays counted and a new hold is taken below.
-    }
-    if (!fits(day.settled + day.held, req.micros, k.daily))
-      return { kind: "denied", reason: "daily_cap", capMicros: k.daily!, balance: before };
-    if (!fits(k.spent + k.held, req.micros, k.total)) return { kind: "denied", reason: "total_cap", capMicros: k.total!, balance: before };
-    if (req.ledger) {
-      takeHold(h, req.holdId);
-      // One statement: the entry, its day and the key's total.
-      h.writes.push(
-        sendNow(conn`WITH entry AS (
-             INSERT INTO ledger_entries (id, key_id, day, hold_micros, state, created_at, request_id, method, path, instance_id)
-             VALUES (${req.holdId}, ${req.keyId}, ${req.day}, ${req.micros}, 'held', ${req.now}, ${req.call.requestId},
-                     ${req.call.method}, ${req.call.path}, ${instanceId})
-           ), day AS (
-             INSERT INTO spend_days (key_id, day, settled_micros, held_micros) VALUES (${req.keyId}, ${req.day}, 0, ${req.micros})
-             ON CONFLICT (key_id, day) DO UPDATE SET held_micros = spend_days.held_micros + excluded.held_micros
-           )
-           UPDATE vault_keys SET held_total_micros = held_total_micros + ${req.micros} WHERE id = ${req.keyId}`),
-      );
-    }
-    if (idem) {
-      takeClaim(h, req.keyId, idem.key);
-      // A claim replaces an expired entry, or an ambiguous one whose retry is a new call, whole.
-      h.writes.push(
-        sendNow(conn`INSERT INTO idempotency_entries (key_id, idempotency_key, fingerprint, state, hold_id, day, created_at, expires_at, instance_id)
-           VALUES (${req.keyId}, ${idem.key}, ${idem.fingerprint}, 'in_flight', ${req.ledger ? req.holdId : null}, ${req.day},
-                   ${req.now}, ${req.now + idem.ttlMs}, ${instanceId})
-           ON CONFLICT (key_id, idempotency_key) DO UPDATE SET fingerprint = excluded.fingerprint, state = 'in_flight',
-                  hold_id = excluded.hold_id, day = excluded.day, status = NULL, headers = NULL, body = NULL,
-                  body_too_large = false, vendor_request_id = NULL, created_at = excluded.created_at,
-                  expires_at = excluded.expires_at, instance_id = excluded.instance_id`),
-      );
-    }
-    const held = req.ledger ? req.micros : 0;
-    const balance = { ...before, dayHeld: day.held + held, totalHeld: k.held + held };
-    return { kind: "admitted", holdId: req.ledger ? req.holdId : null, day: req.day, holdMicros: held, priorCostMicros: null, balance };
-  }
-
-  /**
-   * A retry of an ambiguous call, forwarded again on its entry: what the entry counted as spent becomes held
-   * again (at least as much; more if the retry's price is higher), so settled + held never drops below what the
-   * vendor may have charged. The denial (with the cap and the entry's day's balances) when a higher price does
-   * not fit. Its writes are sent, not awaited. The entry becomes this instance's: its call is in flight here.
-   */
-  async function reopenEntry(h: HoldTx, req: HoldRequest, holdId: string, key: KeyBalance): Promise<Reopened | undefined> {
-    const conn = h.conn;
-    const [entry] = await conn`
-      SELECT e.state, e.hold_micros AS hold, e.cost_micros AS cost, e.day, d.settled_micros AS "daySettled", d.held_micros AS "dayHeld"
-        FROM ledger_entries e LEFT JOIN spend_days d ON d.key_id = e.key_id AND d.day = e.day
-       WHERE e.id = ${holdId} AND e.key_id = ${req.keyId}`;
-    if (!entry || (entry.state !== "ambiguous" && entry.state !== "orphaned")) return undefined;
-    const ambiguous = entry.state === "ambiguous";
-    const daySettled = num(entry.daySettled ?? 0);
-    const dayHeld = num(entry.dayHeld ?? 0);
-    const counted = ambiguous ? num(entry.cost ?? 0) : num(entry.hold);
-    const hold = Math.max(req.micros, counted);
-    const more = hold - counted;
-    const before = { daySettled, dayHeld, totalSpent: key.spent, totalHeld: key.held };
-    if (more > 0 && !fits(daySettled + dayHeld, more, key.daily))
-      return { kind: "denied", reason: "daily_cap", capMicros: key.daily!, balance: before };
-    if (more > 0 && !fits(key.spent + key.held, more, key.total))
-      return { kind: "denied", reason: "total_cap", capMicros: key.total!, balance: before };
-    // An orphaned entry was never settled: it keeps no prior cost, its hold simply grows.
-    const settledBack = ambiguous ? -counted : 0;
-    const heldMore = ambiguous ? hold : more;
-    takeHold(h, holdId);
-    h.writes.push(
-      sendNow(conn`UPDATE ledger_entries SET state = 'held', hold_micros = ${hold}, cost_micros = ${ambiguous ? counted : null},
-                         instance_id = ${instanceId}
-                   WHERE id = ${holdId}`),
-      sendNow(addDay(conn, req.keyId, entry.day, settledBack, heldMore)),
-      sendNow(addKeyTotals(conn, req.keyId, settledBack, heldMore)),
-    );
-    const balance = {
-      daySettled: daySettled + settledBack,
-      dayHeld: dayHeld + heldMore,
-      totalSpent: key.spent + settledBack,
-      totalHeld: key.held + heldMore,
+    return {
+      key: key
+        ? { status: key.status, daily: numOrNull(key.daily), total: numOrNull(key.total), spent: num(key.spent), held: num(key.held) }
+        : null,
+      day: { settled: num(seen!.daySettled ?? 0), held: num(seen!.dayHeld ?? 0) },
+      remembered,
     };
-    return { kind: "reopened", day: entry.day, hold, counted, balance };
   }
 
-  /**
-   * Closes an open entry (`held`, or `orphaned` by a crash) of the key at `costMicros`, and moves its day and the
-   * key's totals (with `calls` more calls, used at `usedAt`) in the same statement. An entry already closed moves
-   * no money again (null). `auditDelta` is what the call added to spend: an entry re-forwarded after an ambiguous
-   * attempt still carries that attempt's cost, which its new outcome replaces. The key must be locked.
-   */
-  async function closeHold(
-    tx: Pg,
-    c: {
-      holdId: string;
-      keyId: string;
-      outcome: "settled" | "released" | "ambiguous";
-      costMicros: number;
-      now: number;
-      reconcile?: { path: string; at: number };
-      calls: number;
-      usedAt: number | null;
-    },
-  ): Promise<Moved | null> {
-    const [closed] = await tx`
-      WITH entry AS (
-        SELECT id, day, hold_micros, cost_micros FROM ledger_entries
-         WHERE id = ${c.holdId} AND key_id = ${c.keyId} AND state IN ('held', 'orphaned')
-      ), closed AS (
-        UPDATE ledger_entries e SET state = ${c.outcome}, cost_micros = ${c.costMicros}, settled_at = ${c.now},
-               reconcile_path = ${c.reconcile?.path ?? null}, reconcile_at = ${c.reconcile?.at ?? null}
-          FROM entry WHERE e.id = entry.id
-        RETURNING entry.day, entry.hold_micros AS hold, entry.cost_micros AS "priorCost"
-      ), day AS (
-        INSERT INTO spend_days (key_id, day, settled_micros, held_micros)
-        SELECT ${c.keyId}, day, ${c.costMicros}, -hold FROM closed
-        ON CONFLICT (key_id, day) DO UPDATE SET settled_micros = spend_days.settled_micros + excluded.settled_micros,
-                                                held_micros = spend_days.held_micros + excluded.held_micros
-      ), totals AS (
-        UPDATE vault_keys SET spent_total_micros = spent_total_micros + coalesce((SELECT ${c.costMicros}::bigint FROM closed), 0),
-               held_total_micros = held_total_micros - coalesce((SELECT hold FROM closed), 0),
-               calls = calls + ${c.calls}, last_used_at = coalesce(${c.usedAt}::bigint, last_used_at)
-         WHERE id = ${c.keyId}
-      )
-      SELECT day, hold, "priorCost" FROM closed`;
-    if (!closed) return null;
-    return { day: closed.day, hold: num(closed.hold), costDelta: c.costMicros, auditDelta: c.costMicros - num(closed.priorCost ?? 0) };
+  /** An entry of the key, with its own day's balance (the key must be locked). */
+  async function entryWithDay(conn: Pg, holdId: string, keyId: string): Promise<EntryWithDay | null> {
+    const [row] = await conn.unsafe(
+      `SELECT ${ENTRY_COLUMNS}, d.settled_micros AS "daySettled", d.held_micros AS "dayHeld"
+         FROM ledger_entries e LEFT JOIN spend_days d ON d.key_id = e.key_id AND d.day = e.day
+        WHERE e.id = $1 AND e.key_id = $2`,
+      [holdId, keyId],
+    );
+    return row ? { ...toEntry(row), daySettled: num(row.daySettled ?? 0), dayHeld: num(row.dayHeld ?? 0) } : null;
+  }
+
+  /** An entry of the key, as the rule book reads it. */
+  async function entryOf(tx: Pg, holdId: string, keyId: string) {
+    const [row] = await tx.unsafe(`SELECT ${ENTRY_COLUMNS} FROM ledger_entries e WHERE e.id = $1 AND e.key_id = $2`, [holdId, keyId]);
+    return row ? toEntry(row) : null;
+  }
+
+  /** A hold or claim a decision takes becomes this process's open work before it can commit. */
+  function take(taken: Taken, writes: readonly LedgerWrite[]) {
+    for (const w of writes) {
+      if (w.kind === "insert_entry" || w.kind === "reopen_entry") {
+        taken.hold = w.holdId;
+        openHolds.add(w.holdId);
+      } else if (w.kind === "claim_call" || w.kind === "call_in_flight") {
+        taken.claim = claimOf(w.keyId, w.key);
+        openClaims.add(taken.claim);
+      }
+    }
   }
 
   function rememberOutcome(tx: Pg, keyId: string, idemKey: string, result: IdempotencyResult) {
@@ -357,28 +198,14 @@ export function pgLedgerQueries(sql: Pg, batches: LedgerBatches, alerts: PgAlert
                WHERE key_id = ${keyId} AND idempotency_key = ${idemKey}`;
   }
 
-  /** A call's settlement, in the group commit: its entry closed, its audit row, alerts, its idempotency memory. */
+  /** A call's settlement (the rule book's `decideSettlement`), in the group commit, with its audit row and idempotency memory. */
   async function settle(tx: Pg, req: SettleRequest): Promise<number> {
-    const count = { keyId: req.keyId, calls: 1, usedAt: req.now };
-    const [, moved] = await Promise.all([
-      lockKey(tx, req.keyId),
-      req.holdId
-        ? closeHold(tx, {
-            ...count,
-            holdId: req.holdId,
-            outcome: req.outcome,
-            costMicros: req.costMicros,
-            now: req.now,
-            reconcile: req.reconcile,
-          })
-        : tx`UPDATE vault_keys SET calls = calls + 1, last_used_at = ${req.now} WHERE id = ${req.keyId}`.then(() => null),
-    ]);
-    // An audit row's cost is what this call added to spend, so audit sums always equal the ledger's: a retry
-    // re-settling an ambiguous hold records the difference, a second settle of one hold records 0.
-    const costMicros = moved?.auditDelta ?? 0;
+    const [, entry] = await Promise.all([lockKey(tx, req.keyId), req.holdId ? entryOf(tx, req.holdId, req.keyId) : null]);
+    const { result: costMicros, writes } = decideSettlement({ ...req, requestId: req.audit.id }, entry);
     const t = req.track;
     // Independent writes, sent together.
     await Promise.all([
+      apply(tx, writes, req.now),
       insertAuditRows(tx, [{ ...req.audit, costMicros }]),
       t &&
         tx`INSERT INTO tracked_objects (object_id, key_id, currency, amount_minor, counted_micros, updated_at)
@@ -386,22 +213,8 @@ export function pgLedgerQueries(sql: Pg, batches: LedgerBatches, alerts: PgAlert
            ON CONFLICT (object_id) DO UPDATE SET currency = excluded.currency, amount_minor = excluded.amount_minor,
                   counted_micros = excluded.counted_micros, updated_at = excluded.updated_at`,
       req.idempotency && rememberOutcome(tx, req.keyId, req.idempotency.key, req.idempotency.result),
-      // Alerts in the settlement's own transaction: thresholds its spend crossed, a price above its hold, an
-      // outcome the vendor left ambiguous.
-      moved && req.holdId && settlementAlerts(tx, req, req.holdId, moved),
     ]);
     return costMicros;
-  }
-
-  async function settlementAlerts(tx: Pg, req: SettleRequest, holdId: string, moved: Moved) {
-    await alerts.spendSettled(tx, req.keyId, moved.day, moved.costDelta, req.now);
-    if (req.outcome === "settled" && req.costMicros > moved.hold) {
-      const f = { holdId, requestId: req.audit.id, holdMicros: moved.hold, costMicros: req.costMicros };
-      await alerts.priceDifferential(tx, req.keyId, f, req.now);
-    }
-    if (req.outcome === "ambiguous") {
-      await alerts.holdsNeedAttention(tx, req.keyId, "ambiguous", [{ id: holdId, micros: req.costMicros }], moved.day, req.now);
-    }
   }
 
   /**
@@ -409,30 +222,13 @@ export function pgLedgerQueries(sql: Pg, batches: LedgerBatches, alerts: PgAlert
    * its hold): settled at `costMicros`, or released at 0. An ambiguous entry's spend moves by the difference.
    */
   async function resolve(tx: Pg, keyId: string, id: string, outcome: "settled" | "released", costMicros: number, now: number) {
-    const [, [entry]] = await Promise.all([
-      lockKey(tx, keyId),
-      tx`SELECT state, cost_micros AS cost, day FROM ledger_entries WHERE id = ${id} AND key_id = ${keyId}`,
-    ]);
-    if (entry?.state !== "orphaned" && entry?.state !== "ambiguous") return false;
-    const cost = outcome === "released" ? 0 : costMicros;
-    let moved: { day: string; costDelta: number; auditDelta: number };
-    if (entry.state === "orphaned") {
-      moved = (await closeHold(tx, { holdId: id, keyId, outcome, costMicros: cost, now, calls: 0, usedAt: null }))!;
-    } else {
-      const delta = cost - num(entry.cost ?? 0);
-      await Promise.all([
-        tx`UPDATE ledger_entries SET state = ${outcome}, cost_micros = ${cost}, settled_at = ${now}, reconcile_path = NULL,
-                  reconcile_at = NULL
-            WHERE id = ${id}`,
-        addDay(tx, keyId, entry.day, delta, 0),
-        addKeyTotals(tx, keyId, delta, 0),
-      ]);
-      moved = { day: entry.day, costDelta: delta, auditDelta: delta };
-    }
-    await alerts.spendSettled(tx, keyId, moved.day, moved.costDelta, now);
+    const [, entry] = await Promise.all([lockKey(tx, keyId), entryOf(tx, id, keyId)]);
+    const decision = entry && decideResolution(entry, outcome, costMicros);
+    if (!decision) return false;
+    await apply(tx, decision.writes, now);
     const [h] = await tx.unsafe(`SELECT ${HOLD_COLUMNS} FROM ${HOLDS_FROM} WHERE e.id = $1`, [id]);
-    const decision = outcome === "settled" ? "hold_settled" : "hold_released";
-    await insertAuditRows(tx, [holdAuditRow(toHoldRow(h), `kbr_hold_${outcome}_${id}`, now, decision, moved.auditDelta)]);
+    const auditDecision = outcome === "settled" ? "hold_settled" : "hold_released";
+    await insertAuditRows(tx, [holdAuditRow(toHoldRow(h), `kbr_hold_${outcome}_${id}`, now, auditDecision, decision.result)]);
     return true;
   }
 
@@ -513,10 +309,7 @@ export function pgLedgerQueries(sql: Pg, batches: LedgerBatches, alerts: PgAlert
       const holds = (orphaned as Record<string, unknown>[]).map(toHoldRow);
       const audit = holds.map((h) => holdAuditRow(h, h.requestId ?? `kbr_orphan_${h.id}`, now, "orphaned_hold", 0));
       if (audit.length > 0) await insertAuditRows(tx, audit);
-      for (const [keyId, ofKey] of Map.groupBy(holds, (h) => h.keyId)) {
-        const list = ofKey.map((h) => ({ id: h.id, micros: h.holdMicros }));
-        await alerts.holdsNeedAttention(tx, keyId, "orphaned", list, ofKey[0]!.day, now);
-      }
+      await apply(tx, orphanAlerts(holds.map(asEntry)), now);
       return holds;
     });
     earlierRunsClaimsChecked = true;
@@ -592,14 +385,4 @@ export function pgLedgerQueries(sql: Pg, batches: LedgerBatches, alerts: PgAlert
       return num(row.n);
     },
   };
-
-  function takeHold(h: HoldTx, holdId: string) {
-    h.takenHold = holdId;
-    openHolds.add(holdId);
-  }
-
-  function takeClaim(h: HoldTx, keyId: string, idemKey: string) {
-    h.takenClaim = claimOf(keyId, idemKey);
-    openClaims.add(h.takenClaim);
-  }
 }

@@ -1,9 +1,11 @@
+import { decideReconciliation } from "../../ledger/rules";
 import type { DueReconciliation, ReconcileRequest } from "../types";
 import type { PgAlertOutbox } from "./alerts";
 import { insertAuditRows } from "./audit";
 import type { PgBatch } from "./batch";
 import { type Pg, num } from "./client";
-import { lockKey } from "./ledger";
+import { ENTRY_COLUMNS, pgLedgerWriter, toEntry } from "./ledger-writes";
+import { lockKey } from "./send";
 
 /** How long an instance has the entries it was given to read; after that, any instance may read them again. */
 const CLAIM_MS = 60_000;
@@ -13,32 +15,21 @@ const CLAIM_MS = 60_000;
  * PostgreSQL; the same rules as ../reconcile.ts. Every instance runs a reconciler: the entries one is given are
  * claimed for a minute, so no two read the same entry at once, and re-settling an entry happens once at most.
  */
-export function pgReconcileQueries(sql: Pg, batch: PgBatch, alerts: PgAlertOutbox) {
-  /**
-   * The entry's cost becomes the final price, if it still awaits one; its own day's and the key's spend move by
-   * the difference (up or down), and so does the audit row's cost, so audit sums keep equalling the ledger.
-   */
+export function pgReconcileQueries(sql: Pg, batch: PgBatch, alerts: PgAlertOutbox, instanceId: string) {
+  const apply = pgLedgerWriter(alerts, instanceId);
+  /** The rule book's re-settlement (decideReconciliation) of an entry still awaiting its final price, and its audit row. */
   async function resettle(tx: Pg, keyId: string, req: ReconcileRequest): Promise<boolean> {
-    const [, [entry]] = await Promise.all([
+    const [, [row]] = await Promise.all([
       lockKey(tx, keyId),
-      tx`SELECT day, cost_micros AS cost, hold_micros AS hold, request_id AS "requestId" FROM ledger_entries
-          WHERE id = ${req.id} AND key_id = ${keyId} AND state = 'settled' AND reconcile_at IS NOT NULL`,
+      tx.unsafe(
+        `SELECT ${ENTRY_COLUMNS}, e.request_id AS "requestId" FROM ledger_entries e
+          WHERE e.id = $1 AND e.key_id = $2 AND e.reconcile_at IS NOT NULL`,
+        [req.id, keyId],
+      ),
     ]);
-    if (!entry) return false;
-    const hold = num(entry.hold);
-    const delta = req.costMicros - num(entry.cost);
-    await Promise.all([
-      tx`UPDATE ledger_entries SET cost_micros = ${req.costMicros}, reconcile_at = NULL WHERE id = ${req.id}`,
-      tx`UPDATE spend_days SET settled_micros = settled_micros + ${delta} WHERE key_id = ${keyId} AND day = ${entry.day}`,
-      tx`UPDATE vault_keys SET spent_total_micros = spent_total_micros + ${delta} WHERE id = ${keyId}`,
-      insertAuditRows(tx, [{ ...req.audit, costMicros: delta }]),
-    ]);
-    // Alerts in the same transaction (see alerts.ts): thresholds a higher final price crossed, a price above the hold.
-    await alerts.spendSettled(tx, keyId, entry.day, delta, req.audit.at);
-    if (req.costMicros > hold) {
-      const f = { holdId: req.id, requestId: entry.requestId, holdMicros: hold, costMicros: req.costMicros };
-      await alerts.priceDifferential(tx, keyId, f, req.audit.at);
-    }
+    const decision = row && decideReconciliation(toEntry(row), req.costMicros, row.requestId);
+    if (!decision) return false;
+    await Promise.all([apply(tx, decision.writes, req.audit.at), insertAuditRows(tx, [{ ...req.audit, costMicros: decision.result }])]);
     return true;
   }
 

@@ -1,0 +1,82 @@
+import type { Database } from "bun:sqlite";
+import type { AlertIntent, LedgerWrite } from "../ledger/rules";
+import type { AlertOutbox } from "./alerts";
+
+/**
+ * The SQLite store's hands for the rule book (ledger/rules.ts): each write a decision returns, as a prepared
+ * statement, run in the caller's transaction. Nothing is decided here.
+ */
+export function sqliteLedgerWriter(client: Database, alerts: AlertOutbox) {
+  const insertEntry = client.prepare(
+    `INSERT INTO ledger_entries (id, key_id, day, hold_micros, state, created_at, request_id, method, path)
+     VALUES (?, ?, ?, ?, 'held', ?, ?, ?, ?)`,
+  );
+  const reopenEntry = client.prepare(`UPDATE ledger_entries SET state = 'held', hold_micros = ?2, cost_micros = ?3 WHERE id = ?1`);
+  const closeEntry = client.prepare(
+    `UPDATE ledger_entries SET state = ?2, cost_micros = ?3, settled_at = ?4, reconcile_path = ?5, reconcile_at = ?6 WHERE id = ?1`,
+  );
+  const repriceEntry = client.prepare(`UPDATE ledger_entries SET cost_micros = ?2, reconcile_at = NULL WHERE id = ?1`);
+  const addDay = client.prepare(
+    `INSERT INTO spend_days (key_id, day, settled_micros, held_micros) VALUES (?1, ?2, ?3, ?4)
+     ON CONFLICT (key_id, day) DO UPDATE SET settled_micros = settled_micros + ?3, held_micros = held_micros + ?4`,
+  );
+  const addKey = client.prepare(
+    `UPDATE vault_keys SET spent_total_micros = spent_total_micros + ?2, held_total_micros = held_total_micros + ?3,
+            calls = calls + ?4, last_used_at = coalesce(?5, last_used_at)
+      WHERE id = ?1`,
+  );
+  // A claim replaces an expired entry, or an ambiguous one whose retry is a new call, whole.
+  const claimCall = client.prepare(
+    `INSERT OR REPLACE INTO idempotency_entries (key_id, idempotency_key, fingerprint, state, hold_id, day, created_at, expires_at)
+     VALUES (?, ?, ?, 'in_flight', ?, ?, ?, ?)`,
+  );
+  const callInFlight = client.prepare(`UPDATE idempotency_entries SET state = 'in_flight' WHERE key_id = ?1 AND idempotency_key = ?2`);
+
+  function alert(a: AlertIntent, now: number) {
+    switch (a.alert) {
+      case "cap_refused":
+        return alerts.capRefused(a.keyId, a.cap, a.day, a.capMicros, a.balance, a.priceMicros, now);
+      case "spend_settled":
+        return alerts.spendSettled(a.keyId, a.day, a.delta, now);
+      case "price_differential":
+        return alerts.priceDifferential(a.keyId, a, now);
+      case "holds_need_attention":
+        return alerts.holdsNeedAttention(a.keyId, a.reason, a.holds, a.day, now);
+    }
+  }
+
+  /** Applies a decision's writes, in order, at `now`. */
+  return function apply(writes: readonly LedgerWrite[], now: number): void {
+    for (const w of writes) {
+      switch (w.kind) {
+        case "insert_entry":
+          insertEntry.run(w.holdId, w.keyId, w.day, w.micros, now, w.call.requestId, w.call.method, w.call.path);
+          break;
+        case "reopen_entry":
+          reopenEntry.run(w.holdId, w.hold, w.cost);
+          break;
+        case "close_entry":
+          closeEntry.run(w.holdId, w.state, w.cost, now, w.reconcile?.path ?? null, w.reconcile?.at ?? null);
+          break;
+        case "reprice_entry":
+          repriceEntry.run(w.holdId, w.cost);
+          break;
+        case "add_day":
+          addDay.run(w.keyId, w.day, w.settled, w.held);
+          break;
+        case "add_key":
+          addKey.run(w.keyId, w.spent, w.held, w.calls, w.usedAt);
+          break;
+        case "claim_call":
+          claimCall.run(w.keyId, w.key, w.fingerprint, w.holdId, w.day, now, w.expiresAt);
+          break;
+        case "call_in_flight":
+          callInFlight.run(w.keyId, w.key);
+          break;
+        case "alert":
+          alert(w, now);
+          break;
+      }
+    }
+  };
+}

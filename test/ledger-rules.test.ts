@@ -1,0 +1,314 @@
+import { describe, expect, test } from "bun:test";
+import fc from "fast-check";
+import {
+  type DayState,
+  type Entry,
+  type KeyState,
+  type LedgerWrite,
+  type RememberedCall,
+  decideHold,
+  decideReconciliation,
+  decideResolution,
+  decideSettlement,
+} from "../src/ledger/rules";
+import type { HoldRequest, Outcome } from "../src/ledger/types";
+
+/**
+ * The rule book driven alone, with no database: a store in memory applies its writes exactly as the SQLite and
+ * PostgreSQL stores do, and random interleavings of holds, settlements, retries of ambiguous calls, operators'
+ * resolutions, reconciliations and crashes must keep the promise (SPEC §6) and the ledger's books balanced.
+ * Thousands of sequences a second: a one-line change to a money rule fails here first.
+ */
+
+const USD = 1_000_000;
+const DAYS = ["2031-05-14", "2031-05-15"];
+
+class Memory {
+  keys = new Map<string, KeyState>();
+  days = new Map<string, DayState>();
+  entries = new Map<string, Entry>();
+  calls = new Map<string, RememberedCall>();
+  /** Each audit row's cost: what it added to spend. */
+  audit: number[] = [];
+  /** What vendors charged beyond what was held (price differentials): the only way past a cap. */
+  overshoot = new Map<string, number>();
+
+  day(keyId: string, day: string): DayState {
+    return this.days.get(`${keyId}|${day}`) ?? { settled: 0, held: 0 };
+  }
+
+  apply(writes: readonly LedgerWrite[]) {
+    for (const w of writes) {
+      switch (w.kind) {
+        case "insert_entry":
+          this.entries.set(w.holdId, { id: w.holdId, keyId: w.keyId, state: "held", hold: w.micros, cost: null, day: w.day });
+          break;
+        case "reopen_entry":
+          Object.assign(this.entries.get(w.holdId)!, { state: "held", hold: w.hold, cost: w.cost });
+          break;
+        case "close_entry":
+          Object.assign(this.entries.get(w.holdId)!, { state: w.state, cost: w.cost });
+          break;
+        case "reprice_entry":
+          this.entries.get(w.holdId)!.cost = w.cost;
+          break;
+        case "add_day": {
+          const d = this.day(w.keyId, w.day);
+          this.days.set(`${w.keyId}|${w.day}`, { settled: d.settled + w.settled, held: d.held + w.held });
+          break;
+        }
+        case "add_key": {
+          const k = this.keys.get(w.keyId)!;
+          k.spent += w.spent;
+          k.held += w.held;
+          break;
+        }
+        case "claim_call":
+          this.calls.set(`${w.keyId}|${w.key}`, {
+            fingerprint: w.fingerprint,
+            state: "in_flight",
+            holdId: w.holdId,
+            expiresAt: w.expiresAt,
+            response: null,
+          });
+          break;
+        case "call_in_flight":
+          this.calls.get(`${w.keyId}|${w.key}`)!.state = "in_flight";
+          break;
+        case "alert":
+          if (w.alert === "price_differential")
+            this.overshoot.set(w.keyId, (this.overshoot.get(w.keyId) ?? 0) + w.costMicros - w.holdMicros);
+          break;
+      }
+    }
+  }
+
+  /** The books: every total equals what its entries add up to, and the audit rows what the calls added. */
+  checkBooks() {
+    const entries = [...this.entries.values()];
+    for (const [keyId, key] of this.keys) {
+      const mine = entries.filter((e) => e.keyId === keyId);
+      const spent = mine.filter((e) => e.state === "settled" || e.state === "ambiguous").reduce((s, e) => s + (e.cost ?? 0), 0);
+      const held = mine.filter((e) => e.state === "held" || e.state === "orphaned").reduce((s, e) => s + e.hold, 0);
+      expect(key.spent).toBe(spent);
+      expect(key.held).toBe(held);
+      for (const day of DAYS) {
+        const onDay = mine.filter((e) => e.day === day);
+        const d = this.day(keyId, day);
+        expect(d.settled).toBe(
+          onDay.filter((e) => e.state === "settled" || e.state === "ambiguous").reduce((s, e) => s + (e.cost ?? 0), 0),
+        );
+        expect(d.held).toBe(onDay.filter((e) => e.state === "held" || e.state === "orphaned").reduce((s, e) => s + e.hold, 0));
+        // The promise: within the daily cap, but for what vendors charged beyond their holds.
+        if (key.daily !== null) expect(d.settled + d.held).toBeLessThanOrEqual(key.daily + (this.overshoot.get(keyId) ?? 0));
+      }
+      if (key.total !== null) expect(key.spent + key.held).toBeLessThanOrEqual(key.total + (this.overshoot.get(keyId) ?? 0));
+    }
+    // Audit rows add up to the spend, and to what re-opened entries counted before (their first attempt's rows),
+    // until they settle again: every audit row's cost is what its call added.
+    const spentAll = [...this.keys.values()].reduce((s, k) => s + k.spent, 0);
+    const reopened = entries.filter((e) => e.state === "held" || e.state === "orphaned").reduce((s, e) => s + (e.cost ?? 0), 0);
+    expect(this.audit.reduce((s, c) => s + c, 0)).toBe(spentAll + reopened);
+  }
+}
+
+type Op =
+  | { op: "hold"; key: number; price: number; idem: number | null; day: number }
+  | { op: "settle"; pending: number; outcome: Outcome; costPercent: number }
+  | { op: "resolve"; entry: number; settle: boolean; costPercent: number }
+  | { op: "reconcile"; entry: number; costPercent: number }
+  | { op: "crash" };
+
+const price = fc.oneof(fc.integer({ min: 0, max: 40 * USD }), fc.constantFrom(0, 1, 10 * USD, 25 * USD));
+const ops = fc.array(
+  fc.oneof(
+    {
+      weight: 5,
+      arbitrary: fc.record({ op: fc.constant("hold" as const), key: fc.nat(2), price, idem: fc.option(fc.nat(5)), day: fc.nat(1) }),
+    },
+    {
+      weight: 4,
+      arbitrary: fc.record({
+        op: fc.constant("settle" as const),
+        pending: fc.nat(9),
+        outcome: fc.constantFrom<Outcome>("settled", "released", "ambiguous"),
+        // Mostly at or under the hold; sometimes above it (a price differential).
+        costPercent: fc.oneof(
+          { weight: 5, arbitrary: fc.integer({ min: 0, max: 100 }) },
+          { weight: 1, arbitrary: fc.integer({ min: 101, max: 150 }) },
+        ),
+      }),
+    },
+    {
+      weight: 1,
+      arbitrary: fc.record({
+        op: fc.constant("resolve" as const),
+        entry: fc.nat(20),
+        settle: fc.boolean(),
+        costPercent: fc.integer({ min: 0, max: 100 }),
+      }),
+    },
+    {
+      weight: 1,
+      arbitrary: fc.record({ op: fc.constant("reconcile" as const), entry: fc.nat(20), costPercent: fc.integer({ min: 0, max: 130 }) }),
+    },
+    { weight: 1, arbitrary: fc.constant({ op: "crash" as const }) },
+  ),
+  { maxLength: 60 },
+);
+
+/** Runs one sequence against fresh keys; checks each admitted hold and the books after every step. */
+function run(sequence: Op[], caps: { daily: number | null; total: number | null }[]) {
+  const m = new Memory();
+  caps.forEach((c, i) => m.keys.set(`vk_${i}`, { status: "active", spent: 0, held: 0, ...c }));
+  const pending: { keyId: string; holdId: string | null; idem: string | null; hold: number }[] = [];
+  let n = 0;
+  const now = 1_000;
+  for (const o of sequence) {
+    if (o.op === "hold") {
+      const keyId = `vk_${o.key % caps.length}`;
+      const idem = o.idem === null ? null : `idem_${o.idem}`;
+      const req: HoldRequest = {
+        holdId: `hold_${++n}`,
+        keyId,
+        day: DAYS[o.day]!,
+        micros: o.price,
+        ledger: true,
+        reuseAmbiguous: true,
+        now,
+        call: { requestId: `kbr_${n}`, method: "POST", path: "/v1/x" },
+        // One body per Idempotency-Key: a retry is the same call, its price as the vendor states it now.
+        idempotency: idem === null ? undefined : { key: idem, fingerprint: idem, ttlMs: 1_000 },
+      };
+      const seen = {
+        key: m.keys.get(keyId)!,
+        day: m.day(keyId, req.day),
+        remembered: idem ? (m.calls.get(`${keyId}|${idem}`) ?? null) : null,
+      };
+      let d = decideHold(req, seen);
+      if ("needsEntry" in d) {
+        const e = m.entries.get(d.needsEntry);
+        d = decideHold(req, {
+          ...seen,
+          entry: e ? { ...e, daySettled: m.day(e.keyId, e.day).settled, dayHeld: m.day(e.keyId, e.day).held } : null,
+        });
+      }
+      if ("needsEntry" in d) throw new Error("asked twice");
+      m.apply(d.writes);
+      if (d.result.kind === "admitted") {
+        // A hold is never less than the price, nor than what a re-opened entry counted before.
+        expect(d.result.holdMicros).toBeGreaterThanOrEqual(o.price);
+        if (d.result.priorCostMicros !== null) expect(d.result.holdMicros).toBeGreaterThanOrEqual(d.result.priorCostMicros);
+        pending.push({ keyId, holdId: d.result.holdId, idem, hold: d.result.holdMicros });
+      }
+    } else if (o.op === "settle") {
+      const p = pending.splice(o.pending % Math.max(pending.length, 1), 1)[0];
+      if (!p) continue;
+      const entry = p.holdId ? (m.entries.get(p.holdId) ?? null) : null;
+      const cost = o.outcome === "released" ? 0 : Math.floor((p.hold * o.costPercent) / 100);
+      const s = decideSettlement(
+        {
+          keyId: p.keyId,
+          holdId: p.holdId ?? undefined,
+          outcome: o.outcome,
+          costMicros: o.outcome === "ambiguous" ? p.hold : cost,
+          now,
+          requestId: "kbr",
+        },
+        entry,
+      );
+      m.apply(s.writes);
+      m.audit.push(s.result);
+      // The call's idempotency memory, as the stores keep it (store-level, not a money rule).
+      if (p.idem) {
+        const call = m.calls.get(`${p.keyId}|${p.idem}`)!;
+        if (o.outcome === "ambiguous") call.state = "ambiguous";
+        else m.calls.delete(`${p.keyId}|${p.idem}`);
+      }
+    } else if (o.op === "resolve") {
+      const open = [...m.entries.values()].filter((e) => e.state === "orphaned" || e.state === "ambiguous");
+      const e = open[o.entry % Math.max(open.length, 1)];
+      if (!e) continue;
+      const r = decideResolution(e, o.settle ? "settled" : "released", Math.floor((e.hold * o.costPercent) / 100));
+      m.apply(r!.writes);
+      m.audit.push(r!.result);
+    } else if (o.op === "reconcile") {
+      const settled = [...m.entries.values()].filter((e) => e.state === "settled");
+      const e = settled[o.entry % Math.max(settled.length, 1)];
+      if (!e) continue;
+      const r = decideReconciliation(e, Math.floor((e.hold * o.costPercent) / 100), null);
+      m.apply(r!.writes);
+      m.audit.push(r!.result);
+    } else {
+      // A crash: open holds are orphaned (still counted as held), calls in flight become ambiguous.
+      for (const e of m.entries.values()) if (e.state === "held") e.state = "orphaned";
+      for (const c of m.calls.values()) if (c.state === "in_flight") c.state = "ambiguous";
+      pending.length = 0;
+    }
+    m.checkBooks();
+  }
+}
+
+const cap = fc.option(fc.integer({ min: 1, max: 100 * USD }), { nil: null });
+const caps = fc.array(fc.record({ daily: cap, total: cap }), { minLength: 1, maxLength: 3 });
+
+describe("the rule book, with no database", () => {
+  test("random interleavings keep every cap (but for price differentials) and balance the books", () => {
+    const started = performance.now();
+    fc.assert(
+      fc.property(ops, caps, (sequence, c) => run(sequence, c)),
+      { numRuns: 3_000, seed: 24 },
+    );
+    // Cheap enough to run thousands a second: the property gets many sequences in the suite's time.
+    expect(performance.now() - started).toBeLessThan(60_000);
+  });
+
+  test("a hold exactly at the cap fits; one micro-dollar more is refused, and fires cap_exhausted", () => {
+    const key = { status: "active", daily: 10 * USD, total: null, spent: 0, held: 0 };
+    const req = (micros: number): HoldRequest => ({
+      holdId: "hold_1",
+      keyId: "vk_1",
+      day: DAYS[0]!,
+      micros,
+      ledger: true,
+      reuseAmbiguous: true,
+      now: 0,
+      call: { requestId: "kbr_1", method: "POST", path: "/v1/x" },
+    });
+    const seen = { key, day: { settled: 4 * USD, held: 1 * USD }, remembered: null };
+    const fitting = decideHold(req(5 * USD), seen);
+    expect("result" in fitting && fitting.result.kind).toBe("admitted");
+    const over = decideHold(req(5 * USD + 1), seen);
+    expect("result" in over && over.result).toMatchObject({ kind: "denied", reason: "daily_cap", capMicros: 10 * USD });
+    expect("writes" in over && over.writes).toEqual([
+      expect.objectContaining({ kind: "alert", alert: "cap_refused", cap: "daily", priceMicros: 5 * USD + 1 }),
+    ]);
+  });
+
+  test("a retry of an ambiguous entry holds at least what it counted, with no second entry", () => {
+    const key = { status: "active", daily: 100 * USD, total: null, spent: 90 * USD, held: 0 };
+    const entry = { id: "hold_1", keyId: "vk_1", state: "ambiguous" as const, hold: 90 * USD, cost: 90 * USD, day: DAYS[0]! };
+    const req: HoldRequest = {
+      holdId: "hold_2",
+      keyId: "vk_1",
+      day: DAYS[0]!,
+      micros: 30 * USD,
+      ledger: true,
+      reuseAmbiguous: true,
+      now: 0,
+      call: { requestId: "kbr_2", method: "POST", path: "/v1/x" },
+      idempotency: { key: "k", fingerprint: "f", ttlMs: 1 },
+    };
+    const remembered = { fingerprint: "f", state: "ambiguous" as const, holdId: "hold_1", expiresAt: 10, response: null };
+    const seen = { key, day: { settled: 90 * USD, held: 0 }, remembered };
+    expect(decideHold(req, seen)).toEqual({ needsEntry: "hold_1" });
+    const d = decideHold(req, { ...seen, entry: { ...entry, daySettled: 90 * USD, dayHeld: 0 } });
+    expect("result" in d && d.result).toMatchObject({
+      kind: "admitted",
+      holdId: "hold_1",
+      holdMicros: 90 * USD,
+      priorCostMicros: 90 * USD,
+    });
+    expect("writes" in d && d.writes.filter((w) => w.kind === "insert_entry")).toEqual([]);
+  });
+});
