@@ -160,7 +160,7 @@ const ops = fc.array(
 /** Runs one sequence against fresh keys; checks each admitted hold and the books after every step. */
 function run(sequence: Op[], caps: { daily: number | null; total: number | null }[]) {
   const m = new Memory();
-  caps.forEach((c, i) => m.keys.set(`vk_${i}`, { status: "active", spent: 0, held: 0, ...c }));
+  for (const [i, c] of caps.entries()) m.keys.set(`vk_${i}`, { status: "active", spent: 0, held: 0, ...c });
   const pending: { keyId: string; holdId: string | null; idem: string | null; hold: number }[] = [];
   let n = 0;
   const now = 1_000;
