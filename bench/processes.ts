@@ -28,3 +28,24 @@ export function startBun(children: { kill(signal?: number | NodeJS.Signals): voi
   children.push(p);
   return waitUp(`http://127.0.0.1:${args[0]}/`);
 }
+
+/**
+ * Starts a built keybrake (`serve`) on `port`, in `cwd`, with only PATH and `env` in its environment; added to
+ * `children` to be stopped. Resolves once it answers /healthz.
+ */
+export function startKeybrakeBinary(
+  children: { kill(signal?: number | NodeJS.Signals): void }[],
+  bin: string,
+  port: number,
+  cwd: string,
+  env: Record<string, string>,
+) {
+  const p = Bun.spawn([bin, "serve"], {
+    cwd,
+    env: { PATH: process.env.PATH ?? "", KEYBRAKE_PORT: String(port), KEYBRAKE_HOST: "127.0.0.1", ...env },
+    stdout: "ignore",
+    stderr: "ignore",
+  });
+  children.push(p);
+  return waitUp(`http://127.0.0.1:${port}/healthz`);
+}

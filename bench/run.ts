@@ -2,7 +2,7 @@
  * `bun run bench`: what Keybrake costs per call, measured against the direct call, a bare nginx hop and a bare
  * Bun hop (the stack's floor, bun-hop.ts) in the same run, at concurrency 1 and 64 (wrk); Keybrake twice, with
  * KEYBRAKE_DB_SYNCHRONOUS=full (the default) and =normal, for what power-loss safety costs. Then the ledger
- * alone, and the race bench. Then the PostgreSQL ledger (SPEC §13): one instance, and three behind nginx
+ * alone, the race bench, and a streamed chat completion's first byte (llm-stream.ts). Then the PostgreSQL ledger (SPEC §13): one instance, and three behind nginx
  * (round robin; its hop is in those numbers), with the race spread over the three. Last, the growth bench
  * (growth.ts): the SQLite ledger empty, at 1 M and at 10 M audit rows. Prints the tables and writes
  * bench/results/latest.json. Installs wrk and nginx with apt-get when they are missing; PostgreSQL as the tests
@@ -17,7 +17,8 @@ import { dropTestDatabase, testDatabaseUrl } from "../test/helpers/postgres";
 import { growthTable, runGrowth } from "./growth";
 import { benchLedger } from "./ledger";
 import { runRace } from "./race";
-import { freePort, startBun, waitUp } from "./processes";
+import { llmStreamTable, runLlmStream } from "./llm-stream";
+import { freePort, startBun, startKeybrakeBinary, waitUp } from "./processes";
 
 const root = join(import.meta.dir, "..");
 const DURATION = Number(process.env.BENCH_DURATION ?? 10);
@@ -83,24 +84,13 @@ function build() {
 }
 
 /** dist/keybrake on the ledger `ledger` names (a SQLite file's variables, or PostgreSQL's). */
-async function startKeybrake(port: number, upstreamPort: number, ledger: Record<string, string>) {
-  const p = Bun.spawn([join(root, "dist/keybrake"), "serve"], {
-    cwd: work,
-    env: {
-      PATH: process.env.PATH ?? "",
-      KEYBRAKE_PORT: String(port),
-      KEYBRAKE_HOST: "127.0.0.1",
-      KEYBRAKE_ADMIN_TOKEN: ADMIN_TOKEN,
-      KEYBRAKE_STRIPE_SECRET_KEY: "sk_live_bench",
-      KEYBRAKE_STRIPE_BASE_URL: `http://127.0.0.1:${upstreamPort}`,
-      ...ledger,
-    },
-    stdout: "ignore",
-    stderr: "ignore",
+const startKeybrake = (port: number, upstreamPort: number, ledger: Record<string, string>) =>
+  startKeybrakeBinary(children, join(root, "dist/keybrake"), port, work, {
+    KEYBRAKE_ADMIN_TOKEN: ADMIN_TOKEN,
+    KEYBRAKE_STRIPE_SECRET_KEY: "sk_live_bench",
+    KEYBRAKE_STRIPE_BASE_URL: `http://127.0.0.1:${upstreamPort}`,
+    ...ledger,
   });
-  children.push(p);
-  await waitUp(`http://127.0.0.1:${port}/healthz`);
-}
 
 const sqliteLedger = (synchronous: "full" | "normal") => ({
   KEYBRAKE_DB: join(work, `keybrake-${synchronous}.db`),
@@ -224,6 +214,8 @@ async function main() {
   const ledger = await benchLedger(join(work, "ledger.db"), 20_000);
   const race = await runRace(kbUrl, ADMIN_TOKEN, { calls: 10_000, admit: 137 });
   const pgRace = pgUrl ? await runRace(local(pgLbPort!), ADMIN_TOKEN, { calls: 10_000, admit: 137 }) : null;
+  // A streamed completion's first byte (SPEC §18), on a Keybrake and an upstream of its own.
+  const llmStream = await runLlmStream({ bin: join(root, "dist/keybrake") });
   // Flat as the ledger grows (growth.ts): the servers above are stopped first, so they do not share the CPU.
   for (const c of children) if (c !== upstream) c.kill("SIGTERM");
   await Bun.sleep(500);
@@ -285,6 +277,9 @@ async function main() {
   console.log(raceLine(race, "SQLite"));
   if (pgRace) console.log(raceLine(pgRace, "PostgreSQL, three instances behind nginx"));
   if (errors > 0) console.log(`wrk reported ${errors} errors`);
+  console.log(
+    `\nstreamed chat completions, ${llmStream.calls} each way, one at a time (SQLite, synchronous=full); settled at their usage exactly: ${llmStream.settled_exactly}\n${llmStreamTable(llmStream)}`,
+  );
   console.log(`\nas the ledger grows (SQLite, synchronous=full):\n${growthTable(growth)}`);
 
   const out = {
@@ -297,6 +292,7 @@ async function main() {
     ledger,
     race,
     pg_race: pgRace,
+    llm_stream: llmStream,
     growth,
     wrk_errors: errors,
   };
@@ -304,7 +300,7 @@ async function main() {
   writeFileSync(join(import.meta.dir, "results/latest.json"), JSON.stringify(out, null, 2));
   console.log("\nwrote bench/results/latest.json");
   rmSync(work, { recursive: true, force: true });
-  const exact = [race, pgRace ?? race].every((r) => r.admitted === r.expected && r.overspendMicros === 0);
+  const exact = [race, pgRace ?? race].every((r) => r.admitted === r.expected && r.overspendMicros === 0) && llmStream.settled_exactly;
   process.exit(exact ? 0 : 1);
 }
 

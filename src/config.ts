@@ -3,7 +3,7 @@ import { hostname } from "node:os";
 import { parseArgs } from "node:util";
 import { z } from "zod";
 import { ConfigError, decimalTable, flag, int } from "./env";
-import { type EndpointPattern, compilePattern, patternProblem } from "./proxy/endpoints";
+import { type EndpointPattern, compilePattern, patternProblem } from "./endpoints";
 import { registeredVendors } from "./vendors/index";
 import type { AnyVendor, VendorSettings } from "./vendors/types";
 

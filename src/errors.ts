@@ -10,6 +10,7 @@ export const ERRORS = {
   not_found: { status: 404, message: "No such route." },
   invalid_request: { status: 400, message: "The request is invalid." },
   revoked_key_unchangeable: { status: 409, message: "A revoked key cannot be changed." },
+  budget_in_use: { status: 409, message: "An active key or a budget below still draws from this budget; it was not deleted." },
   // The code predates ambiguous holds; kept so that clients matching on it keep working.
   hold_not_orphaned: { status: 409, message: "Only orphaned or ambiguous holds can be settled or released by hand." },
   // the dashboard's session cookie (src/ui/sessions.ts)
@@ -46,6 +47,8 @@ export const ERRORS = {
   vendor_not_configured: { status: 503, message: "No real secret is configured for this vendor and mode." },
   store_unavailable: { status: 503, message: "Keybrake's ledger cannot be reached; nothing was forwarded. Retry later." },
   cap_exhausted: { status: 429, message: "This call would exceed the key's USD cap." },
+  budget_exhausted: { status: 429, message: "This call would exceed a budget the key draws from." },
+  counterparty_cap_exhausted: { status: 429, message: "This call would exceed the key's daily cap for one counterparty." },
   upstream_unreachable: { status: 502, message: "The vendor could not be reached." },
   upstream_timeout: { status: 504, message: "The vendor did not answer in time." },
 } as const satisfies Record<string, { status: number; message: string }>;

@@ -8,12 +8,12 @@ import { alertsCommand, alertsHelp, checkAlertsCommand } from "./cli/alerts";
 import { parseFlags, wantsHelp } from "./cli/args";
 import { AUDIT_USAGE, SPEND_USAGE, auditCommand, spendCommand } from "./cli/audit";
 import { checkKeysCommand, keysCommand, keysHelp, UsageError } from "./cli/keys";
-import { announceAdminToken, ensureAdminToken } from "./ops/admin-auth";
+import { announceAdminToken, ensureAdminToken } from "./auth/admin-auth";
 import { createLogger, type Logger, messageSink } from "./ops/log";
 import { listen } from "./ops/listen";
 import { Metrics } from "./ops/metrics";
 import { startMaintenance } from "./ops/maintenance";
-import { startReconciler } from "./ops/reconciler";
+import { startReconciler } from "./proxy/reconciler";
 import { checkHoldsCommand, holdsCommand, holdsHelp } from "./cli/holds";
 import { tokensCommand, tokensHelp } from "./cli/tokens";
 import { createApp } from "./server";
@@ -21,7 +21,7 @@ import { type AnyStore, ledgerLocation, migrateConfiguredStore, openConfiguredSt
 import type { HoldRecord } from "./store/types";
 import { VERSION } from "./version";
 
-const USAGE = `keybrake ${VERSION} — a spend brake for jobs that call Stripe, Twilio and Resend
+const USAGE = `keybrake ${VERSION} — a spend brake for jobs that call Stripe, Twilio, Resend, OpenAI and Anthropic
 
 usage: keybrake [serve]           start the server (default)
        keybrake keys ...          create | list | show | revoke vault keys
@@ -40,7 +40,7 @@ KEYBRAKE_PORT=9000 is --port 9000; flags win over the environment.`;
 
 const SERVE_USAGE = `usage: keybrake [serve] [--host H] [--port P] [--db FILE] [--KEYBRAKE-variable value ...]
 
-Starts the server: the proxy (/stripe, /twilio, /resend), the admin API and the docs at /docs. Takes its
+Starts the server: the proxy (/stripe, /twilio, /resend, /openai, /anthropic), the admin API and the docs at /docs. Takes its
 settings from the KEYBRAKE_* variables (README "Configuration"), each also a flag. Without
 KEYBRAKE_ADMIN_TOKEN, the first start generates an admin token and prints it once.`;
 

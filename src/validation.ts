@@ -1,5 +1,6 @@
 import type { ValidationError } from "elysia";
 import { z } from "zod";
+import { patternProblem } from "./endpoints";
 import { type KeybrakeError, invalidRequest } from "./errors";
 
 /**
@@ -83,3 +84,34 @@ export const pageCursor = () =>
     .positive(CURSOR)
     .optional()
     .meta({ description: "The next_cursor of the previous page", examples: [1234] });
+
+export const MAX_USD_CAP = 10_000_000;
+export const MAX_LIFETIME_MS = 30 * 24 * 3600 * 1000;
+
+/** A field's OpenAPI description and examples (zod `.meta`, which /docs/json carries). */
+export type Doc = { description: string; examples: unknown[] };
+
+/**
+ * `.meta` goes on the string a transform reads: the OpenAPI document shows a field as the input it accepts, and
+ * zod keeps only the description of a transformed schema's own metadata.
+ */
+export const durationOf = (doc?: Doc) => {
+  const text = z
+    .string()
+    .regex(/^(?=\d)(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$/, 'must be a duration like "90s", "5m", "6h", "2d" or "1h30m"');
+  return (doc ? text.meta(doc) : text)
+    .transform((s) => {
+      const [, d = 0, h = 0, m = 0, sec = 0] = /^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$/.exec(s)!.map((part) => Number(part ?? 0));
+      return (((d * 24 + h) * 60 + m) * 60 + sec) * 1000;
+    })
+    .refine((ms) => ms > 0, "must be longer than 0")
+    .refine((ms) => ms <= MAX_LIFETIME_MS, "must be at most 30 days");
+};
+/** `90s`, `5m`, `6h`, `2d`, `1h30m` -> milliseconds (> 0, <= 30 days). */
+export const duration = durationOf();
+
+/** An endpoint pattern (SPEC §5), refused with what is wrong with it. */
+export const endpointPattern = z.string().superRefine((p, ctx) => {
+  const problem = patternProblem(p);
+  if (problem) ctx.addIssue({ code: "custom", message: problem });
+});

@@ -56,7 +56,7 @@ describe("dist/keybrake alone in an empty folder", () => {
     const issue = (spec.paths["/vault/keys"] as Record<string, any>).post;
     expect(issue.requestBody.content["application/json"].schema).toMatchObject({
       required: ["vendor", "allowed_endpoints"],
-      properties: { vendor: { enum: ["stripe", "twilio", "resend"] }, daily_usd_cap: { type: "number" } },
+      properties: { vendor: { enum: ["stripe", "twilio", "resend", "openai", "anthropic"] }, daily_usd_cap: { type: "number" } },
     });
     expect(issue.responses["201"].content["application/json"].schema.required).toContain("vault_key");
     expect(issue.responses["400"].content["application/json"].schema.required).toEqual(["code", "message", "error"]);

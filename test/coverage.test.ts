@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import fc from "fast-check";
-import { compilePattern, matchEndpoint, patternProblem } from "../src/proxy/endpoints";
+import { compilePattern, matchEndpoint, patternProblem } from "../src/endpoints";
 import { patternCovers, uncoveredPattern } from "../src/tokens/coverage";
 
 // An issuer policy's allowed_endpoints must cover each of a key's patterns (SPEC §10): every request the key's

@@ -3,7 +3,7 @@ import { Elysia } from "elysia";
 import { mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { ACCESS_KEY, undeclaredRoutes } from "../src/ops/admin-auth";
+import { ACCESS_KEY, undeclaredRoutes } from "../src/auth/admin-auth";
 import { idempotencyDeriver } from "../src/proxy/idempotency";
 import { createApp } from "../src/server";
 import { keybrakeCommand } from "./helpers/binary";

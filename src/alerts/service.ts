@@ -1,7 +1,6 @@
 import type { Config } from "../config";
 import { notFound } from "../errors";
-import { eventBy } from "../keys/service";
-import type { Caller } from "../ops/admin-auth";
+import { type Caller, eventBy } from "../auth/admin-auth";
 import type { DeliveryRecord, Store, WebhookRecord } from "../store/index";
 import { urlOrigin } from "../store/alerts";
 import { iso, randomBase62 } from "../util";

@@ -1,6 +1,7 @@
 import { AuditQuery, ExportQuery, SpendQuery, TIME_FORMS } from "../audit/model";
 import { auditRows, csvHeader, csvLine, listAudit, spendBy } from "../audit/service";
 import type { Store } from "../store/index";
+import { vendorChoices } from "../vendors/index";
 import { parseInput } from "../validation";
 import { type FlagNames, parseFlags, UsageError, withFlagNames } from "./args";
 import { printRecords } from "./output";
@@ -9,7 +10,7 @@ const FILTER_HELP = `filters (the same as GET /audit):
   --request-id kbr_…         one call: the X-Keybrake-Request-Id its answer carried
   --key-id vk_…              one vault key
   --label L                  one run label; --label-prefix P every label starting with P
-  --vendor V                 stripe, twilio or resend
+  --vendor V                 ${vendorChoices()}
   --decision D               allowed, or a refusal's code (cap_exhausted, endpoint_not_allowed, …)
   --since T, --until T       ${TIME_FORMS.replace(/ or a duration/, "\n                             or a duration")}`;
 

@@ -4,6 +4,7 @@ import { BulkRevokeBody, CreateKeyBody, ListKeysQuery } from "../keys/model";
 import * as service from "../keys/service";
 import { issueWarnings } from "../keys/warnings";
 import type { Store } from "../store/index";
+import { vendorChoices } from "../vendors/index";
 import { parseInput } from "../validation";
 import { type FlagNames, parseFlags, UsageError, withFlagNames } from "./args";
 import { printRecord, printRecords } from "./output";
@@ -14,7 +15,7 @@ const CREATE_USAGE = `usage: keybrake keys create --vendor V (--daily-usd-cap N 
 
 Issues a vault key and prints it once.
 
-  --vendor V                     stripe, twilio or resend
+  --vendor V                     ${vendorChoices()}
   --daily-usd-cap N              USD per UTC day (and/or --total-usd-cap N, for the key's lifetime)
   --allow "POST /v1/charges"     an allowed endpoint, repeatable; * within a segment, a trailing /* for more
   --expires-in 6h                90s, 5m, 6h, 2d, 1h30m (default 24h, at most 30d), or --expires-at ISO time

@@ -1,6 +1,5 @@
 import { KeybrakeError, notFound } from "../errors";
-import { eventBy } from "../keys/service";
-import type { Caller } from "../ops/admin-auth";
+import { type Caller, eventBy } from "../auth/admin-auth";
 import type { HoldRecord, Store } from "../store/index";
 import { iso, microsToUsd, usdToMicros } from "../util";
 

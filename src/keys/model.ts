@@ -1,38 +1,12 @@
-import { pageLimit, pageCursor } from "../validation";
 import { z } from "zod";
+import { type Doc, durationOf, endpointPattern, MAX_USD_CAP, pageCursor, pageLimit } from "../validation";
 import { vendorName } from "../vendors/index";
-import { patternProblem } from "../proxy/endpoints";
-
-export const MAX_USD_CAP = 10_000_000;
-export const MAX_LIFETIME_MS = 30 * 24 * 3600 * 1000;
 
 const usdCap = z
   .number({ error: "must be a number of US dollars" })
   .refine(Number.isFinite, "must be a finite number")
   .refine((v) => v > 0 && Math.round(v * 1e6) >= 1, "must be greater than 0 (at least 0.000001)")
   .refine((v) => v <= MAX_USD_CAP, `must be at most ${MAX_USD_CAP}`);
-
-/** A field's OpenAPI description and examples (zod `.meta`, which /docs/json carries). */
-type Doc = { description: string; examples: unknown[] };
-
-/**
- * `.meta` goes on the string a transform reads: the OpenAPI document shows a field as the input it accepts, and
- * zod keeps only the description of a transformed schema's own metadata.
- */
-const durationOf = (doc?: Doc) => {
-  const text = z
-    .string()
-    .regex(/^(?=\d)(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$/, 'must be a duration like "90s", "5m", "6h", "2d" or "1h30m"');
-  return (doc ? text.meta(doc) : text)
-    .transform((s) => {
-      const [, d = 0, h = 0, m = 0, sec = 0] = /^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$/.exec(s)!.map((part) => Number(part ?? 0));
-      return (((d * 24 + h) * 60 + m) * 60 + sec) * 1000;
-    })
-    .refine((ms) => ms > 0, "must be longer than 0")
-    .refine((ms) => ms <= MAX_LIFETIME_MS, "must be at most 30 days");
-};
-/** `90s`, `5m`, `6h`, `2d`, `1h30m` -> milliseconds (> 0, <= 30 days). */
-export const duration = durationOf();
 
 const isoTimeOf = (doc?: Doc) => {
   const text = z.iso.datetime({ offset: true, error: "must be an ISO 8601 time, e.g. 2026-11-27T18:00:00Z" });
@@ -48,11 +22,6 @@ const EXPIRES_AT: Doc = {
   description: "When the key expires, an ISO 8601 time with offset (at most 30 days away); or give expires_in",
   examples: ["2026-11-27T18:00:00Z"],
 };
-
-export const endpointPattern = z.string().superRefine((p, ctx) => {
-  const problem = patternProblem(p);
-  if (problem) ctx.addIssue({ code: "custom", message: problem });
-});
 
 const label = z.string().max(200, "must be at most 200 characters");
 const rate = z.number().int("must be an integer").min(1, "must be at least 1").max(1_000_000, "must be at most 1000000");

@@ -1,11 +1,11 @@
 import { KeybrakeError, invalidRequest, notFound } from "../errors";
-import type { Caller } from "../ops/admin-auth";
+import { ADMIN_MINTER, actorName, type Caller, eventBy } from "../auth/admin-auth";
 import type { DayUsage, KeyFilter, KeyPatch, KeyRecord, KeySelection, NewKey, Store } from "../store/index";
-import { enforcePolicy, issuanceLimits, issuanceRefusal, type KeyDraft, spendableMicros } from "../tokens/policy";
+import { enforcePolicy, issuanceLimits, issuanceRefusal, issuerPolicy, type KeyDraft, spendableMicros } from "../tokens/policy";
 import { iso, microsToUsd, randomBase62, sha256Hex, usdToMicros, utcDay } from "../util";
 import type { CreateKeyBody, ListKeysQuery, PatchKeyBody } from "./model";
-import { MAX_LIFETIME_MS } from "./model";
-import { publicPattern } from "../proxy/endpoints";
+import { MAX_LIFETIME_MS } from "../validation";
+import { publicPattern } from "../endpoints";
 import { vendorNamed } from "../vendors/index";
 
 const DEFAULT_LIFETIME_MS = 24 * 3600 * 1000;
@@ -18,23 +18,6 @@ export interface KeyContext {
   /** The token behind an API request (SPEC §10); absent for the CLI, which acts with admin rights. */
   caller?: Caller;
 }
-
-/**
- * The minter of keys issued by the bootstrap admin token and by the CLI: they share one, so a job's retries
- * de-duplicate at the vendor whichever of them issued its key. API tokens (SPEC §10) mint under their own ids.
- */
-export const ADMIN_MINTER = "admin";
-
-/** Who an admin event is by: the actor and, for API requests, the token's id and name (SPEC §10). */
-export const eventBy = (ctx: { actor: string; caller?: Caller }) => ({
-  actor: ctx.actor,
-  tokenId: ctx.caller?.tokenId ?? null,
-  tokenName: ctx.caller?.tokenName ?? null,
-});
-
-/** Who acted, as an alert names them: the token's id and name, or the CLI's `cli:<user>`. */
-export const actorName = (ctx: { actor: string; caller?: Caller }) =>
-  ctx.caller ? `${ctx.caller.tokenId} (${ctx.caller.tokenName})` : ctx.actor;
 
 /** An issuer sees and changes only the keys it minted: the minter to filter by, or undefined for everyone else. */
 const scopeOf = (ctx: { caller?: Caller }) => (ctx.caller?.role === "issuer" ? ctx.caller.tokenId : undefined);
@@ -152,11 +135,12 @@ export async function issueKey(ctx: KeyContext, body: CreateKeyBody) {
  */
 async function insertWithinPolicy(ctx: KeyContext, key: NewKey, now: number): Promise<KeyRecord> {
   const caller = ctx.caller;
-  if (caller?.role !== "issuer" || !caller.policy) return ctx.store.insertKey(key);
-  enforcePolicy(caller.policy, key, publicPathOf(key.vendor));
+  const policy = issuerPolicy(caller);
+  if (!caller || !policy) return ctx.store.insertKey(key);
+  enforcePolicy(policy, key, publicPathOf(key.vendor));
   const micros = spendableMicros(key);
-  const result = await ctx.store.insertKeyWithin(key, issuanceLimits(caller.policy, caller.tokenId, micros, now));
-  if (result.kind === "refused") throw issuanceRefusal(caller.policy, result, micros);
+  const result = await ctx.store.insertKeyWithin(key, issuanceLimits(policy, caller.tokenId, micros, now));
+  if (result.kind === "refused") throw issuanceRefusal(policy, result, micros);
   return result.value;
 }
 
@@ -237,12 +221,13 @@ export async function patchKey(ctx: KeyContext, id: string, body: PatchKeyBody) 
  */
 async function updateWithinPolicy(ctx: KeyContext, key: KeyRecord, patch: KeyPatch, now: number): Promise<KeyRecord> {
   const caller = ctx.caller;
-  if (caller?.role !== "issuer" || !caller.policy) return (await ctx.store.updateKey(key.id, patch))!;
+  const policy = issuerPolicy(caller);
+  if (!caller || !policy) return (await ctx.store.updateKey(key.id, patch))!;
   const after: KeyDraft = { ...key, ...patch };
-  enforcePolicy(caller.policy, after, publicPathOf(key.vendor));
+  enforcePolicy(policy, after, publicPathOf(key.vendor));
   const micros = spendableMicros(after);
-  const result = await ctx.store.updateKeyWithin(key.id, patch, issuanceLimits(caller.policy, caller.tokenId, micros, now));
-  if (result.kind === "refused") throw issuanceRefusal(caller.policy, result, micros);
+  const result = await ctx.store.updateKeyWithin(key.id, patch, issuanceLimits(policy, caller.tokenId, micros, now));
+  if (result.kind === "refused") throw issuanceRefusal(policy, result, micros);
   if (!result.value) throw notFound("vault key");
   return result.value;
 }

@@ -63,3 +63,15 @@ export type IdempotencyResult =
   /** The vendor may or may not have acted: a retry is forwarded again on the same hold. */
   | { kind: "ambiguous" }
   | { kind: "completed"; response: StoredResponse };
+
+/** Which of a vendor's real secrets a key's calls use. */
+export type KeyMode = "live" | "test";
+
+/** What an object created through Keybrake (a Stripe PaymentIntent) has already been charged on the cap. */
+export interface TrackedObject {
+  objectId: string;
+  keyId: string;
+  currency: string;
+  amountMinor: number;
+  countedMicros: number;
+}

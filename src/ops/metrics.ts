@@ -1,7 +1,7 @@
 import { getOrCreate } from "../util";
 import { Elysia } from "elysia";
 import type { AuditRow, SpendCounter, Store } from "../store/index";
-import { accessGuard, type Authenticator, PUBLIC_ROUTE } from "./admin-auth";
+import { accessGuard, type Authenticator, PUBLIC_ROUTE } from "../auth/admin-auth";
 import { rolesText } from "./openapi";
 
 const UPSTREAM_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 80];

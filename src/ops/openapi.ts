@@ -1,13 +1,17 @@
 import { z } from "zod";
+import { ERRORS, type ErrorCode } from "../errors";
 import type { Role } from "../store/index";
 import { registeredVendors, vendorName } from "../vendors/index";
-import { type Access, PUBLIC_ROUTE } from "./admin-auth";
+import { type Access, PUBLIC_ROUTE } from "../auth/admin-auth";
+
+/** Every code Keybrake answers with (the closed table in errors.ts), as the documents list them. */
+const ErrorCodeSchema = z.enum(Object.keys(ERRORS) as [ErrorCode, ...ErrorCode[]]);
 
 /** The contract's error body, documented once for every route. */
 export const ErrorSchema = z.object({
-  code: z.string(),
+  code: ErrorCodeSchema,
   message: z.string(),
-  error: z.object({ type: z.literal("keybrake_error"), code: z.string(), message: z.string(), details: z.unknown().optional() }),
+  error: z.object({ type: z.literal("keybrake_error"), code: ErrorCodeSchema, message: z.string(), details: z.unknown().optional() }),
 });
 
 const ERROR_TEXT: Record<number, string> = {

@@ -1,10 +1,14 @@
 const VAULT_KEY = /^kb_(?:live|test)_[0-9A-Za-z]{32,}$/;
 
 /**
- * The vault key a caller presented: `Authorization: Bearer <key>` (Stripe, Resend SDKs) or HTTP Basic with the
- * key as user name (`curl -u key:`) or password (Twilio's `AccountSid:<key>`). Null when none is there.
+ * The vault key a caller presented: `Authorization: Bearer <key>` (Stripe, Resend, OpenAI SDKs), HTTP Basic with the
+ * key as user name (`curl -u key:`) or password (Twilio's `AccountSid:<key>`), or `x-api-key: <key>` (Anthropic's
+ * SDKs and examples). Null when none is there.
  */
-export function presentedVaultKey(authorization: string | null): string | null {
+export function presentedVaultKey(headers: Headers): string | null {
+  const apiKey = headers.get("x-api-key")?.trim();
+  if (apiKey && VAULT_KEY.test(apiKey)) return apiKey;
+  const authorization = headers.get("authorization");
   if (!authorization) return null;
   const [scheme, value = ""] = authorization.trim().split(/\s+/, 2);
   if (/^bearer$/i.test(scheme!)) return VAULT_KEY.test(value) ? value : null;

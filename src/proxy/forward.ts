@@ -1,6 +1,7 @@
 /** Hop-by-hop headers (RFC 9110 §7.6.1) plus what must never cross Keybrake: credentials and cookies. */
 const DROP_REQUEST = new Set([
   "authorization",
+  "x-api-key",
   "host",
   "cookie",
   "idempotency-key",
@@ -72,16 +73,46 @@ export type UpstreamResult =
   | { kind: "timeout" }
   | { kind: "lost" };
 
+/** How a streamed answer's next read ended. */
+export type StreamRead = { kind: "chunk"; bytes: Uint8Array } | { kind: "end" } | { kind: "timeout" } | { kind: "lost" };
+
+/** A streamed answer, read chunk by chunk as the job takes them. */
+export interface UpstreamStream {
+  kind: "stream";
+  status: number;
+  headers: Headers;
+  /** The next chunk; `timeout` when none came within the upstream timeout (the connection is then dropped). */
+  read(): Promise<StreamRead>;
+  /** The job has gone: the vendor's connection is dropped. */
+  cancel(): void;
+}
+
 const NOT_SENT_CODES = new Set(["ECONNREFUSED", "ConnectionRefused", "ENOTFOUND", "EAI_AGAIN", "FailedToOpenSocket", "ERR_INVALID_URL"]);
 
-export async function callUpstream(
+interface UpstreamInit {
+  method: string;
+  headers: Headers;
+  body: Uint8Array | null;
+  timeoutMs: number;
+}
+
+/**
+ * Sends the call; `answer` reads what came back. The timeout covers the whole call, answer included, unless
+ * `answer` takes the timer over (a stream times out per chunk instead).
+ */
+async function send<T>(
   url: string,
-  init: { method: string; headers: Headers; body: Uint8Array | null; timeoutMs: number },
-): Promise<UpstreamResult> {
+  init: UpstreamInit,
+  answer: (res: Response, timer: { clear(): void; signal: AbortSignal; abort(): void }) => Promise<T>,
+): Promise<T | Exclude<UpstreamResult, { kind: "response" }>> {
   // Not AbortSignal.timeout(): its timer outlives the call (80 s by default), and at thousands of calls a second
   // the pending timers pile up. This one is cleared as soon as the answer is read.
   const controller = new AbortController();
-  const timer = setTimeout(() => controller.abort(), init.timeoutMs);
+  let timer: Timer | undefined = setTimeout(() => controller.abort(), init.timeoutMs);
+  const clear = () => {
+    clearTimeout(timer);
+    timer = undefined;
+  };
   const signal = controller.signal;
   try {
     const res = await fetch(url, {
@@ -91,12 +122,61 @@ export async function callUpstream(
       redirect: "manual",
       signal,
     });
-    return { kind: "response", status: res.status, headers: res.headers, body: await res.arrayBuffer() };
+    return await answer(res, { clear, signal, abort: () => controller.abort() });
   } catch (err) {
     if (signal.aborted) return { kind: "timeout" };
     const code = (err as { code?: string }).code;
     return code && NOT_SENT_CODES.has(code) ? { kind: "not_sent" } : { kind: "lost" };
   } finally {
-    clearTimeout(timer);
+    clear();
   }
+}
+
+export async function callUpstream(url: string, init: UpstreamInit): Promise<UpstreamResult> {
+  return send(url, init, async (res) => ({
+    kind: "response" as const,
+    status: res.status,
+    headers: res.headers,
+    body: await res.arrayBuffer(),
+  }));
+}
+
+/**
+ * Like callUpstream, but an answer that `streams(status, headers)` is handed over as soon as its headers are in,
+ * its body read chunk by chunk as the job asks for it (no buffering), with the upstream timeout applying to the
+ * wait for each chunk: a stream that keeps producing is never cut for its length.
+ */
+export async function callUpstreamStreaming(
+  url: string,
+  init: UpstreamInit,
+  streams: (status: number, headers: Headers) => boolean,
+): Promise<UpstreamResult | UpstreamStream> {
+  return send<UpstreamResult | UpstreamStream>(url, init, async (res, timer) => {
+    if (!res.body || !streams(res.status, res.headers)) {
+      return { kind: "response", status: res.status, headers: res.headers, body: await res.arrayBuffer() };
+    }
+    timer.clear();
+    const reader = res.body.getReader();
+    let cancelled = false;
+    return {
+      kind: "stream",
+      status: res.status,
+      headers: res.headers,
+      async read(): Promise<StreamRead> {
+        const idle = setTimeout(() => timer.abort(), init.timeoutMs);
+        try {
+          const { done, value } = await reader.read();
+          return done ? { kind: "end" } : { kind: "chunk", bytes: value };
+        } catch {
+          return timer.signal.aborted && !cancelled ? { kind: "timeout" } : { kind: "lost" };
+        } finally {
+          clearTimeout(idle);
+        }
+      },
+      cancel() {
+        cancelled = true;
+        timer.abort();
+      },
+    };
+  });
 }

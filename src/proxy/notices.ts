@@ -67,6 +67,8 @@ export function capExhausted(log: Logger, key: KeyPolicy, hold: Denied, priceMic
   }
   const headers: Record<string, string> = {
     "x-keybrake-cap-hit": "true",
+    // The OpenAI and Anthropic SDKs retry a 429 unless told not to; before the reset, a retry cannot pass.
+    "x-should-retry": "false",
     ...(daily ? { "retry-after": String(Math.ceil(untilReset / 1000)) } : {}),
     ...balanceHeaders(key, b, 0, 0),
   };

@@ -9,10 +9,12 @@ import {
   type IdempotencyResult,
   type KeyPolicy,
   type Outcome,
+  type RequestLimiter,
   type Store,
   type StoredResponse,
 } from "../store/index";
-import { microsToUsd, sha256Hex, utcDay } from "../util";
+import { MAX_STORED_RESPONSE_BYTES } from "../store/ledger-shared";
+import { formatUsd, microsToUsd, sha256Hex, utcDay } from "../util";
 import { unpriceable } from "../vendors/body";
 import { vendorNamed } from "../vendors/index";
 import type { Classification } from "../vendors/catalogue";
@@ -28,16 +30,22 @@ import {
   type VendorSettings,
 } from "../vendors/types";
 import { presentedVaultKey } from "./credentials";
-import { compiledAllowlist, matchEndpoint } from "./endpoints";
+import { compiledAllowlist, matchEndpoint } from "../endpoints";
 import { callId } from "./ids";
-import { callUpstream, clientResponseHeaders, upstreamRequestHeaders, type UpstreamResult } from "./forward";
+import {
+  callUpstream,
+  callUpstreamStreaming,
+  clientResponseHeaders,
+  upstreamRequestHeaders,
+  type UpstreamResult,
+  type UpstreamStream,
+} from "./forward";
 import { IDEMPOTENCY_TTL_MS, callFingerprint, idempotencyKeyOf } from "./idempotency";
 import { balanceHeaders, capExhausted, logVendorFailure, vendorFailed } from "./notices";
 import { normalizeVendorPath } from "./path";
-import type { ScrubbedAnswer } from "./scrub";
+import type { Scrubber } from "./scrub";
 import { type Logger, logStoreOutage } from "../ops/log";
 import type { Metrics } from "../ops/metrics";
-import type { RequestLimiter } from "./rate-limit";
 import type { UnauthenticatedDenials } from "./unauthenticated";
 
 export interface ProxyDeps {
@@ -52,8 +60,8 @@ export interface ProxyDeps {
   deriveIdempotencyKey: (mintedBy: string, jobKey: string) => Promise<string>;
   /** Audits `invalid_key` denials per client and minute, so a flood cannot grow the database per request. */
   unauthenticated: UnauthenticatedDenials;
-  /** Replaces every configured secret in a vendor's answer (see scrub.ts). */
-  scrubAnswer: (headers: Headers, body: ArrayBuffer) => ScrubbedAnswer;
+  /** Replaces every configured secret in a vendor's answer, whole or streamed (see scrub.ts). */
+  scrub: Scrubber;
   /**
    * Answer only once the settlement is committed. Several instances (PostgreSQL) need it: a retry or a spend
    * read at another instance cannot commit this one's queued settlement first, as a read in this process does.
@@ -121,7 +129,7 @@ export async function handleProxy(deps: ProxyDeps, call: ProxyCall): Promise<Res
     idempotencyKey: request.headers.get("idempotency-key")?.slice(0, 255) ?? null,
     clientIp: call.clientIp,
   });
-  const { response, settled } = await runPipeline(deps, call, audit, started);
+  const { response, settled, streamed } = await runPipeline(deps, call, audit, started);
   settled.then(
     (row) => deps.metrics.record(row),
     (err) =>
@@ -131,7 +139,7 @@ export async function handleProxy(deps: ProxyDeps, call: ProxyCall): Promise<Res
         { request_id: audit.id, key_id: audit.keyId },
       ),
   );
-  if (deps.answerAfterSettlement) await settled.catch(() => {});
+  if (deps.answerAfterSettlement && !streamed) await settled.catch(() => {});
   return response;
 }
 
@@ -139,6 +147,8 @@ export async function handleProxy(deps: ProxyDeps, call: ProxyCall): Promise<Res
 interface Answered {
   response: Response;
   settled: Promise<AuditRow>;
+  /** A stream settles when it ends, after its first byte has left (passStream). */
+  streamed?: boolean;
 }
 
 const answered = (response: Response, audit: AuditRow): Answered => ({ response, settled: Promise.resolve(audit) });
@@ -173,7 +183,7 @@ async function runPipeline(deps: ProxyDeps, call: ProxyCall, audit: AuditRow, st
 async function admit(deps: ProxyDeps, call: ProxyCall, audit: AuditRow): Promise<Admitted | Replay> {
   const { request } = call;
   const { store, config } = deps;
-  const secret = presentedVaultKey(request.headers.get("authorization"));
+  const secret = presentedVaultKey(request.headers);
   const key = secret ? await store.findKeyByHash(sha256Hex(secret)) : null;
   if (!key) throw new KeybrakeError("invalid_key");
   audit.keyId = key.id;
@@ -455,30 +465,74 @@ async function readBody(request: Request, limit: number): Promise<Uint8Array> {
 async function forwardAndSettle(deps: ProxyDeps, call: ProxyCall, a: Admitted, audit: AuditRow, started: number): Promise<Answered> {
   const { request } = call;
   const upstreamStarted = performance.now();
+  const url = a.settings.baseUrl + a.creds.upstreamPath(a.path) + call.url.search;
+  const init = {
+    method: request.method,
+    headers: upstreamRequestHeaders(request.headers, a.creds.headers, a.vendorKey),
+    body: request.method === "GET" || request.method === "HEAD" ? null : (a.quote.forwardBody ?? a.body),
+    timeoutMs: deps.config.upstreamTimeoutMs,
+  };
   // A client that has gone (it closed the connection, or pipelined requests Bun will not answer) gets nothing
   // forwarded: its hold is released as for a call that never left.
-  const result: UpstreamResult = request.signal.aborted
-    ? { kind: "not_sent" }
-    : await callUpstream(a.settings.baseUrl + a.creds.upstreamPath(a.path) + call.url.search, {
-        method: request.method,
-        headers: upstreamRequestHeaders(request.headers, a.creds.headers, a.vendorKey),
-        body: request.method === "GET" || request.method === "HEAD" ? null : a.body,
-        timeoutMs: deps.config.upstreamTimeoutMs,
-      });
-  const upstreamMs = performance.now() - upstreamStarted;
+  const result = request.signal.aborted
+    ? ({ kind: "not_sent" } as const)
+    : a.quote.stream
+      ? await callUpstreamStreaming(url, init, isEventStream)
+      : await callUpstream(url, init);
+  // A pre-flight's time is already in upstreamMs.
+  audit.upstreamMs = (audit.upstreamMs ?? 0) + (performance.now() - upstreamStarted);
+  if (result.kind === "stream") return passStream(deps, request, a, audit, started, result);
   // Before anything reads the answer: the job, the audit row, the idempotency memory and the logs all see it with
   // every configured secret replaced (SPEC §4).
   let passedHeaders: Headers | null = null;
   if (result.kind === "response") {
     passedHeaders = clientResponseHeaders(result.headers);
-    const scrubbed = deps.scrubAnswer(passedHeaders, result.body);
+    const scrubbed = deps.scrub.answer(passedHeaders, result.body);
     result.body = scrubbed.body;
     audit.secretsScrubbed = scrubbed.replaced;
   }
-  // A pre-flight's time is already in upstreamMs.
-  audit.upstreamMs = (audit.upstreamMs ?? 0) + upstreamMs;
-
   const { outcome, settlement } = settlementFor(result, a);
+  const settled = commitSettlement(deps, request, a, audit, started, { result, outcome, settlement, headers: passedHeaders });
+
+  const keybrakeHeaders = spendHeaders(a, settlement.costMicros, audit.id);
+  keybrakeHeaders["x-keybrake-overhead-ms"] = audit.overheadMs!.toFixed(3);
+  if (result.kind !== "response") {
+    const err =
+      result.kind === "timeout"
+        ? new KeybrakeError("upstream_timeout", `${a.vendor.name} did not answer within ${deps.config.upstreamTimeoutMs} ms.`)
+        : new KeybrakeError("upstream_unreachable", `${a.vendor.name} could not be reached.`);
+    return { response: errorResponse(err, keybrakeHeaders), settled };
+  }
+  const headers = passedHeaders!;
+  for (const [name, value] of Object.entries(keybrakeHeaders)) headers.set(name, value);
+  return { response: new Response(result.body, { status: result.status, headers }), settled };
+}
+
+/** A 2xx server-sent-events answer, to a request whose vendor streams it (SPEC §18). */
+const isEventStream = (status: number, headers: Headers) =>
+  status >= 200 && status < 300 && /^text\/event-stream\b/i.test(headers.get("content-type") ?? "");
+
+interface Outcomes {
+  result: UpstreamResult;
+  outcome: Outcome;
+  settlement: Settlement;
+  /** The answer's headers as the job sees them (scrubbed), when there is an answer. */
+  headers: Headers | null;
+}
+
+/**
+ * Logs what is notable about a call's outcome, completes its audit row, and queues its settlement: the promise of
+ * the row as written.
+ */
+function commitSettlement(
+  deps: ProxyDeps,
+  request: Request,
+  a: Admitted,
+  audit: AuditRow,
+  started: number,
+  o: Outcomes,
+): Promise<AuditRow> {
+  const { result, outcome, settlement } = o;
   if (settlement.unreadable) {
     deps.log.warn("settled_at_hold", `${audit.id}: settled at its hold: ${settlement.unreadable}`, {
       request_id: audit.id,
@@ -512,8 +566,9 @@ async function forwardAndSettle(deps: ProxyDeps, call: ProxyCall, a: Admitted, a
   audit.costSource = outcome === "ambiguous" && a.holdId !== null ? "hold" : settlement.source;
   audit.currency = settlement.currency;
   audit.amountMinor = settlement.amountMinor;
-  if (passedHeaders) audit.vendorRequestId = a.vendor.requestId(passedHeaders);
-  audit.overheadMs = performance.now() - started - audit.upstreamMs;
+  if (o.headers) audit.vendorRequestId = a.vendor.requestId(o.headers);
+  // A stream's overhead is Keybrake's time before its first byte, set when its headers left.
+  audit.overheadMs ??= performance.now() - started - audit.upstreamMs!;
 
   // Queued now and committed by the next group commit, right after the answer leaves: the caller does not wait
   // for a second commit. The hold is already durable, so answering first loses nothing. Every other read of the
@@ -521,7 +576,7 @@ async function forwardAndSettle(deps: ProxyDeps, call: ProxyCall, a: Admitted, a
   // sees that answer's outcome; shutdown commits them; a crash in between leaves the hold counted (orphaned).
   const now = deps.now();
   // The row's cost is what the call added to spend, known once settled (a retry's re-settle adds a difference).
-  const settled = deps.store
+  return deps.store
     .settleCall({
       keyId: a.key.id,
       day: a.day,
@@ -532,24 +587,106 @@ async function forwardAndSettle(deps: ProxyDeps, call: ProxyCall, a: Admitted, a
       audit,
       track: settlement.track,
       idempotency: a.idempotencyKey
-        ? { key: a.idempotencyKey, result: idempotencyResult(result, outcome, a, passedHeaders, audit.vendorRequestId) }
+        ? { key: a.idempotencyKey, result: idempotencyResult(result, outcome, a, o.headers, audit.vendorRequestId) }
         : undefined,
       reconcile: settlement.reconcilePath ? { path: settlement.reconcilePath, at: now + (a.settings.reconcileAfterMs ?? 0) } : undefined,
     })
     .then((costMicros) => ({ ...audit, costMicros }));
+}
 
-  const keybrakeHeaders = spendHeaders(a, settlement.costMicros, audit.id);
+/** How a stream ended: whole, cut by the vendor's side (silence past the timeout, a lost connection), or by the job. */
+type StreamEnd = "end" | "timeout" | "lost" | "cancelled";
+
+/**
+ * A streamed answer (SPEC §18): its headers go to the job at once, then each chunk as it arrives (read only as
+ * fast as the job takes them, nothing buffered), scrubbed of secrets on its way and read by the quote's watcher.
+ * Once it ends, the call settles at the usage the stream stated; a stream that ended before stating it (cut off,
+ * the job gone, an error event) stays at its hold, ambiguous. The settlement is committed as the stream ends; with
+ * answerAfterSettlement (several instances) the stream's close waits for that commit, never its first byte.
+ */
+function passStream(deps: ProxyDeps, request: Request, a: Admitted, audit: AuditRow, started: number, upstream: UpstreamStream): Answered {
+  const headers = clientResponseHeaders(upstream.headers);
+  const scrub = deps.scrub.stream(headers);
+  audit.overheadMs = performance.now() - started - audit.upstreamMs!;
+  const streamStarted = performance.now();
+  const watcher = a.quote.stream!();
+  // What the job received, kept for a replay under its Idempotency-Key (the store keeps it up to its limit).
+  const kept: Uint8Array[] | null = a.idempotencyKey ? [] : null;
+  let keptBytes = 0;
+  const { promise: settled, resolve, reject } = Promise.withResolvers<AuditRow>();
+  let finished = false;
+  const finish = (end: StreamEnd): Promise<AuditRow> => {
+    if (finished) return settled;
+    finished = true;
+    audit.upstreamMs! += performance.now() - streamStarted;
+    audit.secretsScrubbed = scrub.replaced();
+    const stated = end === "end" ? watcher.settlement() : null;
+    const body = Buffer.concat(kept ?? []);
+    // A stream the vendor closed before its closing event was cut on the vendor's side, as a lost connection is.
+    const result: UpstreamResult =
+      stated || end === "cancelled"
+        ? {
+            kind: "response",
+            status: upstream.status,
+            headers,
+            body: body.buffer.slice(body.byteOffset, body.byteOffset + body.length) as ArrayBuffer,
+          }
+        : { kind: end === "timeout" ? "timeout" : "lost" };
+    const { outcome, settlement } = stated ? settledAt(a, stated) : { outcome: "ambiguous" as const, settlement: heldAt(a) };
+    if (end === "cancelled") {
+      deps.log.warn(
+        "stream_cancelled",
+        `stream_cancelled: the job closed ${audit.id} (key ${a.key.id}) before its usage arrived; ${formatUsd(a.holdMicros)} USD stays counted, ambiguous, until an operator settles it (keybrake holds list --state ambiguous)`,
+        { request_id: audit.id, key_id: a.key.id, hold_id: a.holdId, ambiguous_usd: microsToUsd(a.holdMicros) },
+      );
+    }
+    commitSettlement(deps, request, a, audit, started, { result, outcome, settlement, headers }).then(resolve, reject);
+    return settled;
+  };
+  const send = (controller: ReadableStreamDefaultController<Uint8Array>, bytes: Uint8Array): boolean => {
+    if (bytes.length === 0) return false;
+    if (kept && keptBytes <= MAX_STORED_RESPONSE_BYTES) {
+      kept.push(bytes);
+      keptBytes += bytes.length;
+    }
+    controller.enqueue(bytes);
+    return true;
+  };
+  const body = new ReadableStream<Uint8Array>(
+    {
+      async pull(controller) {
+        for (;;) {
+          const read = await upstream.read();
+          if (read.kind === "chunk") {
+            watcher.chunk(read.bytes);
+            if (send(controller, scrub.push(read.bytes))) return;
+          } else if (read.kind === "end") {
+            send(controller, scrub.end());
+            const row = finish("end");
+            if (deps.answerAfterSettlement) await row.catch(() => {});
+            controller.close();
+            return;
+          } else {
+            void finish(read.kind);
+            controller.error(new Error(`${a.vendor.name}'s stream was cut off (${read.kind})`));
+            return;
+          }
+        }
+      },
+      cancel() {
+        upstream.cancel();
+        void finish("cancelled");
+      },
+    },
+    { highWaterMark: 0 },
+  );
+  // Until the stream's usage settles the call, its hold is what it counts. (The vendor's headers, as kept for a
+  // replay, stay without Keybrake's: a replay sets its own.)
+  const sent = new Headers(headers);
+  const keybrakeHeaders = spendHeaders(a, a.holdMicros, audit.id);
   keybrakeHeaders["x-keybrake-overhead-ms"] = audit.overheadMs.toFixed(3);
-  if (result.kind !== "response") {
-    const err =
-      result.kind === "timeout"
-        ? new KeybrakeError("upstream_timeout", `${a.vendor.name} did not answer within ${deps.config.upstreamTimeoutMs} ms.`)
-        : new KeybrakeError("upstream_unreachable", `${a.vendor.name} could not be reached.`);
-    return { response: errorResponse(err, keybrakeHeaders), settled };
-  }
-  const headers = passedHeaders!;
-  for (const [name, value] of Object.entries(keybrakeHeaders)) headers.set(name, value);
-  return { response: new Response(result.body, { status: result.status, headers }), settled };
+  for (const [name, value] of Object.entries(keybrakeHeaders)) sent.set(name, value);
+  return { response: new Response(body, { status: upstream.status, headers: sent }), settled, streamed: true };
 }
 
 /**
@@ -562,7 +699,7 @@ async function forwardAndSettle(deps: ProxyDeps, call: ProxyCall, a: Admitted, a
  * nothing sent) leaves the entry ambiguous at its hold: the first attempt may still move the money.
  */
 function settlementFor(result: UpstreamResult, a: Admitted): { outcome: Outcome; settlement: Settlement } {
-  const held: Settlement = { ...atHold(a.quote), costMicros: a.holdMicros };
+  const held = heldAt(a);
   const released = { outcome: "released" as const, settlement: { ...held, costMicros: 0 } };
   const retry = a.priorCostMicros !== null;
   if (result.kind === "not_sent") return retry ? { outcome: "ambiguous", settlement: held } : released;
@@ -572,9 +709,17 @@ function settlementFor(result: UpstreamResult, a: Admitted): { outcome: Outcome;
     return { outcome: "ambiguous", settlement: held };
   }
   if (!a.quote.settle) return { outcome: "settled", settlement: held };
-  const settlement = a.quote.settle(parseJson(result.body));
-  // A retry's 2xx may be the vendor's replay of the first attempt, priced against an object this retry read
-  // after the first attempt had already moved its money: never settle below what that attempt counted.
+  return settledAt(a, a.quote.settle(parseJson(result.body)));
+}
+
+/** The hold as the cost: what the entry holds (a re-forwarded entry may hold more than the quote). */
+const heldAt = (a: Admitted): Settlement => ({ ...atHold(a.quote), costMicros: a.holdMicros });
+
+/**
+ * A 2xx answer's settlement. A retry's 2xx may be the vendor's replay of the first attempt, priced against an
+ * object this retry read after the first attempt had already moved its money: never below what that attempt counted.
+ */
+function settledAt(a: Admitted, settlement: Settlement): { outcome: Outcome; settlement: Settlement } {
   if (a.priorCostMicros !== null && settlement.costMicros < a.priorCostMicros)
     return { outcome: "settled", settlement: { ...settlement, costMicros: a.priorCostMicros } };
   return { outcome: "settled", settlement };

@@ -1,11 +1,7 @@
+import type { RequestLimiter } from "../store/index";
 import { getOrCreate } from "../util";
 const WINDOW_MS = 60_000;
 const MIN_CAPACITY = 8;
-
-/** Counts a call of a key with `max_requests_per_minute`; resolves to seconds to wait when over, else 0. */
-export interface RequestLimiter {
-  take(keyId: string, limit: number, now: number): number | Promise<number>;
-}
 
 /**
  * Per-key request limits over a sliding minute, in memory: one process owns the SQLite ledger. On PostgreSQL the

@@ -1,7 +1,7 @@
 import { Elysia } from "elysia";
 import { registeredVendors } from "../vendors/index";
 import type { AnyVendor } from "../vendors/types";
-import { PUBLIC_ROUTE } from "../ops/admin-auth";
+import { PUBLIC_ROUTE } from "../auth/admin-auth";
 import { FIXED_ORIGIN } from "../ops/listen";
 import { handleProxy, type ProxyDeps } from "./pipeline";
 import { answerScrubber } from "./scrub";
@@ -18,14 +18,25 @@ const pathAndQuery = (url: string) => new URL(FIXED_ORIGIN + url.slice(url.index
  * `/emails...`: stripe-node can only change host and port), which belong to the presented key's vendor: two
  * vendors may claim the same bare path. Bodies are not parsed by Elysia: the exact bytes are priced and forwarded.
  */
-export function proxyRoutes(options: Omit<ProxyDeps, "scrubAnswer">) {
-  const deps: ProxyDeps = { ...options, scrubAnswer: answerScrubber(options.config.scrub) };
+export function proxyRoutes(options: Omit<ProxyDeps, "scrub">) {
+  const deps: ProxyDeps = { ...options, scrub: answerScrubber(options.config.scrub) };
+  // The server drops a connection idle for 30 s (listen.ts), an answer still pending included: a proxied call
+  // waits for its vendor up to the upstream timeout (a model can think for minutes), and a stream as long between
+  // two chunks.
+  const waitSeconds = Math.ceil(options.config.upstreamTimeoutMs / 1000) + 5;
   const app = new Elysia({ name: "proxy", seed: options });
   // Public to the admin API's guard: a vault key, not a token, authenticates these (pipeline.ts).
   const hidden = { parse: "none" as const, detail: { hide: true, ...PUBLIC_ROUTE } };
   const route =
     (vendor: AnyVendor | null, prefix: string) =>
-    ({ request, server }: { request: Request; server: { requestIP(r: Request): { address: string } | null } | null }) => {
+    ({
+      request,
+      server,
+    }: {
+      request: Request;
+      server: { requestIP(r: Request): { address: string } | null; timeout(r: Request, seconds: number): void } | null;
+    }) => {
+      server?.timeout(request, waitSeconds);
       const url = pathAndQuery(request.url);
       return handleProxy(deps, {
         request,

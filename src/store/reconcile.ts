@@ -9,7 +9,7 @@ import type { DueReconciliation, ReconcileRequest } from "./types";
 /**
  * Settled ledger entries whose final price the vendor states only later (SPEC §6: Twilio messages and calls).
  * The settlement wrote where to read it (`reconcile_path`) and when (`reconcile_at`); the reconciler
- * (ops/reconciler.ts) reads it and re-settles the entry here, or sets the next time to try.
+ * (proxy/reconciler.ts) reads it and re-settles the entry here, or sets the next time to try.
  */
 export function reconcileQueries(client: Database, commits: GroupCommit, alerts: AlertOutbox) {
   // `reconcile_at IS NOT NULL` lets SQLite use the partial index on reconcile_at.

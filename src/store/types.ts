@@ -2,7 +2,7 @@ import type { auditEvents } from "./schema";
 
 // The ledger's own vocabulary (holds, their results, balances): the rule book's, re-exported for the stores.
 export type * from "../ledger/types";
-import type { HoldRequest, HoldResult, IdempotencyResult, Outcome } from "../ledger/types";
+import type { HoldRequest, HoldResult, IdempotencyResult, KeyMode, Outcome, TrackedObject } from "../ledger/types";
 
 /**
  * What the rest of Keybrake may ask of a store. Every method returns a Promise so that a PostgreSQL store can
@@ -10,7 +10,6 @@ import type { HoldRequest, HoldResult, IdempotencyResult, Outcome } from "../led
  */
 /** A registered vendor's name (src/vendors/index.ts): the store holds any, vendors are plug-ins. */
 export type VendorName = string;
-export type KeyMode = "live" | "test";
 
 export interface KeyRecord {
   id: string;
@@ -95,15 +94,6 @@ export type AuditRow = Omit<typeof auditEvents.$inferSelect, "seq" | "mode" | "c
   costSource: "request" | "response" | "object" | "hold" | "estimate" | "reconciled" | "replay" | null;
   requests?: number;
 };
-
-/** What an object created through Keybrake (a Stripe PaymentIntent) has already been charged on the cap. */
-export interface TrackedObject {
-  objectId: string;
-  keyId: string;
-  currency: string;
-  amountMinor: number;
-  countedMicros: number;
-}
 
 export interface SettleRequest {
   keyId: string;
@@ -433,4 +423,12 @@ export interface DeliveryAttempt {
   status: number | null;
   error: string | null;
   nextAttemptAt: number | null;
+}
+
+/**
+ * Counts a call of a key with `max_requests_per_minute`; resolves to seconds to wait when over, else 0. In memory
+ * for one process (proxy/rate-limit.ts); shared by the fleet on PostgreSQL (pg/rate.ts).
+ */
+export interface RequestLimiter {
+  take(keyId: string, limit: number, now: number): number | Promise<number>;
 }

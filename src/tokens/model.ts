@@ -1,6 +1,6 @@
 import { pageLimit } from "../validation";
 import { z } from "zod";
-import { duration, endpointPattern, MAX_USD_CAP } from "../keys/model";
+import { duration, endpointPattern, MAX_USD_CAP } from "../validation";
 import { vendorName } from "../vendors/index";
 
 export const ROLES = ["admin", "issuer", "viewer"] as const;

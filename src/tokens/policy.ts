@@ -2,7 +2,13 @@ import { policyViolation } from "../errors";
 import type { IssuanceResult, KeyMode } from "../store/index";
 import { microsToUsd, usdToMicros } from "../util";
 import { uncoveredPattern } from "./coverage";
-import { durationMs, type IssuerPolicy } from "./model";
+import type { Caller } from "../auth/admin-auth";
+import { durationMs, type IssuerPolicy, IssuerPolicySchema } from "./model";
+
+/** An issuer's policy, as its token stored it (validated when the token was created); null for other roles. */
+export function issuerPolicy(caller: Caller | undefined): IssuerPolicy | null {
+  return caller?.role === "issuer" && caller.policy ? IssuerPolicySchema.parse(caller.policy) : null;
+}
 
 const DAY_MS = 24 * 3600 * 1000;
 

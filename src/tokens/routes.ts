@@ -1,6 +1,6 @@
 import { Elysia } from "elysia";
 import { z } from "zod";
-import { accessGuard, type Authenticator, type Caller } from "../ops/admin-auth";
+import { accessGuard, type Authenticator, type Caller } from "../auth/admin-auth";
 import { routeDoc } from "../ops/openapi";
 import type { Store } from "../store/index";
 import { CreateTokenBody, IssuedTokenSchema, ListTokensQuery, RevokedTokenSchema, RevokeTokenQuery, TokenRecordSchema } from "./model";

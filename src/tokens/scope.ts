@@ -1,4 +1,4 @@
-import type { Caller } from "../ops/admin-auth";
+import type { Caller } from "../auth/admin-auth";
 import type { Store } from "../store/index";
 
 /**

@@ -1,6 +1,5 @@
 import { invalidRequest, notFound } from "../errors";
-import { actorName, eventBy } from "../keys/service";
-import type { Caller } from "../ops/admin-auth";
+import { actorName, type Caller, eventBy } from "../auth/admin-auth";
 import type { Role, Store, TokenRecord } from "../store/index";
 import { iso, randomBase62, sha256Hex } from "../util";
 import type { CreateTokenBody } from "./model";

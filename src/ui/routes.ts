@@ -1,10 +1,11 @@
 import { Elysia } from "elysia";
 import { z } from "zod";
 import { invalidRequest, unauthorized } from "../errors";
-import type { Authenticator, Caller } from "../ops/admin-auth";
-import { PUBLIC_ROUTE } from "../ops/admin-auth";
+import type { Authenticator, Caller } from "../auth/admin-auth";
+import { PUBLIC_ROUTE } from "../auth/admin-auth";
 import { routeDoc } from "../ops/openapi";
 import { sha256Hex } from "../util";
+import { registeredVendors } from "../vendors/index";
 import { VERSION } from "../version";
 // Inlined when this file is bundled (src/ui/bundle.ts): the binary carries the dashboard, nothing is fetched.
 import { dashboardScript } from "./bundle" with { type: "macro" };
@@ -54,6 +55,7 @@ const SessionSchema = z.object({
   token_name: z.string(),
   csrf_token: z.string().describe("Send it back in the X-CSRF-Token header on every write made with the session cookie"),
   expires_at: z.string().describe("When the session ends (8 hours after sign-in)"),
+  vendors: z.array(z.string()).describe("The vendors this Keybrake serves (its registry), for the dashboard's filters"),
   free_endpoints: z
     .record(z.string(), z.array(z.string()))
     .describe("By vendor, the operator's KEYBRAKE_<VENDOR>_FREE_ENDPOINTS: forwarded at $0 although the catalogue does not know them"),
@@ -73,6 +75,7 @@ const sessionAnswer = (caller: Caller, csrf: string, expiresAt: number, freeEndp
   token_name: caller.tokenName,
   csrf_token: csrf,
   expires_at: new Date(expiresAt).toISOString(),
+  vendors: registeredVendors().map((v) => v.name),
   free_endpoints: freeEndpoints,
 });
 

@@ -1,6 +1,6 @@
 import { timingSafeEqual } from "node:crypto";
 import { KeybrakeError, unauthorized } from "../errors";
-import type { Caller } from "../ops/admin-auth";
+import type { Caller } from "../auth/admin-auth";
 import { randomBase62, sha256Hex } from "../util";
 
 /** The dashboard's cookie: an opaque session id (never the token), HttpOnly, SameSite=Strict, Path=/. */

@@ -125,3 +125,52 @@ export function readCurrency(body: PricedBody, required: boolean): string | unde
   if (typeof v !== "string" || !/^[A-Za-z]{3}$/.test(v)) throw unpriceable(`"currency" is not a three-letter code`);
   return v.toLowerCase();
 }
+
+/**
+ * Where the value of a top-level member of a JSON object is in its text: [start, end), or null when the object has
+ * no such member. The text must be valid JSON (parseStrictJson has read it), so a value can be edited in place
+ * and every other byte the job sent kept as it was.
+ */
+export function memberValueSpan(text: string, key: string): [number, number] | null {
+  let i = text.indexOf("{") + 1;
+  for (;;) {
+    i = skipSpace(text, i);
+    if (text[i] !== '"') return null;
+    const keyEnd = stringEnd(text, i);
+    const name = JSON.parse(text.slice(i, keyEnd)) as string;
+    const start = skipSpace(text, skipSpace(text, keyEnd) + 1);
+    const end = valueEnd(text, start);
+    if (name === key) return [start, end];
+    i = skipSpace(text, end);
+    if (text[i] !== ",") return null;
+    i++;
+  }
+}
+
+const skipSpace = (text: string, i: number) => {
+  while (i < text.length && " \t\n\r".includes(text[i]!)) i++;
+  return i;
+};
+
+/** The index after the string that starts at `i`. */
+const stringEnd = (text: string, i: number) => {
+  let j = i + 1;
+  while (text[j] !== '"') j += text[j] === "\\" ? 2 : 1;
+  return j + 1;
+};
+
+function valueEnd(text: string, i: number): number {
+  if (text[i] === '"') return stringEnd(text, i);
+  if (text[i] === "{" || text[i] === "[") {
+    let depth = 0;
+    for (let j = i; j < text.length; j++) {
+      const ch = text[j];
+      if (ch === '"') j = stringEnd(text, j) - 1;
+      else if (ch === "{" || ch === "[") depth++;
+      else if ((ch === "}" || ch === "]") && --depth === 0) return j + 1;
+    }
+  }
+  let j = i;
+  while (j < text.length && !",}] \t\n\r".includes(text[j]!)) j++;
+  return j;
+}

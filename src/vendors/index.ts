@@ -1,4 +1,6 @@
 import { z } from "zod";
+import { anthropic } from "./anthropic";
+import { openai } from "./openai";
 import { resend } from "./resend";
 import { stripe } from "./stripe";
 import { twilio } from "./twilio";
@@ -17,6 +19,12 @@ export function registerVendor(vendor: AnyVendor) {
 
 export const registeredVendors = (): AnyVendor[] => [...registry.values()];
 
+/** The registered vendors' names as a sentence says them: "stripe, twilio or resend" (help texts). */
+export function vendorChoices(): string {
+  const names = [...registry.keys()];
+  return names.length < 2 ? names.join("") : `${names.slice(0, -1).join(", ")} or ${names.at(-1)}`;
+}
+
 /** A registered vendor's name, checked when parsed (a vendor registered later is accepted too). */
 export const vendorName = z
   .string()
@@ -26,3 +34,5 @@ export const vendorNamed = (name: string): AnyVendor | undefined => registry.get
 registerVendor(stripe);
 registerVendor(twilio);
 registerVendor(resend);
+registerVendor(openai);
+registerVendor(anthropic);

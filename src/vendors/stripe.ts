@@ -1,5 +1,5 @@
 import { KeybrakeError } from "../errors";
-import type { TrackedObject } from "../store/types";
+import type { TrackedObject } from "../ledger/types";
 import { readAmount, readCurrency, readPricedBody, unpriceable, type PricedBody } from "./body";
 import { minorToMicros } from "./currency";
 import { httpUrl, secret } from "../env";

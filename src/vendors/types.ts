@@ -1,5 +1,5 @@
 import type { z } from "zod";
-import type { KeyMode, TrackedObject } from "../store/types";
+import type { KeyMode, TrackedObject } from "../ledger/types";
 import type { Catalogue } from "./catalogue";
 
 export interface PricingInput {
@@ -49,6 +49,24 @@ export interface Quote {
   amountMinor: number | null;
   /** The cost of a 2xx answer (parsed JSON, or null); absent means the hold is the cost. */
   settle?(response: unknown): Settlement;
+  /** What is sent to the vendor instead of the job's body (an OpenAI stream asked to report its usage). */
+  forwardBody?: Uint8Array;
+  /**
+   * Set when the request asks for a streamed answer: a 2xx `text/event-stream` is then passed to the job chunk by
+   * chunk as it arrives, and read on its way by a watcher made for it.
+   */
+  stream?(): StreamWatcher;
+}
+
+/** Reads a streamed answer as it passes, for the settlement once it has ended. */
+export interface StreamWatcher {
+  /** Each chunk, as the vendor sent it. */
+  chunk(bytes: Uint8Array): void;
+  /**
+   * Once the stream has ended: its settlement, or null when it ended before stating its final cost (cut off, or
+   * an error event): the call is then ambiguous at its hold.
+   */
+  settlement(): Settlement | null;
 }
 
 export const FREE: Quote = { micros: 0, source: "request", currency: null, amountMinor: null };
@@ -71,15 +89,30 @@ export interface Credentials {
   upstreamPath(path: string): string;
 }
 
-/** A bearer secret (Stripe, Resend), or null when the mode has none. */
-export const bearerCredentials = (secret: string | undefined): Credentials | null =>
-  secret ? { headers: { authorization: `Bearer ${secret}` }, upstreamPath: (path) => path } : null;
+/** A secret sent in one header as `<prefix><secret>`, or null when the mode has none. */
+const headerCredentials = (header: string, prefix: string, secret: string | undefined): Credentials | null =>
+  secret ? { headers: { [header]: `${prefix}${secret}` }, upstreamPath: (path) => path } : null;
 
-/** Live and test bearer credentials from the two variables that hold their secrets (Stripe, Resend). */
-export const bearerCredentialsByMode = (env: Record<string, unknown>, liveVariable: string, testVariable: string) => ({
-  live: bearerCredentials(env[liveVariable] as string | undefined),
-  test: bearerCredentials(env[testVariable] as string | undefined),
+/** A bearer secret (Stripe, Resend, OpenAI), or null when the mode has none. */
+export const bearerCredentials = (secret: string | undefined): Credentials | null => headerCredentials("authorization", "Bearer ", secret);
+
+/** An `x-api-key` secret (Anthropic), or null when the mode has none. */
+export const apiKeyCredentials = (secret: string | undefined): Credentials | null => headerCredentials("x-api-key", "", secret);
+
+/** Live and test credentials from the two variables that hold their secrets. */
+export const credentialsByMode = (
+  env: Record<string, unknown>,
+  liveVariable: string,
+  testVariable: string,
+  make: (secret: string | undefined) => Credentials | null,
+) => ({
+  live: make(env[liveVariable] as string | undefined),
+  test: make(env[testVariable] as string | undefined),
 });
+
+/** Live and test bearer credentials (Stripe, Resend, OpenAI). */
+export const bearerCredentialsByMode = (env: Record<string, unknown>, liveVariable: string, testVariable: string) =>
+  credentialsByMode(env, liveVariable, testVariable, bearerCredentials);
 
 /** How a priced catalogue entry is priced: what the call commits, read before it is forwarded. */
 export type PriceFn<Prices = unknown> = (input: PricingInput, ctx: PricingContext<Prices>) => Promise<Quote>;

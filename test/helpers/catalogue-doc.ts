@@ -7,7 +7,9 @@
  */
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { ANTHROPIC_CATALOGUE } from "../../src/vendors/anthropic";
 import { catalogueMarkdown } from "../../src/vendors/catalogue";
+import { OPENAI_CATALOGUE } from "../../src/vendors/openai";
 import { RESEND_CATALOGUE } from "../../src/vendors/resend";
 import { STRIPE_CATALOGUE } from "../../src/vendors/stripe";
 import { TWILIO_CATALOGUE } from "../../src/vendors/twilio";
@@ -17,12 +19,14 @@ export const START_MARKER = "<!-- catalogue:start -->";
 export const END_MARKER = "<!-- catalogue:end -->";
 export const REGENERATE = "bun test/helpers/catalogue-doc.ts --write";
 
-// The three built-in vendors, named here rather than read from the registry: a test that registers a plugin
+// The built-in vendors, named here rather than read from the registry: a test that registers a plugin
 // vendor in the same process must not change the README's section.
 const SECTIONS = [
   ["Stripe", "stripe", STRIPE_CATALOGUE],
   ["Twilio", "twilio", TWILIO_CATALOGUE],
   ["Resend", "resend", RESEND_CATALOGUE],
+  ["OpenAI", "openai", OPENAI_CATALOGUE],
+  ["Anthropic", "anthropic", ANTHROPIC_CATALOGUE],
 ] as const;
 
 /** The text between the README's markers: one heading and one table per vendor. */

@@ -6,10 +6,12 @@ import { loadConfig, type Config } from "../../src/config";
 import { startAlertWorker, type AlertWorkerOptions } from "../../src/alerts/worker";
 import { listen } from "../../src/ops/listen";
 import { Metrics } from "../../src/ops/metrics";
-import { startReconciler, type ReconcilerOptions } from "../../src/ops/reconciler";
+import { startReconciler, type ReconcilerOptions } from "../../src/proxy/reconciler";
 import { createApp } from "../../src/server";
 import { openStore, type Store } from "../../src/store/index";
 import type { AnyElysia } from "elysia";
+import { ANTHROPIC_KEY, ANTHROPIC_TEST_KEY } from "./mock-anthropic";
+import { OPENAI_KEY, OPENAI_TEST_KEY } from "./mock-openai";
 import { RESEND_KEY, RESEND_TEST_KEY } from "./mock-resend";
 import { STRIPE_LIVE_SECRET, STRIPE_TEST_SECRET } from "./mock-stripe";
 import { TWILIO_SID, TWILIO_TEST_SID, TWILIO_TEST_TOKEN, TWILIO_TOKEN } from "./mock-twilio";
@@ -43,6 +45,8 @@ export interface HarnessOptions {
   reconciler?: ReconcilerOptions;
   /** Starts the alert delivery worker with the server, on the same clock, log and /metrics. */
   alerts?: AlertWorkerOptions;
+  /** Answers once a call's settlement is committed, as several instances on PostgreSQL do. */
+  answerAfterSettlement?: boolean;
 }
 
 /** The secrets every harness configures, by variable: the admin token and the real vendor credentials. */
@@ -56,6 +60,10 @@ const CONFIGURED = {
   KEYBRAKE_TWILIO_TEST_AUTH_TOKEN: TWILIO_TEST_TOKEN,
   KEYBRAKE_RESEND_API_KEY: RESEND_KEY,
   KEYBRAKE_RESEND_TEST_API_KEY: RESEND_TEST_KEY,
+  KEYBRAKE_OPENAI_API_KEY: OPENAI_KEY,
+  KEYBRAKE_OPENAI_TEST_API_KEY: OPENAI_TEST_KEY,
+  KEYBRAKE_ANTHROPIC_API_KEY: ANTHROPIC_KEY,
+  KEYBRAKE_ANTHROPIC_TEST_API_KEY: ANTHROPIC_TEST_KEY,
 };
 
 /** The real app listening on a free port over a fresh database, its upstreams pointed at the given mocks. */
@@ -71,7 +79,12 @@ export async function startKeybrake(env: Record<string, string> = {}, options: H
   const store = openStore(dbPath);
   const logs: string[] = [];
   const metrics = new Metrics();
-  const app = createApp(config, store, { now: options.now, log: (m) => logs.push(m), metrics });
+  const app = createApp(config, store, {
+    now: options.now,
+    log: (m) => logs.push(m),
+    metrics,
+    answerAfterSettlement: options.answerAfterSettlement,
+  });
   const server = listen(leakGuard(app), { hostname: "127.0.0.1", port: 0, maxRequestBodySize: config.maxBodyBytes + 65_536 });
   const url = `http://127.0.0.1:${server.port}`;
   const reconciler =

@@ -23,6 +23,17 @@ export interface Reply {
   status: number;
   body: unknown;
   headers?: Record<string, string>;
+  /** A streamed answer (server-sent events) instead of `body`. */
+  stream?: StreamedBody;
+}
+
+export interface StreamedBody {
+  /** Written one at a time, as the vendor produces them (each flushed at once). */
+  chunks: string[];
+  /** The pause before each chunk after the first: the model producing it. */
+  gapMs?: number;
+  /** The connection is dropped instead of writing this chunk (its index): a stream cut off. */
+  cutAt?: number;
 }
 
 /**
@@ -111,8 +122,24 @@ export class MockVendor {
     // A request id the reply states itself (a test's fault) is kept; else a fresh one, as the vendor makes.
     const stated = Object.keys(headers).some((name) => name.toLowerCase() === this.requestIdHeader?.toLowerCase());
     if (this.requestIdHeader && !stated) headers[this.requestIdHeader] = this.newRequestId();
+    if (reply.stream) return this.stream(req, res, reply.status, headers, reply.stream);
     res.writeHead(reply.status, headers);
     res.end(reply.body === undefined ? "" : JSON.stringify(reply.body));
+  }
+
+  private async stream(req: IncomingMessage, res: ServerResponse, status: number, headers: Record<string, string>, body: StreamedBody) {
+    res.writeHead(status, { ...headers, "content-type": "text/event-stream", "cache-control": "no-cache" });
+    res.flushHeaders();
+    for (const [i, chunk] of body.chunks.entries()) {
+      if (i > 0 && body.gapMs) await Bun.sleep(body.gapMs);
+      if (i === body.cutAt) {
+        req.socket.destroy();
+        return;
+      }
+      if (res.destroyed) return;
+      res.write(chunk);
+    }
+    res.end();
   }
 }
 

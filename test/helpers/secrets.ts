@@ -1,5 +1,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { ADMIN_TOKEN } from "./harness";
+import { ANTHROPIC_KEY, ANTHROPIC_TEST_KEY } from "./mock-anthropic";
+import { OPENAI_KEY, OPENAI_TEST_KEY } from "./mock-openai";
 import { RESEND_KEY, RESEND_TEST_KEY } from "./mock-resend";
 import { STRIPE_LIVE_SECRET, STRIPE_TEST_SECRET } from "./mock-stripe";
 import { TWILIO_TEST_TOKEN, TWILIO_TOKEN } from "./mock-twilio";
@@ -13,6 +15,10 @@ export const CONFIGURED_SECRETS = [
   TWILIO_TEST_TOKEN,
   RESEND_KEY,
   RESEND_TEST_KEY,
+  OPENAI_KEY,
+  OPENAI_TEST_KEY,
+  ANTHROPIC_KEY,
+  ANTHROPIC_TEST_KEY,
 ];
 
 /** The files' raw bytes as one string (latin1 keeps every byte); a file that does not exist (no WAL) adds nothing. */

@@ -32,8 +32,7 @@ import type {
   Page,
   WebhookRecord,
 } from "../types";
-import { type Pg, num, numOrNull } from "./client";
-import { allOf, type Fragment } from "./keys";
+import { allOf, type Fragment, type Pg, num, numOrNull } from "./client";
 
 /**
  * The alert outbox on PostgreSQL (SPEC §12): the same events as the SQLite outbox (../alerts.ts), written in the

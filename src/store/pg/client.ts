@@ -14,3 +14,11 @@ export const numOrNull = (value: unknown): number | null => (value === null || v
 export function openPgClient(url: string, max = 16): Pg {
   return new SQL({ url, max, idleTimeout: 30, connectionTimeout: 10 });
 }
+
+/** A piece of SQL with its parameters, to build a query of (a WHERE condition). */
+export type Fragment = SQL.Query<unknown>;
+
+/** Conditions joined by AND (TRUE when there are none). */
+export function allOf(sql: Pg, conditions: Fragment[]): Fragment {
+  return conditions.reduce((where, condition) => sql`${where} AND ${condition}`, sql`TRUE`);
+}

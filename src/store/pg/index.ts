@@ -1,5 +1,5 @@
 import { hostname } from "node:os";
-import type { RequestLimiter } from "../../proxy/rate-limit";
+import type { RequestLimiter } from "../types";
 import { committingQueuedWritesFirst } from "../read-your-writes";
 import type { AdminStore, CallPathStore, HoldRecord, SpendCounter, Store } from "../types";
 import { pgAdminQueries } from "./admin";

@@ -1,8 +1,7 @@
-import type { SQL } from "bun";
 import { KEY_POLICY_COLUMNS, likePrefix, type RawKeyPolicy, toKeyPolicy } from "../keys-shared";
 import type { DayUsage, Issuance, IssuanceResult, KeyFilter, KeyPatch, KeyPolicy, KeyRecord, KeySelection, NewKey, Page } from "../types";
 import type { PgAlertOutbox } from "./alerts";
-import { type Pg, num, numOrNull } from "./client";
+import { allOf, type Fragment, type Pg, num, numOrNull } from "./client";
 
 const KEY_COLUMNS = `seq, ${KEY_POLICY_COLUMNS}, revoked_at AS "revokedAt", spent_total_micros AS "spentTotalMicros",
   held_total_micros AS "heldTotalMicros", calls, last_used_at AS "lastUsedAt", alert_thresholds AS "alertThresholds"`;
@@ -39,14 +38,6 @@ function patchColumns(patch: KeyPatch): Record<string, unknown> {
     max_requests_per_minute: patch.maxRequestsPerMinute,
     alert_thresholds: patch.alertThresholds === undefined ? undefined : JSON.stringify(patch.alertThresholds),
   };
-}
-
-/** A piece of SQL with its parameters, to build a query of (a WHERE condition). */
-export type Fragment = SQL.Query<unknown>;
-
-/** Conditions joined by AND (TRUE when there are none). */
-export function allOf(sql: Pg, conditions: Fragment[]): Fragment {
-  return conditions.reduce((where, condition) => sql`${where} AND ${condition}`, sql`TRUE`);
 }
 
 /**

@@ -12,6 +12,8 @@ export interface Session {
   token_name: string;
   csrf_token: string;
   expires_at: string;
+  /** The vendors this Keybrake serves. */
+  vendors: string[];
   /** By vendor: what the operator lets through at $0 although the catalogue does not know it. */
   free_endpoints: Record<string, string[]>;
 }

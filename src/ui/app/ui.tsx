@@ -153,8 +153,8 @@ export function FirstKey({ role }: { role: string }) {
   return (
     <div class="empty">
       <p>
-        No vault keys yet. A job gets one per run, with a dollar cap and an allowlist, and calls Stripe, Twilio or Resend through Keybrake
-        with it.{role === "viewer" ? " Ask an admin or issuer to issue one:" : " Issue a first key:"}
+        No vault keys yet. A job gets one per run, with a dollar cap and an allowlist, and calls Stripe, Twilio, Resend, OpenAI or Anthropic
+        through Keybrake with it.{role === "viewer" ? " Ask an admin or issuer to issue one:" : " Issue a first key:"}
       </p>
       <pre class="curl">{curl}</pre>
       <p class="hint">

@@ -18,7 +18,7 @@ const DECISIONS = [
 ];
 
 /** SPEC §8's /audit with its filters (kept in the URL: #/audit?vendor=stripe), pages, and export links. */
-export function AuditPage({ params }: { session: Session; params: URLSearchParams }) {
+export function AuditPage({ session, params }: { session: Session; params: URLSearchParams }) {
   const filters = Object.fromEntries(FILTERS.map((f) => [f, params.get(f) ?? ""])) as Record<(typeof FILTERS)[number], string>;
   const key = FILTERS.map((f) => filters[f]).join("\u0000");
   const [more, setMore] = useState<{ rows: AuditRow[]; next: string | null } | null>(null);
@@ -65,9 +65,11 @@ export function AuditPage({ params }: { session: Session; params: URLSearchParam
             Vendor
             <select name="vendor" defaultValue={filters.vendor}>
               <option value="">any</option>
-              <option value="stripe">stripe</option>
-              <option value="twilio">twilio</option>
-              <option value="resend">resend</option>
+              {session.vendors.map((v) => (
+                <option key={v} value={v}>
+                  {v}
+                </option>
+              ))}
             </select>
           </label>
           <label>

@@ -4,9 +4,9 @@ import { Elysia } from "elysia";
 import swaggerBundle from "swagger-ui-dist/swagger-ui-bundle.js" with { type: "text" };
 import swaggerCss from "swagger-ui-dist/swagger-ui.css" with { type: "text" };
 import { VERSION } from "../version";
-import { PUBLIC_ROUTE } from "./admin-auth";
-import { enrichDocument, type OpenApiDocument } from "./docs-examples";
-import { documentSchema } from "./openapi";
+import { PUBLIC_ROUTE } from "../auth/admin-auth";
+import { enrichDocument, type OpenApiDocument } from "./examples";
+import { documentSchema } from "../ops/openapi";
 
 const ASSETS = "/docs/assets";
 const cacheable = (type: string) => ({ "content-type": type, "cache-control": "public, max-age=86400" });
@@ -61,7 +61,7 @@ export const docsRoutes = (freeEndpoints: Record<string, string[]> = {}) =>
             title: "Keybrake",
             version: VERSION,
             description:
-              "Self-hosted spend brake for jobs that call Stripe, Twilio and Resend. Click Authorize and paste a token to issue and revoke vault keys. Each route's description names the roles it needs: `admin` (everything, tokens included), `issuer` (mints keys within its policy; sees, changes and revokes only the keys it minted, and reads only their audit and spend), `viewer` (reads everything, writes nothing)." +
+              "Self-hosted spend brake for jobs that call Stripe, Twilio, Resend, OpenAI and Anthropic. Click Authorize and paste a token to issue and revoke vault keys. Each route's description names the roles it needs: `admin` (everything, tokens included), `issuer` (mints keys within its policy; sees, changes and revokes only the keys it minted, and reads only their audit and spend), `viewer` (reads everything, writes nothing)." +
               freeEndpointsText(freeEndpoints),
           },
           components: {

@@ -1,4 +1,4 @@
-import { getOrCreate } from "../util";
+import { getOrCreate } from "./util";
 /**
  * Endpoint patterns (SPEC §5): "[METHOD ]PATH". No method: any method. `*` matches within one path segment; a
  * trailing `/*` matches one or more further segments. Case-sensitive, matched on the normalized path.

@@ -1,8 +1,8 @@
 import type { Config } from "../config";
-import { callUpstream } from "../proxy/forward";
+import { callUpstream } from "./forward";
 import { auditRow, type AuditRow, type DueReconciliation, isStoreOutage, type Store } from "../store/index";
 import { microsToUsd } from "../util";
-import { createLogger, type LineSink, logStoreOutage } from "./log";
+import { createLogger, type LineSink, logStoreOutage } from "../ops/log";
 import { vendorNamed } from "../vendors/index";
 import type { Settlement } from "../vendors/types";
 

@@ -2,9 +2,7 @@ import { timingSafeEqual } from "node:crypto";
 import { Elysia } from "elysia";
 import type { Config } from "../config";
 import { forbidden, unauthorized } from "../errors";
-import { ADMIN_MINTER } from "../keys/service";
 import type { Role, Store } from "../store/index";
-import { IssuerPolicySchema, type IssuerPolicy } from "../tokens/model";
 import { randomBase62, sha256Hex } from "../util";
 
 const TOKEN_SETTING = "admin_token_sha256";
@@ -36,9 +34,29 @@ export interface Caller {
    * its token id; "admin" for the bootstrap token and the CLI, so keys they issued keep their derivation.
    */
   minter: string;
-  /** An issuer's policy; null for other roles. */
-  policy: IssuerPolicy | null;
+  /**
+   * An issuer's policy as its token stores it (validated when the token was created; tokens/policy.ts reads it),
+   * null for other roles.
+   */
+  policy: Readonly<Record<string, unknown>> | null;
 }
+
+/**
+ * The minter of keys issued by the bootstrap admin token and by the CLI: they share one, so a job's retries
+ * de-duplicate at the vendor whichever of them issued its key. API tokens (SPEC §10) mint under their own ids.
+ */
+export const ADMIN_MINTER = "admin";
+
+/** Who an admin event is by: the actor and, for API requests, the token's id and name (SPEC §10). */
+export const eventBy = (ctx: { actor: string; caller?: Caller }) => ({
+  actor: ctx.actor,
+  tokenId: ctx.caller?.tokenId ?? null,
+  tokenName: ctx.caller?.tokenName ?? null,
+});
+
+/** Who acted, as an alert names them: the token's id and name, or the CLI's `cli:<user>`. */
+export const actorName = (ctx: { actor: string; caller?: Caller }) =>
+  ctx.caller ? `${ctx.caller.tokenId} (${ctx.caller.tokenName})` : ctx.actor;
 
 /** The bootstrap token (KEYBRAKE_ADMIN_TOKEN or the generated one) as a token: an admin. */
 export const BOOTSTRAP_TOKEN = { id: "admin", name: "bootstrap admin token" } as const;
@@ -103,7 +121,7 @@ export function authenticator(config: Config, store: Store, now: () => number = 
       tokenName: token.name,
       fingerprint: tokenFingerprint(givenHex),
       minter: token.id,
-      policy: token.role === "issuer" ? IssuerPolicySchema.parse(token.policy ?? {}) : null,
+      policy: token.role === "issuer" ? (token.policy ?? {}) : null,
     };
   };
   const authenticate = async (authorization: string | null) => {
