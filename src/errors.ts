@@ -102,3 +102,9 @@ export const policyViolation = (rule: string, message: string) =>
 export const notFound = (what = "route") => new KeybrakeError("not_found", `No such ${what}.`);
 export const invalidRequest = (message: string, fields: { path: string; message: string }[]) =>
   new KeybrakeError("invalid_request", message, {}, { fields });
+/**
+ * A key's budget_id or a budget's parent_id that names no budget (or one deleted meanwhile: the stores check it
+ * in the transaction that writes the row): 400 naming the field.
+ */
+export const noSuchBudget = (field: "budget_id" | "parent_id", id: string) =>
+  invalidRequest(`Invalid body: ${field}: no budget ${id}`, [{ path: field, message: `no budget ${id}` }]);

@@ -7,6 +7,7 @@ import { startAlertWorker } from "./alerts/worker";
 import { alertsCommand, alertsHelp, checkAlertsCommand } from "./cli/alerts";
 import { parseFlags, wantsHelp } from "./cli/args";
 import { AUDIT_USAGE, SPEND_USAGE, auditCommand, spendCommand } from "./cli/audit";
+import { budgetsCommand, budgetsHelp, checkBudgetsCommand } from "./cli/budgets";
 import { checkKeysCommand, keysCommand, keysHelp, UsageError } from "./cli/keys";
 import { announceAdminToken, ensureAdminToken } from "./auth/admin-auth";
 import { createLogger, type Logger, messageSink } from "./ops/log";
@@ -25,6 +26,7 @@ const USAGE = `keybrake ${VERSION} — a spend brake for jobs that call Stripe, 
 
 usage: keybrake [serve]           start the server (default)
        keybrake keys ...          create | list | show | revoke vault keys
+       keybrake budgets ...       create | list | show | update | delete budgets (pools over run families)
        keybrake holds ...         list | settle | release orphaned and ambiguous holds
        keybrake alerts ...        add | list | remove | test alert webhooks; deliveries
        keybrake audit [filters]   audit rows (--request-id, --label-prefix, --since 2h, --format table|ndjson|csv)
@@ -63,7 +65,7 @@ const VERSION_USAGE = `usage: keybrake version
 
 Prints the version.`;
 
-const COMMANDS = ["serve", "keys", "holds", "alerts", "tokens", "audit", "spend", "backup", "migrate", "healthcheck", "version"];
+const COMMANDS = ["serve", "keys", "budgets", "holds", "alerts", "tokens", "audit", "spend", "backup", "migrate", "healthcheck", "version"];
 
 /** A command's usage for `keybrake <command> [sub] --help` and `keybrake help <command>`; null for one not known here. */
 function helpFor(command: string, args: string[]): string | null {
@@ -72,6 +74,8 @@ function helpFor(command: string, args: string[]): string | null {
       return SERVE_USAGE;
     case "keys":
       return keysHelp(args);
+    case "budgets":
+      return budgetsHelp(args);
     case "holds":
       return holdsHelp(args);
     case "alerts":
@@ -239,11 +243,13 @@ async function main(argv: string[]): Promise<number> {
       parseFlags("keybrake healthcheck", args, {});
       return healthcheck(config);
     case "keys":
+    case "budgets":
     case "holds":
     case "alerts":
     case "audit":
     case "spend": {
       if (command === "keys") checkKeysCommand(args);
+      if (command === "budgets") checkBudgetsCommand(args);
       if (command === "holds") checkHoldsCommand(args);
       if (command === "alerts") checkAlertsCommand(args);
       // Opened once the command's flags are known to be good: a mistyped flag is named, whatever the database.
@@ -252,6 +258,7 @@ async function main(argv: string[]): Promise<number> {
       const actor = `cli:${process.env.USER ?? "local"}`;
       try {
         if (command === "keys") await keysCommand(store, args, actor, config);
+        else if (command === "budgets") await budgetsCommand(store, args, actor);
         else if (command === "holds") await holdsCommand(store, args, actor);
         else if (command === "alerts") await alertsCommand(store, args, actor, config);
         else if (command === "audit") await auditCommand(store, args);

@@ -2,6 +2,7 @@ import { Elysia } from "elysia";
 import { alertRoutes } from "./alerts/routes";
 import { adminEventRoutes } from "./audit/admin-events";
 import { auditRoutes } from "./audit/routes";
+import { budgetRoutes } from "./budgets/routes";
 import type { Config } from "./config";
 import { KeybrakeError, errorResponse, invalidRequest, notFound } from "./errors";
 import { holdRoutes } from "./holds/routes";
@@ -85,12 +86,13 @@ export function createApp(config: Config, baseStore: Store, options: AppOptions 
       .use(docsRoutes(freeEndpoints))
       .use(healthRoutes(store))
       .use(keyRoutes(store, auth, now))
+      .use(budgetRoutes(store, auth, now))
       .use(holdRoutes(store, auth, now))
       .use(auditRoutes(store, auth))
       .use(adminEventRoutes(store, auth))
       .use(tokenRoutes(store, auth, now))
       .use(alertRoutes(store, auth, now, config))
-      .use(metricsRoutes(metrics, store, auth, config.metricsPublic, options.otherInstancesSpend))
+      .use(metricsRoutes(metrics, store, auth, config.metricsPublic, options.otherInstancesSpend, now))
       .use(uiRoutes(auth, sessions, now, freeEndpoints))
       .use(
         proxyRoutes({

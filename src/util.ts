@@ -21,6 +21,12 @@ export const MICROS_PER_USD = 1_000_000;
 /** USD as the API speaks it (JSON number) from integer micro-dollars. */
 export const microsToUsd = (micros: number): number => micros / MICROS_PER_USD;
 
+/** A cap as the API shows it: USD, or null when there is none. */
+export const capUsd = (micros: number | null): number | null => (micros === null ? null : microsToUsd(micros));
+
+/** A cap as the store keeps it: micro-dollars, or null when none was given. */
+export const capMicros = (usd: number | null | undefined): number | null => (usd == null ? null : usdToMicros(usd));
+
 /** Micro-dollars from a USD amount, rounded to the nearest micro-dollar. */
 export const usdToMicros = (usd: number): number => Math.round(usd * MICROS_PER_USD);
 

@@ -115,3 +115,31 @@ export const endpointPattern = z.string().superRefine((p, ctx) => {
   const problem = patternProblem(p);
   if (problem) ctx.addIssue({ code: "custom", message: problem });
 });
+
+/** A cap in US dollars (of a key, a budget, a counterparty): more than 0, whole micro-dollars, at most MAX_USD_CAP. */
+export const usdCap = z
+  .number({ error: "must be a number of US dollars" })
+  .refine(Number.isFinite, "must be a finite number")
+  .refine((v) => v > 0 && Math.round(v * 1e6) >= 1, "must be greater than 0 (at least 0.000001)")
+  .refine((v) => v <= MAX_USD_CAP, `must be at most ${MAX_USD_CAP}`);
+
+/** SPEC §12: fractions of a cap (daily and lifetime) whose crossing by settled spend fires an alert. */
+export const DEFAULT_ALERT_THRESHOLDS = [0.5, 0.8, 1];
+
+/**
+ * A list of alert thresholds (of a key's caps, or a budget's). `.meta` before the transform, as for durations:
+ * the OpenAPI document shows the list as it is given.
+ */
+export const alertThresholds = (doc: Doc) =>
+  z
+    .array(
+      z
+        .number({ error: "must be a list of fractions of the cap, e.g. [0.5, 0.8, 1.0]" })
+        .refine(Number.isFinite, "must be a finite number")
+        .refine((t) => t > 0 && t <= 1, "must be a fraction of the cap greater than 0 and at most 1"),
+      { error: "must be a list of fractions of the cap, e.g. [0.5, 0.8, 1.0]" },
+    )
+    .max(20, "must list at most 20 thresholds")
+    .meta(doc)
+    // Kept sorted and once each: every threshold fires once per cap window.
+    .transform((list) => [...new Set(list)].sort((a, b) => a - b));

@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { slackText, verifySignature } from "../src/alerts/payload";
 import { retryDelay } from "../src/alerts/worker";
-import { type AuditRow, auditRow, openStore, type SqliteStore } from "../src/store/index";
+import { type AuditRow, auditRow, type NewKey, openStore, type SqliteStore } from "../src/store/index";
 import { startKeybrake, type Harness } from "./helpers/harness";
 import { mockStripe, type MockStripe } from "./helpers/mock-stripe";
 import { Receiver, waitFor } from "./helpers/receiver";
@@ -297,7 +297,15 @@ describe("the alerts API", () => {
     expect(created).toMatchObject({ url: "http://127.0.0.1:9/x", format: "slack", label_prefix: "p/" });
     expect(created.secret).toMatch(/^whsec_[0-9A-Za-z]{40}$/);
     const defaults = await addWebhook(kb, { url: "http://10.0.0.7/hook" });
-    expect(defaults.events).toEqual(["cap_threshold", "cap_exhausted", "key_revoked", "holds_need_attention", "price_differential"]);
+    expect(defaults.events).toEqual([
+      "cap_threshold",
+      "cap_exhausted",
+      "key_revoked",
+      "holds_need_attention",
+      "price_differential",
+      "budget_threshold",
+      "budget_exhausted",
+    ]);
     expect(defaults.format).toBe("json");
     const listed = (await (await kb.admin("/alerts/webhooks")).json()) as Json;
     expect(listed.data.map((w: Json) => w.id)).toEqual(expect.arrayContaining([created.id, defaults.id]));
@@ -450,24 +458,24 @@ describe("the outbox, in the ledger's own transactions (store level)", () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  const insertKey = (id: string, caps: { daily?: number; total?: number }) =>
-    store.insertKey({
-      id,
-      keyHash: `hash_${id}`,
-      keyHint: "kb_live_…",
-      vendor: "stripe",
-      mode: "live",
-      mintedBy: "admin",
-      label: `store/${id}`,
-      dailyCapMicros: caps.daily ?? null,
-      totalCapMicros: caps.total ?? null,
-      allowedEndpoints: ["POST /v1/payment_intents"],
-      maxRequestsPerMinute: null,
-      requireIdempotencyKey: false,
-      metadata: {},
-      createdAt: now,
-      expiresAt: now + 86_400_000 * 3,
-    });
+  const newStoreKey = (id: string, caps: { daily?: number; total?: number }): NewKey => ({
+    id,
+    keyHash: `hash_${id}`,
+    keyHint: "kb_live_…",
+    vendor: "stripe",
+    mode: "live",
+    mintedBy: "admin",
+    label: `store/${id}`,
+    dailyCapMicros: caps.daily ?? null,
+    totalCapMicros: caps.total ?? null,
+    allowedEndpoints: ["POST /v1/payment_intents"],
+    maxRequestsPerMinute: null,
+    requireIdempotencyKey: false,
+    metadata: {},
+    createdAt: now,
+    expiresAt: now + 86_400_000 * 3,
+  });
+  const insertKey = (id: string, caps: { daily?: number; total?: number }) => store.insertKey(newStoreKey(id, caps));
   const audit = (id: string, keyId: string): AuditRow =>
     auditRow({
       id,
@@ -548,6 +556,34 @@ describe("the outbox, in the ledger's own transactions (store level)", () => {
       ["cap_exhausted", "daily", "2026-11-28", 11],
     ]);
     expect((await events("vk_life")).map((e) => [e.type, e.data.cap, e.data.window])).toEqual([["cap_exhausted", "total", null]]);
+  });
+
+  test("budget_threshold as a budget's settled spend crosses its thresholds; budget_exhausted at its first refusal in a window", async () => {
+    await store.insertBudget({
+      id: "bud_alerts",
+      name: "alerts-family",
+      parentId: null,
+      dailyCapMicros: 10_000_000,
+      totalCapMicros: null,
+      alertThresholds: [0.5, 1],
+      createdAt: now,
+      createdBy: "admin",
+    });
+    for (const id of ["vk_b1", "vk_b2"]) await store.insertKey({ ...newStoreKey(id, { daily: 100_000_000 }), budgetId: "bud_alerts" });
+    const a = await hold("vk_b1", 6_000_000);
+    await settle("vk_b1", (a as Json).holdId, "settled", 6_000_000);
+    const b = await hold("vk_b2", 4_000_000);
+    await settle("vk_b2", (b as Json).holdId, "settled", 4_000_000);
+    expect((await hold("vk_b1", 1_000_000)).kind).toBe("denied");
+    expect((await hold("vk_b2", 2_000_000)).kind).toBe("denied");
+    const fired = (await events("bud_alerts")).map((e) => [e.type, e.label, e.data.threshold ?? e.data.price_usd]);
+    expect(fired).toEqual([
+      ["budget_threshold", "alerts-family", 0.5],
+      ["budget_threshold", "alerts-family", 1],
+      ["budget_exhausted", "alerts-family", 1],
+    ]);
+    // The keys' own caps are far: they fire nothing of their own.
+    expect(await events("vk_b1")).toEqual([]);
   });
 
   test("price_differential when a settlement exceeds its hold; holds_need_attention for orphaned holds at start-up, one per key", async () => {

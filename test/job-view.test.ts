@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { CreateBudgetBody, PatchBudgetBody } from "../src/budgets/model";
 import { BulkRevokeBody, CREATE_KEY_EXAMPLES, CreateKeyBody } from "../src/keys/model";
 import { loadConfig } from "../src/config";
 import { keybrakeCommand } from "./helpers/binary";
@@ -287,6 +288,10 @@ describe("/docs", () => {
     ["get", "/audit/spend"],
     ["get", "/audit/export"],
     ["get", "/admin/events"],
+    ["post", "/budgets"],
+    ["get", "/budgets/{id}"],
+    ["patch", "/budgets/{id}"],
+    ["delete", "/budgets/{id}"],
   ];
   /** Every property of a body schema, unions' branches included. */
   const properties = (schema: Json): [string, Json][] =>
@@ -317,6 +322,17 @@ describe("/docs", () => {
     expect(Object.keys(spec.paths["/v1/keys"].post.requestBody.content["application/json"].examples)).toEqual(["flask", "airflow"]);
     const revoke = spec.paths["/vault/keys/revoke"].post.requestBody.content["application/json"].examples;
     for (const { value } of Object.values(revoke) as Json[]) expect(BulkRevokeBody.safeParse(value).success).toBe(true);
+  });
+
+  test("POST and PATCH /budgets carry named examples, each valid", () => {
+    for (const [path, method, schema] of [
+      ["/budgets", "post", CreateBudgetBody],
+      ["/budgets/{id}", "patch", PatchBudgetBody],
+    ] as const) {
+      const examples = spec.paths[path][method].requestBody.content["application/json"].examples as Json;
+      expect(Object.keys(examples).length).toBeGreaterThanOrEqual(2);
+      for (const { value } of Object.values(examples) as Json[]) expect(schema.safeParse(value).success).toBe(true);
+    }
   });
 
   test("the first example issues a key on the first click of Try it out", async () => {

@@ -1,6 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import fc from "fast-check";
 import {
+  type BudgetState,
   type DayState,
   type Entry,
   type KeyState,
@@ -22,9 +23,16 @@ import type { HoldRequest, Outcome } from "../src/ledger/types";
 
 const USD = 1_000_000;
 const DAYS = ["2031-05-14", "2031-05-15"];
+/** Every key's cap per counterparty in these runs. */
+const COUNTERPARTY_CAP = 30 * USD;
 
 class Memory {
   keys = new Map<string, KeyState>();
+  /** Each key's chain, its own budget first. */
+  chains = new Map<string, string[]>();
+  budgets = new Map<string, Omit<BudgetState, "day">>();
+  budgetDays = new Map<string, DayState>();
+  counterparties = new Map<string, DayState>();
   days = new Map<string, DayState>();
   entries = new Map<string, Entry>();
   calls = new Map<string, RememberedCall>();
@@ -37,11 +45,31 @@ class Memory {
     return this.days.get(`${keyId}|${day}`) ?? { settled: 0, held: 0 };
   }
 
+  budgetDay(budgetId: string, day: string): DayState {
+    return this.budgetDays.get(`${budgetId}|${day}`) ?? { settled: 0, held: 0 };
+  }
+
+  counterpartyDay(keyId: string, day: string, counterparty: string): DayState {
+    return this.counterparties.get(`${keyId}|${day}|${counterparty}`) ?? { settled: 0, held: 0 };
+  }
+
+  chain(keyId: string, day: string): BudgetState[] {
+    return (this.chains.get(keyId) ?? []).map((id) => ({ ...this.budgets.get(id)!, day: this.budgetDay(id, day) }));
+  }
+
   apply(writes: readonly LedgerWrite[]) {
     for (const w of writes) {
       switch (w.kind) {
         case "insert_entry":
-          this.entries.set(w.holdId, { id: w.holdId, keyId: w.keyId, state: "held", hold: w.micros, cost: null, day: w.day });
+          this.entries.set(w.holdId, {
+            id: w.holdId,
+            keyId: w.keyId,
+            state: "held",
+            hold: w.micros,
+            cost: null,
+            day: w.day,
+            counterparty: w.counterparty,
+          });
           break;
         case "reopen_entry":
           Object.assign(this.entries.get(w.holdId)!, { state: "held", hold: w.hold, cost: w.cost });
@@ -63,6 +91,19 @@ class Memory {
           k.held += w.held;
           break;
         }
+        case "add_budget": {
+          const b = this.budgets.get(w.budgetId)!;
+          b.spent += w.settled;
+          b.held += w.held;
+          const d = this.budgetDay(w.budgetId, w.day);
+          this.budgetDays.set(`${w.budgetId}|${w.day}`, { settled: d.settled + w.settled, held: d.held + w.held });
+          break;
+        }
+        case "add_counterparty": {
+          const d = this.counterpartyDay(w.keyId, w.day, w.counterparty);
+          this.counterparties.set(`${w.keyId}|${w.day}|${w.counterparty}`, { settled: d.settled + w.settled, held: d.held + w.held });
+          break;
+        }
         case "claim_call":
           this.calls.set(`${w.keyId}|${w.key}`, {
             fingerprint: w.fingerprint,
@@ -76,8 +117,12 @@ class Memory {
           this.calls.get(`${w.keyId}|${w.key}`)!.state = "in_flight";
           break;
         case "alert":
-          if (w.alert === "price_differential")
-            this.overshoot.set(w.keyId, (this.overshoot.get(w.keyId) ?? 0) + w.costMicros - w.holdMicros);
+          if (w.alert === "price_differential") {
+            // What a vendor charged beyond the hold is over the key's caps, its budgets' and its counterparty's.
+            const over = w.costMicros - w.holdMicros;
+            for (const owner of [w.keyId, ...(this.chains.get(w.keyId) ?? [])])
+              this.overshoot.set(owner, (this.overshoot.get(owner) ?? 0) + over);
+          }
           break;
       }
     }
@@ -106,6 +151,25 @@ class Memory {
     }
     // Audit rows add up to the spend, and to what re-opened entries counted before (their first attempt's rows),
     // until they settle again: every audit row's cost is what its call added.
+    // Every budget: its totals and days are its keys' entries, within its caps but for price differentials.
+    for (const [budgetId, budget] of this.budgets) {
+      const drawing = entries.filter((e) => this.chains.get(e.keyId)?.includes(budgetId));
+      expect(budget.spent).toBe(
+        drawing.filter((e) => e.state === "settled" || e.state === "ambiguous").reduce((s, e) => s + (e.cost ?? 0), 0),
+      );
+      expect(budget.held).toBe(drawing.filter((e) => e.state === "held" || e.state === "orphaned").reduce((s, e) => s + e.hold, 0));
+      const over = this.overshoot.get(budgetId) ?? 0;
+      for (const day of DAYS) {
+        const d = this.budgetDay(budgetId, day);
+        if (budget.daily !== null) expect(d.settled + d.held).toBeLessThanOrEqual(budget.daily + over);
+      }
+      if (budget.total !== null) expect(budget.spent + budget.held).toBeLessThanOrEqual(budget.total + over);
+    }
+    // Every counterparty of a key: within the key's cap for it but for price differentials.
+    for (const [bucket, d] of this.counterparties) {
+      const keyId = bucket.split("|")[0]!;
+      expect(d.settled + d.held).toBeLessThanOrEqual(COUNTERPARTY_CAP + (this.overshoot.get(keyId) ?? 0));
+    }
     const spentAll = [...this.keys.values()].reduce((s, k) => s + k.spent, 0);
     const reopened = entries.filter((e) => e.state === "held" || e.state === "orphaned").reduce((s, e) => s + (e.cost ?? 0), 0);
     expect(this.audit.reduce((s, c) => s + c, 0)).toBe(spentAll + reopened);
@@ -113,7 +177,7 @@ class Memory {
 }
 
 type Op =
-  | { op: "hold"; key: number; price: number; idem: number | null; day: number }
+  | { op: "hold"; key: number; price: number; idem: number | null; day: number; customer: number | null }
   | { op: "settle"; pending: number; outcome: Outcome; costPercent: number }
   | { op: "resolve"; entry: number; settle: boolean; costPercent: number }
   | { op: "reconcile"; entry: number; costPercent: number }
@@ -124,7 +188,14 @@ const ops = fc.array(
   fc.oneof(
     {
       weight: 5,
-      arbitrary: fc.record({ op: fc.constant("hold" as const), key: fc.nat(2), price, idem: fc.option(fc.nat(5)), day: fc.nat(1) }),
+      arbitrary: fc.record({
+        op: fc.constant("hold" as const),
+        key: fc.nat(2),
+        price,
+        idem: fc.option(fc.nat(5)),
+        day: fc.nat(1),
+        customer: fc.option(fc.nat(2)),
+      }),
     },
     {
       weight: 4,
@@ -157,10 +228,19 @@ const ops = fc.array(
   { maxLength: 60 },
 );
 
-/** Runs one sequence against fresh keys; checks each admitted hold and the books after every step. */
-function run(sequence: Op[], caps: { daily: number | null; total: number | null }[]) {
+type Caps = { daily: number | null; total: number | null };
+
+/**
+ * Runs one sequence against fresh keys; checks each admitted hold and the books after every step. Budgets:
+ * `bud_team` above `bud_dag`; key 0 draws from the DAG's (a chain of two), key 1 from the team's, key 2 from none.
+ */
+function run(sequence: Op[], caps: Caps[], budgets: { team: Caps; dag: Caps }) {
   const m = new Memory();
   for (const [i, c] of caps.entries()) m.keys.set(`vk_${i}`, { status: "active", spent: 0, held: 0, ...c });
+  m.budgets.set("bud_team", { id: "bud_team", spent: 0, held: 0, ...budgets.team });
+  m.budgets.set("bud_dag", { id: "bud_dag", spent: 0, held: 0, ...budgets.dag });
+  m.chains.set("vk_0", ["bud_dag", "bud_team"]);
+  m.chains.set("vk_1", ["bud_team"]);
   const pending: { keyId: string; holdId: string | null; idem: string | null; hold: number }[] = [];
   let n = 0;
   const now = 1_000;
@@ -179,19 +259,26 @@ function run(sequence: Op[], caps: { daily: number | null; total: number | null 
         call: { requestId: `kbr_${n}`, method: "POST", path: "/v1/x" },
         // One body per Idempotency-Key: a retry is the same call, its price as the vendor states it now.
         idempotency: idem === null ? undefined : { key: idem, fingerprint: idem, ttlMs: 1_000 },
+        counterparty: o.customer === null ? undefined : { id: `customer:${o.customer}`, capMicros: COUNTERPARTY_CAP },
       };
       const seen = {
         key: m.keys.get(keyId)!,
         day: m.day(keyId, req.day),
+        budgets: m.chain(keyId, req.day),
+        counterpartyDay: req.counterparty ? m.counterpartyDay(keyId, req.day, req.counterparty.id) : null,
         remembered: idem ? (m.calls.get(`${keyId}|${idem}`) ?? null) : null,
       };
       let d = decideHold(req, seen);
       if ("needsEntry" in d) {
         const e = m.entries.get(d.needsEntry);
-        d = decideHold(req, {
-          ...seen,
-          entry: e ? { ...e, daySettled: m.day(e.keyId, e.day).settled, dayHeld: m.day(e.keyId, e.day).held } : null,
-        });
+        const withDays = e && {
+          ...e,
+          daySettled: m.day(e.keyId, e.day).settled,
+          dayHeld: m.day(e.keyId, e.day).held,
+          budgetDays: m.chain(e.keyId, e.day).map((b) => b.day),
+          counterpartyDay: e.counterparty === null ? null : m.counterpartyDay(e.keyId, e.day, e.counterparty),
+        };
+        d = decideHold(req, { ...seen, entry: withDays ?? null });
       }
       if ("needsEntry" in d) throw new Error("asked twice");
       m.apply(d.writes);
@@ -216,6 +303,7 @@ function run(sequence: Op[], caps: { daily: number | null; total: number | null 
           requestId: "kbr",
         },
         entry,
+        m.chains.get(p.keyId) ?? [],
       );
       m.apply(s.writes);
       m.audit.push(s.result);
@@ -229,14 +317,19 @@ function run(sequence: Op[], caps: { daily: number | null; total: number | null 
       const open = [...m.entries.values()].filter((e) => e.state === "orphaned" || e.state === "ambiguous");
       const e = open[o.entry % Math.max(open.length, 1)];
       if (!e) continue;
-      const r = decideResolution(e, o.settle ? "settled" : "released", Math.floor((e.hold * o.costPercent) / 100));
+      const r = decideResolution(
+        e,
+        o.settle ? "settled" : "released",
+        Math.floor((e.hold * o.costPercent) / 100),
+        m.chains.get(e.keyId) ?? [],
+      );
       m.apply(r!.writes);
       m.audit.push(r!.result);
     } else if (o.op === "reconcile") {
       const settled = [...m.entries.values()].filter((e) => e.state === "settled");
       const e = settled[o.entry % Math.max(settled.length, 1)];
       if (!e) continue;
-      const r = decideReconciliation(e, Math.floor((e.hold * o.costPercent) / 100), null);
+      const r = decideReconciliation(e, Math.floor((e.hold * o.costPercent) / 100), null, m.chains.get(e.keyId) ?? []);
       m.apply(r!.writes);
       m.audit.push(r!.result);
     } else {
@@ -251,12 +344,13 @@ function run(sequence: Op[], caps: { daily: number | null; total: number | null 
 
 const cap = fc.option(fc.integer({ min: 1, max: 100 * USD }), { nil: null });
 const caps = fc.array(fc.record({ daily: cap, total: cap }), { minLength: 1, maxLength: 3 });
+const budgetCaps = fc.record({ team: fc.record({ daily: cap, total: cap }), dag: fc.record({ daily: cap, total: cap }) });
 
 describe("the rule book, with no database", () => {
   test("random interleavings keep every cap (but for price differentials) and balance the books", () => {
     const started = performance.now();
     fc.assert(
-      fc.property(ops, caps, (sequence, c) => run(sequence, c)),
+      fc.property(ops, caps, budgetCaps, (sequence, c, b) => run(sequence, c, b)),
       { numRuns: 3_000, seed: 24 },
     );
     // Cheap enough to run thousands a second: the property gets many sequences in the suite's time.
@@ -275,7 +369,7 @@ describe("the rule book, with no database", () => {
       now: 0,
       call: { requestId: "kbr_1", method: "POST", path: "/v1/x" },
     });
-    const seen = { key, day: { settled: 4 * USD, held: 1 * USD }, remembered: null };
+    const seen = { key, day: { settled: 4 * USD, held: 1 * USD }, budgets: [], counterpartyDay: null, remembered: null };
     const fitting = decideHold(req(5 * USD), seen);
     expect("result" in fitting && fitting.result.kind).toBe("admitted");
     const over = decideHold(req(5 * USD + 1), seen);
@@ -287,7 +381,15 @@ describe("the rule book, with no database", () => {
 
   test("a retry of an ambiguous entry holds at least what it counted, with no second entry", () => {
     const key = { status: "active", daily: 100 * USD, total: null, spent: 90 * USD, held: 0 };
-    const entry = { id: "hold_1", keyId: "vk_1", state: "ambiguous" as const, hold: 90 * USD, cost: 90 * USD, day: DAYS[0]! };
+    const entry = {
+      id: "hold_1",
+      keyId: "vk_1",
+      state: "ambiguous" as const,
+      hold: 90 * USD,
+      cost: 90 * USD,
+      day: DAYS[0]!,
+      counterparty: null,
+    };
     const req: HoldRequest = {
       holdId: "hold_2",
       keyId: "vk_1",
@@ -300,9 +402,9 @@ describe("the rule book, with no database", () => {
       idempotency: { key: "k", fingerprint: "f", ttlMs: 1 },
     };
     const remembered = { fingerprint: "f", state: "ambiguous" as const, holdId: "hold_1", expiresAt: 10, response: null };
-    const seen = { key, day: { settled: 90 * USD, held: 0 }, remembered };
+    const seen = { key, day: { settled: 90 * USD, held: 0 }, budgets: [], counterpartyDay: null, remembered };
     expect(decideHold(req, seen)).toEqual({ needsEntry: "hold_1" });
-    const d = decideHold(req, { ...seen, entry: { ...entry, daySettled: 90 * USD, dayHeld: 0 } });
+    const d = decideHold(req, { ...seen, entry: { ...entry, daySettled: 90 * USD, dayHeld: 0, budgetDays: [], counterpartyDay: null } });
     expect("result" in d && d.result).toMatchObject({
       kind: "admitted",
       holdId: "hold_1",

@@ -90,7 +90,12 @@ afterAll(async () => {
 
 describe.skipIf(!url)("keys on PostgreSQL", () => {
   test("insert, find by id and by hash: the same record and policy SQLite gives, numbers as numbers", async () => {
-    const key = newKey({ totalCapMicros: 50_000_000, maxRequestsPerMinute: 60, requireIdempotencyKey: true });
+    const key = newKey({
+      totalCapMicros: 50_000_000,
+      maxRequestsPerMinute: 60,
+      requireIdempotencyKey: true,
+      perCustomerCapMicros: 2_000_000,
+    });
     const record = await one.keys.insertKey(key);
     expect(record).toEqual({
       id: key.id,
@@ -114,6 +119,9 @@ describe.skipIf(!url)("keys on PostgreSQL", () => {
       calls: 0,
       lastUsedAt: null,
       alertThresholds: [0.5, 0.8, 1],
+      budgetId: null,
+      perCustomerCapMicros: 2_000_000,
+      perDestinationCapMicros: null,
     });
     expect(await two.keys.findKeyById(key.id)).toEqual(record);
     const { revokedAt, spentTotalMicros, heldTotalMicros, calls, lastUsedAt, alertThresholds, ...policy } = record;

@@ -1,3 +1,5 @@
+import { SQL } from "bun";
+import { Database } from "bun:sqlite";
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -5,10 +7,12 @@ import { join } from "node:path";
 import {
   type AuditRow,
   auditRow,
+  type BudgetRecord,
   type HoldRecord,
   type HoldResult,
   type IdempotencyResult,
   type KeyRecord,
+  type NewBudget,
   type NewKey,
   openStore,
   type Store,
@@ -25,6 +29,11 @@ import { dropTestDatabase, testDatabaseUrl, testPostgresServer } from "./helpers
 interface Ledger {
   open(): Promise<Store>;
   remove(): Promise<void>;
+  /**
+   * Runs SQL (valid in both dialects) on a connection of its own, as another program would: rows a read is
+   * checked against, without the writes that would make them.
+   */
+  write(statements: string): Promise<void>;
 }
 
 interface StoreKind {
@@ -42,9 +51,18 @@ const sqliteKind: StoreKind = {
   available: true,
   async create() {
     const dir = mkdtempSync(join(tmpdir(), "keybrake-contract-"));
+    const file = join(dir, "keybrake.db");
     return {
-      open: async () => openStore(join(dir, "keybrake.db")),
+      open: async () => openStore(file),
       remove: async () => rmSync(dir, { recursive: true, force: true }),
+      async write(statements) {
+        const db = new Database(file);
+        try {
+          db.exec(statements);
+        } finally {
+          db.close();
+        }
+      },
     };
   },
 };
@@ -57,7 +75,18 @@ const postgresKind: StoreKind = {
     if (!url) throw new Error("no test PostgreSQL");
     // Reopened, it is the same Keybrake instance restarting (its KEYBRAKE_INSTANCE_ID kept), as SQLite's one process.
     const instanceId = `contract-${++instances}`;
-    return { open: () => openPg(url, instanceId), remove: () => dropTestDatabase(url) };
+    return {
+      open: () => openPg(url, instanceId),
+      remove: () => dropTestDatabase(url),
+      async write(statements) {
+        const sql = new SQL({ url, max: 1 });
+        try {
+          await sql.unsafe(statements).simple();
+        } finally {
+          await sql.close();
+        }
+      },
+    };
   },
 };
 
@@ -238,6 +267,9 @@ function contract(kind: StoreKind) {
         calls: 0,
         lastUsedAt: null,
         alertThresholds: [0.5, 0.8, 1],
+        budgetId: null,
+        perCustomerCapMicros: null,
+        perDestinationCapMicros: null,
       };
       const inserted = await ctx.store.insertKey(
         newKey("vk_k1", {
@@ -265,6 +297,7 @@ function contract(kind: StoreKind) {
           requireIdempotencyKey: true,
           metadata: { job: "nightly" },
           allowedEndpoints: ["POST /2010-04-01/Accounts/*/Messages.json", "GET /2010-04-01/*"],
+          perDestinationCapMicros: 3 * USD,
         }),
       );
       expect(await ctx.store.findKeyByHash("hash_vk_hash")).toEqual({
@@ -283,6 +316,9 @@ function contract(kind: StoreKind) {
         status: "active",
         createdAt: now,
         expiresAt: now + 3 * DAY,
+        budgetId: null,
+        perCustomerCapMicros: null,
+        perDestinationCapMicros: 3 * USD,
       });
       expect(await ctx.store.findKeyByHash("hash_unknown")).toBeNull();
       await ctx.store.updateKey("vk_hash", { dailyCapMicros: 7 * USD, maxRequestsPerMinute: 5 });
@@ -412,6 +448,158 @@ function contract(kind: StoreKind) {
     });
   });
 
+  describe("budgets", () => {
+    const ctx = freshLedger(kind);
+    const newBudget = (id: string, over: Partial<NewBudget> = {}): NewBudget => ({
+      id,
+      name: `budget ${id}`,
+      parentId: null,
+      dailyCapMicros: 500 * USD,
+      totalCapMicros: null,
+      createdAt: now,
+      createdBy: "admin",
+      ...over,
+    });
+    /** The refusal of a row that would draw from no budget: 400 invalid_request naming the field. */
+    const noBudget = (field: string, id: string) => ({
+      code: "invalid_request",
+      details: { fields: [{ path: field, message: `no budget ${id}` }] },
+    });
+    const unused = { today: { settledMicros: 0, heldMicros: 0 }, activeKeys: 0 };
+
+    test("insertBudget returns it with nothing spent and the default thresholds; findBudget and listBudgets read it with usage", async () => {
+      const expected: BudgetRecord = {
+        id: "bud_a",
+        name: "airflow-billing",
+        parentId: null,
+        dailyCapMicros: 2000 * USD,
+        totalCapMicros: null,
+        alertThresholds: [0.5, 0.8, 1],
+        spentTotalMicros: 0,
+        heldTotalMicros: 0,
+        createdAt: now,
+        createdBy: "admin",
+      };
+      expect(await ctx.store.insertBudget(newBudget("bud_a", { name: "airflow-billing", dailyCapMicros: 2000 * USD }))).toEqual(expected);
+      const child = await ctx.store.insertBudget(
+        newBudget("bud_b", {
+          parentId: "bud_a",
+          dailyCapMicros: null,
+          totalCapMicros: 300 * USD,
+          alertThresholds: [0.9],
+          createdBy: "cli:ops",
+        }),
+      );
+      expect(child).toEqual({
+        ...expected,
+        id: "bud_b",
+        name: "budget bud_b",
+        parentId: "bud_a",
+        dailyCapMicros: null,
+        totalCapMicros: 300 * USD,
+        alertThresholds: [0.9],
+        createdBy: "cli:ops",
+      });
+      expect(await ctx.store.findBudget("bud_a", day, now)).toEqual({ ...expected, ...unused });
+      expect(await ctx.store.findBudget("bud_none", day, now)).toBeNull();
+      expect(await ctx.store.listBudgets(day, now)).toEqual([
+        { ...expected, ...unused },
+        { ...child, ...unused },
+      ]);
+    });
+
+    test("a parent that does not exist is refused, naming parent_id; nothing is written", async () => {
+      await expect(ctx.store.insertBudget(newBudget("bud_orphan", { parentId: "bud_missing" }))).rejects.toMatchObject(
+        noBudget("parent_id", "bud_missing"),
+      );
+      expect(await ctx.store.findBudget("bud_orphan", day, now)).toBeNull();
+    });
+
+    test("usage: today's settled and held from the budget's day row, the lifetime from the budget, the active keys that draw from it", async () => {
+      await ctx.store.insertBudget(newBudget("bud_u"));
+      await ctx.ledger.write(`
+        UPDATE budgets SET spent_total_micros = 70000000, held_total_micros = 5000000 WHERE id = 'bud_u';
+        INSERT INTO budget_days (budget_id, day, settled_micros, held_micros)
+        VALUES ('bud_u', '${day}', 40000000, 5000000), ('bud_u', '${dayOf(now - DAY)}', 30000000, 0);`);
+      await ctx.store.insertKey(newKey("vk_bu1", { budgetId: "bud_u" }));
+      await ctx.store.insertKey(newKey("vk_bu2", { budgetId: "bud_u" }));
+      await ctx.store.insertKey(newKey("vk_bu3", { budgetId: "bud_u", expiresAt: now }));
+      await ctx.store.insertKey(newKey("vk_bu4", { budgetId: "bud_u" }));
+      await ctx.store.insertKey(newKey("vk_bu5"));
+      await ctx.store.revokeKey("vk_bu4", now);
+      expect(await ctx.store.findBudget("bud_u", day, now)).toMatchObject({
+        spentTotalMicros: 70 * USD,
+        heldTotalMicros: 5 * USD,
+        today: { settledMicros: 40 * USD, heldMicros: 5 * USD },
+        activeKeys: 2,
+      });
+      const yesterday = (await ctx.store.listBudgets(dayOf(now - DAY), now)).find((b) => b.id === "bud_u");
+      expect(yesterday).toMatchObject({ today: { settledMicros: 30 * USD, heldMicros: 0 }, activeKeys: 2 });
+      // Tomorrow: no day row yet (zeros), and both keys expired by then.
+      expect(await ctx.store.findBudget("bud_u", dayOf(tomorrow), now + 3 * DAY)).toMatchObject({ ...unused, spentTotalMicros: 70 * USD });
+    });
+
+    test("a key draws from a budget that exists, or is refused naming budget_id; its caps are kept; listKeys filters by budget", async () => {
+      await ctx.store.insertBudget(newBudget("bud_k"));
+      const caps = { budgetId: "bud_k", perCustomerCapMicros: 100 * USD, perDestinationCapMicros: 5 * USD };
+      expect(await ctx.store.insertKey(newKey("vk_bk1", caps))).toMatchObject(caps);
+      expect(await ctx.store.findKeyById("vk_bk1")).toMatchObject(caps);
+      expect(await ctx.store.findKeyByHash("hash_vk_bk1")).toMatchObject(caps);
+      await expect(ctx.store.insertKey(newKey("vk_bk2", { budgetId: "bud_missing" }))).rejects.toMatchObject(
+        noBudget("budget_id", "bud_missing"),
+      );
+      expect(await ctx.store.findKeyById("vk_bk2")).toBeNull();
+      const issuance = { tokenId: "tok_bud", micros: USD, now, dayStart: now, maxUsdPerDayMicros: null, maxKeysPerHour: null };
+      const within = (id: string, budgetId: string) => ctx.store.insertKeyWithin(newKey(id, { budgetId, mintedBy: "tok_bud" }), issuance);
+      await expect(within("vk_bk3", "bud_missing")).rejects.toMatchObject(noBudget("budget_id", "bud_missing"));
+      expect(await ctx.store.findKeyById("vk_bk3")).toBeNull();
+      expect(await within("vk_bk4", "bud_k")).toMatchObject({ kind: "ok", value: { budgetId: "bud_k" } });
+      expect((await ctx.store.listKeys({ budgetId: "bud_k", limit: 10 }, now)).data.map((k) => k.id)).toEqual(["vk_bk4", "vk_bk1"]);
+    });
+
+    test("updateBudget changes what the patch names and nothing else (never the parent); an unknown budget is null", async () => {
+      await ctx.store.insertBudget(newBudget("bud_up_top"));
+      const before = await ctx.store.insertBudget(newBudget("bud_up", { parentId: "bud_up_top" }));
+      const patch = { name: "renamed", dailyCapMicros: null, totalCapMicros: 900 * USD, alertThresholds: [0.25, 1] };
+      expect(await ctx.store.updateBudget("bud_up", patch)).toEqual({ ...before, ...patch });
+      expect(await ctx.store.updateBudget("bud_up", { dailyCapMicros: 10 * USD })).toEqual({
+        ...before,
+        ...patch,
+        dailyCapMicros: 10 * USD,
+      });
+      expect(await ctx.store.updateBudget("bud_up", {})).toEqual({ ...before, ...patch, dailyCapMicros: 10 * USD });
+      expect(await ctx.store.updateBudget("bud_none", { name: "x" })).toBeNull();
+    });
+
+    test("deleteBudget is refused while an active key, a budget below or an open hold of its keys draws from it; then it goes with its days", async () => {
+      await ctx.store.insertBudget(newBudget("bud_top"));
+      await ctx.store.insertBudget(newBudget("bud_mid", { parentId: "bud_top" }));
+      await ctx.store.insertKey(newKey("vk_bd1", { budgetId: "bud_mid" }));
+      await ctx.store.insertKey(newKey("vk_bd2", { budgetId: "bud_top", expiresAt: now }));
+      await ctx.ledger.write(
+        `INSERT INTO budget_days (budget_id, day, settled_micros, held_micros) VALUES ('bud_mid', '${day}', 7000000, 0);`,
+      );
+      expect(await ctx.store.deleteBudget("bud_none", now)).toBe("not_found");
+      expect(await ctx.store.deleteBudget("bud_top", now)).toBe("in_use");
+      expect(await ctx.store.deleteBudget("bud_mid", now)).toBe("in_use");
+      // Revoked, its key no longer draws from it; a hold of that key still open (a crash's) still does.
+      await ctx.store.revokeKey("vk_bd1", now);
+      await ctx.ledger.write(
+        `INSERT INTO ledger_entries (id, key_id, day, hold_micros, state, created_at) VALUES ('hold_bd', 'vk_bd1', '${day}', 1000000, 'orphaned', ${now});`,
+      );
+      expect(await ctx.store.deleteBudget("bud_mid", now)).toBe("in_use");
+      await ctx.ledger.write("UPDATE ledger_entries SET state = 'released' WHERE id = 'hold_bd';");
+      expect(await ctx.store.deleteBudget("bud_mid", now)).toBe("deleted");
+      expect(await ctx.store.findBudget("bud_mid", day, now)).toBeNull();
+      expect(await ctx.store.deleteBudget("bud_mid", now)).toBe("not_found");
+      // An expired key draws from nothing any more.
+      expect(await ctx.store.deleteBudget("bud_top", now)).toBe("deleted");
+      // Its day rows went with it: a new budget of the same id starts from nothing.
+      await ctx.store.insertBudget(newBudget("bud_mid"));
+      expect(await ctx.store.findBudget("bud_mid", day, now)).toMatchObject(unused);
+    });
+  });
+
   describe("holds", () => {
     const ctx = freshLedger(kind);
     const { hold, holdId, settle, key } = ledgerCalls(ctx);
@@ -448,6 +636,7 @@ function contract(kind: StoreKind) {
         holdMicros: 6 * USD,
         priorCostMicros: null,
         balance: balance(0, 6 * USD, 0, 6 * USD),
+        tightest: { limit: "key", remainingMicros: 4 * USD },
       });
       expect(await hold("vk_deny", 5 * USD)).toEqual({
         kind: "denied",
@@ -495,7 +684,15 @@ function contract(kind: StoreKind) {
     test("a call without a ledger entry holds nothing; its settlement counts the call and costs 0", async () => {
       await ctx.store.insertKey(newKey("vk_free", { dailyCapMicros: 10 * USD }));
       const free = await hold("vk_free", 0, { ledger: false });
-      expect(free).toEqual({ kind: "admitted", holdId: null, day, holdMicros: 0, priorCostMicros: null, balance: balance(0, 0, 0, 0) });
+      expect(free).toEqual({
+        kind: "admitted",
+        holdId: null,
+        day,
+        holdMicros: 0,
+        priorCostMicros: null,
+        balance: balance(0, 0, 0, 0),
+        tightest: { limit: "key", remainingMicros: 10 * USD },
+      });
       expect(await settle("vk_free", undefined, "settled", 3 * USD, { at: now + 7 })).toBe(0);
       expect(await key("vk_free")).toMatchObject({ spentTotalMicros: 0, heldTotalMicros: 0, calls: 1, lastUsedAt: now + 7 });
       expect((await ctx.store.dayUsage(["vk_free"], day)).get("vk_free")).toBeUndefined();
@@ -700,6 +897,7 @@ function contract(kind: StoreKind) {
         holdMicros: 6 * USD,
         priorCostMicros: 6 * USD,
         balance: balance(0, 6 * USD, 0, 6 * USD),
+        tightest: { limit: "key", remainingMicros: 4 * USD },
       });
       expect(await ctx.store.findHold(id)).toMatchObject({ state: "held", holdMicros: 6 * USD, costMicros: 6 * USD });
       expect(await hold("vk_amb", 6 * USD, { idem: "k_amb" })).toEqual({ kind: "in_flight" });
@@ -727,6 +925,7 @@ function contract(kind: StoreKind) {
         holdMicros: 8 * USD,
         priorCostMicros: 6 * USD,
         balance: balance(0, 8 * USD, 0, 8 * USD),
+        tightest: { limit: "key", remainingMicros: 2 * USD },
       });
       expect(await settle("vk_amb2", id, "released", 0, { idem: { key: "k_amb2", result: { kind: "forget" } } })).toBe(-6 * USD);
       expect(await key("vk_amb2")).toMatchObject({ spentTotalMicros: 0, heldTotalMicros: 0 });
@@ -805,6 +1004,7 @@ function contract(kind: StoreKind) {
         holdMicros: 2 * USD,
         priorCostMicros: 2 * USD,
         balance: balance(1 * USD, 5 * USD, 1 * USD, 5 * USD),
+        tightest: { limit: "key", remainingMicros: 14 * USD },
       });
       expect(await ctx.store.findHold(a1.holdId!)).toMatchObject({ state: "held", costMicros: null });
       expect(await settle("vk_orph", a1.holdId!, "settled", 2 * USD)).toBe(2 * USD);

@@ -1,3 +1,4 @@
+import { Database } from "bun:sqlite";
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -54,8 +55,14 @@ const admin = (path: string, body?: unknown, method?: string) =>
     body: body === undefined ? undefined : JSON.stringify(body),
   });
 
-async function issue(label: string): Promise<{ id: string; vault_key: string }> {
-  const res = await admin("/vault/keys", { vendor: "stripe", daily_usd_cap: 500, allowed_endpoints: ["POST /v1/payment_intents"], label });
+async function issue(label: string, extra: Json = {}): Promise<{ id: string; vault_key: string }> {
+  const res = await admin("/vault/keys", {
+    vendor: "stripe",
+    daily_usd_cap: 500,
+    allowed_endpoints: ["POST /v1/payment_intents"],
+    label,
+    ...extra,
+  });
   expect(res.status).toBe(201);
   return (await res.json()) as { id: string; vault_key: string };
 }
@@ -271,6 +278,83 @@ describe.skipIf(!hasChromium)("the dashboard in Chromium, served by dist/keybrak
     await page.getByRole("link", { name: "celery-emails/task_81" }).click();
     await page.getByRole("heading", { name: "Policy" }).waitFor();
     expect(await page.getByRole("button", { name: /Revoke|Save/ }).count()).toBe(0);
+    await page.getByRole("button", { name: "Sign out" }).click();
+    await page.getByRole("button", { name: "Sign in" }).waitFor();
+    expect(outside).toEqual([]);
+    expect(pageErrors).toEqual([]);
+  }, 60_000);
+
+  test("Budgets: a tree with spend against caps, a budget near its cap and its keys; an admin sets its cap, a viewer cannot", async () => {
+    const created = async (body: Json) => {
+      const res = await admin("/budgets", body);
+      expect(res.status).toBe(201);
+      return (await res.json()) as Json;
+    };
+    const team = await created({ name: "billing-team", daily_usd_cap: 500 });
+    const dag = await created({ name: "nightly-dag", daily_usd_cap: 100, parent_id: team.id });
+    await issue("nightly-dag/run_1", { budget_id: dag.id });
+    // $85 of the DAG's $100 spent today (and so of its team's $500), written as the ledger would: how calls count at
+    // budgets is the ledger's to test; this page shows what its rows say.
+    const db = new Database(join(dir, "keybrake.db"));
+    try {
+      db.exec("PRAGMA busy_timeout = 5000");
+      const today = new Date().toISOString().slice(0, 10);
+      for (const id of [team.id, dag.id]) {
+        db.query("UPDATE budgets SET spent_total_micros = 85000000 WHERE id = ?").run(id);
+        db.query("INSERT INTO budget_days (budget_id, day, settled_micros, held_micros) VALUES (?, ?, 85000000, 0)").run(id, today);
+      }
+    } finally {
+      db.close();
+    }
+
+    const signIn = async (token: string) => {
+      await context.clearCookies();
+      await page.goto("about:blank");
+      await page.goto(`${server.url}/ui#/budgets`);
+      await page.getByLabel("Token").fill(token);
+      await page.getByRole("button", { name: "Sign in" }).click();
+      await page.getByRole("heading", { name: "Budgets", exact: true }).waitFor();
+    };
+    await signIn(ADMIN_TOKEN);
+    // The tree: the DAG's budget inside its team's, each with its spend against its cap.
+    const teamRegion = page.getByRole("region", { name: /^billing-team/ });
+    const dagRegion = teamRegion.getByRole("region", { name: /^nightly-dag/ });
+    await dagRegion.getByText("$85.00 of $100.00").first().waitFor();
+    await teamRegion.getByText("$85.00 of $500.00").first().waitFor();
+    expect(await dagRegion.getByText("near its cap (85%)").count()).toBe(1);
+    expect(await teamRegion.getByText(/near its cap/).count()).toBe(1);
+    await dagRegion.getByRole("link", { name: "nightly-dag/run_1" }).waitFor();
+    await shot("budgets-1280");
+    await page.setViewportSize({ width: 800, height: 900 });
+    await shot("budgets-800");
+    await page.setViewportSize({ width: 1280, height: 900 });
+
+    // An admin raises the DAG's daily cap: a labelled field, saved with the session's CSRF token.
+    await dagRegion.getByText("Set caps").click();
+    await page.getByLabel("Daily cap (USD) of nightly-dag").fill("200");
+    await page.getByRole("button", { name: "Save caps of nightly-dag" }).click();
+    await page.getByRole("status").getByText("Saved the caps of nightly-dag").waitFor();
+    await dagRegion.getByText("$85.00 of $200.00").first().waitFor();
+    expect(await dagRegion.getByText(/near its cap/).count()).toBe(0);
+    const patch = requests.find((r) => r.method() === "PATCH" && new URL(r.url()).pathname === `/budgets/${dag.id}`)!;
+    expect((await patch.allHeaders())["x-csrf-token"]).toMatch(/^[0-9A-Za-z]{43}$/);
+    expect(await patch.postDataJSON()).toEqual({ daily_usd_cap: 200 });
+
+    // A key's page names its budget and leads back to it.
+    await dagRegion.getByRole("link", { name: "nightly-dag/run_1" }).click();
+    await page.getByRole("heading", { name: "Policy" }).waitFor();
+    await page.getByRole("link", { name: "nightly-dag", exact: true }).click();
+    await page.getByRole("heading", { name: /^nightly-dag/ }).waitFor();
+    expect(new URL(page.url()).hash).toBe(`#/budgets/${dag.id}`);
+
+    // A viewer sees the same tree and no control that writes.
+    const viewer = await admin("/admin/tokens", { name: "ui-budget-viewer", role: "viewer" });
+    await signIn(((await viewer.json()) as Json).token);
+    await dagRegion.getByText("$85.00 of $200.00").first().waitFor();
+    expect(await page.getByText("Set caps").count()).toBe(0);
+    expect(await page.getByRole("button", { name: /Save/ }).count()).toBe(0);
+    expect(await page.getByRole("spinbutton").count()).toBe(0);
+    await shot("budgets-viewer-1280");
     await page.getByRole("button", { name: "Sign out" }).click();
     await page.getByRole("button", { name: "Sign in" }).waitFor();
     expect(outside).toEqual([]);

@@ -63,9 +63,7 @@ export type FlagNames = Record<string, string>;
  * names: `--daily-usd-cap: must be a number of US dollars`, `--allow #2: …`. Anything else passes unchanged.
  */
 export function withFlagNames<T>(command: string, names: FlagNames, parse: () => T): T {
-  try {
-    return parse();
-  } catch (err) {
+  const renamed = (err: unknown): never => {
     if (!(err instanceof KeybrakeError) || err.code !== "invalid_request") throw err;
     const fields = (err.details as { fields?: { path: string; message: string }[] } | undefined)?.fields ?? [];
     if (fields.length === 0) throw err;
@@ -76,5 +74,25 @@ export function withFlagNames<T>(command: string, names: FlagNames, parse: () =>
       return flag ? `${flag}${which}: ${message}` : message;
     });
     throw new UsageError(`${command}: ${lines.join("; ")} (${command} --help)`);
+  };
+  try {
+    const result = parse();
+    // An operation's refusal decided against the database (a budget that does not exist) arrives later.
+    return result instanceof Promise ? (result.catch(renamed) as T) : result;
+  } catch (err) {
+    return renamed(err);
   }
 }
+
+/** A number flag as a schema should see it: the number, or the text as given (the schema then names what is wrong). */
+export const numberFlag = (v: string | undefined) =>
+  v === undefined ? undefined : v.trim() !== "" && !Number.isNaN(Number(v)) ? Number(v) : v;
+
+/** A comma-separated list of numbers (`--alert-thresholds 0.5,0.8,1`; "" for none), for a schema to check. */
+export const numberListFlag = (v: string | undefined) =>
+  v === undefined
+    ? undefined
+    : v
+        .split(",")
+        .filter((t) => t.trim() !== "")
+        .map(numberFlag);

@@ -6,7 +6,7 @@ import { issueWarnings } from "../keys/warnings";
 import type { Store } from "../store/index";
 import { vendorChoices } from "../vendors/index";
 import { parseInput } from "../validation";
-import { type FlagNames, parseFlags, UsageError, withFlagNames } from "./args";
+import { type FlagNames, numberFlag, numberListFlag, parseFlags, UsageError, withFlagNames } from "./args";
 import { printRecord, printRecords } from "./output";
 
 export { UsageError } from "./args";
@@ -26,10 +26,13 @@ Issues a vault key and prints it once.
   --metadata k=v                 repeatable
   --alert-thresholds 0.5,0.8,1   fractions of the cap whose crossing fires a cap_threshold alert (default
                                  0.5,0.8,1; "" for none; keybrake alerts --help)
+  --budget-id bud_…              the budget the key draws from (keybrake budgets --help); set now, never changed
+  --per-customer-usd-cap N       USD per UTC day for one Stripe customer (429 counterparty_cap_exhausted past it)
+  --per-destination-usd-cap N    USD per UTC day for one Twilio destination (the To number)
   --json                         the record as JSON`;
 
-const LIST_USAGE = `usage: keybrake keys list [--label L] [--label-prefix P] [--vendor V] [--status active|revoked|expired]
-                         [--limit N] [--cursor C] [--json]
+const LIST_USAGE = `usage: keybrake keys list [--label L] [--label-prefix P] [--vendor V] [--budget-id bud_…]
+                         [--status active|revoked|expired] [--limit N] [--cursor C] [--json]
 
 Keys newest first with today's usage and when each was last used. --limit: at most this many (default 100,
 at most 1000); when more match, the next page's --cursor is printed on stderr.`;
@@ -72,8 +75,6 @@ const FLAGS: FlagNames = {
   alert_thresholds: "--alert-thresholds",
 };
 
-const num = (v: string | undefined) => (v === undefined ? undefined : v.trim() !== "" && !Number.isNaN(Number(v)) ? Number(v) : v);
-
 function metadataFlags(pairs: string[] | undefined): Record<string, string> | undefined {
   if (!pairs) return undefined;
   return Object.fromEntries(
@@ -113,29 +114,28 @@ export async function keysCommand(
         "require-idempotency-key": { type: "boolean" },
         metadata: { type: "string", multiple: true },
         "alert-thresholds": { type: "string" },
+        "budget-id": { type: "string" },
+        "per-customer-usd-cap": { type: "string" },
+        "per-destination-usd-cap": { type: "string" },
         json: { type: "boolean" },
       });
-      const thresholds = values["alert-thresholds"];
       const body = Object.fromEntries(
         Object.entries({
           vendor: values.vendor,
-          daily_usd_cap: num(values["daily-usd-cap"]),
-          total_usd_cap: num(values["total-usd-cap"]),
+          daily_usd_cap: numberFlag(values["daily-usd-cap"]),
+          total_usd_cap: numberFlag(values["total-usd-cap"]),
           allowed_endpoints: values.allow ?? [],
           expires_in: values["expires-in"],
           expires_at: values["expires-at"],
           agent_run_label: values.label,
           mode: values.mode,
-          max_requests_per_minute: num(values["max-requests-per-minute"]),
+          max_requests_per_minute: numberFlag(values["max-requests-per-minute"]),
           require_idempotency_key: values["require-idempotency-key"],
           metadata: metadataFlags(values.metadata),
-          alert_thresholds:
-            thresholds === undefined
-              ? undefined
-              : thresholds
-                  .split(",")
-                  .filter((t) => t.trim() !== "")
-                  .map(num),
+          alert_thresholds: numberListFlag(values["alert-thresholds"]),
+          budget_id: values["budget-id"],
+          per_customer_usd_cap: numberFlag(values["per-customer-usd-cap"]),
+          per_destination_usd_cap: numberFlag(values["per-destination-usd-cap"]),
         }).filter(([, v]) => v !== undefined),
       );
       const parsed = withFlagNames(command, FLAGS, () => parseInput(CreateKeyBody, body, "flags"));
@@ -153,6 +153,7 @@ export async function keysCommand(
         label: { type: "string" },
         "label-prefix": { type: "string" },
         vendor: { type: "string" },
+        "budget-id": { type: "string" },
         status: { type: "string" },
         limit: { type: "string" },
         cursor: { type: "string" },
@@ -165,6 +166,7 @@ export async function keysCommand(
             label: values.label,
             label_prefix: values["label-prefix"],
             vendor: values.vendor,
+            budget_id: values["budget-id"],
             status: values.status,
             limit: values.limit,
             cursor: values.cursor,

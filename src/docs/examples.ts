@@ -1,4 +1,5 @@
 import { WEBHOOK_EXAMPLES } from "../alerts/model";
+import { CREATE_BUDGET_EXAMPLES, PATCH_BUDGET_EXAMPLES } from "../budgets/model";
 import { BULK_REVOKE_EXAMPLES, CREATE_KEY_EXAMPLES } from "../keys/model";
 
 // biome-ignore lint/suspicious/noExplicitAny: an OpenAPI document is untyped JSON here.
@@ -17,6 +18,8 @@ const REQUEST_EXAMPLES: Record<string, Record<string, Examples>> = {
       unlimit: { summary: "Remove the rate limit", value: { max_requests_per_minute: null } },
     },
   },
+  "/budgets": { post: CREATE_BUDGET_EXAMPLES },
+  "/budgets/{id}": { patch: PATCH_BUDGET_EXAMPLES },
   "/alerts/webhooks": { post: WEBHOOK_EXAMPLES },
   "/vault/holds/{id}/settle": {
     post: {

@@ -1,12 +1,15 @@
 import { z } from "zod";
-import { type Doc, durationOf, endpointPattern, MAX_USD_CAP, pageCursor, pageLimit } from "../validation";
+import {
+  alertThresholds,
+  DEFAULT_ALERT_THRESHOLDS,
+  type Doc,
+  durationOf,
+  endpointPattern,
+  pageCursor,
+  pageLimit,
+  usdCap,
+} from "../validation";
 import { vendorName } from "../vendors/index";
-
-const usdCap = z
-  .number({ error: "must be a number of US dollars" })
-  .refine(Number.isFinite, "must be a finite number")
-  .refine((v) => v > 0 && Math.round(v * 1e6) >= 1, "must be greater than 0 (at least 0.000001)")
-  .refine((v) => v <= MAX_USD_CAP, `must be at most ${MAX_USD_CAP}`);
 
 const isoTimeOf = (doc?: Doc) => {
   const text = z.iso.datetime({ offset: true, error: "must be an ISO 8601 time, e.g. 2026-11-27T18:00:00Z" });
@@ -24,34 +27,18 @@ const EXPIRES_AT: Doc = {
 };
 
 const label = z.string().max(200, "must be at most 200 characters");
+const budgetId = z.string().min(1, "must not be empty").max(100, "must be at most 100 characters");
 const rate = z.number().int("must be an integer").min(1, "must be at least 1").max(1_000_000, "must be at most 1000000");
 
 const metadata = z
   .record(z.string().max(100, "keys must be at most 100 characters"), z.string({ error: "values must be strings" }))
   .refine((m) => new TextEncoder().encode(JSON.stringify(m)).length <= 4096, "must be at most 4 KiB as JSON");
 
-/** SPEC §12: fractions of the cap (daily and lifetime) whose crossing by settled spend fires `cap_threshold`. */
-export const DEFAULT_ALERT_THRESHOLDS = [0.5, 0.8, 1];
 const ALERT_THRESHOLDS_DOC: Doc = {
   description:
     'Fractions of the daily and of the lifetime cap, in (0, 1]: settled spend crossing one fires a cap_threshold alert, once per key and cap window (README "Alerts"); [] for none',
   examples: [[0.5, 0.8, 1.0]],
 };
-/** `.meta` before the transform, as for durations: the OpenAPI document shows the list as it is given. */
-const alertThresholds = (doc: Doc) =>
-  z
-    .array(
-      z
-        .number({ error: "must be a list of fractions of the cap, e.g. [0.5, 0.8, 1.0]" })
-        .refine(Number.isFinite, "must be a finite number")
-        .refine((t) => t > 0 && t <= 1, "must be a fraction of the cap greater than 0 and at most 1"),
-      { error: "must be a list of fractions of the cap, e.g. [0.5, 0.8, 1.0]" },
-    )
-    .max(20, "must list at most 20 thresholds")
-    .meta(doc)
-    // Kept sorted and once each: every threshold fires once per cap window.
-    .transform((list) => [...new Set(list)].sort((a, b) => a - b));
-
 export const CreateKeyBody = z
   .strictObject({
     vendor: vendorName.meta({ description: "The vendor the key calls: its secret, routes and prices", examples: ["stripe"] }),
@@ -92,6 +79,20 @@ export const CreateKeyBody = z
       examples: [{ dag_id: "billing", run_id: "scheduled__2026-11-22T06:00:00+00:00" }],
     }),
     alert_thresholds: alertThresholds(ALERT_THRESHOLDS_DOC).default(DEFAULT_ALERT_THRESHOLDS),
+    budget_id: budgetId.optional().meta({
+      description:
+        "The budget the key draws from (README \"Budgets\"): a call is admitted only if it fits the key's caps and every budget up the budget's chain. Set at mint, never changed; an issuer token whose policy names a budget puts it on every key it mints",
+      examples: ["bud_4fTq9ZrWb2NcLm5Yd0Hx"],
+    }),
+    per_customer_usd_cap: usdCap.optional().meta({
+      description:
+        'USD the key may move per UTC day for one Stripe customer (of the intent, charge or refund; calls with no customer count together as "no customer"): more gets 429 counterparty_cap_exhausted',
+      examples: [100],
+    }),
+    per_destination_usd_cap: usdCap.optional().meta({
+      description: "USD the key may spend per UTC day on one Twilio destination (the To number): more gets 429 counterparty_cap_exhausted",
+      examples: [5],
+    }),
   })
   .superRefine((b, ctx) => {
     if (b.daily_usd_cap === undefined && b.total_usd_cap === undefined) {
@@ -202,6 +203,7 @@ export const ListKeysQuery = z.strictObject({
     .optional()
     .meta({ description: "Keys whose run label starts with this", examples: ["airflow-billing/"] }),
   vendor: vendorName.optional().meta({ description: "Keys of one vendor", examples: ["stripe"] }),
+  budget_id: budgetId.optional().meta({ description: "Keys that draw from this budget", examples: ["bud_4fTq9ZrWb2NcLm5Yd0Hx"] }),
   status: z
     .enum(["active", "revoked", "expired"])
     .optional()
@@ -235,6 +237,9 @@ export const KeyRecordSchema = z.object({
   calls: z.number(),
   last_used_at: z.string().nullable(),
   alert_thresholds: z.array(z.number()),
+  budget_id: z.string().nullable().describe("The budget the key draws from (bud_…), or null"),
+  per_customer_usd_cap: z.number().nullable(),
+  per_destination_usd_cap: z.number().nullable(),
 });
 
 export const IssuedKeySchema = KeyRecordSchema.extend({

@@ -1,8 +1,16 @@
 import { KeybrakeError, invalidRequest, notFound } from "../errors";
 import { ADMIN_MINTER, actorName, type Caller, eventBy } from "../auth/admin-auth";
 import type { DayUsage, KeyFilter, KeyPatch, KeyRecord, KeySelection, NewKey, Store } from "../store/index";
-import { enforcePolicy, issuanceLimits, issuanceRefusal, issuerPolicy, type KeyDraft, spendableMicros } from "../tokens/policy";
-import { iso, microsToUsd, randomBase62, sha256Hex, usdToMicros, utcDay } from "../util";
+import {
+  enforcePolicy,
+  issuanceLimits,
+  issuanceRefusal,
+  issuerPolicy,
+  type KeyDraft,
+  spendableMicros,
+  withPolicyBudget,
+} from "../tokens/policy";
+import { capMicros, capUsd, iso, microsToUsd, randomBase62, sha256Hex, utcDay } from "../util";
 import type { CreateKeyBody, ListKeysQuery, PatchKeyBody } from "./model";
 import { MAX_LIFETIME_MS } from "../validation";
 import { publicPattern } from "../endpoints";
@@ -51,8 +59,8 @@ export function presentKey(key: KeyRecord, today: DayUsage | undefined, now: num
     label: key.label,
     agent_run_label: key.label,
     key_hint: key.keyHint,
-    daily_usd_cap: key.dailyCapMicros === null ? null : microsToUsd(key.dailyCapMicros),
-    total_usd_cap: key.totalCapMicros === null ? null : microsToUsd(key.totalCapMicros),
+    daily_usd_cap: capUsd(key.dailyCapMicros),
+    total_usd_cap: capUsd(key.totalCapMicros),
     allowed_endpoints: key.allowedEndpoints,
     max_requests_per_minute: key.maxRequestsPerMinute,
     require_idempotency_key: key.requireIdempotencyKey,
@@ -74,6 +82,9 @@ export function presentKey(key: KeyRecord, today: DayUsage | undefined, now: num
     calls: key.calls,
     last_used_at: iso(key.lastUsedAt),
     alert_thresholds: key.alertThresholds,
+    budget_id: key.budgetId,
+    per_customer_usd_cap: capUsd(key.perCustomerCapMicros),
+    per_destination_usd_cap: capUsd(key.perDestinationCapMicros),
   };
 }
 
@@ -102,13 +113,16 @@ export async function issueKey(ctx: KeyContext, body: CreateKeyBody) {
     mode: body.mode,
     label: body.agent_run_label ?? body.label ?? null,
     mintedBy: ctx.caller?.minter ?? ADMIN_MINTER,
-    dailyCapMicros: body.daily_usd_cap === undefined ? null : usdToMicros(body.daily_usd_cap),
-    totalCapMicros: body.total_usd_cap === undefined ? null : usdToMicros(body.total_usd_cap),
+    dailyCapMicros: capMicros(body.daily_usd_cap),
+    totalCapMicros: capMicros(body.total_usd_cap),
     allowedEndpoints: body.allowed_endpoints.map(publicPathOf(body.vendor)),
     maxRequestsPerMinute: body.max_requests_per_minute ?? null,
     requireIdempotencyKey: body.require_idempotency_key,
     metadata: body.metadata,
     alertThresholds: body.alert_thresholds,
+    budgetId: body.budget_id ?? null,
+    perCustomerCapMicros: capMicros(body.per_customer_usd_cap),
+    perDestinationCapMicros: capMicros(body.per_destination_usd_cap),
     createdAt: now,
     expiresAt: expiryFrom(body, now, now + DEFAULT_LIFETIME_MS),
   };
@@ -124,19 +138,23 @@ export async function issueKey(ctx: KeyContext, body: CreateKeyBody) {
       label: key.label,
       daily_usd_cap: body.daily_usd_cap ?? null,
       total_usd_cap: body.total_usd_cap ?? null,
+      budget_id: key.budgetId,
     },
   });
   return { ...presentKey(key, undefined, now), vault_key: secret, token: secret };
 }
 
 /**
- * An issuer's key is checked against its policy (403 issuer_policy_violation, nothing created), and written in
- * one transaction with the check of what the token already minted (issued_usd_per_day, max_keys_per_hour).
+ * An issuer's key gets its policy's budget, is checked against its policy (403 issuer_policy_violation, nothing
+ * created), and is written in one transaction with the check of what the token already minted
+ * (issued_usd_per_day, max_keys_per_hour). A budget_id naming no budget is refused by the store, in the insert's
+ * transaction, so a budget deleted meanwhile is never drawn from (400 naming budget_id).
  */
-async function insertWithinPolicy(ctx: KeyContext, key: NewKey, now: number): Promise<KeyRecord> {
+async function insertWithinPolicy(ctx: KeyContext, draft: NewKey, now: number): Promise<KeyRecord> {
   const caller = ctx.caller;
   const policy = issuerPolicy(caller);
-  if (!caller || !policy) return ctx.store.insertKey(key);
+  if (!caller || !policy) return ctx.store.insertKey(draft);
+  const key = withPolicyBudget(policy, draft);
   enforcePolicy(policy, key, publicPathOf(key.vendor));
   const micros = spendableMicros(key);
   const result = await ctx.store.insertKeyWithin(key, issuanceLimits(policy, caller.tokenId, micros, now));
@@ -149,6 +167,7 @@ export async function listKeys(ctx: Pick<KeyContext, "store" | "now" | "caller">
     label: query.label,
     labelPrefix: query.label_prefix,
     vendor: query.vendor,
+    budgetId: query.budget_id,
     status: query.status,
     mintedBy: scopeOf(ctx),
     limit: query.limit,
@@ -198,8 +217,8 @@ export async function patchKey(ctx: KeyContext, id: string, body: PatchKeyBody) 
   if (key.status === "revoked") throw new KeybrakeError("revoked_key_unchangeable");
   const now = ctx.now();
   const patch: KeyPatch = {};
-  if (body.daily_usd_cap !== undefined) patch.dailyCapMicros = body.daily_usd_cap === null ? null : usdToMicros(body.daily_usd_cap);
-  if (body.total_usd_cap !== undefined) patch.totalCapMicros = body.total_usd_cap === null ? null : usdToMicros(body.total_usd_cap);
+  if (body.daily_usd_cap !== undefined) patch.dailyCapMicros = capMicros(body.daily_usd_cap);
+  if (body.total_usd_cap !== undefined) patch.totalCapMicros = capMicros(body.total_usd_cap);
   if (body.max_requests_per_minute !== undefined) patch.maxRequestsPerMinute = body.max_requests_per_minute;
   if (body.alert_thresholds !== undefined) patch.alertThresholds = body.alert_thresholds;
   if (body.expires_in !== undefined || body.expires_at !== undefined) patch.expiresAt = expiryFrom(body, now, key.expiresAt);

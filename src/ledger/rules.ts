@@ -1,4 +1,4 @@
-import type { Balance, HoldRequest, HoldResult, Outcome, StoredResponse } from "./types";
+import type { Balance, DenialReason, HoldRequest, HoldResult, Outcome, StoredResponse, Tightest } from "./types";
 
 /**
  * The rule book: every decision that moves a key's money, decided once, as pure functions (no SQL, no I/O, no
@@ -6,9 +6,11 @@ import type { Balance, HoldRequest, HoldResult, Outcome, StoredResponse } from "
  * applies the writes it returns in the same transaction, in its own dialect: SQLite (store/ledger.ts) and
  * PostgreSQL (store/pg/ledger.ts) decide nothing themselves.
  *
- * The one promise (SPEC §6): no sequence, retry or concurrency of calls makes a key's settled + held spend exceed
- * its cap, except by what a vendor charges beyond what it stated before the call. The stores make each decision
- * atomic (the key's row locked or the database's write lock held); these rules make it right.
+ * The one promise (SPEC §6, §14): no sequence, retry or concurrency of calls makes the settled + held spend of a
+ * key, of any budget up its chain, or of one counterparty of the key exceed its cap, except by what a vendor
+ * charges beyond what it stated before the call. The stores make each decision atomic (the key's row locked or
+ * the database's write lock held); these rules make it right. Every change of a key's money moves its day, its
+ * lifetime totals, every budget up its chain and its counterparty together (`move`).
  */
 
 /** A key as a hold reads it: its status, caps, and lifetime settled and held micro-dollars. */
@@ -20,10 +22,20 @@ export interface KeyState {
   held: number;
 }
 
-/** A key's UTC day: settled and held micro-dollars. */
+/** A key's (or a budget's, or a counterparty's) UTC day: settled and held micro-dollars. */
 export interface DayState {
   settled: number;
   held: number;
+}
+
+/** A budget up the key's chain (SPEC §14), as a hold reads it: its caps, lifetime totals, and the hold's day. */
+export interface BudgetState {
+  id: string;
+  daily: number | null;
+  total: number | null;
+  spent: number;
+  held: number;
+  day: DayState;
 }
 
 /** What Keybrake remembers of an Idempotency-Key (SPEC §7), if anything. */
@@ -38,7 +50,7 @@ export interface RememberedCall {
 
 export type EntryStatus = "held" | "settled" | "released" | "ambiguous" | "orphaned";
 
-/** A ledger entry, with its own day's balance where a decision needs it (a retry re-opening it). */
+/** A ledger entry. */
 export interface Entry {
   id: string;
   keyId: string;
@@ -46,9 +58,20 @@ export interface Entry {
   hold: number;
   cost: number | null;
   day: string;
+  /** Who it moves money to or from, when its key caps counterparties: that bucket moves with it. */
+  counterparty: string | null;
 }
 
-export type EntryWithDay = Entry & { daySettled: number; dayHeld: number };
+/**
+ * An entry as a retry re-opening it reads it: with its own day's balances, of the key, of each budget up the
+ * chain (in the snapshot's order) and of its counterparty.
+ */
+export type EntryWithDay = Entry & {
+  daySettled: number;
+  dayHeld: number;
+  budgetDays: DayState[];
+  counterpartyDay: DayState | null;
+};
 
 /** An alert a decision fires, written to the outbox in the same transaction (SPEC §12). */
 export type AlertIntent =
@@ -61,11 +84,29 @@ export type AlertIntent =
       reason: "orphaned" | "ambiguous";
       holds: { id: string; micros: number }[];
       day: string;
-    };
+    }
+  | {
+      alert: "budget_refused";
+      budgetId: string;
+      cap: "daily" | "total";
+      day: string;
+      capMicros: number;
+      balance: Balance;
+      priceMicros: number;
+    }
+  | { alert: "budget_settled"; budgetId: string; day: string; delta: number };
 
 /** A change a decision makes; each store applies them in order, in the decision's transaction. */
 export type LedgerWrite =
-  | { kind: "insert_entry"; holdId: string; keyId: string; day: string; micros: number; call: HoldRequest["call"] }
+  | {
+      kind: "insert_entry";
+      holdId: string;
+      keyId: string;
+      day: string;
+      micros: number;
+      call: HoldRequest["call"];
+      counterparty: string | null;
+    }
   /** An ambiguous or orphaned entry held again for its retry: `cost` is what it counted before (kept for the audit). */
   | { kind: "reopen_entry"; holdId: string; hold: number; cost: number | null }
   | { kind: "close_entry"; holdId: string; state: Outcome; cost: number; reconcile: { path: string; at: number } | null }
@@ -74,6 +115,9 @@ export type LedgerWrite =
   | { kind: "add_day"; keyId: string; day: string; settled: number; held: number }
   /** `usedAt`: a proxied call's time (`calls` counts it), null for an operator's or the reconciler's change. */
   | { kind: "add_key"; keyId: string; spent: number; held: number; calls: number; usedAt: number | null }
+  /** A budget up the key's chain: its day and its lifetime totals. */
+  | { kind: "add_budget"; budgetId: string; day: string; settled: number; held: number }
+  | { kind: "add_counterparty"; keyId: string; day: string; counterparty: string; settled: number; held: number }
   | { kind: "claim_call"; keyId: string; key: string; fingerprint: string; holdId: string | null; day: string; expiresAt: number }
   | { kind: "call_in_flight"; keyId: string; key: string }
   | ({ kind: "alert" } & AlertIntent);
@@ -86,68 +130,163 @@ export interface Decision<T> {
 /** Whether `micros` more fits under `cap` (null: no such cap) on top of what is already `committed`. */
 export const fits = (committed: number, micros: number, cap: number | null) => cap === null || committed + micros <= cap;
 
-const balanceOf = (day: DayState, key: KeyState): Balance => ({
-  daySettled: day.settled,
-  dayHeld: day.held,
-  totalSpent: key.spent,
-  totalHeld: key.held,
+/** A level of limits a hold must fit: the key, or a budget up its chain, with its balances on the hold's day. */
+interface Level {
+  budgetId: string | null;
+  daily: number | null;
+  total: number | null;
+  spent: number;
+  held: number;
+  day: DayState;
+}
+
+const balanceOf = (level: Level): Balance => ({
+  daySettled: level.day.settled,
+  dayHeld: level.day.held,
+  totalSpent: level.spent,
+  totalHeld: level.held,
 });
 
-/** Which cap refuses `micros` more, if any: the daily cap first (it resets), then the lifetime cap. */
-function capRefusing(day: DayState, key: KeyState, micros: number): { reason: "daily_cap" | "total_cap"; capMicros: number } | null {
-  if (!fits(day.settled + day.held, micros, key.daily)) return { reason: "daily_cap", capMicros: key.daily! };
-  if (!fits(key.spent + key.held, micros, key.total)) return { reason: "total_cap", capMicros: key.total! };
+type Refusal = { reason: DenialReason; capMicros: number; balance: Balance; budgetId?: string; counterparty?: string };
+
+/**
+ * Which limit refuses `micros` more, if any: the key's daily cap, its lifetime cap, then each budget's up the
+ * chain (daily first: it resets), then the key's cap for the call's counterparty.
+ */
+function refusal(
+  levels: readonly Level[],
+  micros: number,
+  counterparty: { id: string; capMicros: number; day: DayState } | null,
+): Refusal | null {
+  for (const level of levels) {
+    const budget = level.budgetId !== null;
+    if (!fits(level.day.settled + level.day.held, micros, level.daily))
+      return {
+        reason: budget ? "budget_daily_cap" : "daily_cap",
+        capMicros: level.daily!,
+        balance: balanceOf(level),
+        ...(budget && { budgetId: level.budgetId! }),
+      };
+    if (!fits(level.spent + level.held, micros, level.total))
+      return {
+        reason: budget ? "budget_total_cap" : "total_cap",
+        capMicros: level.total!,
+        balance: balanceOf(level),
+        ...(budget && { budgetId: level.budgetId! }),
+      };
+  }
+  if (counterparty && !fits(counterparty.day.settled + counterparty.day.held, micros, counterparty.capMicros)) {
+    const balance = { daySettled: counterparty.day.settled, dayHeld: counterparty.day.held, totalSpent: 0, totalHeld: 0 };
+    return { reason: "counterparty_cap", capMicros: counterparty.capMicros, balance, counterparty: counterparty.id };
+  }
   return null;
+}
+
+/** After a hold of `micros` more: the daily or lifetime limit, of the key or a budget, with the least room left. */
+function tightest(levels: readonly Level[], micros: number): Tightest | null {
+  let best: Tightest | null = null;
+  for (const level of levels) {
+    const rooms = [
+      level.daily === null ? null : level.daily - level.day.settled - level.day.held - micros,
+      level.total === null ? null : level.total - level.spent - level.held - micros,
+    ];
+    for (const room of rooms) {
+      if (room !== null && (best === null || room < best.remainingMicros)) best = { limit: level.budgetId ?? "key", remainingMicros: room };
+    }
+  }
+  return best;
+}
+
+/**
+ * The writes that move a key's money by `settled` and `held` on `day`, at every level together: the key's day
+ * and lifetime totals (counting `calls`, used at `usedAt`), each budget up its chain, and its counterparty.
+ */
+function move(
+  m: { keyId: string; day: string; budgets: readonly string[]; counterparty: string | null },
+  settled: number,
+  held: number,
+  calls = 0,
+  usedAt: number | null = null,
+): LedgerWrite[] {
+  return [
+    { kind: "add_day", keyId: m.keyId, day: m.day, settled, held },
+    { kind: "add_key", keyId: m.keyId, spent: settled, held, calls, usedAt },
+    ...m.budgets.map((budgetId): LedgerWrite => ({ kind: "add_budget", budgetId, day: m.day, settled, held })),
+    ...(m.counterparty === null
+      ? []
+      : [{ kind: "add_counterparty" as const, keyId: m.keyId, day: m.day, counterparty: m.counterparty, settled, held }]),
+  ];
+}
+
+/** A key's settled spend rose (or fell) by `delta` on `day`: its thresholds, and each budget's, are checked. */
+function settledAlerts(keyId: string, day: string, budgets: readonly string[], delta: number): LedgerWrite[] {
+  return [
+    { kind: "alert", alert: "spend_settled", keyId, day, delta },
+    ...budgets.map((budgetId): LedgerWrite => ({ kind: "alert", alert: "budget_settled", budgetId, day, delta })),
+  ];
 }
 
 /** What a hold reads before deciding. `entry` is read only when the decision asks for it (`needsEntry`). */
 export interface HoldSnapshot {
   key: KeyState | null;
-  /** The request's day. */
+  /** The key's day: the request's. */
   day: DayState;
+  /** The budgets up the key's chain, the key's own first, each with the request's day. */
+  budgets: BudgetState[];
+  /** The request's counterparty's day, when the request names one. */
+  counterpartyDay: DayState | null;
   remembered: RememberedCall | null;
   /** The ambiguous entry a retry would re-open: undefined until read, null when there is none. */
   entry?: EntryWithDay | null;
 }
 
 /**
- * A hold (SPEC §6, §7): revoked → the call's idempotency memory (conflict, in flight, replay, or an ambiguous
- * entry forwarded again on its own hold) → daily cap → lifetime cap → the entry, the day's and key's held money
- * and the idempotency claim. `{ needsEntry }` when the decision depends on an entry the store has not read yet:
- * read it and ask again. A cap's refusal fires `cap_exhausted` (the outbox fires it once per window).
+ * A hold (SPEC §6, §7, §14): revoked → the call's idempotency memory (conflict, in flight, replay, or an ambiguous
+ * entry forwarded again on its own hold) → the key's caps → each budget's up the chain → the key's cap for the
+ * counterparty → the entry, held at every level, and the idempotency claim. `{ needsEntry }` when the decision
+ * depends on an entry the store has not read yet: read it and ask again. A cap's refusal fires `cap_exhausted`
+ * or `budget_exhausted` (the outbox fires each once per window).
  */
 export function decideHold(req: HoldRequest, seen: HoldSnapshot): Decision<HoldResult> | { needsEntry: string } {
   const decision = holdOrRefuse(req, seen);
   if ("needsEntry" in decision) return decision;
   const { result } = decision;
-  if (result.kind === "denied" && result.reason !== "revoked") {
-    const cap = result.reason === "daily_cap" ? "daily" : "total";
-    decision.writes.push({
-      kind: "alert",
-      alert: "cap_refused",
-      keyId: req.keyId,
-      cap,
-      day: req.day,
-      capMicros: result.capMicros ?? 0,
-      balance: result.balance!,
-      priceMicros: req.micros,
-    });
-  }
+  if (result.kind !== "denied" || result.reason === "revoked" || result.reason === "counterparty_cap") return decision;
+  const cap = result.reason === "daily_cap" || result.reason === "budget_daily_cap" ? "daily" : "total";
+  const refused = { cap, day: req.day, capMicros: result.capMicros ?? 0, balance: result.balance!, priceMicros: req.micros } as const;
+  decision.writes.push(
+    result.budgetId
+      ? { kind: "alert", alert: "budget_refused", budgetId: result.budgetId, ...refused }
+      : { kind: "alert", alert: "cap_refused", keyId: req.keyId, ...refused },
+  );
   return decision;
 }
 
+const levelsOf = (key: KeyState, day: DayState, budgets: readonly BudgetState[], budgetDays?: readonly DayState[]): Level[] => [
+  { budgetId: null, ...key, day },
+  ...budgets.map((b, i) => ({
+    budgetId: b.id,
+    daily: b.daily,
+    total: b.total,
+    spent: b.spent,
+    held: b.held,
+    day: budgetDays?.[i] ?? b.day,
+  })),
+];
+
 function holdOrRefuse(req: HoldRequest, seen: HoldSnapshot): Decision<HoldResult> | { needsEntry: string } {
-  const { key, day } = seen;
+  const { key } = seen;
   if (key?.status !== "active") return { result: { kind: "denied", reason: "revoked" }, writes: [] };
-  const before = balanceOf(day, key);
+  const levels = levelsOf(key, seen.day, seen.budgets);
   const prior = seen.remembered;
   if (req.idempotency && prior && prior.expiresAt > req.now) {
     if (prior.fingerprint !== req.idempotency.fingerprint) return { result: { kind: "conflict" }, writes: [] };
     if (prior.state === "in_flight") return { result: { kind: "in_flight" }, writes: [] };
-    if (prior.state === "completed") return { result: { kind: "replay", response: prior.response!, balance: before }, writes: [] };
+    if (prior.state === "completed")
+      return { result: { kind: "replay", response: prior.response!, balance: balanceOf(levels[0]!) }, writes: [] };
     if (req.reuseAmbiguous && prior.holdId) {
       if (seen.entry === undefined) return { needsEntry: prior.holdId };
-      const reopened = seen.entry && seen.entry.keyId === req.keyId ? reopen(seen.entry, req.micros, key) : null;
+      const reopened = seen.entry && seen.entry.keyId === req.keyId ? reopen(seen.entry, req, key, seen.budgets) : null;
       if (reopened?.result.kind === "denied") return reopened;
       if (reopened) {
         reopened.writes.push({ kind: "call_in_flight", keyId: req.keyId, key: req.idempotency.key });
@@ -156,15 +295,24 @@ function holdOrRefuse(req: HoldRequest, seen: HoldSnapshot): Decision<HoldResult
     }
     // Otherwise the retry is a new call: the ambiguous entry stays counted and a new hold is taken below.
   }
-  const refusing = capRefusing(day, key, req.micros);
-  if (refusing) return { result: { kind: "denied", ...refusing, balance: before }, writes: [] };
+  const counterparty = req.counterparty ? { ...req.counterparty, day: seen.counterpartyDay ?? { settled: 0, held: 0 } } : null;
+  const refused = refusal(levels, req.micros, counterparty);
+  if (refused) return { result: { kind: "denied", ...refused }, writes: [] };
   const writes: LedgerWrite[] = [];
   const held = req.ledger ? req.micros : 0;
   if (req.ledger) {
+    const counterpartyId = req.counterparty?.id ?? null;
     writes.push(
-      { kind: "insert_entry", holdId: req.holdId, keyId: req.keyId, day: req.day, micros: req.micros, call: req.call },
-      { kind: "add_day", keyId: req.keyId, day: req.day, settled: 0, held },
-      { kind: "add_key", keyId: req.keyId, spent: 0, held, calls: 0, usedAt: null },
+      {
+        kind: "insert_entry",
+        holdId: req.holdId,
+        keyId: req.keyId,
+        day: req.day,
+        micros: req.micros,
+        call: req.call,
+        counterparty: counterpartyId,
+      },
+      ...move({ keyId: req.keyId, day: req.day, budgets: seen.budgets.map((b) => b.id), counterparty: counterpartyId }, 0, held),
     );
   }
   if (req.idempotency) {
@@ -178,9 +326,18 @@ function holdOrRefuse(req: HoldRequest, seen: HoldSnapshot): Decision<HoldResult
       expiresAt: req.now + req.idempotency.ttlMs,
     });
   }
-  const balance = { ...before, dayHeld: day.held + held, totalHeld: key.held + held };
+  const before = balanceOf(levels[0]!);
+  const balance = { ...before, dayHeld: before.dayHeld + held, totalHeld: before.totalHeld + held };
   return {
-    result: { kind: "admitted", holdId: req.ledger ? req.holdId : null, day: req.day, holdMicros: held, priorCostMicros: null, balance },
+    result: {
+      kind: "admitted",
+      holdId: req.ledger ? req.holdId : null,
+      day: req.day,
+      holdMicros: held,
+      priorCostMicros: null,
+      balance,
+      tightest: tightest(levels, held),
+    },
     writes,
   };
 }
@@ -188,22 +345,26 @@ function holdOrRefuse(req: HoldRequest, seen: HoldSnapshot): Decision<HoldResult
 /**
  * A retry of an ambiguous call, forwarded again on its entry: what the entry counted as spent becomes held again
  * (at least as much; more if the retry's price is higher), so settled + held never drops below what the vendor
- * may have charged. A higher price needs headroom for the difference, on the entry's own day. Null when the entry
- * cannot be re-opened (already settled or released): the retry is then a new call.
+ * may have charged, at any level. A higher price needs headroom for the difference, on the entry's own day, at
+ * every level. Null when the entry cannot be re-opened (already settled or released): the retry is then a new call.
  */
-function reopen(entry: EntryWithDay, micros: number, key: KeyState): Decision<HoldResult> | null {
+function reopen(entry: EntryWithDay, req: HoldRequest, key: KeyState, budgets: readonly BudgetState[]): Decision<HoldResult> | null {
   if (entry.state !== "ambiguous" && entry.state !== "orphaned") return null;
   const ambiguous = entry.state === "ambiguous";
   // An orphaned entry was never settled: it counts its hold as held, and keeps no prior cost.
   const counted = ambiguous ? (entry.cost ?? 0) : entry.hold;
-  const hold = Math.max(micros, counted);
+  const hold = Math.max(req.micros, counted);
   const more = hold - counted;
-  const day = { settled: entry.daySettled, held: entry.dayHeld };
-  const before = balanceOf(day, key);
-  const refusing = more > 0 ? capRefusing(day, key, more) : null;
-  if (refusing) return { result: { kind: "denied", ...refusing, balance: before }, writes: [] };
+  const levels = levelsOf(key, { settled: entry.daySettled, held: entry.dayHeld }, budgets, entry.budgetDays);
+  const counterparty =
+    req.counterparty && entry.counterparty !== null
+      ? { id: entry.counterparty, capMicros: req.counterparty.capMicros, day: entry.counterpartyDay ?? { settled: 0, held: 0 } }
+      : null;
+  const refused = more > 0 ? refusal(levels, more, counterparty) : null;
+  if (refused) return { result: { kind: "denied", ...refused }, writes: [] };
   const settledBack = ambiguous ? -counted : 0;
   const heldMore = ambiguous ? hold : more;
+  const before = balanceOf(levels[0]!);
   return {
     result: {
       kind: "admitted",
@@ -212,16 +373,16 @@ function reopen(entry: EntryWithDay, micros: number, key: KeyState): Decision<Ho
       holdMicros: hold,
       priorCostMicros: counted,
       balance: {
-        daySettled: day.settled + settledBack,
-        dayHeld: day.held + heldMore,
-        totalSpent: key.spent + settledBack,
-        totalHeld: key.held + heldMore,
+        daySettled: before.daySettled + settledBack,
+        dayHeld: before.dayHeld + heldMore,
+        totalSpent: before.totalSpent + settledBack,
+        totalHeld: before.totalHeld + heldMore,
       },
+      tightest: tightest(levels, more),
     },
     writes: [
       { kind: "reopen_entry", holdId: entry.id, hold, cost: ambiguous ? counted : null },
-      { kind: "add_day", keyId: entry.keyId, day: entry.day, settled: settledBack, held: heldMore },
-      { kind: "add_key", keyId: entry.keyId, spent: settledBack, held: heldMore, calls: 0, usedAt: null },
+      ...move({ ...entry, budgets: budgets.map((b) => b.id) }, settledBack, heldMore),
     ],
   };
 }
@@ -239,21 +400,20 @@ export interface SettleFacts {
 
 /**
  * A call's settlement: an open entry (held, or orphaned by a crash) is closed at its outcome and cost, its hold
- * released and its cost settled on its own day and the key; the call is counted. Thresholds its spend crossed, a
- * cost above the hold (a price differential) and an ambiguous outcome fire alerts. `result` is the audit row's
- * cost: what the call added to spend, so audit sums always equal the ledger's (a retry re-settling an ambiguous
- * entry adds the difference; an entry already closed adds nothing).
+ * released and its cost settled at every level; the call is counted. Thresholds its spend crossed, a cost above
+ * the hold (a price differential) and an ambiguous outcome fire alerts. `budgets` is the key's chain. `result` is
+ * the audit row's cost: what the call added to spend, so audit sums always equal the ledger's (a retry re-settling
+ * an ambiguous entry adds the difference; an entry already closed adds nothing).
  */
-export function decideSettlement(req: SettleFacts, entry: Entry | null): Decision<number> {
+export function decideSettlement(req: SettleFacts, entry: Entry | null, budgets: readonly string[]): Decision<number> {
   if (!req.holdId || !entry || (entry.state !== "held" && entry.state !== "orphaned")) {
     return { result: 0, writes: [{ kind: "add_key", keyId: req.keyId, spent: 0, held: 0, calls: 1, usedAt: req.now }] };
   }
   const cost = req.costMicros;
   const writes: LedgerWrite[] = [
     { kind: "close_entry", holdId: entry.id, state: req.outcome, cost, reconcile: req.reconcile ?? null },
-    { kind: "add_day", keyId: entry.keyId, day: entry.day, settled: cost, held: -entry.hold },
-    { kind: "add_key", keyId: entry.keyId, spent: cost, held: -entry.hold, calls: 1, usedAt: req.now },
-    { kind: "alert", alert: "spend_settled", keyId: entry.keyId, day: entry.day, delta: cost },
+    ...move({ ...entry, budgets }, cost, -entry.hold, 1, req.now),
+    ...settledAlerts(entry.keyId, entry.day, budgets, cost),
   ];
   if (req.outcome === "settled" && cost > entry.hold) {
     writes.push({
@@ -275,10 +435,15 @@ export function decideSettlement(req: SettleFacts, entry: Entry | null): Decisio
 
 /**
  * An operator's decision on an orphaned entry (still counted as held) or an ambiguous one (counted as spent at
- * its hold): settled at `costMicros`, or released at 0. Null for any other entry. `result` is the audit row's
- * cost: what the decision added to spend.
+ * its hold): settled at `costMicros`, or released at 0, at every level. Null for any other entry. `result` is the
+ * audit row's cost: what the decision added to spend.
  */
-export function decideResolution(entry: Entry, outcome: "settled" | "released", costMicros: number): Decision<number> | null {
+export function decideResolution(
+  entry: Entry,
+  outcome: "settled" | "released",
+  costMicros: number,
+  budgets: readonly string[],
+): Decision<number> | null {
   if (entry.state !== "orphaned" && entry.state !== "ambiguous") return null;
   const cost = outcome === "released" ? 0 : costMicros;
   const delta = cost - (entry.cost ?? 0);
@@ -290,26 +455,29 @@ export function decideResolution(entry: Entry, outcome: "settled" | "released", 
     result: delta,
     writes: [
       { kind: "close_entry", holdId: entry.id, state: outcome, cost, reconcile: null },
-      { kind: "add_day", keyId: entry.keyId, day: entry.day, settled, held },
-      { kind: "add_key", keyId: entry.keyId, spent: settled, held, calls: 0, usedAt: null },
-      { kind: "alert", alert: "spend_settled", keyId: entry.keyId, day: entry.day, delta: settled },
+      ...move({ ...entry, budgets }, settled, held),
+      ...settledAlerts(entry.keyId, entry.day, budgets, settled),
     ],
   };
 }
 
 /**
- * A settled entry's final price, read later (SPEC §6: Twilio): the entry's cost becomes it, and its own day's and
- * the key's spend move by the difference, up or down; a final price above the hold is a price differential.
- * Null unless the entry is settled. `result` is the audit row's cost: the difference.
+ * A settled entry's final price, read later (SPEC §6: Twilio): the entry's cost becomes it, and its own day's
+ * spend moves by the difference at every level, up or down; a final price above the hold is a price
+ * differential. Null unless the entry is settled. `result` is the audit row's cost: the difference.
  */
-export function decideReconciliation(entry: Entry, finalCost: number, requestId: string | null): Decision<number> | null {
+export function decideReconciliation(
+  entry: Entry,
+  finalCost: number,
+  requestId: string | null,
+  budgets: readonly string[],
+): Decision<number> | null {
   if (entry.state !== "settled") return null;
   const delta = finalCost - (entry.cost ?? 0);
   const writes: LedgerWrite[] = [
     { kind: "reprice_entry", holdId: entry.id, cost: finalCost },
-    { kind: "add_day", keyId: entry.keyId, day: entry.day, settled: delta, held: 0 },
-    { kind: "add_key", keyId: entry.keyId, spent: delta, held: 0, calls: 0, usedAt: null },
-    { kind: "alert", alert: "spend_settled", keyId: entry.keyId, day: entry.day, delta },
+    ...move({ ...entry, budgets }, delta, 0),
+    ...settledAlerts(entry.keyId, entry.day, budgets, delta),
   ];
   if (finalCost > entry.hold) {
     writes.push({
@@ -327,7 +495,7 @@ export function decideReconciliation(entry: Entry, finalCost: number, requestId:
 
 /**
  * Held entries whose calls no process will settle (a crash, a gone instance) become `orphaned`: still counted as
- * held until an operator resolves them or a retry re-opens them. One `holds_need_attention` per key.
+ * held, at every level, until an operator resolves them or a retry re-opens them. One `holds_need_attention` per key.
  */
 export function orphanAlerts(entries: readonly Entry[]): LedgerWrite[] {
   return [...Map.groupBy(entries, (e) => e.keyId)].map(([keyId, ofKey]) => ({

@@ -20,17 +20,45 @@ export interface Balance {
   totalHeld: number;
 }
 
+/** What refused a hold: the key itself, its own caps, a budget up its chain, or its cap for one counterparty. */
+export type DenialReason = "revoked" | "daily_cap" | "total_cap" | "budget_daily_cap" | "budget_total_cap" | "counterparty_cap";
+
+/** The limit with the least room left after a hold (the key's or a budget's), for the job's spend headers. */
+export interface Tightest {
+  /** "key", or the budget's id. */
+  limit: string;
+  remainingMicros: number;
+}
+
 export type HoldResult =
   /**
    * Forward the call. `priorCostMicros`: an earlier ambiguous (or orphaned) attempt's entry is forwarded again
    * (no second hold) and this is what it counted before; a retry that never leaves puts it back at that.
    */
-  | { kind: "admitted"; holdId: string | null; day: string; holdMicros: number; priorCostMicros: number | null; balance: Balance }
+  | {
+      kind: "admitted";
+      holdId: string | null;
+      day: string;
+      holdMicros: number;
+      priorCostMicros: number | null;
+      balance: Balance;
+      /** The daily or lifetime limit, of the key or a budget, with the least room left (null: none is capped). */
+      tightest: Tightest | null;
+    }
   /**
-   * A cap would be exceeded (or the key is revoked). For a cap: the cap (`capMicros`) and the key's balances
-   * the check saw (the day's for a daily cap, which is the day of the entry a retry re-opens).
+   * A cap would be exceeded (or the key is revoked). For a cap: the cap (`capMicros`) and the balances of what
+   * refused (the key's, the budget's or the counterparty's) the check saw, on the day of the entry it would hold.
    */
-  | { kind: "denied"; reason: "daily_cap" | "total_cap" | "revoked"; capMicros?: number; balance?: Balance }
+  | {
+      kind: "denied";
+      reason: DenialReason;
+      capMicros?: number;
+      balance?: Balance;
+      /** The budget whose cap refused it (`budget_*`). */
+      budgetId?: string;
+      /** The counterparty whose cap refused it (`counterparty_cap`). */
+      counterparty?: string;
+    }
   /** A completed call's stored answer, with the key's balances now (for the X-Keybrake-*-Usd headers). */
   | { kind: "replay"; response: StoredResponse; balance?: Balance }
   | { kind: "in_flight" }
@@ -52,6 +80,11 @@ export interface HoldRequest {
   /** The call taking the hold: its audit id, method and path. */
   call: { requestId: string; method: string; path: string };
   idempotency?: { key: string; fingerprint: string; ttlMs: number };
+  /**
+   * Who the call moves money to or from, when the key caps that kind of counterparty (SPEC §14): its id
+   * ("customer:cus_1", "to:+15551230000", "customer:none") and the key's cap per UTC day.
+   */
+  counterparty?: { id: string; capMicros: number };
 }
 
 export type Outcome = "settled" | "released" | "ambiguous";

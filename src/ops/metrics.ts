@@ -1,6 +1,6 @@
-import { getOrCreate } from "../util";
+import { getOrCreate, utcDay } from "../util";
 import { Elysia } from "elysia";
-import type { AuditRow, SpendCounter, Store } from "../store/index";
+import type { AuditRow, BudgetWithUsage, SpendCounter, Store } from "../store/index";
 import { accessGuard, type Authenticator, PUBLIC_ROUTE } from "../auth/admin-auth";
 import { rolesText } from "./openapi";
 
@@ -85,7 +85,7 @@ export class Metrics {
   }
 
   /** `otherInstances`: the spend counted by the fleet's other instances (PostgreSQL), added to this one's. */
-  render(openHolds: number, pendingAlerts = 0, otherInstances: SpendCounter[] = []): string {
+  render(openHolds: number, pendingAlerts = 0, otherInstances: SpendCounter[] = [], budgets: BudgetWithUsage[] = []): string {
     const spend = new Map(this.spendMicros);
     const corrected = new Map(this.correctedMicros);
     for (const c of otherInstances) {
@@ -123,10 +123,24 @@ export class Metrics {
       "# HELP keybrake_alert_deliveries_pending Alert deliveries not yet delivered (waiting for their next attempt).",
       "# TYPE keybrake_alert_deliveries_pending gauge",
       `keybrake_alert_deliveries_pending ${pendingAlerts}`,
+      // Budgets' money is the ledger's, fleet-wide (SPEC §14): gauges, since a release or a retry takes spend back.
+      "# HELP keybrake_budget_spent_today_usd A budget's settled spend today (UTC), its keys and the budgets below it together, in USD.",
+      "# TYPE keybrake_budget_spent_today_usd gauge",
+      ...budgets.map((b) => `keybrake_budget_spent_today_usd{${budgetLabels(b)}} ${b.today.settledMicros / 1e6}`),
+      "# HELP keybrake_budget_held_usd What a budget holds for calls in flight (or orphaned), in USD.",
+      "# TYPE keybrake_budget_held_usd gauge",
+      ...budgets.map((b) => `keybrake_budget_held_usd{${budgetLabels(b)}} ${b.heldTotalMicros / 1e6}`),
+      "# HELP keybrake_budget_spent_total_usd A budget's settled spend over its life, in USD.",
+      "# TYPE keybrake_budget_spent_total_usd gauge",
+      ...budgets.map((b) => `keybrake_budget_spent_total_usd{${budgetLabels(b)}} ${b.spentTotalMicros / 1e6}`),
     ];
     return `${lines.join("\n")}\n`;
   }
 }
+
+/** A budget's labels: its id, and its name escaped as Prometheus's text format wants a label value. */
+const budgetLabels = (b: BudgetWithUsage) =>
+  `budget="${b.id}",name="${b.name.replace(/[\\"\n]/g, (c) => (c === "\n" ? "\\n" : `\\${c}`))}"`;
 
 /** GET /metrics: an admin or viewer token required unless KEYBRAKE_METRICS_PUBLIC=1. */
 export function metricsRoutes(
@@ -135,11 +149,13 @@ export function metricsRoutes(
   auth: Authenticator,
   isPublic: boolean,
   otherInstances: () => Promise<SpendCounter[]> = async () => [],
+  now: () => number = Date.now,
 ) {
-  const scrape = async () =>
-    new Response(metrics.render(await store.countOpenHolds(), await store.countPendingDeliveries(), await otherInstances()), {
-      headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" },
-    });
+  const scrape = async () => {
+    const budgets = await store.listBudgets(utcDay(now()), now());
+    const text = metrics.render(await store.countOpenHolds(), await store.countPendingDeliveries(), await otherInstances(), budgets);
+    return new Response(text, { headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" } });
+  };
   const detail = { summary: "Prometheus metrics", tags: ["Operations"] };
   const app = new Elysia({ name: "metrics", seed: metrics });
   if (isPublic) {

@@ -76,6 +76,44 @@ export function capExhausted(log: Logger, key: KeyPolicy, hold: Denied, priceMic
 }
 
 /**
+ * 429 budget_exhausted or counterparty_cap_exhausted (SPEC §14): which budget or counterparty refused, with the
+ * same numbers as a key's cap hit in `error.details`. Retrying does not help before the daily cap resets.
+ */
+export function limitExhausted(hold: Denied, priceMicros: number, now: number): KeybrakeError {
+  const daily = hold.reason !== "budget_total_cap";
+  const b = hold.balance ?? { daySettled: 0, dayHeld: 0, totalSpent: 0, totalHeld: 0 };
+  const cap = hold.capMicros ?? 0;
+  const spent = daily ? b.daySettled : b.totalSpent;
+  const held = daily ? b.dayHeld : b.totalHeld;
+  const untilReset = msUntilUtcMidnight(now);
+  const resetsAt = daily ? iso(now + untilReset) : null;
+  const numbers = `cap ${formatUsd(cap)} USD, spent ${daily ? "today " : ""}${formatUsd(spent)}, held by calls not yet settled ${formatUsd(held)}, this call ${formatUsd(priceMicros)}`;
+  const when = daily
+    ? `It resets at ${resetsAt} (UTC midnight, in ${humanDelay(untilReset)}); retrying before then will not help.`
+    : "A lifetime cap never resets, so retrying will not help.";
+  const counterparty = hold.reason === "counterparty_cap";
+  const message = counterparty
+    ? `This call would exceed the key's daily USD cap for ${hold.counterparty}: ${numbers}. ${when}`
+    : `This call would exceed the ${daily ? "daily" : "lifetime"} USD cap of budget ${hold.budgetId}, which the key draws from: ${numbers}. ${when}`;
+  const details = {
+    ...(counterparty ? { counterparty: hold.counterparty } : { budget_id: hold.budgetId }),
+    cap: daily ? "daily" : "total",
+    cap_usd: microsToUsd(cap),
+    spent_usd: microsToUsd(spent),
+    held_usd: microsToUsd(held),
+    price_usd: microsToUsd(priceMicros),
+    remaining_usd: microsToUsd(Math.max(0, cap - spent - held)),
+    resets_at: resetsAt,
+  };
+  const headers: Record<string, string> = {
+    "x-keybrake-cap-hit": "true",
+    "x-should-retry": "false",
+    ...(daily ? { "retry-after": String(Math.ceil(untilReset / 1000)) } : {}),
+  };
+  return new KeybrakeError(counterparty ? "counterparty_cap_exhausted" : "budget_exhausted", message, headers, details);
+}
+
+/**
  * X-Keybrake-Spent-Usd (settled today) and X-Keybrake-Remaining-Usd (under the daily cap, else the lifetime
  * one), from balances that include `ownHold`, which the call's settlement replaces by `added`.
  */

@@ -6,7 +6,9 @@ import {
   storeUnavailable,
   type AuditRow,
   type Balance,
+  type HoldRequest,
   type IdempotencyResult,
+  type Tightest,
   type KeyPolicy,
   type Outcome,
   type RequestLimiter,
@@ -41,7 +43,7 @@ import {
   type UpstreamStream,
 } from "./forward";
 import { IDEMPOTENCY_TTL_MS, callFingerprint, idempotencyKeyOf } from "./idempotency";
-import { balanceHeaders, capExhausted, logVendorFailure, vendorFailed } from "./notices";
+import { balanceHeaders, capExhausted, limitExhausted, logVendorFailure, vendorFailed } from "./notices";
 import { normalizeVendorPath } from "./path";
 import type { Scrubber } from "./scrub";
 import { type Logger, logStoreOutage } from "../ops/log";
@@ -110,6 +112,8 @@ interface Admitted {
   idempotencyKey: string | null;
   /** The key's balances right after the hold, for the X-Keybrake-*-Usd headers. */
   balance: Balance;
+  /** The limit (the key's or a budget's) with the least room left once the call was held. */
+  tightest: Tightest | null;
 }
 
 const IDEMPOTENT_METHODS = new Set(["POST", "PUT", "PATCH", "DELETE"]);
@@ -294,6 +298,7 @@ async function admit(deps: ProxyDeps, call: ProxyCall, audit: AuditRow): Promise
     now,
     call: { requestId: audit.id, method: request.method, path },
     idempotency: idempotencyKey ? { key: idempotencyKey, fingerprint: fingerprint!, ttlMs: IDEMPOTENCY_TTL_MS } : undefined,
+    counterparty: counterpartyOf(key, quote),
   });
   switch (hold.kind) {
     case "admitted":
@@ -313,6 +318,7 @@ async function admit(deps: ProxyDeps, call: ProxyCall, audit: AuditRow): Promise
         vendorKey,
         idempotencyKey,
         balance: hold.balance,
+        tightest: hold.tightest,
       };
     case "replay":
       return { replay: hold.response, vendor, key, balance: hold.balance };
@@ -322,7 +328,8 @@ async function admit(deps: ProxyDeps, call: ProxyCall, audit: AuditRow): Promise
       throw idempotencyConflict(vendor);
     case "denied": {
       if (hold.reason === "revoked") throw new KeybrakeError("key_revoked");
-      throw capExhausted(deps.log, key, hold, quote.micros, now);
+      if (hold.reason === "daily_cap" || hold.reason === "total_cap") throw capExhausted(deps.log, key, hold, quote.micros, now);
+      throw limitExhausted(hold, quote.micros, now);
     }
   }
 }
@@ -354,6 +361,18 @@ const notConfigured = (vendor: AnyVendor, key: KeyPolicy) =>
   new KeybrakeError("vendor_not_configured", `No ${key.mode} secret is configured for ${vendor.name}.`);
 
 type Endpoint = Classification<PriceFn>;
+
+/**
+ * The call's counterparty as the key caps it (SPEC §14): a Stripe customer under `per_customer_usd_cap` (calls
+ * naming none share one "none" bucket), a Twilio destination under `per_destination_usd_cap`; none otherwise.
+ */
+function counterpartyOf(key: KeyPolicy, quote: Quote): HoldRequest["counterparty"] {
+  const c = quote.counterparty;
+  if (!c) return undefined;
+  const capMicros = c.kind === "customer" ? key.perCustomerCapMicros : key.perDestinationCapMicros;
+  if (capMicros === null || capMicros === undefined) return undefined;
+  return { id: `${c.kind === "customer" ? "customer" : "to"}:${c.id ?? "none"}`, capMicros };
+}
 
 /**
  * The call by its vendor's closed catalogue (SPEC §6): credential endpoints are refused whatever the method, and
@@ -775,5 +794,10 @@ function spendHeaders(a: Admitted, costMicros: number, requestId: string): Recor
     "x-keybrake-request-id": requestId,
     "x-keybrake-key-id": a.key.id,
     ...balanceHeaders(a.key, a.balance, a.holdMicros, a.holdId !== null ? costMicros : 0),
+    // Which limit binds (SPEC §14): the key's own, or a budget's it draws from, and its room once this call was held.
+    ...(a.tightest && {
+      "x-keybrake-binding-limit": a.tightest.limit === "key" ? "key" : `budget:${a.tightest.limit}`,
+      "x-keybrake-binding-remaining-usd": String(microsToUsd(a.tightest.remainingMicros)),
+    }),
   };
 }

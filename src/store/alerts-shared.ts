@@ -6,12 +6,15 @@ import type { AlertEventRecord, AlertEventType, Balance, DeliveryAttempt, Delive
  * rows become records. Only the SQL differs between the two.
  */
 
-/** A key as its alerts need it: the caps, the lifetime spend, the thresholds as stored (JSON). */
+/**
+ * A key as its alerts need it: the caps, the lifetime spend, the thresholds as stored (JSON). A budget's alerts
+ * read a budget the same way: its name as the label, no vendor nor mode.
+ */
 export type AlertKey = {
   id: string;
   label: string | null;
-  vendor: string;
-  mode: string;
+  vendor: string | null;
+  mode: string | null;
   daily: number | null;
   total: number | null;
   spent: number;

@@ -60,6 +60,14 @@ export function alertOutbox(client: Database) {
   const daySettled = client.prepare<{ settled: number }, [string, string]>(
     `SELECT settled_micros AS settled FROM spend_days WHERE key_id = ? AND day = ?`,
   );
+  const budgetInfo = client.prepare<AlertKey, [string]>(
+    `SELECT id, name AS label, NULL AS vendor, NULL AS mode, daily_cap_micros AS daily, total_cap_micros AS total,
+            spent_total_micros AS spent, alert_thresholds AS thresholds
+       FROM budgets WHERE id = ?`,
+  );
+  const budgetDaySettled = client.prepare<{ settled: number }, [string, string]>(
+    `SELECT settled_micros AS settled FROM budget_days WHERE budget_id = ? AND day = ?`,
+  );
   const mark = client.prepare(`INSERT OR IGNORE INTO alert_marks (key_id, window, mark, at) VALUES (?, ?, ?, ?)`);
   const activeWebhooks = client.prepare<Pick<WebhookRow, "id" | "events" | "labelPrefix">, []>(
     `SELECT id, events, label_prefix AS labelPrefix FROM alert_webhooks WHERE deleted_at IS NULL`,
@@ -81,8 +89,36 @@ export function alertOutbox(client: Database) {
     return id;
   }
 
-  /** True the first time (key, window, name) is marked: what fires once per cap window. */
+  /** True the first time (key or budget, window, name) is marked: what fires once per cap window. */
   const firstTime = (keyId: string, m: Mark, now: number) => mark.run(keyId, m.window, m.mark, now).changes === 1;
+
+  /** The thresholds a rise of `delta` in settled spend crossed, each fired once per window as `type`. */
+  function crossed(
+    type: "cap_threshold" | "budget_threshold",
+    owner: AlertKey | null,
+    day: string,
+    delta: number,
+    settledToday: () => number,
+    now: number,
+  ) {
+    if (!owner || thresholdsOf(owner.thresholds).length === 0) return;
+    for (const crossing of thresholdCrossings(owner, day, delta, owner.daily === null ? 0 : settledToday())) {
+      if (firstTime(owner.id, crossing, now)) emit(type, owner, crossing.data, now);
+    }
+  }
+
+  /** A refusal at `owner`'s cap: fired as `type` the first time in the cap's window. */
+  function refused(
+    type: "cap_exhausted" | "budget_exhausted",
+    owner: (id: string) => AlertKey | null,
+    id: string,
+    r: { cap: "daily" | "total"; day: string; capMicros: number; balance: Balance | undefined; priceMicros: number },
+    now: number,
+  ) {
+    if (!firstTime(id, exhaustedMark(r.cap, r.day), now)) return;
+    const o = owner(id);
+    if (o) emit(type, o, capExhaustedData(r.cap, r.day, r.capMicros, r.balance, r.priceMicros), now);
+  }
 
   return {
     /**
@@ -90,14 +126,15 @@ export function alertOutbox(client: Database) {
      * total): one `cap_threshold` per threshold crossed, of the daily and of the lifetime cap. `after` is the
      * key and the day's settled spend as those writes returned them (a settlement's), else they are read.
      */
-    spendSettled(keyId: string, day: string, delta: number, now: number, after?: { key: AlertKey; daySettled: number }) {
+    spendSettled(keyId: string, day: string, delta: number, now: number) {
       if (delta <= 0) return;
-      const key = after?.key ?? keyInfo.get(keyId);
-      if (!key || thresholdsOf(key.thresholds).length === 0) return;
-      const settledToday = key.daily === null ? 0 : (after?.daySettled ?? daySettled.get(keyId, day)?.settled ?? 0);
-      for (const crossing of thresholdCrossings(key, day, delta, settledToday)) {
-        if (firstTime(key.id, crossing, now)) emit("cap_threshold", key, crossing.data, now);
-      }
+      crossed("cap_threshold", keyInfo.get(keyId), day, delta, () => daySettled.get(keyId, day)?.settled ?? 0, now);
+    },
+
+    /** A budget's settled spend rose by `delta` on `day` (already written): `budget_threshold` per threshold crossed. */
+    budgetSettled(budgetId: string, day: string, delta: number, now: number) {
+      if (delta <= 0) return;
+      crossed("budget_threshold", budgetInfo.get(budgetId), day, delta, () => budgetDaySettled.get(budgetId, day)?.settled ?? 0, now);
     },
 
     /** A call was refused at a cap: `cap_exhausted`, the first time in the cap's window. */
@@ -110,9 +147,16 @@ export function alertOutbox(client: Database) {
       priceMicros: number,
       now: number,
     ) {
-      if (!firstTime(keyId, exhaustedMark(cap, day), now)) return;
-      const key = keyInfo.get(keyId);
-      if (key) emit("cap_exhausted", key, capExhaustedData(cap, day, capMicros, balance, priceMicros), now);
+      refused("cap_exhausted", (id) => keyInfo.get(id), keyId, { cap, day, capMicros, balance, priceMicros }, now);
+    },
+
+    /** A call was refused at a budget's cap: `budget_exhausted`, the first time in the cap's window. */
+    budgetRefused(
+      budgetId: string,
+      r: { cap: "daily" | "total"; day: string; capMicros: number; balance: Balance; priceMicros: number },
+      now: number,
+    ) {
+      refused("budget_exhausted", (id) => budgetInfo.get(id), budgetId, r, now);
     },
 
     /** Keys just revoked (their rows already say so): one `key_revoked` each. */

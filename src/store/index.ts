@@ -2,6 +2,7 @@ import { closeSync, openSync, rmSync } from "node:fs";
 import { adminQueries } from "./admin";
 import { alertOutbox, alertQueries } from "./alerts";
 import { auditQueries } from "./audit";
+import { budgetQueries } from "./budgets";
 import { GroupCommit } from "./group-commit";
 import { OPEN_HOLDS } from "./schema";
 import { startBackgroundCheckpoints } from "./wal";
@@ -35,6 +36,7 @@ export function openStore(path: string, opts: OpenOptions = {}): SqliteStore {
   const { recordAudit, ...audit } = auditQueries(db, commits);
   const callPath: CallPathStore = { findKeyByHash, idempotencyFingerprint, holdSpend, settleCall, recordAudit };
   const admin: AdminStore = {
+    ...budgetQueries(db),
     ...keys,
     ...ledger,
     ...reconcileQueries(client, commits, outbox),

@@ -8,7 +8,8 @@ import type { KeyPolicy } from "./types";
 export const KEY_POLICY_COLUMNS = `id, key_hint AS "keyHint", vendor, mode, label, minted_by AS "mintedBy",
   daily_cap_micros AS "dailyCapMicros", total_cap_micros AS "totalCapMicros", allowed_endpoints AS "allowedEndpoints",
   max_requests_per_minute AS "maxRequestsPerMinute", require_idempotency_key AS "requireIdempotencyKey", metadata, status,
-  created_at AS "createdAt", expires_at AS "expiresAt"`;
+  created_at AS "createdAt", expires_at AS "expiresAt", budget_id AS "budgetId",
+  per_customer_cap_micros AS "perCustomerCapMicros", per_destination_cap_micros AS "perDestinationCapMicros"`;
 
 /** PostgreSQL returns a bigint as text; SQLite returns a number. */
 type Int8 = number | string;
@@ -16,13 +17,23 @@ type Int8 = number | string;
 /** A row of KEY_POLICY_COLUMNS: JSON as text, the flag as SQLite's 0/1 or PostgreSQL's boolean. */
 export type RawKeyPolicy = Omit<
   KeyPolicy,
-  "allowedEndpoints" | "metadata" | "requireIdempotencyKey" | "dailyCapMicros" | "totalCapMicros" | "createdAt" | "expiresAt"
+  | "allowedEndpoints"
+  | "metadata"
+  | "requireIdempotencyKey"
+  | "dailyCapMicros"
+  | "totalCapMicros"
+  | "createdAt"
+  | "expiresAt"
+  | "perCustomerCapMicros"
+  | "perDestinationCapMicros"
 > & {
   allowedEndpoints: string;
   metadata: string;
   requireIdempotencyKey: number | boolean;
   dailyCapMicros: Int8 | null;
   totalCapMicros: Int8 | null;
+  perCustomerCapMicros: Int8 | null;
+  perDestinationCapMicros: Int8 | null;
   createdAt: Int8;
   expiresAt: Int8;
 };
@@ -33,6 +44,8 @@ export const toKeyPolicy = (r: RawKeyPolicy): KeyPolicy =>
     ...r,
     dailyCapMicros: numOrNull(r.dailyCapMicros),
     totalCapMicros: numOrNull(r.totalCapMicros),
+    perCustomerCapMicros: numOrNull(r.perCustomerCapMicros),
+    perDestinationCapMicros: numOrNull(r.perDestinationCapMicros),
     createdAt: num(r.createdAt),
     expiresAt: num(r.expiresAt),
     allowedEndpoints: Object.freeze(JSON.parse(r.allowedEndpoints)),

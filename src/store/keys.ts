@@ -1,6 +1,7 @@
 import { and, desc, eq, gt, gte, inArray, lt, lte, sql, type SQL } from "drizzle-orm";
 import type { SQLiteColumn } from "drizzle-orm/sqlite-core";
 import type { AlertOutbox } from "./alerts";
+import { assertBudgetExists } from "./budgets";
 import { KEY_POLICY_COLUMNS, type RawKeyPolicy, toKeyPolicy } from "./keys-shared";
 import type { Db } from "./sqlite";
 import { keyIssuance, spendDays, vaultKeys } from "./schema";
@@ -73,6 +74,7 @@ export function keyQueries(db: Db, alerts: AlertOutbox) {
     if (f.label !== undefined) where.push(eq(vaultKeys.label, f.label));
     if (f.labelPrefix !== undefined) where.push(labelHasPrefix(f.labelPrefix));
     if (f.vendor) where.push(eq(vaultKeys.vendor, f.vendor));
+    if (f.budgetId !== undefined) where.push(eq(vaultKeys.budgetId, f.budgetId));
     if (f.mintedBy !== undefined) where.push(eq(vaultKeys.mintedBy, f.mintedBy));
     if (f.status === "revoked") where.push(eq(vaultKeys.status, "revoked"));
     if (f.status === "active") where.push(eq(vaultKeys.status, "active"), gt(vaultKeys.expiresAt, now));
@@ -83,8 +85,7 @@ export function keyQueries(db: Db, alerts: AlertOutbox) {
 
   return {
     async insertKey(key: NewKey): Promise<KeyRecord> {
-      const row = db.insert(vaultKeys).values(key).returning().get();
-      return toRecord(row);
+      return db.transaction((tx) => insertRow(tx, key), { behavior: "immediate" });
     },
 
     async findKeyByHash(hash: string) {
@@ -177,11 +178,11 @@ export function keyQueries(db: Db, alerts: AlertOutbox) {
           }
           const refused = issuedToday(tx, issuance, issuance.micros);
           if (refused) return refused;
-          const row = tx.insert(vaultKeys).values(key).returning().get();
+          const record = insertRow(tx, key);
           tx.insert(keyIssuance)
             .values({ tokenId: issuance.tokenId, keyId: key.id, kind: "mint", at: issuance.now, micros: issuance.micros })
             .run();
-          return { kind: "ok", value: toRecord(row) };
+          return { kind: "ok", value: record };
         },
         { behavior: "immediate" },
       );
@@ -221,6 +222,12 @@ export function keyQueries(db: Db, alerts: AlertOutbox) {
       return usage;
     },
   };
+}
+
+/** Writes a key, in the caller's transaction: the budget it draws from must exist as it is written. */
+function insertRow(tx: Pick<Db, "select" | "insert">, key: NewKey): KeyRecord {
+  if (key.budgetId) assertBudgetExists(tx, key.budgetId, "budget_id");
+  return toRecord(tx.insert(vaultKeys).values(key).returning().get());
 }
 
 /** Refusal when issuing `micros` more would take the token past its issued_usd_per_day, else null. */

@@ -2,6 +2,9 @@ import type { Entry } from "../ledger/rules";
 import { auditRow } from "./audit-row";
 import type { AuditRow, HoldRecord } from "./types";
 
+/** A budget has at most two above it (SPEC §14): a hold's chain is at most this long. */
+export const MAX_BUDGET_DEPTH = 3;
+
 /** Answers larger than this are not kept for replay (Stripe objects are a few KiB). */
 export const MAX_STORED_RESPONSE_BYTES = 256 * 1024;
 
@@ -52,4 +55,5 @@ export const asEntry = (h: HoldRecord): Entry => ({
   hold: h.holdMicros,
   cost: h.costMicros,
   day: h.day,
+  counterparty: null,
 });

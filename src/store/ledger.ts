@@ -1,5 +1,6 @@
 import type { Statement } from "bun:sqlite";
 import {
+  type BudgetState,
   type DayState,
   type Entry,
   type EntryWithDay,
@@ -16,7 +17,7 @@ import type { GroupCommit } from "./group-commit";
 import type { Db } from "./sqlite";
 import { auditParams, insertAuditSql } from "./audit";
 import { asEntry, type HoldRow, holdAuditRow, holdRecord, MAX_STORED_RESPONSE_BYTES } from "./ledger-shared";
-import { sqliteLedgerWriter } from "./ledger-writes";
+import { sqliteBudgetChain, sqliteLedgerWriter } from "./ledger-writes";
 import { OPEN_HOLDS } from "./schema";
 import type {
   DayUsage,
@@ -38,16 +39,21 @@ import type {
 export function ledgerQueries(db: Db, commits: GroupCommit, alerts: AlertOutbox) {
   const client = db.$client;
   const apply = sqliteLedgerWriter(client, alerts);
-  const keyState = client.prepare<KeyState, [string]>(
+  const { chain, chainIds } = sqliteBudgetChain(client);
+  const keyState = client.prepare<KeyState & { budgetId: string | null }, [string]>(
     `SELECT status, daily_cap_micros AS daily, total_cap_micros AS total,
-            spent_total_micros AS spent, held_total_micros AS held
+            spent_total_micros AS spent, held_total_micros AS held, budget_id AS budgetId
        FROM vault_keys WHERE id = ?`,
+  );
+  const counterpartyDay = client.prepare<DayUsage, [string, string, string]>(
+    `SELECT settled_micros AS settledMicros, held_micros AS heldMicros FROM counterparty_days
+      WHERE key_id = ? AND day = ? AND counterparty = ?`,
   );
   const dayBalance = client.prepare<DayUsage, [string, string]>(
     `SELECT settled_micros AS settledMicros, held_micros AS heldMicros FROM spend_days WHERE key_id = ? AND day = ?`,
   );
   const entryById = client.prepare<Entry, [string]>(
-    `SELECT id, key_id AS keyId, state, hold_micros AS hold, cost_micros AS cost, day FROM ledger_entries WHERE id = ?`,
+    `SELECT id, key_id AS keyId, state, hold_micros AS hold, cost_micros AS cost, day, counterparty FROM ledger_entries WHERE id = ?`,
   );
   const insertAudit = client.prepare(insertAuditSql);
   const upsertTracked = client.prepare(
@@ -86,10 +92,8 @@ export function ledgerQueries(db: Db, commits: GroupCommit, alerts: AlertOutbox)
     `DELETE FROM idempotency_entries WHERE rowid IN (SELECT rowid FROM idempotency_entries WHERE expires_at <= ? LIMIT ?)`,
   );
 
-  const day = (keyId: string, d: string): DayState => {
-    const row = dayBalance.get(keyId, d);
-    return { settled: row?.settledMicros ?? 0, held: row?.heldMicros ?? 0 };
-  };
+  const dayState = (row: DayUsage | null): DayState => ({ settled: row?.settledMicros ?? 0, held: row?.heldMicros ?? 0 });
+  const day = (keyId: string, d: string): DayState => dayState(dayBalance.get(keyId, d));
 
   const remembered = (keyId: string, idemKey: string): RememberedCall | null => {
     const prior = idemGet.get(keyId, idemKey);
@@ -101,11 +105,17 @@ export function ledgerQueries(db: Db, commits: GroupCommit, alerts: AlertOutbox)
     return { fingerprint: prior.fingerprint, state: prior.state, holdId: prior.holdId, expiresAt: prior.expiresAt, response };
   };
 
-  const entryWithDay = (holdId: string): EntryWithDay | null => {
+  const entryWithDay = (holdId: string, budgets: readonly BudgetState[]): EntryWithDay | null => {
     const entry = entryById.get(holdId);
     if (!entry) return null;
     const d = day(entry.keyId, entry.day);
-    return { ...entry, daySettled: d.settled, dayHeld: d.held };
+    return {
+      ...entry,
+      daySettled: d.settled,
+      dayHeld: d.held,
+      budgetDays: chain(budgets[0]?.id ?? null, entry.day).map((b) => b.day),
+      counterpartyDay: entry.counterparty === null ? null : dayState(counterpartyDay.get(entry.keyId, entry.day, entry.counterparty)),
+    };
   };
 
   const HOLD_COLUMNS = `e.id, e.key_id AS keyId, k.label, k.vendor, k.mode, e.day, e.hold_micros AS holdMicros, e.cost_micros AS costMicros,
@@ -133,13 +143,17 @@ export function ledgerQueries(db: Db, commits: GroupCommit, alerts: AlertOutbox)
   }
 
   const hold = (req: HoldRequest): HoldResult => {
+    const key = keyState.get(req.keyId);
+    const budgets = chain(key?.budgetId ?? null, req.day);
     const seen: HoldSnapshot = {
-      key: keyState.get(req.keyId),
+      key,
       day: day(req.keyId, req.day),
+      budgets,
+      counterpartyDay: req.counterparty ? dayState(counterpartyDay.get(req.keyId, req.day, req.counterparty.id)) : null,
       remembered: req.idempotency ? remembered(req.keyId, req.idempotency.key) : null,
     };
     let decision = decideHold(req, seen);
-    if ("needsEntry" in decision) decision = decideHold(req, { ...seen, entry: entryWithDay(decision.needsEntry) });
+    if ("needsEntry" in decision) decision = decideHold(req, { ...seen, entry: entryWithDay(decision.needsEntry, budgets) });
     if ("needsEntry" in decision) throw new Error("decideHold asked twice for the entry");
     apply(decision.writes, req.now);
     return decision.result;
@@ -147,7 +161,7 @@ export function ledgerQueries(db: Db, commits: GroupCommit, alerts: AlertOutbox)
 
   const settle = (req: SettleRequest): number => {
     const entry = req.holdId ? entryById.get(req.holdId) : null;
-    const { result: costMicros, writes } = decideSettlement({ ...req, requestId: req.audit.id }, entry);
+    const { result: costMicros, writes } = decideSettlement({ ...req, requestId: req.audit.id }, entry, chainIds(req.keyId));
     apply(writes, req.now);
     insertAudit.run(...auditParams({ ...req.audit, costMicros }));
     if (req.track) {
@@ -173,7 +187,7 @@ export function ledgerQueries(db: Db, commits: GroupCommit, alerts: AlertOutbox)
    */
   const resolve = client.transaction((id: string, outcome: "settled" | "released", costMicros: number, now: number) => {
     const entry = entryById.get(id);
-    const decision = entry && decideResolution(entry, outcome, costMicros);
+    const decision = entry && decideResolution(entry, outcome, costMicros, chainIds(entry.keyId));
     if (!decision) return false;
     apply(decision.writes, now);
     const h = heldEntryById.get(id)!;

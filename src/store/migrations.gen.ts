@@ -13,6 +13,7 @@ import m9 from "../../drizzle/0009_alerts.sql" with { type: "text" };
 import m10 from "../../drizzle/0010_audit_days.sql" with { type: "text" };
 import m11 from "../../drizzle/0011_audit_denials.sql" with { type: "text" };
 import m12 from "../../drizzle/0012_audit_secrets_scrubbed.sql" with { type: "text" };
+import m13 from "../../drizzle/0013_budgets.sql" with { type: "text" };
 
 export const embeddedJournal = journal;
 export const embeddedSql: Record<string, string> = {
@@ -29,4 +30,5 @@ export const embeddedSql: Record<string, string> = {
   "0010_audit_days": m10,
   "0011_audit_denials": m11,
   "0012_audit_secrets_scrubbed": m12,
+  "0013_budgets": m13,
 };

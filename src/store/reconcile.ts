@@ -3,7 +3,7 @@ import { decideReconciliation, type Entry } from "../ledger/rules";
 import type { AlertOutbox } from "./alerts";
 import { auditParams, insertAuditSql } from "./audit";
 import type { GroupCommit } from "./group-commit";
-import { sqliteLedgerWriter } from "./ledger-writes";
+import { sqliteBudgetChain, sqliteLedgerWriter } from "./ledger-writes";
 import type { DueReconciliation, ReconcileRequest } from "./types";
 
 /**
@@ -22,17 +22,18 @@ export function reconcileQueries(client: Database, commits: GroupCommit, alerts:
       ORDER BY e.reconcile_at LIMIT ?`,
   );
   const awaiting = client.prepare<Entry & { requestId: string | null }, [string]>(
-    `SELECT id, key_id AS keyId, state, hold_micros AS hold, cost_micros AS cost, day, request_id AS requestId FROM ledger_entries
+    `SELECT id, key_id AS keyId, state, hold_micros AS hold, cost_micros AS cost, day, counterparty, request_id AS requestId FROM ledger_entries
       WHERE id = ? AND reconcile_at IS NOT NULL`,
   );
   const apply = sqliteLedgerWriter(client, alerts);
+  const { chainIds } = sqliteBudgetChain(client);
   const insertAudit = client.prepare(insertAuditSql);
   const postpone = client.prepare(`UPDATE ledger_entries SET reconcile_at = ?2, reconcile_attempts = reconcile_attempts + 1 WHERE id = ?1`);
 
   /** The rule book's re-settlement (decideReconciliation), and its audit row, whose cost is the difference. */
   const resettle = (req: ReconcileRequest): boolean => {
     const entry = awaiting.get(req.id);
-    const decision = entry && decideReconciliation(entry, req.costMicros, entry.requestId);
+    const decision = entry && decideReconciliation(entry, req.costMicros, entry.requestId, chainIds(entry.keyId));
     if (!decision) return false;
     apply(decision.writes, req.audit.at);
     insertAudit.run(...auditParams({ ...req.audit, costMicros: decision.result }));

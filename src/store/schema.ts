@@ -35,9 +35,15 @@ export const vaultKeys = sqliteTable(
     mintedBy: text("minted_by").notNull().default("admin"),
     // Fractions of the daily and of the lifetime cap whose crossing (by settled spend) fires `cap_threshold` (SPEC §12).
     alertThresholds: text("alert_thresholds", { mode: "json" }).$type<number[]>().notNull().default([0.5, 0.8, 1]),
+    // The budget the key draws from (SPEC §14), set at mint and never changed; its holds count up the budget's chain.
+    budgetId: text("budget_id"),
+    // Per UTC day and counterparty (a Stripe customer, a Twilio destination): the most one of them may be moved.
+    perCustomerCapMicros: integer("per_customer_cap_micros"),
+    perDestinationCapMicros: integer("per_destination_cap_micros"),
   },
   (t) => [
     uniqueIndex("vault_keys_id").on(t.id),
+    index("vault_keys_budget").on(t.budgetId).where(sql`${t.budgetId} IS NOT NULL`),
     uniqueIndex("vault_keys_key_hash").on(t.keyHash),
     index("vault_keys_label").on(t.label),
     // An issuer token lists, revokes and reads the audit of only the keys it minted (SPEC §10).
@@ -56,6 +62,57 @@ export const spendDays = sqliteTable(
     heldMicros: integer("held_micros").notNull().default(0),
   },
   (t) => [primaryKey({ columns: [t.keyId, t.day] })],
+);
+
+/**
+ * A pool over a run family's keys (SPEC §14): its own daily and lifetime caps, and at most two budgets above it.
+ * Its parent never changes, so a hold's chain is the same when it is taken and when it settles.
+ */
+export const budgets = sqliteTable(
+  "budgets",
+  {
+    seq: integer("seq").primaryKey({ autoIncrement: true }),
+    id: text("id").notNull(),
+    name: text("name").notNull(),
+    parentId: text("parent_id"),
+    dailyCapMicros: integer("daily_cap_micros"),
+    totalCapMicros: integer("total_cap_micros"),
+    alertThresholds: text("alert_thresholds", { mode: "json" }).$type<number[]>().notNull().default([0.5, 0.8, 1]),
+    spentTotalMicros: integer("spent_total_micros").notNull().default(0),
+    heldTotalMicros: integer("held_total_micros").notNull().default(0),
+    createdAt: integer("created_at").notNull(),
+    createdBy: text("created_by").notNull(),
+  },
+  (t) => [
+    uniqueIndex("budgets_id").on(t.id),
+    index("budgets_parent").on(t.parentId),
+    check("budgets_has_cap", sql`${t.dailyCapMicros} IS NOT NULL OR ${t.totalCapMicros} IS NOT NULL`),
+  ],
+);
+
+/** Per budget and UTC day: settled and held, as spend_days is per key. */
+export const budgetDays = sqliteTable(
+  "budget_days",
+  {
+    budgetId: text("budget_id").notNull(),
+    day: text("day").notNull(),
+    settledMicros: integer("settled_micros").notNull().default(0),
+    heldMicros: integer("held_micros").notNull().default(0),
+  },
+  (t) => [primaryKey({ columns: [t.budgetId, t.day] })],
+);
+
+/** Per key, UTC day and counterparty: settled and held, for the counterparty caps (SPEC §14). */
+export const counterpartyDays = sqliteTable(
+  "counterparty_days",
+  {
+    keyId: text("key_id").notNull(),
+    day: text("day").notNull(),
+    counterparty: text("counterparty").notNull(),
+    settledMicros: integer("settled_micros").notNull().default(0),
+    heldMicros: integer("held_micros").notNull().default(0),
+  },
+  (t) => [primaryKey({ columns: [t.keyId, t.day, t.counterparty] })],
 );
 
 /**
@@ -85,6 +142,8 @@ export const ledgerEntries = sqliteTable(
     reconcilePath: text("reconcile_path"),
     reconcileAt: integer("reconcile_at"),
     reconcileAttempts: integer("reconcile_attempts").notNull().default(0),
+    // Who the call moves money to or from, when its key caps counterparties (SPEC §14): "customer:cus_…", "to:+1…".
+    counterparty: text("counterparty"),
   },
   // Only open and ambiguous holds are ever looked up by state: a partial index keeps settled rows out of it.
   (t) => [

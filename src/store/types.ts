@@ -35,6 +35,11 @@ export interface KeyRecord {
   lastUsedAt: number | null;
   /** Fractions of the daily and of the lifetime cap whose crossing fires `cap_threshold` (SPEC §12). */
   alertThresholds: number[];
+  /** The budget it draws from (SPEC §14), set at mint, never changed. */
+  budgetId: string | null;
+  /** Per UTC day and counterparty: a Stripe customer, a Twilio destination (SPEC §14). */
+  perCustomerCapMicros: number | null;
+  perDestinationCapMicros: number | null;
 }
 
 /** What a proxied call needs to know about its key: everything but the counters every call moves. */
@@ -42,12 +47,55 @@ export type KeyPolicy = Omit<KeyRecord, "revokedAt" | "spentTotalMicros" | "held
 
 export type NewKey = Omit<
   KeyRecord,
-  "revokedAt" | "spentTotalMicros" | "heldTotalMicros" | "calls" | "lastUsedAt" | "status" | "alertThresholds"
+  | "revokedAt"
+  | "spentTotalMicros"
+  | "heldTotalMicros"
+  | "calls"
+  | "lastUsedAt"
+  | "status"
+  | "alertThresholds"
+  | "budgetId"
+  | "perCustomerCapMicros"
+  | "perDestinationCapMicros"
 > & {
   keyHash: string;
   /** Default: [0.5, 0.8, 1]. */
   alertThresholds?: number[];
+  budgetId?: string | null;
+  perCustomerCapMicros?: number | null;
+  perDestinationCapMicros?: number | null;
 };
+
+/** A budget (SPEC §14): a pool of caps over the keys that draw from it and the budgets below it. */
+export interface BudgetRecord {
+  id: string;
+  name: string;
+  /** The budget above it (at most three levels), set at creation, never changed. */
+  parentId: string | null;
+  dailyCapMicros: number | null;
+  totalCapMicros: number | null;
+  /** Fractions of its caps whose crossing fires `budget_threshold`. */
+  alertThresholds: number[];
+  spentTotalMicros: number;
+  heldTotalMicros: number;
+  createdAt: number;
+  createdBy: string;
+}
+
+/** A budget with its usage: today's settled and held, and the active keys drawing from it directly. */
+export type BudgetWithUsage = BudgetRecord & { today: DayUsage; activeKeys: number };
+
+export type NewBudget = Pick<BudgetRecord, "id" | "name" | "parentId" | "dailyCapMicros" | "totalCapMicros" | "createdAt" | "createdBy"> & {
+  /** Default: [0.5, 0.8, 1]. */
+  alertThresholds?: number[];
+};
+
+export interface BudgetPatch {
+  name?: string;
+  dailyCapMicros?: number | null;
+  totalCapMicros?: number | null;
+  alertThresholds?: number[];
+}
 
 export interface KeyPatch {
   dailyCapMicros?: number | null;
@@ -61,6 +109,8 @@ export interface KeyFilter {
   label?: string;
   labelPrefix?: string;
   vendor?: VendorName;
+  /** Only the keys that draw from this budget. */
+  budgetId?: string;
   status?: "active" | "revoked" | "expired";
   /** Only the keys this token minted (an issuer's view, SPEC §10). */
   mintedBy?: string;
@@ -250,6 +300,15 @@ export interface CallPathStore {
  * read, a spend query or the pricing of a confirm right after its create sees every answered call settled.
  */
 export interface AdminStore {
+  // budgets (SPEC §14); their money moves with their keys' in the ledger
+  insertBudget(budget: NewBudget): Promise<BudgetRecord>;
+  /** With usage on `day` (a UTC day). */
+  findBudget(id: string, day: string, now: number): Promise<BudgetWithUsage | null>;
+  /** Every budget with its usage on `day`, oldest first. */
+  listBudgets(day: string, now: number): Promise<BudgetWithUsage[]>;
+  updateBudget(id: string, patch: BudgetPatch): Promise<BudgetRecord | null>;
+  /** Deleted, or refused while an active key or a budget below draws from it. */
+  deleteBudget(id: string, now: number): Promise<"deleted" | "in_use" | "not_found">;
   // keys
   insertKey(key: NewKey): Promise<KeyRecord>;
   findKeyById(id: string): Promise<KeyRecord | null>;
@@ -338,7 +397,15 @@ export interface SpendCounter {
 }
 
 /** The alert events of SPEC §12. */
-export const ALERT_EVENTS = ["cap_threshold", "cap_exhausted", "key_revoked", "holds_need_attention", "price_differential"] as const;
+export const ALERT_EVENTS = [
+  "cap_threshold",
+  "cap_exhausted",
+  "key_revoked",
+  "holds_need_attention",
+  "price_differential",
+  "budget_threshold",
+  "budget_exhausted",
+] as const;
 export type AlertEventType = (typeof ALERT_EVENTS)[number];
 
 export interface WebhookRecord {

@@ -95,6 +95,16 @@ export const IssuerPolicySchema = z.strictObject({
         "The most its keys minted (or raised) in one UTC day can spend together: each key counts its total cap, or its daily cap times the UTC days its life touches, whichever is less",
       examples: [1000],
     }),
+  budget_id: z
+    .string()
+    .min(1, "must not be empty")
+    .max(100, "must be at most 100 characters")
+    .optional()
+    .meta({
+      description:
+        "The budget every key it mints draws from, put on keys that name none (a key naming another is refused); without it, its keys draw from no budget",
+      examples: ["bud_4fTq9ZrWb2NcLm5Yd0Hx"],
+    }),
 });
 /** A policy is kept as it was given (no field is transformed), so it reads back exactly as written. */
 export type IssuerPolicy = z.output<typeof IssuerPolicySchema>;

@@ -25,6 +25,16 @@ export interface KeyDraft {
   requireIdempotencyKey: boolean;
   createdAt: number;
   expiresAt: number;
+  /** The budget it draws from (a mint may leave it out: none). */
+  budgetId?: string | null;
+}
+
+/**
+ * The key an issuer mints, with the budget its policy puts on every key (SPEC §10) when it names none. A key
+ * naming another budget keeps it, for enforcePolicy to refuse.
+ */
+export function withPolicyBudget<K extends KeyDraft>(policy: IssuerPolicy, key: K): K {
+  return policy.budget_id === undefined || key.budgetId ? key : { ...key, budgetId: policy.budget_id };
 }
 
 const usd = (micros: number) => `${microsToUsd(micros)}`;
@@ -73,6 +83,17 @@ export function enforcePolicy(policy: IssuerPolicy, key: KeyDraft, publicPath: (
     throw policyViolation(
       "policy.label_prefix",
       `the key's label must start with "${policy.label_prefix}"${key.label === null ? " (this key has no label)" : `, not "${key.label}"`}.`,
+    );
+  }
+  // An issuer's keys draw from its policy's budget or, without one, from none: a token never spends a pool it
+  // was not given (and cannot read: GET /budgets shows an issuer only its policy's budget).
+  const budget = key.budgetId ?? null;
+  if (budget !== (policy.budget_id ?? null)) {
+    throw policyViolation(
+      "policy.budget_id",
+      policy.budget_id === undefined
+        ? `this token's policy names no budget, so its keys draw from none, not ${budget}.`
+        : `keys of this token draw from budget ${policy.budget_id}, not ${budget}.`,
     );
   }
   capWithin("policy.max_daily_usd_cap", "daily_usd_cap", policy.max_daily_usd_cap, key.dailyCapMicros);

@@ -1,7 +1,7 @@
 import { invalidRequest, notFound } from "../errors";
 import { actorName, type Caller, eventBy } from "../auth/admin-auth";
 import type { Role, Store, TokenRecord } from "../store/index";
-import { iso, randomBase62, sha256Hex } from "../util";
+import { iso, randomBase62, sha256Hex, utcDay } from "../util";
 import type { CreateTokenBody } from "./model";
 
 export interface TokenContext {
@@ -44,6 +44,10 @@ export async function createToken(ctx: TokenContext, body: CreateTokenBody) {
   const expiresAt = body.expires_at ?? (body.expires_in !== undefined ? now + body.expires_in : null);
   if (expiresAt !== null && expiresAt <= now) {
     throw invalidRequest("expires_at must be in the future", [{ path: "expires_at", message: "must be in the future" }]);
+  }
+  const budgetId = body.policy?.budget_id;
+  if (budgetId !== undefined && !(await ctx.store.findBudget(budgetId, utcDay(now), now))) {
+    throw invalidRequest(`policy.budget_id: no budget ${budgetId}`, [{ path: "policy.budget_id", message: `no budget ${budgetId}` }]);
   }
   const token = await ctx.store.insertToken({
     id: `tok_${randomBase62(20)}`,

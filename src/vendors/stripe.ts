@@ -17,7 +17,7 @@ import {
 } from "./types";
 
 /** Fields that decide a price: refused in the query string, where Stripe could read them instead of the body's. */
-const PRICED_FIELDS = ["amount", "currency", "amount_to_capture", "charge", "payment_intent"];
+const PRICED_FIELDS = ["amount", "currency", "amount_to_capture", "charge", "payment_intent", "customer"];
 
 interface Call {
   input: PricingInput;
@@ -379,9 +379,24 @@ const trackedAs =
 async function created({ input, ctx, body }: Call, tracks: "payment_intent" | "charge" | null): Promise<Quote> {
   const amount = readAmount(body, "amount", true)!;
   const currency = readCurrency(body, true)!;
-  const quote: Quote = { micros: minorToMicros(amount, currency, ctx.fx), source: "request", currency, amountMinor: amount };
+  const quote: Quote = {
+    micros: minorToMicros(amount, currency, ctx.fx),
+    source: "request",
+    currency,
+    amountMinor: amount,
+    counterparty: { kind: "customer", id: idOf(body.scalar("customer")) },
+  };
   quote.settle = settleFromAnswer(quote, "amount", ctx.fx, 0, tracks ? trackedAs(input.keyId, 0) : undefined);
   return quote;
+}
+
+/**
+ * The customer a call moves money to or from: an id as the request gives it or an object states it (a string,
+ * or an expanded object's `id`); null when there is none (SPEC §14: one "no customer" bucket).
+ */
+function idOf(customer: unknown): string | null {
+  const id = typeof customer === "object" && customer !== null ? (customer as { id?: unknown }).id : customer;
+  return typeof id === "string" && id !== "" ? id : null;
 }
 
 /** The object's currency, as Stripe states it; an object without one cannot be priced. */
@@ -415,6 +430,7 @@ async function fromObject(
     source: requested === undefined ? "object" : "request",
     currency,
     amountMinor,
+    counterparty: { kind: "customer", id: idOf(object.customer) },
   };
   if (answerField) quote.settle = settleFromAnswer(quote, answerField, ctx.fx, minorToMicros(paid(object), currency, ctx.fx));
   return quote;
@@ -502,17 +518,29 @@ async function intentNewTotal({ input, ctx, body, objectId }: Call): Promise<Quo
   const currency = readCurrency(body, false);
   if (amount === undefined && currency === undefined) return { micros: 0, source: "request", currency: null, amountMinor: null };
   const tracked = await ctx.findTracked(objectId);
-  const current = tracked ? { amount: tracked.amountMinor, currency: tracked.currency } : await currentIntent(ctx, objectId);
+  // A tracked intent's customer is not kept: its increase counts under the request's customer, or none.
+  const current = tracked
+    ? { amount: tracked.amountMinor, currency: tracked.currency, customer: idOf(body.scalar("customer")) }
+    : await currentIntent(ctx, objectId);
   const counted = tracked?.countedMicros ?? 0;
   const newAmount = amount ?? current.amount;
   const newCurrency = currency ?? current.currency;
   const total = minorToMicros(newAmount, newCurrency, ctx.fx);
-  const quote: Quote = { micros: Math.max(0, total - counted), source: "request", currency: newCurrency, amountMinor: newAmount };
+  const quote: Quote = {
+    micros: Math.max(0, total - counted),
+    source: "request",
+    currency: newCurrency,
+    amountMinor: newAmount,
+    counterparty: { kind: "customer", id: current.customer },
+  };
   quote.settle = settleFromAnswer(quote, "amount", ctx.fx, counted, trackedAs(tracked?.keyId ?? input.keyId, counted));
   return quote;
 }
 
-async function currentIntent(ctx: PricingContext, objectId: string): Promise<{ amount: number; currency: string }> {
+async function currentIntent(
+  ctx: PricingContext,
+  objectId: string,
+): Promise<{ amount: number; currency: string; customer: string | null }> {
   const o = await ctx.preflight(`/v1/payment_intents/${objectId}`);
-  return { amount: int(o, "amount"), currency: objectCurrency(o) };
+  return { amount: int(o, "amount"), currency: objectCurrency(o), customer: idOf(o.customer) };
 }

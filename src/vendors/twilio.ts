@@ -85,7 +85,15 @@ const classThree =
   (): PriceFn<TwilioPrices> =>
   async (input, ctx) => {
     const body = readPricedBody(input.contentType, input.body, input.query, fields);
-    const quote: Quote = { micros: hold(body, ctx.prices), source: "estimate", currency: "usd", amountMinor: null };
+    const to = body.scalar("To");
+    const quote: Quote = {
+      micros: hold(body, ctx.prices),
+      source: "estimate",
+      currency: "usd",
+      amountMinor: null,
+      // A live call's update names no destination: its legs are counted under none.
+      counterparty: { kind: "destination", id: typeof to === "string" && to !== "" ? to : null },
+    };
     const later = reconciled(body);
     if (later) quote.settle = (answer) => settleAnswer(quote, answer, later, ctx.fx);
     return quote;

@@ -56,6 +56,16 @@ export interface Quote {
    * chunk as it arrives, and read on its way by a watcher made for it.
    */
   stream?(): StreamWatcher;
+  /**
+   * Who the call moves money to or from (SPEC §14): a Stripe customer (null: the call names none), a Twilio
+   * destination. A key's per-customer or per-destination cap counts it under them.
+   */
+  counterparty?: Counterparty;
+}
+
+export interface Counterparty {
+  kind: "customer" | "destination";
+  id: string | null;
 }
 
 /** Reads a streamed answer as it passes, for the settlement once it has ended. */

@@ -38,6 +38,7 @@ interface Charge {
   amount: number;
   currency: string;
   captured: boolean;
+  customer: string | null;
   amount_captured: number;
   amount_refunded: number;
   paid: boolean;
@@ -99,13 +100,14 @@ export function mockStripe() {
     intents.set(intent.id, intent);
     return intent;
   };
-  const newCharge = (amount: number, currency: string, captured = true): Charge => {
+  const newCharge = (amount: number, currency: string, captured = true, customer: string | null = null): Charge => {
     const charge: Charge = {
       id: mockId("ch_"),
       object: "charge",
       amount,
       currency,
       captured,
+      customer,
       amount_captured: captured ? amount : 0,
       amount_refunded: 0,
       paid: true,
@@ -194,7 +196,7 @@ export function mockStripe() {
       return { status: 200, body: intent };
     }
     if (req.method === "POST" && req.path === "/v1/charges") {
-      return { status: 200, body: newCharge(amount()!, p.currency!, p.capture !== "false") };
+      return { status: 200, body: newCharge(amount()!, p.currency!, p.capture !== "false", p.customer ?? null) };
     }
     if ((m = /^\/v1\/charges\/([^/]+)(?:\/(capture|refunds|refund))?$/.exec(req.path))) {
       const charge = charges.get(m[1]!);
@@ -250,8 +252,8 @@ export function mockStripe() {
     charges,
     invoices,
     /** A captured (or, with `captured: false`, authorized) charge made outside Keybrake. */
-    seedCharge: (amount: number, currency = "usd", captured = true) => {
-      const charge = newCharge(amount, currency, captured);
+    seedCharge: (amount: number, currency = "usd", captured = true, customer: string | null = null) => {
+      const charge = newCharge(amount, currency, captured, customer);
       seeded.add(charge.id);
       return charge;
     },

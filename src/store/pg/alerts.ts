@@ -100,6 +100,34 @@ export interface PgAlertOutbox {
     day: string,
     now: number,
   ): Promise<void>;
+  budgetSettled(tx: Pg, budgetId: string, day: string, delta: number, now: number): Promise<void>;
+  budgetRefused(
+    tx: Pg,
+    budgetId: string,
+    r: { cap: "daily" | "total"; day: string; capMicros: number; balance: Balance; priceMicros: number },
+    now: number,
+  ): Promise<void>;
+}
+
+/** A budget as its alerts read it: as a key, its name as the label, no vendor nor mode. */
+const BUDGET_COLUMNS = `b.id, b.name AS label, NULL AS vendor, NULL AS mode, b.daily_cap_micros AS daily, b.total_cap_micros AS total,
+  b.spent_total_micros AS spent, b.alert_thresholds AS thresholds`;
+
+/** The thresholds a rise of `delta` crossed for a key or budget read with its day's settled spend, once per window. */
+async function crossed(
+  tx: Pg,
+  type: "cap_threshold" | "budget_threshold",
+  row: Record<string, unknown> | undefined,
+  day: string,
+  delta: number,
+  now: number,
+) {
+  if (!row) return;
+  const owner = toAlertKey(row as RawAlertKey);
+  if (thresholdsOf(owner.thresholds).length === 0) return;
+  for (const crossing of thresholdCrossings(owner, day, delta, num(row.daySettled ?? 0))) {
+    if (await firstTime(tx, owner.id, crossing, now)) await emit(tx, type, owner, crossing.data, now);
+  }
 }
 
 export function pgAlertOutbox(): PgAlertOutbox {
@@ -115,12 +143,23 @@ export function pgAlertOutbox(): PgAlertOutbox {
         SELECT ${tx.unsafe(ALERT_KEY_COLUMNS)},
                (SELECT s.settled_micros FROM spend_days s WHERE s.key_id = k.id AND s.day = ${day}) AS "daySettled"
           FROM vault_keys k WHERE k.id = ${keyId}`;
-      if (!row) return;
-      const key = toAlertKey(row);
-      if (thresholdsOf(key.thresholds).length === 0) return;
-      for (const crossing of thresholdCrossings(key, day, delta, num(row.daySettled ?? 0))) {
-        if (await firstTime(tx, key.id, crossing, now)) await emit(tx, "cap_threshold", key, crossing.data, now);
-      }
+      await crossed(tx, "cap_threshold", row, day, delta, now);
+    },
+
+    async budgetSettled(tx, budgetId, day, delta, now) {
+      if (delta <= 0) return;
+      const [row] = await tx`
+        SELECT ${tx.unsafe(BUDGET_COLUMNS)},
+               (SELECT d.settled_micros FROM budget_days d WHERE d.budget_id = b.id AND d.day = ${day}) AS "daySettled"
+          FROM budgets b WHERE b.id = ${budgetId}`;
+      await crossed(tx, "budget_threshold", row, day, delta, now);
+    },
+
+    async budgetRefused(tx, budgetId, r, now) {
+      if (!(await firstTime(tx, budgetId, exhaustedMark(r.cap, r.day), now))) return;
+      const [row] = await tx`SELECT ${tx.unsafe(BUDGET_COLUMNS)} FROM budgets b WHERE b.id = ${budgetId}`;
+      if (row)
+        await emit(tx, "budget_exhausted", toAlertKey(row), capExhaustedData(r.cap, r.day, r.capMicros, r.balance, r.priceMicros), now);
     },
 
     /** A call was refused at a cap: `cap_exhausted`, the first time in the cap's window. */

@@ -6,6 +6,7 @@ import { pgAdminQueries } from "./admin";
 import { pgAlertOutbox, pgAlertQueries } from "./alerts";
 import { pgAuditQueries } from "./audit";
 import { PgBatch } from "./batch";
+import { pgBudgetQueries } from "./budgets";
 import { openPgClient } from "./client";
 import { pgKeyQueries } from "./keys";
 import { pgLeases } from "./lease";
@@ -75,6 +76,7 @@ export async function openPgStore(url: string, opts: PgOptions = {}): Promise<Pg
   let heartbeat: Timer | undefined;
   let serving: Parameters<PgStore["startInstance"]>[0] | undefined;
   const admin: AdminStore = {
+    ...pgBudgetQueries(sql),
     ...keys,
     ...ledger,
     ...pgReconcileQueries(sql, batches.durable, outbox, instanceId),

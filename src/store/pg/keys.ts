@@ -1,6 +1,7 @@
 import { KEY_POLICY_COLUMNS, likePrefix, type RawKeyPolicy, toKeyPolicy } from "../keys-shared";
 import type { DayUsage, Issuance, IssuanceResult, KeyFilter, KeyPatch, KeyPolicy, KeyRecord, KeySelection, NewKey, Page } from "../types";
 import type { PgAlertOutbox } from "./alerts";
+import { lockBudgetToDrawFrom } from "./budgets";
 import { allOf, type Fragment, type Pg, num, numOrNull } from "./client";
 
 const KEY_COLUMNS = `seq, ${KEY_POLICY_COLUMNS}, revoked_at AS "revokedAt", spent_total_micros AS "spentTotalMicros",
@@ -51,7 +52,9 @@ export function pgKeyQueries(sql: Pg, alerts: PgAlertOutbox) {
     return row ? toRecord(row) : null;
   };
 
+  /** Writes a key, in the caller's transaction: the budget it draws from must exist as it is written. */
   const insert = async (db: Pg, key: NewKey): Promise<KeyRecord> => {
+    if (key.budgetId) await lockBudgetToDrawFrom(db, key.budgetId, "budget_id");
     const [row] = await db`
       INSERT INTO vault_keys ${db({
         id: key.id,
@@ -71,6 +74,9 @@ export function pgKeyQueries(sql: Pg, alerts: PgAlertOutbox) {
         expires_at: key.expiresAt,
         // Absent: the column's default.
         alert_thresholds: key.alertThresholds === undefined ? undefined : JSON.stringify(key.alertThresholds),
+        budget_id: key.budgetId ?? null,
+        per_customer_cap_micros: key.perCustomerCapMicros ?? null,
+        per_destination_cap_micros: key.perDestinationCapMicros ?? null,
       })}
       RETURNING ${db.unsafe(KEY_COLUMNS)}`;
     return toRecord(row);
@@ -121,7 +127,7 @@ export function pgKeyQueries(sql: Pg, alerts: PgAlertOutbox) {
       return row ? toKeyPolicy(row) : null;
     },
 
-    insertKey: (key: NewKey) => insert(sql, key),
+    insertKey: (key: NewKey) => sql.begin((tx) => insert(tx, key)),
 
     findKeyById: (id: string) => byId(sql, id),
 
@@ -130,6 +136,7 @@ export function pgKeyQueries(sql: Pg, alerts: PgAlertOutbox) {
       if (f.label !== undefined) where.push(sql`label = ${f.label}`);
       if (f.labelPrefix !== undefined) where.push(sql`label LIKE ${likePrefix(f.labelPrefix)} ESCAPE '\\'`);
       if (f.vendor) where.push(sql`vendor = ${f.vendor}`);
+      if (f.budgetId !== undefined) where.push(sql`budget_id = ${f.budgetId}`);
       if (f.mintedBy !== undefined) where.push(sql`minted_by = ${f.mintedBy}`);
       if (f.status === "revoked") where.push(sql`status = 'revoked'`);
       if (f.status === "active") where.push(sql`status = 'active' AND expires_at > ${now}`);

@@ -1,5 +1,7 @@
 import { hostname } from "node:os";
 import {
+  type BudgetState,
+  type DayState,
   type EntryWithDay,
   type HoldSnapshot,
   type LedgerWrite,
@@ -16,8 +18,7 @@ import type { PgAlertOutbox } from "./alerts";
 import { insertAuditRows } from "./audit";
 import type { PgBatch } from "./batch";
 import { type Pg, num, numOrNull } from "./client";
-import { ENTRY_COLUMNS, pgLedgerWriter, toEntry } from "./ledger-writes";
-import { lockKey } from "./send";
+import { ENTRY_COLUMNS, pgBudgetChain, pgLedgerWriter, pgMoneyLocks, toEntry } from "./ledger-writes";
 
 /**
  * The ledger's two group commits: `durable` for holds and operators' decisions (committed to disk before they
@@ -91,6 +92,7 @@ export function pgLedgerQueries(sql: Pg, batches: LedgerBatches, alerts: PgAlert
   let earlierRunsClaimsChecked = false;
 
   const apply = pgLedgerWriter(alerts, instanceId);
+  const locks = pgMoneyLocks(sql);
 
   /**
    * A hold (the rule book's `decideHold`), in the durable group commit, so that the holds of one event-loop turn
@@ -100,11 +102,12 @@ export function pgLedgerQueries(sql: Pg, batches: LedgerBatches, alerts: PgAlert
   async function holdSpend(req: HoldRequest): Promise<HoldResult> {
     const taken: Taken = {};
     try {
-      return await batches.durable.submit(req.keyId, async (conn) => {
-        const seen = await holdSnapshot(conn, req);
+      const chain = await locks.chainOf(req.keyId);
+      return await batches.durable.submit(locks.lockOrder(req.keyId, chain), async (conn) => {
+        const seen = await holdSnapshot(conn, req, chain);
         let decision = decideHold(req, seen);
         if ("needsEntry" in decision)
-          decision = decideHold(req, { ...seen, entry: await entryWithDay(conn, decision.needsEntry, req.keyId) });
+          decision = decideHold(req, { ...seen, entry: await entryWithDay(conn, decision.needsEntry, req.keyId, chain) });
         if ("needsEntry" in decision) throw new Error("decideHold asked twice for the entry");
         take(taken, decision.writes);
         await apply(conn, decision.writes, req.now);
@@ -118,9 +121,13 @@ export function pgLedgerQueries(sql: Pg, batches: LedgerBatches, alerts: PgAlert
     }
   }
 
-  /** The key locked (FOR UPDATE), its day and the call's idempotency memory, read once the lock is granted. */
-  async function holdSnapshot(conn: Pg, req: HoldRequest): Promise<HoldSnapshot> {
-    const [[key], [seen]] = (await Promise.all([
+  /**
+   * The key's budgets and the key locked (FOR UPDATE, see pgMoneyLocks), then read with their days, the call's
+   * counterparty's day and its idempotency memory: statements sent together, run once the locks are granted.
+   */
+  async function holdSnapshot(conn: Pg, req: HoldRequest, chain: readonly string[]): Promise<HoldSnapshot> {
+    const [, [key], [seen], budgets, counterpartyDay] = (await Promise.all([
+      chain.length > 0 ? locks.lockMoney(conn, req.keyId, chain) : null,
       conn`SELECT status, daily_cap_micros AS daily, total_cap_micros AS total, spent_total_micros AS spent,
                   held_total_micros AS held
              FROM vault_keys WHERE id = ${req.keyId} FOR UPDATE`,
@@ -129,7 +136,15 @@ export function pgLedgerQueries(sql: Pg, batches: LedgerBatches, alerts: PgAlert
              FROM (VALUES (1)) AS one (x)
              LEFT JOIN spend_days d ON d.key_id = ${req.keyId} AND d.day = ${req.day}
              LEFT JOIN idempotency_entries i ON i.key_id = ${req.keyId} AND i.idempotency_key = ${req.idempotency?.key ?? null}`,
-    ])) as [{ status: string; daily: string | null; total: string | null; spent: string; held: string }[], Seen[]];
+      chain.length > 0 ? pgBudgetChain(conn, req.keyId, req.day) : [],
+      req.counterparty ? counterpartyDayOf(conn, req.keyId, req.day, req.counterparty.id) : null,
+    ])) as [
+      unknown,
+      { status: string; daily: string | null; total: string | null; spent: string; held: string }[],
+      Seen[],
+      BudgetState[],
+      DayState | null,
+    ];
     const remembered: RememberedCall | null =
       seen!.state === null
         ? null
@@ -153,19 +168,34 @@ export function pgLedgerQueries(sql: Pg, batches: LedgerBatches, alerts: PgAlert
         ? { status: key.status, daily: numOrNull(key.daily), total: numOrNull(key.total), spent: num(key.spent), held: num(key.held) }
         : null,
       day: { settled: num(seen!.daySettled ?? 0), held: num(seen!.dayHeld ?? 0) },
+      budgets,
+      counterpartyDay,
       remembered,
     };
   }
 
-  /** An entry of the key, with its own day's balance (the key must be locked). */
-  async function entryWithDay(conn: Pg, holdId: string, keyId: string): Promise<EntryWithDay | null> {
+  async function counterpartyDayOf(conn: Pg, keyId: string, day: string, counterparty: string): Promise<DayState> {
+    const [row] = await conn`SELECT settled_micros AS settled, held_micros AS held FROM counterparty_days
+                              WHERE key_id = ${keyId} AND day = ${day} AND counterparty = ${counterparty}`;
+    return { settled: num(row?.settled ?? 0), held: num(row?.held ?? 0) };
+  }
+
+  /** An entry of the key, with its own day's balances: the key's, its budgets' and its counterparty's (all locked). */
+  async function entryWithDay(conn: Pg, holdId: string, keyId: string, chain: readonly string[]): Promise<EntryWithDay | null> {
     const [row] = await conn.unsafe(
       `SELECT ${ENTRY_COLUMNS}, d.settled_micros AS "daySettled", d.held_micros AS "dayHeld"
          FROM ledger_entries e LEFT JOIN spend_days d ON d.key_id = e.key_id AND d.day = e.day
         WHERE e.id = $1 AND e.key_id = $2`,
       [holdId, keyId],
     );
-    return row ? { ...toEntry(row), daySettled: num(row.daySettled ?? 0), dayHeld: num(row.dayHeld ?? 0) } : null;
+    if (!row) return null;
+    const entry = toEntry(row);
+    const [budgets, counterpartyDay] = await Promise.all([
+      chain.length > 0 ? pgBudgetChain(conn, keyId, entry.day) : [],
+      entry.counterparty === null ? null : counterpartyDayOf(conn, keyId, entry.day, entry.counterparty),
+    ]);
+    const days = { daySettled: num(row.daySettled ?? 0), dayHeld: num(row.dayHeld ?? 0) };
+    return { ...entry, ...days, budgetDays: budgets.map((b) => b.day), counterpartyDay };
   }
 
   /** An entry of the key, as the rule book reads it. */
@@ -199,9 +229,9 @@ export function pgLedgerQueries(sql: Pg, batches: LedgerBatches, alerts: PgAlert
   }
 
   /** A call's settlement (the rule book's `decideSettlement`), in the group commit, with its audit row and idempotency memory. */
-  async function settle(tx: Pg, req: SettleRequest): Promise<number> {
-    const [, entry] = await Promise.all([lockKey(tx, req.keyId), req.holdId ? entryOf(tx, req.holdId, req.keyId) : null]);
-    const { result: costMicros, writes } = decideSettlement({ ...req, requestId: req.audit.id }, entry);
+  async function settle(tx: Pg, req: SettleRequest, chain: readonly string[]): Promise<number> {
+    const [, entry] = await Promise.all([locks.lockMoney(tx, req.keyId, chain), req.holdId ? entryOf(tx, req.holdId, req.keyId) : null]);
+    const { result: costMicros, writes } = decideSettlement({ ...req, requestId: req.audit.id }, entry, chain);
     const t = req.track;
     // Independent writes, sent together.
     await Promise.all([
@@ -221,9 +251,17 @@ export function pgLedgerQueries(sql: Pg, batches: LedgerBatches, alerts: PgAlert
    * An operator's decision on an orphaned hold (still counted as held) or an ambiguous entry (counted as spent at
    * its hold): settled at `costMicros`, or released at 0. An ambiguous entry's spend moves by the difference.
    */
-  async function resolve(tx: Pg, keyId: string, id: string, outcome: "settled" | "released", costMicros: number, now: number) {
-    const [, entry] = await Promise.all([lockKey(tx, keyId), entryOf(tx, id, keyId)]);
-    const decision = entry && decideResolution(entry, outcome, costMicros);
+  async function resolve(
+    tx: Pg,
+    keyId: string,
+    id: string,
+    outcome: "settled" | "released",
+    costMicros: number,
+    now: number,
+    chain: readonly string[],
+  ) {
+    const [, entry] = await Promise.all([locks.lockMoney(tx, keyId, chain), entryOf(tx, id, keyId)]);
+    const decision = entry && decideResolution(entry, outcome, costMicros, chain);
     if (!decision) return false;
     await apply(tx, decision.writes, now);
     const [h] = await tx.unsafe(`SELECT ${HOLD_COLUMNS} FROM ${HOLDS_FROM} WHERE e.id = $1`, [id]);
@@ -335,7 +373,11 @@ export function pgLedgerQueries(sql: Pg, batches: LedgerBatches, alerts: PgAlert
 
     async settleCall(req: SettleRequest): Promise<number> {
       try {
-        return await batches.deferred.submit(req.keyId, (tx) => settle(tx, req));
+        // Queued in this turn when the chain is known (its hold read it), so that reads after it see it committed.
+        const submit = (chain: readonly string[]) =>
+          batches.deferred.submit(locks.lockOrder(req.keyId, chain), (tx) => settle(tx, req, chain));
+        const known = locks.known(req.keyId);
+        return await (known ? submit(known) : locks.chainOf(req.keyId).then(submit));
       } finally {
         // Settled, or failed: either way no longer this process's open work (recovery may orphan what is left).
         if (req.holdId) openHolds.delete(req.holdId);
@@ -361,7 +403,10 @@ export function pgLedgerQueries(sql: Pg, batches: LedgerBatches, alerts: PgAlert
     async resolveHold(id: string, outcome: "settled" | "released", costMicros: number, now: number): Promise<HoldRecord | null> {
       const [entry] = await sql`SELECT key_id AS "keyId" FROM ledger_entries WHERE id = ${id}`;
       if (!entry) return null;
-      const resolved = await batches.durable.submit(entry.keyId, (tx) => resolve(tx, entry.keyId, id, outcome, costMicros, now));
+      const chain = await locks.chainOf(entry.keyId);
+      const resolved = await batches.durable.submit(locks.lockOrder(entry.keyId, chain), (tx) =>
+        resolve(tx, entry.keyId, id, outcome, costMicros, now, chain),
+      );
       return resolved ? findHold(id) : null;
     },
 

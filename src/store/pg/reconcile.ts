@@ -4,7 +4,7 @@ import type { PgAlertOutbox } from "./alerts";
 import { insertAuditRows } from "./audit";
 import type { PgBatch } from "./batch";
 import { type Pg, num } from "./client";
-import { ENTRY_COLUMNS, pgLedgerWriter, toEntry } from "./ledger-writes";
+import { ENTRY_COLUMNS, pgLedgerWriter, pgMoneyLocks, toEntry } from "./ledger-writes";
 import { lockKey } from "./send";
 
 /** How long an instance has the entries it was given to read; after that, any instance may read them again. */
@@ -17,17 +17,18 @@ const CLAIM_MS = 60_000;
  */
 export function pgReconcileQueries(sql: Pg, batch: PgBatch, alerts: PgAlertOutbox, instanceId: string) {
   const apply = pgLedgerWriter(alerts, instanceId);
+  const locks = pgMoneyLocks(sql);
   /** The rule book's re-settlement (decideReconciliation) of an entry still awaiting its final price, and its audit row. */
-  async function resettle(tx: Pg, keyId: string, req: ReconcileRequest): Promise<boolean> {
+  async function resettle(tx: Pg, keyId: string, req: ReconcileRequest, chain: readonly string[]): Promise<boolean> {
     const [, [row]] = await Promise.all([
-      lockKey(tx, keyId),
+      locks.lockMoney(tx, keyId, chain),
       tx.unsafe(
         `SELECT ${ENTRY_COLUMNS}, e.request_id AS "requestId" FROM ledger_entries e
           WHERE e.id = $1 AND e.key_id = $2 AND e.reconcile_at IS NOT NULL`,
         [req.id, keyId],
       ),
     ]);
-    const decision = row && decideReconciliation(toEntry(row), req.costMicros, row.requestId);
+    const decision = row && decideReconciliation(toEntry(row), req.costMicros, row.requestId, chain);
     if (!decision) return false;
     await Promise.all([apply(tx, decision.writes, req.audit.at), insertAuditRows(tx, [{ ...req.audit, costMicros: decision.result }])]);
     return true;
@@ -67,7 +68,9 @@ export function pgReconcileQueries(sql: Pg, batch: PgBatch, alerts: PgAlertOutbo
 
     async reconcileEntry(req: ReconcileRequest): Promise<boolean> {
       const keyId = await keyOf(req.id);
-      return keyId !== null && batch.submit(keyId, (tx) => resettle(tx, keyId, req));
+      if (keyId === null) return false;
+      const chain = await locks.chainOf(keyId);
+      return batch.submit(locks.lockOrder(keyId, chain), (tx) => resettle(tx, keyId, req, chain));
     },
 
     /** An entry re-settled meanwhile (by another instance) awaits nothing more: it is not set to be read again. */

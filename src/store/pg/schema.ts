@@ -64,9 +64,15 @@ export const vaultKeys = pgTable(
     // JSON: the fractions of the daily and of the lifetime cap whose crossing (by settled spend) fires
     // `cap_threshold` (SPEC §12).
     alertThresholds: text("alert_thresholds").notNull().default("[0.5,0.8,1]"),
+    // The budget the key draws from (SPEC §14), set at mint and never changed; its holds count up the budget's chain.
+    budgetId: text("budget_id"),
+    // Per UTC day and counterparty (a Stripe customer, a Twilio destination): the most one of them may be moved.
+    perCustomerCapMicros: int8("per_customer_cap_micros"),
+    perDestinationCapMicros: int8("per_destination_cap_micros"),
   },
   (t) => [
     uniqueIndex("vault_keys_id").on(t.id),
+    index("vault_keys_budget").on(t.budgetId).where(sql`${t.budgetId} IS NOT NULL`),
     uniqueIndex("vault_keys_key_hash").on(t.keyHash),
     // text_pattern_ops: a label prefix (LIKE 'prefix%') is a range of this index whatever the database's collation.
     index("vault_keys_label").on(t.label.op("text_pattern_ops")),
@@ -86,6 +92,57 @@ export const spendDays = pgTable(
     heldMicros: int8("held_micros").notNull().default(0),
   },
   (t) => [primaryKey({ columns: [t.keyId, t.day] })],
+);
+
+/**
+ * A pool over a run family's keys (SPEC §14): its own daily and lifetime caps, and at most two budgets above it.
+ * Its parent never changes, so a hold's chain is the same when it is taken and when it settles.
+ */
+export const budgets = pgTable(
+  "budgets",
+  {
+    seq: seq(),
+    id: text("id").notNull(),
+    name: text("name").notNull(),
+    parentId: text("parent_id"),
+    dailyCapMicros: int8("daily_cap_micros"),
+    totalCapMicros: int8("total_cap_micros"),
+    alertThresholds: text("alert_thresholds").notNull().default("[0.5,0.8,1]"),
+    spentTotalMicros: int8("spent_total_micros").notNull().default(0),
+    heldTotalMicros: int8("held_total_micros").notNull().default(0),
+    createdAt: int8("created_at").notNull(),
+    createdBy: text("created_by").notNull(),
+  },
+  (t) => [
+    uniqueIndex("budgets_id").on(t.id),
+    index("budgets_parent").on(t.parentId),
+    check("budgets_has_cap", sql`${t.dailyCapMicros} IS NOT NULL OR ${t.totalCapMicros} IS NOT NULL`),
+  ],
+);
+
+/** Per budget and UTC day: settled and held, as spend_days is per key. */
+export const budgetDays = pgTable(
+  "budget_days",
+  {
+    budgetId: text("budget_id").notNull(),
+    day: text("day").notNull(),
+    settledMicros: int8("settled_micros").notNull().default(0),
+    heldMicros: int8("held_micros").notNull().default(0),
+  },
+  (t) => [primaryKey({ columns: [t.budgetId, t.day] })],
+);
+
+/** Per key, UTC day and counterparty: settled and held, for the counterparty caps (SPEC §14). */
+export const counterpartyDays = pgTable(
+  "counterparty_days",
+  {
+    keyId: text("key_id").notNull(),
+    day: text("day").notNull(),
+    counterparty: text("counterparty").notNull(),
+    settledMicros: int8("settled_micros").notNull().default(0),
+    heldMicros: int8("held_micros").notNull().default(0),
+  },
+  (t) => [primaryKey({ columns: [t.keyId, t.day, t.counterparty] })],
 );
 
 /** One row per hold: the ledger. Never pruned. */
@@ -109,6 +166,8 @@ export const ledgerEntries = pgTable(
     reconcilePath: text("reconcile_path"),
     reconcileAt: int8("reconcile_at"),
     reconcileAttempts: integer("reconcile_attempts").notNull().default(0),
+    // Who the call moves money to or from, when its key caps counterparties (SPEC §14): "customer:cus_…", "to:+1…".
+    counterparty: text("counterparty"),
     // The instance that took the hold: a restarting instance recovers its own holds and those of instances
     // whose lease ran out, never a live instance's (SPEC §13).
     instanceId: text("instance_id"),

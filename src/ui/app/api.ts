@@ -118,6 +118,25 @@ export interface KeyRecord {
   remaining_today_usd: number | null;
   calls: number;
   last_used_at: string | null;
+  budget_id: string | null;
+  per_customer_usd_cap: number | null;
+  per_destination_usd_cap: number | null;
+}
+
+/** A budget (SPEC §14) with today's usage, as GET /budgets shows it. */
+export interface Budget {
+  id: string;
+  name: string;
+  parent_id: string | null;
+  daily_usd_cap: number | null;
+  total_usd_cap: number | null;
+  alert_thresholds: number[];
+  created_at: string;
+  spent_today_usd: number;
+  spent_total_usd: number;
+  held_usd: number;
+  remaining_today_usd: number | null;
+  active_keys: number;
 }
 
 export interface AuditRow {

@@ -3,6 +3,7 @@ import { useEffect, useState } from "preact/hooks";
 import { ApiError, api, type Session, useSession } from "./api";
 import { AlertsPage } from "./pages/alerts";
 import { AuditPage } from "./pages/audit";
+import { BudgetsPage } from "./pages/budgets";
 import { HoldsPage } from "./pages/holds";
 import { KeyPage } from "./pages/key";
 import { OverviewPage } from "./pages/overview";
@@ -86,6 +87,7 @@ function SignIn({ onSignedIn, notice }: { onSignedIn: (s: Session) => void; noti
 const PAGES = [
   { path: "/", title: "Overview", roles: ["admin", "issuer", "viewer"] },
   { path: "/runs", title: "Runs", roles: ["admin", "issuer", "viewer"] },
+  { path: "/budgets", title: "Budgets", roles: ["admin", "issuer", "viewer"] },
   { path: "/audit", title: "Audit", roles: ["admin", "issuer", "viewer"] },
   { path: "/holds", title: "Holds", roles: ["admin", "viewer"] },
   { path: "/tokens", title: "Tokens", roles: ["admin"] },
@@ -103,7 +105,8 @@ function App() {
   useEffect(() => {
     api<Session>("/ui/session").then(setSession, () => setSession(null));
   }, []);
-  const page = route.path.startsWith("/keys/") ? "/runs" : route.path;
+  // A key's page belongs to Runs; one budget's (#/budgets/bud_…) to Budgets.
+  const page = route.path.startsWith("/keys/") ? "/runs" : route.path.startsWith("/budgets/") ? "/budgets" : route.path;
   const current = PAGES.find((p) => p.path === page);
   useEffect(() => {
     document.title = `${current?.title ?? "Key"} · Keybrake`;
@@ -136,6 +139,7 @@ function App() {
   if (route.path === "/") body = <OverviewPage session={session} />;
   else if (route.path === "/runs") body = <RunsPage session={session} />;
   else if (route.path.startsWith("/keys/")) body = <KeyPage session={session} id={decodeURIComponent(route.path.slice(6))} />;
+  else if (page === "/budgets") body = <BudgetsPage session={session} focus={decodeURIComponent(route.path.slice(9)) || undefined} />;
   else if (route.path === "/audit") body = <AuditPage session={session} params={route.params} />;
   else if (route.path === "/holds" && allowed.some((p) => p.path === "/holds")) body = <HoldsPage session={session} />;
   else if (route.path === "/tokens" && session.role === "admin") body = <TokensPage />;

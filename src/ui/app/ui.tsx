@@ -178,3 +178,38 @@ export function Table({ caption, children }: { caption: string; children: Compon
     </div>
   );
 }
+
+/** A number field's value: undefined when unchanged, null when emptied (the cap is removed), else the number. */
+export function numberField(form: HTMLFormElement, name: string, was: number | null): number | null | undefined {
+  const text = (form.elements.namedItem(name) as HTMLInputElement).value.trim();
+  if (text === "") return was === null ? undefined : null;
+  const n = Number(text);
+  return n === was ? undefined : n;
+}
+
+/** A labelled number input of an edit form: US dollars (`money`, any decimals) or a whole count from 1. */
+export function NumberField({
+  label,
+  name,
+  value,
+  money = false,
+}: {
+  label: ComponentChildren;
+  name: string;
+  value: number | null | undefined;
+  money?: boolean;
+}) {
+  return (
+    <label>
+      {label}
+      <input
+        name={name}
+        type="number"
+        min={money ? "0" : "1"}
+        step={money ? "any" : "1"}
+        inputMode={money ? "decimal" : "numeric"}
+        defaultValue={value?.toString() ?? ""}
+      />
+    </label>
+  );
+}

@@ -1,15 +1,17 @@
 import { Fragment } from "preact";
 import { useState } from "preact/hooks";
-import { type AuditRow, api, type KeyRecord, type Session, type SpendRow, qs } from "../api";
+import { ApiError, type AuditRow, api, type Budget, type KeyRecord, type Session, type SpendRow, qs } from "../api";
 import { SpendChart } from "../chart";
 import { ago, familyOf, stamp, usd, when } from "../format";
-import { Badge, Confirm, ErrorNotice, Loading, Meter, Status, Table, useData } from "../ui";
+import { Badge, Confirm, ErrorNotice, Loading, Meter, NumberField, numberField, Status, Table, useData } from "../ui";
 
 interface KeyView {
   key: KeyRecord;
   rows: AuditRow[];
   next: string | null;
   days: SpendRow[];
+  /** The budget the key draws from; null when it draws from none, or from one deleted since. */
+  budget: Budget | null;
 }
 
 async function load(id: string): Promise<KeyView> {
@@ -18,15 +20,14 @@ async function load(id: string): Promise<KeyView> {
     api<{ data: AuditRow[]; next_cursor: string | null }>(`/audit${qs({ key_id: id, limit: 1000 })}`),
     api<{ data: SpendRow[] }>(`/audit/spend${qs({ key_id: id, group_by: "day" })}`),
   ]);
-  return { key, rows: page.data, next: page.next_cursor, days: days.data };
-}
-
-/** A number field's value: undefined when unchanged, null when emptied (the cap is removed), else the number. */
-function numberField(form: HTMLFormElement, name: string, was: number | null): number | null | undefined {
-  const text = (form.elements.namedItem(name) as HTMLInputElement).value.trim();
-  if (text === "") return was === null ? undefined : null;
-  const n = Number(text);
-  return n === was ? undefined : n;
+  const budget =
+    key.budget_id === null
+      ? null
+      : await api<Budget>(`/budgets/${encodeURIComponent(key.budget_id)}`).catch((err: unknown) => {
+          if (err instanceof ApiError && err.status === 404) return null;
+          throw err;
+        });
+  return { key, rows: page.data, next: page.next_cursor, days: days.data, budget };
 }
 
 function EditKey({ keyRecord, onSaved }: { keyRecord: KeyRecord; onSaved: (k: KeyRecord) => void }) {
@@ -90,7 +91,7 @@ export function KeyPage({ session, id }: { session: Session; id: string }) {
   const canWrite = session.role !== "viewer";
   if (error && !data) return <ErrorNotice error={error} />;
   if (!data) return <Loading />;
-  const { key, rows, days } = data;
+  const { key, rows, days, budget } = data;
   const family = familyOf(key.label);
   const priced = rows.filter((r) => r.cost_usd > 0).map((r) => ({ t: Date.parse(r.at), usd: r.cost_usd }));
   return (
@@ -151,6 +152,26 @@ export function KeyPage({ session, id }: { session: Session; id: string }) {
             </dd>
             <dt>Endpoints</dt>
             <dd class="mono">{key.allowed_endpoints.join(", ")}</dd>
+            <dt>Budget</dt>
+            <dd>
+              {key.budget_id === null ? (
+                "none"
+              ) : (
+                <a href={`#/budgets/${encodeURIComponent(key.budget_id)}`}>{budget ? budget.name : `${key.budget_id} (deleted)`}</a>
+              )}
+            </dd>
+            {key.per_customer_usd_cap !== null && (
+              <>
+                <dt>Per customer</dt>
+                <dd>{usd(key.per_customer_usd_cap)} a day for each Stripe customer</dd>
+              </>
+            )}
+            {key.per_destination_usd_cap !== null && (
+              <>
+                <dt>Per destination</dt>
+                <dd>{usd(key.per_destination_usd_cap)} a day for each Twilio destination</dd>
+              </>
+            )}
             <dt>Rate limit</dt>
             <dd>{key.max_requests_per_minute ? `${key.max_requests_per_minute} / min` : "none"}</dd>
             <dt>Idempotency-Key</dt>
@@ -275,32 +296,5 @@ export function AuditTable({ rows, caption, showRun = false }: { rows: AuditRow[
         ))}
       </tbody>
     </Table>
-  );
-}
-
-/** A labelled number input of the edit form: US dollars (`money`, any decimals) or a whole count from 1. */
-function NumberField({
-  label,
-  name,
-  value,
-  money = false,
-}: {
-  label: string;
-  name: string;
-  value: number | null | undefined;
-  money?: boolean;
-}) {
-  return (
-    <label>
-      {label}
-      <input
-        name={name}
-        type="number"
-        min={money ? "0" : "1"}
-        step={money ? "any" : "1"}
-        inputMode={money ? "decimal" : "numeric"}
-        defaultValue={value?.toString() ?? ""}
-      />
-    </label>
   );
 }
