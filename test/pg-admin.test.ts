@@ -122,6 +122,9 @@ describe.skipIf(!url)("keys on PostgreSQL", () => {
       budgetId: null,
       perCustomerCapMicros: 2_000_000,
       perDestinationCapMicros: null,
+      approvalAboveMicros: null,
+      approvalTtlMs: null,
+      enforcement: "enforce",
     });
     expect(await two.keys.findKeyById(key.id)).toEqual(record);
     const { revokedAt, spentTotalMicros, heldTotalMicros, calls, lastUsedAt, alertThresholds, ...policy } = record;

@@ -270,6 +270,9 @@ function contract(kind: StoreKind) {
         budgetId: null,
         perCustomerCapMicros: null,
         perDestinationCapMicros: null,
+        approvalAboveMicros: null,
+        approvalTtlMs: null,
+        enforcement: "enforce",
       };
       const inserted = await ctx.store.insertKey(
         newKey("vk_k1", {
@@ -319,6 +322,9 @@ function contract(kind: StoreKind) {
         budgetId: null,
         perCustomerCapMicros: null,
         perDestinationCapMicros: 3 * USD,
+        approvalAboveMicros: null,
+        approvalTtlMs: null,
+        enforcement: "enforce",
       });
       expect(await ctx.store.findKeyByHash("hash_unknown")).toBeNull();
       await ctx.store.updateKey("vk_hash", { dailyCapMicros: 7 * USD, maxRequestsPerMinute: 5 });

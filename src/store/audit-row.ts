@@ -22,6 +22,7 @@ export function auditRow(init: Required & Partial<AuditRow>): AuditRow {
     overheadMs: null,
     clientIp: null,
     secretsScrubbed: 0,
+    wouldDeny: null,
     ...init,
   };
 }

@@ -9,7 +9,8 @@ export const KEY_POLICY_COLUMNS = `id, key_hint AS "keyHint", vendor, mode, labe
   daily_cap_micros AS "dailyCapMicros", total_cap_micros AS "totalCapMicros", allowed_endpoints AS "allowedEndpoints",
   max_requests_per_minute AS "maxRequestsPerMinute", require_idempotency_key AS "requireIdempotencyKey", metadata, status,
   created_at AS "createdAt", expires_at AS "expiresAt", budget_id AS "budgetId",
-  per_customer_cap_micros AS "perCustomerCapMicros", per_destination_cap_micros AS "perDestinationCapMicros"`;
+  per_customer_cap_micros AS "perCustomerCapMicros", per_destination_cap_micros AS "perDestinationCapMicros",
+  approval_above_micros AS "approvalAboveMicros", approval_ttl_ms AS "approvalTtlMs", enforcement`;
 
 /** PostgreSQL returns a bigint as text; SQLite returns a number. */
 type Int8 = number | string;
@@ -26,6 +27,8 @@ export type RawKeyPolicy = Omit<
   | "expiresAt"
   | "perCustomerCapMicros"
   | "perDestinationCapMicros"
+  | "approvalAboveMicros"
+  | "approvalTtlMs"
 > & {
   allowedEndpoints: string;
   metadata: string;
@@ -34,6 +37,8 @@ export type RawKeyPolicy = Omit<
   totalCapMicros: Int8 | null;
   perCustomerCapMicros: Int8 | null;
   perDestinationCapMicros: Int8 | null;
+  approvalAboveMicros: Int8 | null;
+  approvalTtlMs: Int8 | null;
   createdAt: Int8;
   expiresAt: Int8;
 };
@@ -46,6 +51,8 @@ export const toKeyPolicy = (r: RawKeyPolicy): KeyPolicy =>
     totalCapMicros: numOrNull(r.totalCapMicros),
     perCustomerCapMicros: numOrNull(r.perCustomerCapMicros),
     perDestinationCapMicros: numOrNull(r.perDestinationCapMicros),
+    approvalAboveMicros: numOrNull(r.approvalAboveMicros),
+    approvalTtlMs: numOrNull(r.approvalTtlMs),
     createdAt: num(r.createdAt),
     expiresAt: num(r.expiresAt),
     allowedEndpoints: Object.freeze(JSON.parse(r.allowedEndpoints)),

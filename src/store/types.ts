@@ -40,6 +40,11 @@ export interface KeyRecord {
   /** Per UTC day and counterparty: a Stripe customer, a Twilio destination (SPEC §14). */
   perCustomerCapMicros: number | null;
   perDestinationCapMicros: number | null;
+  /** A priced call above this waits for a person's approval (SPEC §15); its request lives `approvalTtlMs`. */
+  approvalAboveMicros: number | null;
+  approvalTtlMs: number | null;
+  /** `observe`: would-be refusals of caps, budgets and approvals are audited, not enforced (SPEC §16). */
+  enforcement: "enforce" | "observe";
 }
 
 /** What a proxied call needs to know about its key: everything but the counters every call moves. */
@@ -57,6 +62,9 @@ export type NewKey = Omit<
   | "budgetId"
   | "perCustomerCapMicros"
   | "perDestinationCapMicros"
+  | "approvalAboveMicros"
+  | "approvalTtlMs"
+  | "enforcement"
 > & {
   keyHash: string;
   /** Default: [0.5, 0.8, 1]. */
@@ -64,6 +72,9 @@ export type NewKey = Omit<
   budgetId?: string | null;
   perCustomerCapMicros?: number | null;
   perDestinationCapMicros?: number | null;
+  approvalAboveMicros?: number | null;
+  approvalTtlMs?: number | null;
+  enforcement?: "enforce" | "observe";
 };
 
 /** A budget (SPEC §14): a pool of caps over the keys that draw from it and the budgets below it. */

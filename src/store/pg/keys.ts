@@ -77,6 +77,9 @@ export function pgKeyQueries(sql: Pg, alerts: PgAlertOutbox) {
         budget_id: key.budgetId ?? null,
         per_customer_cap_micros: key.perCustomerCapMicros ?? null,
         per_destination_cap_micros: key.perDestinationCapMicros ?? null,
+        approval_above_micros: key.approvalAboveMicros ?? null,
+        approval_ttl_ms: key.approvalTtlMs ?? null,
+        enforcement: key.enforcement ?? "enforce",
       })}
       RETURNING ${db.unsafe(KEY_COLUMNS)}`;
     return toRecord(row);

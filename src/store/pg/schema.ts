@@ -69,6 +69,13 @@ export const vaultKeys = pgTable(
     // Per UTC day and counterparty (a Stripe customer, a Twilio destination): the most one of them may be moved.
     perCustomerCapMicros: int8("per_customer_cap_micros"),
     perDestinationCapMicros: int8("per_destination_cap_micros"),
+    // A priced call above this waits for a person's approval (SPEC §15), its request kept this long.
+    approvalAboveMicros: int8("approval_above_micros"),
+    approvalTtlMs: int8("approval_ttl_ms"),
+    // `observe`: never refused for its caps, budgets, counterparty caps or approvals; would-be refusals audited (SPEC §16).
+    enforcement: text("enforcement", { enum: ["enforce", "observe"] })
+      .notNull()
+      .default("enforce"),
   },
   (t) => [
     uniqueIndex("vault_keys_id").on(t.id),
@@ -117,6 +124,37 @@ export const budgets = pgTable(
     uniqueIndex("budgets_id").on(t.id),
     index("budgets_parent").on(t.parentId),
     check("budgets_has_cap", sql`${t.dailyCapMicros} IS NOT NULL OR ${t.totalCapMicros} IS NOT NULL`),
+  ],
+);
+
+/**
+ * A person's approval of one call (SPEC §15): the call's fingerprint under the job's Idempotency-Key, the hold it
+ * reserves while pending, and who decided and when. `used` once the approved call went out: later retries replay.
+ */
+export const approvals = pgTable(
+  "approvals",
+  {
+    seq: seq(),
+    id: text("id").notNull(),
+    keyId: text("key_id").notNull(),
+    idempotencyKey: text("idempotency_key").notNull(),
+    fingerprint: text("fingerprint").notNull(),
+    holdId: text("hold_id").notNull(),
+    method: text("method").notNull(),
+    path: text("path").notNull(),
+    priceMicros: int8("price_micros").notNull(),
+    status: text("status", { enum: ["pending", "approved", "denied", "expired", "used"] }).notNull(),
+    requestedAt: int8("requested_at").notNull(),
+    requestedBy: text("requested_by"),
+    expiresAt: int8("expires_at").notNull(),
+    decidedAt: int8("decided_at"),
+    decidedBy: text("decided_by"),
+    reason: text("reason"),
+  },
+  (t) => [
+    uniqueIndex("approvals_id").on(t.id),
+    uniqueIndex("approvals_call").on(t.keyId, t.idempotencyKey),
+    index("approvals_status").on(t.status, t.expiresAt),
   ],
 );
 
@@ -210,6 +248,8 @@ export const auditEvents = pgTable(
     requests: integer("requests").notNull().default(1),
     // How many configured secrets (or Twilio account SIDs) were replaced in the vendor's answer before the job saw it.
     secretsScrubbed: integer("secrets_scrubbed").notNull().default(0),
+    // What an observe-mode key would have been refused with, had it been enforced (SPEC §16).
+    wouldDeny: text("would_deny"),
   },
   // Every index is a page written per call: only what the audit queries filter on.
   // `id` is the request id a job sees (X-Keybrake-Request-Id): operators look calls up by it.
