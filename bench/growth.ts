@@ -34,7 +34,7 @@ import {
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { auditParams, insertAuditSql } from "../src/store/audit";
+import { auditAppender } from "../src/store/audit-append";
 import { type AuditRow, auditRow, migrateDatabase, openStore, type SqliteStore } from "../src/store/index";
 import { embeddedMigrations } from "../src/store/migrate";
 import { freePort } from "./processes";
@@ -403,34 +403,32 @@ export function measureTrigger(file: string, inserts = 2000, repeats = 5): Trigg
     const triggers = db
       .query<{ name: string; sql: string }, []>("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'audit_events'")
       .all();
-    const insert = db.prepare(insertAuditSql);
+    const append = auditAppender(db);
     const remove = db.prepare("DELETE FROM audit_events WHERE id LIKE 'kbr_trigger_bench_%'");
     const at = Date.now();
     // A call of one key today, as the bench key's: after the first, each updates the key's rollup row for the day.
     const row = (i: number) =>
-      auditParams(
-        auditRow({
-          id: `kbr_trigger_bench_${i}`,
-          at: at + i,
-          keyId: "vk_trigger_bench",
-          label: "bench-growth/trigger",
-          vendor: "stripe",
-          mode: "live",
-          method: "POST",
-          path: "/v1/payment_intents",
-          status: 200,
-          decision: "allowed",
-          holdMicros: 1_000_000,
-          costMicros: 1_000_000,
-        }),
-      );
+      auditRow({
+        id: `kbr_trigger_bench_${i}`,
+        at: at + i,
+        keyId: "vk_trigger_bench",
+        label: "bench-growth/trigger",
+        vendor: "stripe",
+        mode: "live",
+        method: "POST",
+        path: "/v1/payment_intents",
+        status: 200,
+        decision: "allowed",
+        holdMicros: 1_000_000,
+        costMicros: 1_000_000,
+      });
     const timed = (batched: boolean) => {
       const t0 = performance.now();
       if (batched)
         db.transaction(() => {
-          for (let i = 0; i < inserts; i++) insert.run(...row(i));
+          for (let i = 0; i < inserts; i++) append(row(i));
         })();
-      else for (let i = 0; i < inserts; i++) insert.run(...row(i));
+      else for (let i = 0; i < inserts; i++) append(row(i));
       const us = ((performance.now() - t0) * 1000) / inserts;
       remove.run();
       return us;

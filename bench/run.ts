@@ -15,6 +15,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { dropTestDatabase, testDatabaseUrl } from "../test/helpers/postgres";
 import { growthTable, runGrowth } from "./growth";
+import { benchChain, chainLines } from "./audit-chain";
 import { benchLedger } from "./ledger";
 import { runRace } from "./race";
 import { llmStreamTable, runLlmStream } from "./llm-stream";
@@ -164,7 +165,9 @@ function durability(results: Record<string, Record<string, WrkResult>>): string 
 async function main() {
   ensureTool("wrk", "wrk");
   ensureTool("nginx", "nginx");
-  const [upPort, nginxPort, hopPort, kbPort, kbNormalPort, pgPort, pgLbPort] = await Promise.all(Array.from({ length: 7 }, freePort));
+  const [upPort, nginxPort, hopPort, kbPort, kbNormalPort, pgPort, pgLbPort, kbTracedPort, otlpPort] = await Promise.all(
+    Array.from({ length: 9 }, freePort),
+  );
   const pgFleetPorts = [pgPort!, await freePort(), await freePort()];
   const pgUrl = await testDatabaseUrl();
   await startBun(children, "upstream.ts", upPort!);
@@ -186,6 +189,14 @@ async function main() {
     "bun hop": { url: `${local(hopPort!)}/v1/payment_intents`, key: "none" },
     keybrake: await keybrakeTarget(kbPort!, sqliteLedger("full")),
     "keybrake normal": await keybrakeTarget(kbNormalPort!, sqliteLedger("normal")),
+    // OpenTelemetry on (SPEC §19): every call's spans exported as OTLP/HTTP JSON to a local sink that answers 200.
+    "keybrake traced": await (async () => {
+      await startBun(children, "upstream.ts", otlpPort!);
+      return keybrakeTarget(kbTracedPort!, {
+        KEYBRAKE_DB: join(work, "keybrake-traced.db"),
+        OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${otlpPort}`,
+      });
+    })(),
   };
   if (pgUrl) {
     // One instance alone, then two more on the same database: "pg x3" goes through nginx to all three.
@@ -212,6 +223,7 @@ async function main() {
   }
 
   const ledger = await benchLedger(join(work, "ledger.db"), 20_000);
+  const chain = await benchChain(join(root, "dist/keybrake"));
   const race = await runRace(kbUrl, ADMIN_TOKEN, { calls: 10_000, admit: 137 });
   const pgRace = pgUrl ? await runRace(local(pgLbPort!), ADMIN_TOKEN, { calls: 10_000, admit: 137 }) : null;
   // A streamed completion's first byte (SPEC §18), on a Keybrake and an upstream of its own.
@@ -274,6 +286,13 @@ async function main() {
   );
   const raceLine = (r: typeof race, where: string) =>
     `race (${where}): ${r.calls} concurrent priced calls against a cap that admits ${r.expected}: admitted ${r.admitted}, overspend ${r.overspendMicros} micro-dollars`;
+  for (const c of ["c1", "c64"]) {
+    const [plain, traced] = [results[c]!.keybrake!, results[c]!["keybrake traced"]!];
+    console.log(
+      `tracing on (OTLP/HTTP JSON to a local sink), ${c}: p50 ${us(traced.p50_us - plain.p50_us)} added, ${traced.rps.toFixed(0)} req/s against ${plain.rps.toFixed(0)}`,
+    );
+  }
+  console.log(`\nthe audit's hash chain (SPEC §19):\n${chainLines(chain)}\n`);
   console.log(raceLine(race, "SQLite"));
   if (pgRace) console.log(raceLine(pgRace, "PostgreSQL, three instances behind nginx"));
   if (errors > 0) console.log(`wrk reported ${errors} errors`);
@@ -290,6 +309,7 @@ async function main() {
     summary,
     keybrake_overhead_share_at_or_under: overhead,
     ledger,
+    audit_chain: chain,
     race,
     pg_race: pgRace,
     llm_stream: llmStream,

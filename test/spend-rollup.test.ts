@@ -1,19 +1,12 @@
-import { Database } from "bun:sqlite";
+import { Database, type Statement } from "bun:sqlite";
 import { describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import fc from "fast-check";
-import {
-  auditParams,
-  auditQueries,
-  binary,
-  HOLD_EVENT_DECISIONS,
-  insertAuditSql,
-  PRUNE_AUDIT_SQL,
-  spendFromRollup,
-  spendFromScan,
-} from "../src/store/audit";
+import { auditQueries, binary, HOLD_EVENT_DECISIONS, spendFromRollup, spendFromScan } from "../src/store/audit";
+import { CHAIN_COLUMN_NAMES } from "../src/store/audit-append";
+import { chainValues } from "../src/store/audit-chain";
 import { type AuditFilter, type AuditRow, auditRow, openStore, type SpendGroup, type SqliteStore } from "../src/store/index";
 import { GroupCommit } from "../src/store/group-commit";
 import { applyMigrations, embeddedMigrations } from "../src/store/migrate";
@@ -89,6 +82,24 @@ const op = fc.oneof(
   }),
 );
 type Op = typeof op extends fc.Arbitrary<infer T> ? T : never;
+
+/**
+ * The history with its writes in time order: the times drawn, sorted, given back to the writes in the order they
+ * happen (a burst's rows in theirs), so each audit row is at or after the one before it, as the proxy writes them.
+ * Retention deletes only a prefix by seq (the rows up to the first one not older than its cutoff): out of time
+ * order, one recent row would stop every prune behind it. The cutoffs stay as drawn, anywhere in the rows' days.
+ */
+function inTimeOrder(ops: Op[]): Op[] {
+  const times = ops.flatMap((o) => (o.kind === "prune" ? [] : o.kind === "burst" ? o.rows.map((r) => r.at) : [o.at])).sort((a, b) => a - b);
+  let next = 0;
+  return ops.map((o) =>
+    o.kind === "prune"
+      ? o
+      : o.kind === "burst"
+        ? { ...o, rows: o.rows.map((r) => ({ ...r, at: times[next++]! })) }
+        : { ...o, at: times[next++]! },
+  );
+}
 
 /** Filters the rollup answers exactly: since and until, when given, start a UTC day. */
 const rollupFilter: fc.Arbitrary<Filter> = fc.record(
@@ -229,12 +240,15 @@ describe("the spend rollup (audit_days)", () => {
   test("answers every filter it can exactly as the scan of the audit rows does, through any history of writes and prunes", async () => {
     await fc.assert(
       fc.asyncProperty(
-        fc.array(op, { minLength: 1, maxLength: 60, size: "max" }),
+        fc.array(op, { minLength: 1, maxLength: 60, size: "max" }).map(inTimeOrder),
         fc.array(rollupFilter, { minLength: 1, maxLength: 4 }),
         fc.array(scanFilter, { maxLength: 2 }),
         async (ops, filters, scanOnly) => {
           await withStore(async (store, db) => {
             await apply(store, ops);
+            // The premise of the time order: the rows by seq are in time order, so a prune deletes what it reaches.
+            const times = db.$client.query<{ at: number }, []>("SELECT at FROM audit_events ORDER BY seq").all();
+            expect(times.map((r) => r.at)).toEqual(times.map((r) => r.at).toSorted((a, b) => a - b));
             for (const group of GROUPS) {
               for (const f of [{}, ...filters]) {
                 const scanned = spendFromScan(db, group, f);
@@ -257,62 +271,67 @@ describe("the spend rollup (audit_days)", () => {
   test("holds a row per key, label, vendor and day, and none for a group whose rows were all pruned", async () => {
     await withStore(async (store, db) => {
       const k = KEYS[0]!;
-      for (let i = 0; i < 5; i++) await store.recordAudit(keyAudit(k, `kbr_a${i}`, day0 + i * 1000, "allowed", USD));
-      await store.recordAudit(keyAudit(k, "kbr_b", day0 + DAY, "cap_exhausted", 0));
-      await store.recordAudit(keyAudit(KEYS[4]!, "kbr_c", day0, "allowed", 2 * USD));
+      // In seq order; the last is older than the one before it, and is the newest row all the same.
+      let rows = [
+        ...Array.from({ length: 5 }, (_, i) => keyAudit(k, `kbr_a${i}`, day0 + i * 1000, "allowed", USD)),
+        keyAudit(k, "kbr_b", day0 + DAY, "cap_exhausted", 0),
+        keyAudit(KEYS[4]!, "kbr_c", day0, "allowed", 2 * USD),
+      ];
+      for (const r of rows) await store.recordAudit(r);
+      /** Retention's rule: the rows from the first by seq up to the first one not older than `before`, never the newest. */
+      const prunable = (before: number) => {
+        const kept = rows.findIndex((r) => r.at >= before);
+        return Math.min(kept === -1 ? rows.length : kept, rows.length - 1);
+      };
       const rollup = () =>
         db.$client
           .query("SELECT day, key_id, label, vendor, row_count, calls, allowed, denied, spend_micros FROM audit_days ORDER BY day, key_id")
           .all();
-      expect(rollup()).toEqual([
-        {
-          day: "2026-11-20",
-          key_id: "vk_1",
-          label: k.label,
-          vendor: "stripe",
-          row_count: 5,
-          calls: 5,
-          allowed: 5,
-          denied: 0,
-          spend_micros: 5 * USD,
-        },
-        {
-          day: "2026-11-20",
-          key_id: "vk_5",
-          label: null,
-          vendor: "stripe",
-          row_count: 1,
-          calls: 1,
-          allowed: 1,
-          denied: 0,
-          spend_micros: 2 * USD,
-        },
-        {
-          day: "2026-11-21",
-          key_id: "vk_1",
-          label: k.label,
-          vendor: "stripe",
-          row_count: 1,
-          calls: 1,
-          allowed: 0,
-          denied: 1,
-          spend_micros: 0,
-        },
-      ]);
-      expect(await store.pruneAudit(day0 + DAY, 100)).toBe(6);
-      expect(rollup()).toEqual([
-        {
-          day: "2026-11-21",
-          key_id: "vk_1",
-          label: k.label,
-          vendor: "stripe",
-          row_count: 1,
-          calls: 1,
-          allowed: 0,
-          denied: 1,
-          spend_micros: 0,
-        },
-      ]);
+      const vk1Day1 = {
+        day: "2026-11-20",
+        key_id: "vk_1",
+        label: k.label,
+        vendor: "stripe",
+        row_count: 5,
+        calls: 5,
+        allowed: 5,
+        denied: 0,
+        spend_micros: 5 * USD,
+      };
+      const vk5Day1 = {
+        day: "2026-11-20",
+        key_id: "vk_5",
+        label: null,
+        vendor: "stripe",
+        row_count: 1,
+        calls: 1,
+        allowed: 1,
+        denied: 0,
+        spend_micros: 2 * USD,
+      };
+      const vk1Day2 = {
+        day: "2026-11-21",
+        key_id: "vk_1",
+        label: k.label,
+        vendor: "stripe",
+        row_count: 1,
+        calls: 1,
+        allowed: 0,
+        denied: 1,
+        spend_micros: 0,
+      };
+      expect(rollup()).toEqual([vk1Day1, vk5Day1, vk1Day2]);
+      // kbr_b (day 2) stops the prune: kbr_c stays though it is of day 1, and so does its group.
+      let expected = prunable(day0 + DAY);
+      expect(expected).toBe(5);
+      expect(await store.pruneAudit(day0 + DAY, 100)).toBe(expected);
+      rows = rows.slice(expected);
+      expect(rollup()).toEqual([vk5Day1, vk1Day2]);
+      // Every row is older now, but the newest (kbr_c) stays.
+      expected = prunable(day0 + 2 * DAY);
+      expect(expected).toBe(1);
+      expect(await store.pruneAudit(day0 + 2 * DAY, 100)).toBe(expected);
+      expect(rollup()).toEqual([vk5Day1]);
     });
   });
 
@@ -324,16 +343,17 @@ describe("the spend rollup (audit_days)", () => {
       const before = all.findIndex((m) => m.tag.endsWith("_audit_days"));
       const old = new Database(path);
       applyMigrations(old, all.slice(0, before));
-      // The rows as that version's table has them: columns added by later migrations are left out.
+      // The rows as that version's table has them (the schema's columns, as the chain orders them and their values):
+      // columns added by later migrations are left out.
       const present = new Set(
         old
           .query<{ name: string }, []>("SELECT name FROM pragma_table_info('audit_events')")
           .all()
           .map((c) => c.name),
       );
-      const names = /\(([^)]*)\)/.exec(insertAuditSql)![1]!.split(", ");
-      const kept = names.map((name) => present.has(name));
-      const columns = names.filter((_, i) => kept[i]);
+      const kept = CHAIN_COLUMN_NAMES.map((name) => present.has(name));
+      const columns = CHAIN_COLUMN_NAMES.filter((_, i) => kept[i]);
+      expect(columns).toContain("cost_micros");
       const insert = old.prepare(`INSERT INTO audit_events (${columns.join(", ")}) VALUES (${columns.map(() => "?").join(", ")})`);
       const rows = fc.sample(
         fc.record({
@@ -359,7 +379,7 @@ describe("the spend rollup (audit_days)", () => {
                 decision: r.decision,
                 requests: r.requests,
               });
-          insert.run(...auditParams(row).filter((_, i) => kept[i]));
+          insert.run(...chainValues(row).filter((_, i) => kept[i]));
         }
       })();
       old.close();
@@ -388,34 +408,66 @@ describe("the spend rollup (audit_days)", () => {
           .all()
           .map((r) => r.detail)
           .join(" | ");
-      /** The plans of every statement `run` prepares on the connection. */
-      const plansOf = (run: () => unknown) => {
-        const statements: string[] = [];
+      /** What `run` returns, and every statement it prepares on the connection, with its SQL. */
+      const preparedBy = <T>(run: () => T) => {
+        const statements: { sql: string; statement: Statement }[] = [];
         const { prepare, query } = client;
         const seen =
           (f: unknown) =>
           (sql: string, ...rest: unknown[]) => {
-            statements.push(sql);
-            return (f as (...a: unknown[]) => unknown).call(client, sql, ...rest);
+            const statement = (f as (...a: unknown[]) => Statement).call(client, sql, ...rest);
+            statements.push({ sql, statement });
+            return statement;
           };
         client.prepare = seen(prepare) as typeof prepare;
         client.query = seen(query) as typeof query;
         try {
-          run();
+          return { result: run(), statements };
         } finally {
           client.prepare = prepare;
           client.query = query;
         }
-        return statements.filter((q) => /^\s*select/i.test(q)).map(plan);
       };
+      /** The plans of every statement `run` prepares on the connection. */
+      const plansOf = (run: () => unknown) =>
+        preparedBy(run)
+          .statements.map((s) => s.sql)
+          .filter((q) => /^\s*select/i.test(q))
+          .map(plan);
       const unfiltered = plansOf(() => spendFromRollup(db, "label", {}));
       expect(unfiltered).toHaveLength(2);
       for (const p of unfiltered) expect(p).not.toContain("audit_events");
       expect(unfiltered.join()).toContain("ledger_entries_open");
       expect(plansOf(() => spendFromRollup(db, "day", { keyId: "vk_1" })).join()).toContain("USING INDEX audit_days_group (key_id=?)");
-      expect(plan(PRUNE_AUDIT_SQL)).toContain("USING COVERING INDEX audit_events_at (at<?)");
+      // The store prepares its statements once, when built: retention's plans are those of the ones a prune runs.
+      const { result: audit, statements } = preparedBy(() => auditQueries(db, new GroupCommit(client)));
+      for (let i = 0; i < 5; i++) await audit.recordAudit(keyAudit(KEYS[0]!, `kbr_p${i}`, day0 + i, "allowed", USD));
+      const ran: string[] = [];
+      const unwatch = statements.map(({ sql, statement }) => {
+        const methods = (["run", "get", "all", "values"] as const).map((m) => [m, statement[m]] as const);
+        for (const [m, f] of methods) {
+          statement[m] = ((...args: never[]) => {
+            ran.push(sql);
+            return (f as (...a: never[]) => unknown).apply(statement, args);
+          }) as never;
+        }
+        return () => {
+          for (const [m, f] of methods) statement[m] = f as never;
+        };
+      });
+      try {
+        expect(await audit.pruneAudit(day0 + 3, 100)).toBe(3);
+      } finally {
+        for (const u of unwatch) u();
+      }
+      // The newest row, then the oldest batch, each read from one end of the table in seq (rowid) order with no sort,
+      // so the LIMIT ends the scan after its rows; then the rows up to the cut, deleted by seq.
+      expect(ran.map((q) => [q, plan(q)]).filter(([, p]) => p!.includes("audit_events"))).toEqual([
+        [expect.stringMatching(/ FROM audit_events ORDER BY seq DESC LIMIT 1$/), "SCAN audit_events"],
+        [expect.stringMatching(/ FROM audit_events +ORDER BY seq LIMIT \?$/), "SCAN audit_events"],
+        ["DELETE FROM audit_events WHERE seq <= ?", "SEARCH audit_events USING INTEGER PRIMARY KEY (rowid<?)"],
+      ]);
       // A denial's decision is found in the denials' index, not by reading every row from the newest.
-      const audit = auditQueries(db, new GroupCommit(client));
       expect(plansOf(() => audit.listAudit({ decision: "key_revoked", limit: 50 }))[0]).toContain(
         "USING INDEX audit_events_denied (decision=?)",
       );

@@ -15,6 +15,7 @@ import m11 from "../../drizzle/0011_audit_denials.sql" with { type: "text" };
 import m12 from "../../drizzle/0012_audit_secrets_scrubbed.sql" with { type: "text" };
 import m13 from "../../drizzle/0013_budgets.sql" with { type: "text" };
 import m14 from "../../drizzle/0014_approvals_observe.sql" with { type: "text" };
+import m15 from "../../drizzle/0015_audit_chain.sql" with { type: "text" };
 
 export const embeddedJournal = journal;
 export const embeddedSql: Record<string, string> = {
@@ -33,4 +34,5 @@ export const embeddedSql: Record<string, string> = {
   "0012_audit_secrets_scrubbed": m12,
   "0013_budgets": m13,
   "0014_approvals_observe": m14,
+  "0015_audit_chain": m15,
 };

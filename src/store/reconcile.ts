@@ -1,7 +1,7 @@
 import type { Database } from "bun:sqlite";
 import { decideReconciliation, type Entry } from "../ledger/rules";
 import type { AlertOutbox } from "./alerts";
-import { auditParams, insertAuditSql } from "./audit";
+import { auditAppender } from "./audit-append";
 import type { GroupCommit } from "./group-commit";
 import { sqliteBudgetChain, sqliteLedgerWriter } from "./ledger-writes";
 import type { DueReconciliation, ReconcileRequest } from "./types";
@@ -27,7 +27,7 @@ export function reconcileQueries(client: Database, commits: GroupCommit, alerts:
   );
   const apply = sqliteLedgerWriter(client, alerts);
   const { chainIds } = sqliteBudgetChain(client);
-  const insertAudit = client.prepare(insertAuditSql);
+  const appendAudit = auditAppender(client);
   const postpone = client.prepare(`UPDATE ledger_entries SET reconcile_at = ?2, reconcile_attempts = reconcile_attempts + 1 WHERE id = ?1`);
 
   /** The rule book's re-settlement (decideReconciliation), and its audit row, whose cost is the difference. */
@@ -36,7 +36,7 @@ export function reconcileQueries(client: Database, commits: GroupCommit, alerts:
     const decision = entry && decideReconciliation(entry, req.costMicros, entry.requestId, chainIds(entry.keyId));
     if (!decision) return false;
     apply(decision.writes, req.audit.at);
-    insertAudit.run(...auditParams({ ...req.audit, costMicros: decision.result }));
+    appendAudit({ ...req.audit, costMicros: decision.result });
     return true;
   };
 

@@ -3,6 +3,7 @@ import { accessSync, constants, existsSync, statSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { drizzle, type BunSQLiteDatabase } from "drizzle-orm/bun-sqlite";
 import { ConfigError } from "../config";
+import { sealPreChainRows } from "./audit-append";
 import { applyMigrations } from "./migrate";
 import * as schema from "./schema";
 
@@ -40,7 +41,10 @@ export function openDatabase(path: string, opts: OpenOptions = {}): Db {
     client.run("PRAGMA journal_mode = WAL");
     client.run(`PRAGMA synchronous = ${opts.synchronous === "normal" ? "NORMAL" : "FULL"}`);
     client.run("PRAGMA foreign_keys = ON");
-    if (opts.migrate !== false) applyMigrations(client);
+    if (opts.migrate !== false) {
+      applyMigrations(client);
+      sealPreChainRows(client, Date.now());
+    }
   } catch (err) {
     client?.close(false);
     throw new ConfigError(`KEYBRAKE_DB: cannot open database ${resolve(path)}: ${whyUnopenable(path, err)}`);

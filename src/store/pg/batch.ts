@@ -1,3 +1,4 @@
+import { appendToChain, deferAuditRows, stopDeferring } from "./audit-chain";
 import type { Pg } from "./client";
 
 type Op = (tx: Pg) => Promise<unknown>;
@@ -139,6 +140,8 @@ export class PgBatch {
     let txid: string | null = null;
     // Set once every op has run: from then on COMMIT may have reached the server.
     let committing: Outcome[] | null = null;
+    // The audit rows its ops write go to the chain last, each op's only if it succeeded (see audit-chain.ts).
+    const auditRows = deferAuditRows(conn);
     try {
       // Sent, not awaited: they travel with the first op's statements, and are awaited before the COMMIT.
       const begun = [
@@ -158,8 +161,14 @@ export class PgBatch {
         }
         outcomes.push(outcome);
       } else {
-        for (const p of group) outcomes.push(await inSavepoint(conn, p.op, releases));
+        for (const p of group) {
+          const written = auditRows.length;
+          const outcome = await inSavepoint(conn, p.op, releases);
+          if (!outcome.ok) auditRows.length = written;
+          outcomes.push(outcome);
+        }
       }
+      await appendToChain(conn, auditRows);
       const begin = await Promise.all(begun);
       txid = (begin.at(-1) as { txid: string }[])[0]!.txid;
       committing = outcomes;
@@ -173,6 +182,7 @@ export class PgBatch {
       const fate = await this.fateOf(txid);
       return fate === "committed" ? { state: "done", outcomes: committing } : { state: fate, error };
     } finally {
+      stopDeferring(conn);
       await conn.release();
     }
   }

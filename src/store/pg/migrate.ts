@@ -1,4 +1,5 @@
 import { type Migration, migrationsOf } from "../migrate";
+import { sealPreChainRows } from "./audit-chain";
 import type { Pg } from "./client";
 import { embeddedJournal, embeddedSql } from "./migrations.gen";
 
@@ -14,7 +15,7 @@ const MIGRATION_LOCK = 0x6b_62_6d_69_67_72;
  * Applies what the database lacks, each migration in its own transaction, and returns their tags. Uses drizzle's
  * own bookkeeping (`drizzle.__drizzle_migrations`), so drizzle-kit and this runner agree on what is applied.
  * Several instances may start at once: a session advisory lock lets one migrate while the others wait, then find
- * nothing left to do.
+ * nothing left to do. Then seals audit rows without a chain (SPEC §19), which an older binary may still write.
  */
 export async function applyPgMigrations(sql: Pg, migrations = embeddedPgMigrations()): Promise<string[]> {
   // A session lock belongs to one connection: hold one for the lock and all the work under it.
@@ -22,7 +23,9 @@ export async function applyPgMigrations(sql: Pg, migrations = embeddedPgMigratio
   try {
     await conn`SELECT pg_advisory_lock(${MIGRATION_LOCK})`;
     try {
-      return await applyPending(conn, migrations);
+      const applied = await applyPending(conn, migrations);
+      await sealPreChainRows(conn, Date.now());
+      return applied;
     } finally {
       await conn`SELECT pg_advisory_unlock(${MIGRATION_LOCK})`;
     }

@@ -6,6 +6,7 @@ import m2 from "../../../drizzle/pg/0002_audit_denials.sql" with { type: "text" 
 import m3 from "../../../drizzle/pg/0003_audit_secrets_scrubbed.sql" with { type: "text" };
 import m4 from "../../../drizzle/pg/0004_budgets.sql" with { type: "text" };
 import m5 from "../../../drizzle/pg/0005_approvals_observe.sql" with { type: "text" };
+import m6 from "../../../drizzle/pg/0006_audit_chain.sql" with { type: "text" };
 
 export const embeddedJournal = journal;
 export const embeddedSql: Record<string, string> = {
@@ -15,4 +16,5 @@ export const embeddedSql: Record<string, string> = {
   "0003_audit_secrets_scrubbed": m3,
   "0004_budgets": m4,
   "0005_approvals_observe": m5,
+  "0006_audit_chain": m6,
 };
