@@ -171,6 +171,29 @@ describe("retries never double-charge", () => {
     expect(stripe.count("POST", "/v1/payment_intents")).toBe(1);
   });
 
+  test("require_idempotency_key wants a key the job chose: the SDKs' random keys are refused", async () => {
+    const k = await kb.issueKey({ vendor: "stripe", daily_usd_cap: 100, allowed_endpoints: ["/v1/*"], require_idempotency_key: true });
+    // stripe-python's uuid4 on every POST, stripe-node's and the OpenAI/Anthropic SDKs' retry keys.
+    for (const generated of [
+      crypto.randomUUID(),
+      crypto.randomUUID().toUpperCase(),
+      `stripe-node-retry-${crypto.randomUUID()}`,
+      `stainless-python-retry-${crypto.randomUUID()}`,
+    ]) {
+      const res = await post(k.vault_key, generated);
+      expect(res.status).toBe(400);
+      expect(res.headers.get("x-keybrake-error")).toBe("idempotency_key_required");
+      expect(((await res.json()) as { message: string }).message).toContain("stable across its retries");
+    }
+    expect(stripe.count("POST", "/v1/payment_intents")).toBe(0);
+    // A key the job chose (a run id and what it charges), UUID-like parts included, goes through.
+    expect((await post(k.vault_key, "scheduled__2026-11-22T06:00:00+00:00-cus_1")).status).toBe(200);
+    expect((await post(k.vault_key, `order-${crypto.randomUUID()}`)).status).toBe(200);
+    // A key that does not require one takes any key.
+    const loose = await kb.issueKey({ vendor: "stripe", daily_usd_cap: 50, allowed_endpoints: ["/v1/*"] });
+    expect((await post(loose.vault_key, crypto.randomUUID())).status).toBe(200);
+  });
+
   test("expired idempotency entries are pruned; a key older than 24h is a fresh call", async () => {
     const clock = testClock(Date.now());
     await withKeybrake({ KEYBRAKE_STRIPE_BASE_URL: stripe.url }, { now: clock.now }, async (clocked) => {

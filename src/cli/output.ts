@@ -1,7 +1,8 @@
-/** The key columns `keybrake keys list` shows, most wanted first: a narrow terminal loses the last ones. */
+/** The key columns `keybrake keys list` shows, most wanted first: a narrow terminal loses ids, then the last ones. */
 const KEY_COLUMNS = [
   "id",
   "status",
+  "enforcement",
   "label",
   "spent_today_usd",
   "remaining_today_usd",
@@ -17,6 +18,11 @@ const KEY_COLUMNS = [
 /** Columns whose long values are shortened in the middle when the table is wider than the terminal. */
 const SHRINKABLE = new Set(["label", "agent_run_label", "path", "group", "vendor_request_id", "allowed_endpoints", "metadata", "actor"]);
 const MIN_SHRUNK = 12;
+/**
+ * Identifiers (`id`, `key_id`, `vendor_request_id`): long, and what a reader of a narrow table needs least; the
+ * decision, status and money beside them are what it is read for. `--json` or a wider terminal shows them.
+ */
+const isId = (column: string) => column === "id" || column.endsWith("_id");
 const GAP = "  ";
 
 /** The width tables must fit: `COLUMNS`, else the terminal's; null (no limit) when writing to a pipe or file. */
@@ -88,8 +94,8 @@ export function printRecords(records: Record<string, unknown>[], json: boolean, 
 
 /**
  * The table's lines. When wider than `width`, the widest shrinkable column (labels, paths) is shortened in the
- * middle, never below 12 characters; if that is not enough, columns are left out from the last one listed
- * backwards (the first two always stay: the table's id and time columns come first).
+ * middle, never below 12 characters; if that is not enough, id columns are left out first (the last listed
+ * first), then the others from the last one listed backwards, labels and paths last; two columns always stay.
  */
 export function tableLines(
   records: Record<string, unknown>[],
@@ -116,10 +122,13 @@ export function tableLines(
     };
     shrink();
     while (total() > width && cols.length > 2) {
-      // Leave out the last column that is not shrinkable (labels and paths are what a reader scans for).
-      let drop = cols.length - 1;
-      while (drop > 1 && SHRINKABLE.has(cols[drop]!.column)) drop--;
-      if (drop <= 1) drop = cols.length - 1;
+      let drop = cols.findLastIndex((c) => isId(c.column));
+      if (drop < 0) {
+        // Leave out the last column that is not shrinkable (labels and paths are what a reader scans for).
+        drop = cols.length - 1;
+        while (drop > 1 && SHRINKABLE.has(cols[drop]!.column)) drop--;
+        if (drop <= 1) drop = cols.length - 1;
+      }
       hidden.unshift(cols[drop]!.column);
       cols = cols.filter((_, i) => i !== drop);
       shrink();

@@ -19,6 +19,28 @@ export function idempotencyKeyOf(headers: Headers): string | null {
 }
 
 /**
+ * The keys SDKs make up for every POST: a bare UUID v4 (stripe-python), or one behind `…-retry-`
+ * (`stripe-node-retry-…`, the OpenAI and Anthropic SDKs' `stainless-…-retry-…`). Fresh on every run of the code
+ * that sends them, so a task's retry never repeats its first attempt's key: they de-duplicate nothing a job retries.
+ */
+const SDK_GENERATED = /^(?:[a-z0-9-]+-retry-)?[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/i;
+
+/**
+ * `require_idempotency_key` (SPEC §3): a priced call needs a key the job chose, stable across its retries (a run
+ * id and what it charges), not one its SDK generated: stripe-python adds a random one to every POST, so a task
+ * that forgot `idempotency_key=` would otherwise pass and charge again when its orchestrator retries it.
+ */
+export function requireJobChosenKey(jobKey: string | null): void {
+  if (jobKey === null) throw new KeybrakeError("idempotency_key_required");
+  if (SDK_GENERATED.test(jobKey)) {
+    throw new KeybrakeError(
+      "idempotency_key_required",
+      `This key requires an Idempotency-Key the job chooses, stable across its retries (e.g. "<run id>-<customer id>"); "${jobKey}" is the random key an SDK adds to every POST, which a retried task does not repeat.`,
+    );
+  }
+}
+
+/**
  * What makes two calls "the same call" (SPEC §7): method, path, query, content type, body, and the headers that
  * change what the vendor does. Each part is length-prefixed so no two different calls can run together into
  * the same text.

@@ -1,10 +1,21 @@
 import { hostname } from "node:os";
+import { ConfigError } from "../../config";
+import { iso } from "../../util";
 import { num, type Pg } from "./client";
+
+/** The process that holds an instance id's lease. */
+export interface LeaseHolder {
+  host: string;
+  pid: number;
+  heartbeatAt: number;
+  until: number;
+}
 
 /**
  * This instance's lease in `instances` (SPEC §13): while it is live (renewed before `lease_until`), no other
  * instance recovers this one's holds. An instance id belongs to one process at a time: a process whose id is
- * leased by another live process (another host or pid) waits until that lease runs out.
+ * leased by another process (another host or pid) waits for that lease to run out, which it does when that process
+ * died; a holder that renews it meanwhile is alive, two instances were given one id, and this one refuses to start.
  */
 export function pgLeases(sql: Pg, instanceId: string, leaseMs: number) {
   const host = hostname();
@@ -23,11 +34,18 @@ export function pgLeases(sql: Pg, instanceId: string, leaseMs: number) {
     return rows.length > 0;
   }
 
-  /** The process that holds this id's lease: when it ends, and whether it is a dead process of this host. */
-  async function holder(): Promise<{ until: number; pid: number; deadHere: boolean } | null> {
-    const [row] = await sql`SELECT host, pid, lease_until FROM instances WHERE id = ${instanceId}`;
+  /** The process that holds this id's lease, and whether it is a dead process of this host. */
+  async function holder(): Promise<(LeaseHolder & { deadHere: boolean }) | null> {
+    const [row] = await sql`SELECT host, pid, heartbeat_at, lease_until FROM instances WHERE id = ${instanceId}`;
     if (!row) return null;
-    return { until: num(row.lease_until), pid: num(row.pid), deadHere: row.host === host && !processAlive(num(row.pid)) };
+    const pid = num(row.pid);
+    return {
+      host: row.host,
+      pid,
+      heartbeatAt: num(row.heartbeat_at),
+      until: num(row.lease_until),
+      deadHere: row.host === host && !processAlive(pid),
+    };
   }
 
   /** Takes over the lease of a process of this host that is gone (a crash, then a restart under the same id). */
@@ -39,16 +57,28 @@ export function pgLeases(sql: Pg, instanceId: string, leaseMs: number) {
   }
 
   return {
-    /** Takes the lease, first waiting out a live holder of the same id in another process. */
-    async register(now: number): Promise<void> {
+    /**
+     * Takes the lease, first waiting out the lease of another process under the same id (`onWait` hears whose, once);
+     * throws a ConfigError naming KEYBRAKE_INSTANCE_ID when that process renews it meanwhile.
+     */
+    async register(now: number, onWait?: (holder: LeaseHolder) => void): Promise<void> {
       const waitStart = Date.now();
+      let seen: LeaseHolder | null = null;
       for (;;) {
         const at = now + (Date.now() - waitStart);
         if (await take(at, now)) break;
         const held = await holder();
         // Its holds are this restart's to recover at once: no need to wait for its lease to run out.
         if (held?.deadHere && (await takeOver(at, held.pid))) break;
-        await Bun.sleep(Math.min(Math.max((held?.until ?? at) - at, 0) + 10, leaseMs));
+        if (held && seen && held.heartbeatAt > seen.heartbeatAt && held.host === seen.host && held.pid === seen.pid) {
+          throw new ConfigError(
+            `KEYBRAKE_INSTANCE_ID "${instanceId}" is in use by a running instance (host ${held.host}, pid ${held.pid}, lease renewed at ${iso(held.heartbeatAt)}): give every instance its own id, or leave it unset (host:port)`,
+          );
+        }
+        if (held && !seen) onWait?.(held);
+        seen = held;
+        // A live holder renews every third of a lease: one renewal is enough to tell it from a dead one.
+        await Bun.sleep(Math.min(Math.max((held?.until ?? at) - at, 0) + 10, Math.ceil(leaseMs / 3) + 10));
       }
       startedAt = now;
     },

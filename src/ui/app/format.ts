@@ -44,13 +44,6 @@ export function ago(iso: string | null | undefined, now = Date.now()): string {
   return diff < 0 ? `${n} ${unit} ago` : `in ${n} ${unit}`;
 }
 
-/** The run family of a label: its part up to the first "/" ("airflow-billing/"), or null for a label without one. */
-export function familyOf(label: string | null): string | null {
-  if (!label) return null;
-  const slash = label.indexOf("/");
-  return slash > 0 ? label.slice(0, slash + 1) : null;
-}
-
 export const plural = (n: number, one: string, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
 
 /** Today's UTC date, as /audit's `since` reads it. */

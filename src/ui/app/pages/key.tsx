@@ -1,9 +1,10 @@
 import { Fragment } from "preact";
 import { useState } from "preact/hooks";
-import { ApiError, type AuditRow, api, type Budget, type KeyRecord, type Session, type SpendRow, qs } from "../api";
-import { SpendChart } from "../chart";
-import { ago, familyOf, stamp, usd, when } from "../format";
-import { Badge, Confirm, ErrorNotice, Loading, Meter, NumberField, numberField, Status, Table, useData } from "../ui";
+import { ApiError, type AuditRow, api, type Budget, type KeyRecord, type Session, type SpendRow, qs, writesKeys } from "../api";
+import { type Mark, SpendChart } from "../chart";
+import { ago, stamp, usd, when } from "../format";
+import { familyOf } from "../runs-model";
+import { Badge, Confirm, ErrorNotice, Loading, Meter, NotBraking, NumberField, numberField, Status, Table, useData } from "../ui";
 
 interface KeyView {
   key: KeyRecord;
@@ -88,12 +89,20 @@ export function KeyPage({ session, id }: { session: Session; id: string }) {
   const { data, error, reload } = useData(() => load(id), [id], 15_000);
   const [confirming, setConfirming] = useState(false);
   const [message, setMessage] = useState<{ text: string; kind: "ok" | "error" } | null>(null);
-  const canWrite = session.role !== "viewer";
+  const canWrite = writesKeys(session.role);
   if (error && !data) return <ErrorNotice error={error} />;
   if (!data) return <Loading />;
   const { key, rows, days, budget } = data;
   const family = familyOf(key.label);
   const priced = rows.filter((r) => r.cost_usd > 0).map((r) => ({ t: Date.parse(r.at), usd: r.cost_usd }));
+  // Replays cost nothing and observed refusals went out anyway: both are marked on the line where they happened.
+  const marks = rows.flatMap((r): Mark[] =>
+    r.cost_source === "replay"
+      ? [{ t: Date.parse(r.at), kind: "replay" }]
+      : r.would_deny && r.decision === "allowed"
+        ? [{ t: Date.parse(r.at), kind: "would_deny" }]
+        : [],
+  );
   return (
     <>
       <p>
@@ -108,6 +117,12 @@ export function KeyPage({ session, id }: { session: Session; id: string }) {
       <div class="pagehead">
         <h1>
           {key.label ?? key.id} <Badge value={key.status} />
+          {key.enforcement === "observe" && (
+            <>
+              {" "}
+              <NotBraking />
+            </>
+          )}
         </h1>
         {canWrite && key.status === "active" && (
           <button type="button" class="danger" onClick={() => setConfirming(true)}>
@@ -117,6 +132,13 @@ export function KeyPage({ session, id }: { session: Session; id: string }) {
       </div>
       <Status message={message} />
       <ErrorNotice error={error} />
+      {key.enforcement === "observe" && (
+        <p class="notice observe">
+          This key only observes: calls over its caps, budget or approval threshold are forwarded anyway, and their audit rows say what
+          enforcing would have answered (<code>would_deny</code>). Mint the next run's key with <code>"enforcement": "enforce"</code> to
+          brake.
+        </p>
+      )}
       <div class="grid">
         <section class="panel" aria-labelledby="usage">
           <h2 id="usage">Spend</h2>
@@ -175,7 +197,9 @@ export function KeyPage({ session, id }: { session: Session; id: string }) {
             <dt>Rate limit</dt>
             <dd>{key.max_requests_per_minute ? `${key.max_requests_per_minute} / min` : "none"}</dd>
             <dt>Idempotency-Key</dt>
-            <dd>{key.require_idempotency_key ? "required on priced calls" : "optional"}</dd>
+            <dd>{key.require_idempotency_key ? "required on priced calls, chosen by the job" : "optional"}</dd>
+            <dt>Enforcement</dt>
+            <dd>{key.enforcement === "observe" ? "observe: limits reported, not enforced" : "enforce"}</dd>
             <dt>Created</dt>
             <dd>{when(key.created_at)}</dd>
             <dt>{key.status === "revoked" ? "Revoked" : "Expires"}</dt>
@@ -191,7 +215,14 @@ export function KeyPage({ session, id }: { session: Session; id: string }) {
       </div>
       <section class="panel" aria-labelledby="chart">
         <h2 id="chart">Spend over time</h2>
-        <SpendChart points={priced} cap={key.total_usd_cap} until={Date.now()} title="Cumulative spend of this key" />
+        <SpendChart
+          points={priced}
+          marks={marks}
+          dailyCap={key.daily_usd_cap}
+          cap={key.total_usd_cap}
+          until={Date.now()}
+          title="Cumulative spend of this key"
+        />
         {days.length > 1 && (
           <p class="hint">
             Per UTC day:{" "}
@@ -277,7 +308,9 @@ export function AuditTable({ rows, caption, showRun = false }: { rows: AuditRow[
             <td class="nowrap" title={`${r.at} (${r.id})`}>
               {stamp(r.at)}
             </td>
-            {showRun && <td>{r.key_id ? <a href={`#/keys/${r.key_id}`}>{r.label ?? r.key_id}</a> : <span class="muted">—</span>}</td>}
+            {showRun && (
+              <td class="label">{r.key_id ? <a href={`#/keys/${r.key_id}`}>{r.label ?? r.key_id}</a> : <span class="muted">—</span>}</td>
+            )}
             <td class="mono">
               {r.vendor ? `${r.vendor} ` : ""}
               {r.method} {r.path}
@@ -286,6 +319,11 @@ export function AuditTable({ rows, caption, showRun = false }: { rows: AuditRow[
             <td class="num">{r.status || "—"}</td>
             <td>
               <Badge value={r.decision} />
+              {r.would_deny && (
+                <div class="hint">
+                  {r.decision === "dry_run" ? "verdict" : "would deny"}: {r.would_deny}
+                </div>
+              )}
             </td>
             <td class="num" title={r.cost_source ?? undefined}>
               {usd(r.cost_usd)}
