@@ -10,6 +10,7 @@ export const ERRORS = {
   not_found: { status: 404, message: "No such route." },
   invalid_request: { status: 400, message: "The request is invalid." },
   revoked_key_unchangeable: { status: 409, message: "A revoked key cannot be changed." },
+  approval_not_pending: { status: 409, message: "This approval was already decided, or it lapsed." },
   budget_in_use: { status: 409, message: "An active key or a budget below still draws from this budget; it was not deleted." },
   // The code predates ambiguous holds; kept so that clients matching on it keep working.
   hold_not_orphaned: { status: 409, message: "Only orphaned or ambiguous holds can be settled or released by hand." },
@@ -44,6 +45,16 @@ export const ERRORS = {
   model_not_priced: { status: 422, message: "The model has no price in KEYBRAKE_LLM_PRICES; the call was not forwarded." },
   method_not_priced: { status: 405, message: "Only GET, HEAD and POST are allowed on a priced path." },
   preflight_failed: { status: 502, message: "The object this call is priced from could not be read; nothing was forwarded." },
+  approval_required: {
+    status: 403,
+    message:
+      "This call's price is above the key's approval threshold: it waits for a person's approval, its hold reserved. Retry it later with the same Idempotency-Key.",
+  },
+  approval_denied: { status: 403, message: "A person denied this call; its hold was released and nothing was forwarded." },
+  approval_expired: {
+    status: 403,
+    message: "This call's approval lapsed before it was used; its hold was released and nothing was forwarded.",
+  },
   vendor_not_configured: { status: 503, message: "No real secret is configured for this vendor and mode." },
   store_unavailable: { status: 503, message: "Keybrake's ledger cannot be reached; nothing was forwarded. Retry later." },
   cap_exhausted: { status: 429, message: "This call would exceed the key's USD cap." },

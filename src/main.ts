@@ -5,8 +5,9 @@ import { existsSync } from "node:fs";
 import { resolve } from "node:path";
 import { startAlertWorker } from "./alerts/worker";
 import { alertsCommand, alertsHelp, checkAlertsCommand } from "./cli/alerts";
+import { approvalsCommand, approvalsHelp, checkApprovalsCommand } from "./cli/approvals";
 import { parseFlags, wantsHelp } from "./cli/args";
-import { AUDIT_USAGE, SPEND_USAGE, auditCommand, spendCommand } from "./cli/audit";
+import { SPEND_USAGE, auditCommand, auditHelp, spendCommand } from "./cli/audit";
 import { budgetsCommand, budgetsHelp, checkBudgetsCommand } from "./cli/budgets";
 import { checkKeysCommand, keysCommand, keysHelp, UsageError } from "./cli/keys";
 import { announceAdminToken, ensureAdminToken } from "./auth/admin-auth";
@@ -14,12 +15,15 @@ import { createLogger, type Logger, messageSink } from "./ops/log";
 import { listen } from "./ops/listen";
 import { Metrics } from "./ops/metrics";
 import { startMaintenance } from "./ops/maintenance";
+import { startTracing } from "./ops/tracing";
 import { startReconciler } from "./proxy/reconciler";
 import { checkHoldsCommand, holdsCommand, holdsHelp } from "./cli/holds";
+import { localUrl, PRICE_USAGE, priceCommand } from "./cli/price";
 import { tokensCommand, tokensHelp } from "./cli/tokens";
 import { createApp } from "./server";
 import { type AnyStore, ledgerLocation, migrateConfiguredStore, openConfiguredStore } from "./store/open";
 import type { HoldRecord } from "./store/types";
+import { iso } from "./util";
 import { VERSION } from "./version";
 
 const USAGE = `keybrake ${VERSION} — a spend brake for jobs that call Stripe, Twilio, Resend, OpenAI and Anthropic
@@ -28,9 +32,13 @@ usage: keybrake [serve]           start the server (default)
        keybrake keys ...          create | list | show | revoke vault keys
        keybrake budgets ...       create | list | show | update | delete budgets (pools over run families)
        keybrake holds ...         list | settle | release orphaned and ambiguous holds
+       keybrake approvals ...     list | approve | deny calls waiting for a person's approval
        keybrake alerts ...        add | list | remove | test alert webhooks; deliveries
        keybrake audit [filters]   audit rows (--request-id, --label-prefix, --since 2h, --format table|ndjson|csv)
+       keybrake audit verify      recompute the audit's hash chain; exit 1 naming the first row that does not match
        keybrake spend [filters]   spend per --group-by label|key|vendor|day, the biggest first
+       keybrake price --key K METHOD PATH [-d BODY]   what a call would cost and whether the key allows it
+                                  (a dry run against the running server: nothing held or forwarded)
        keybrake backup <file>     an online, consistent copy of the database
        keybrake migrate           bring the database to the latest schema
        keybrake healthcheck       exit 0 when the local server answers /healthz (for container health checks)
@@ -65,7 +73,22 @@ const VERSION_USAGE = `usage: keybrake version
 
 Prints the version.`;
 
-const COMMANDS = ["serve", "keys", "budgets", "holds", "alerts", "tokens", "audit", "spend", "backup", "migrate", "healthcheck", "version"];
+const COMMANDS = [
+  "serve",
+  "keys",
+  "budgets",
+  "holds",
+  "approvals",
+  "alerts",
+  "tokens",
+  "audit",
+  "spend",
+  "price",
+  "backup",
+  "migrate",
+  "healthcheck",
+  "version",
+];
 
 /** A command's usage for `keybrake <command> [sub] --help` and `keybrake help <command>`; null for one not known here. */
 function helpFor(command: string, args: string[]): string | null {
@@ -78,12 +101,16 @@ function helpFor(command: string, args: string[]): string | null {
       return budgetsHelp(args);
     case "holds":
       return holdsHelp(args);
+    case "approvals":
+      return approvalsHelp(args);
     case "alerts":
       return alertsHelp(args);
     case "audit":
-      return AUDIT_USAGE;
+      return auditHelp(args);
     case "spend":
       return SPEND_USAGE;
+    case "price":
+      return PRICE_USAGE;
     case "backup":
       return BACKUP_USAGE;
     case "migrate":
@@ -127,9 +154,25 @@ function configuredVendors(config: Config): { text: string; list: string[] } {
   return { text: parts.join(", "), list };
 }
 
+/**
+ * The upstreams moved off a vendor's own API by KEYBRAKE_<VENDOR>_BASE_URL, for the start line ("stripe=http://…"):
+ * a mock or a staging host left in a production configuration shows at every start. Credentials in a URL are not
+ * printed.
+ */
+function upstreamOverrides(config: Config, env: Record<string, string | undefined>): string[] {
+  return Object.entries(config.vendors)
+    .filter(([name]) => env[`KEYBRAKE_${name.toUpperCase()}_BASE_URL`] !== undefined)
+    .map(([name, settings]) => {
+      const url = new URL(settings.baseUrl);
+      url.username = "";
+      url.password = "";
+      return `${name}=${url.href.replace(/\/$/, "")}`;
+    });
+}
+
 const SHUTDOWN_GRACE_MS = 25_000;
 
-async function serve(config: Config, log: Logger) {
+async function serve(config: Config, log: Logger, env: Record<string, string | undefined>) {
   const store = await openConfiguredStore(config);
   await ensureAdminToken(config, store, (token) =>
     config.logFormat === "json"
@@ -137,6 +180,8 @@ async function serve(config: Config, log: Logger) {
       : announceAdminToken(token),
   );
   const metrics = new Metrics();
+  // The OpenTelemetry SDK is loaded only when the OTEL_* variables ask for traces: off, it costs nothing at start.
+  const tracing = await startTracing(process.env, log);
   const fleet = store.kind === "postgres" ? store : null;
   if (fleet) metrics.carryOn(await fleet.spendCounters.own());
   const app = createApp(config, store, {
@@ -144,6 +189,7 @@ async function serve(config: Config, log: Logger) {
     rateLimiter: fleet?.rateLimiter,
     answerAfterSettlement: fleet !== null,
     otherInstancesSpend: fleet ? () => fleet.spendCounters.others() : undefined,
+    tracing,
   });
   // The address is taken before the ledger is touched: a second serve on a busy address stops here, before its
   // recovery could mark the running server's in-flight holds orphaned. Calls wait until recovery has run.
@@ -165,7 +211,16 @@ async function serve(config: Config, log: Logger) {
     );
   };
   // On PostgreSQL this instance takes its lease first: recovery then takes only holds no live instance owns.
-  await fleet?.startInstance({ onRecovered: reportOrphaned, counters: () => metrics.spendCounters() });
+  await fleet?.startInstance({
+    onRecovered: reportOrphaned,
+    counters: () => metrics.spendCounters(),
+    onWaitForLease: (holder) =>
+      log.warn(
+        "instance_id_leased",
+        `KEYBRAKE_INSTANCE_ID "${fleet.instanceId}" is leased by another process (host ${holder.host}, pid ${holder.pid}) until ${iso(holder.until)}: waiting for it to lapse; if that process renews it, it is running and this start is refused`,
+        { instance_id: fleet.instanceId, host: holder.host, pid: holder.pid, lease_until: iso(holder.until) },
+      ),
+  });
   reportOrphaned(await store.recoverOrphanedHolds(Date.now()));
   recovered.resolve();
   if (store.kind === "sqlite") store.checkpointInBackground(messageSink(log, "error", "checkpoint_worker"));
@@ -176,10 +231,20 @@ async function serve(config: Config, log: Logger) {
   const alerts = startAlertWorker(store, config, { metrics });
   void alerts.tick();
   const vendors = configuredVendors(config);
+  const upstreams = upstreamOverrides(config, env);
+  const instance = fleet ? `, instance ${fleet.instanceId}` : "";
   log.info(
     "start",
-    `listening on http://${config.host}:${server.port} (version ${VERSION}, db ${ledgerLocation(config, resolve)}); vendors: ${vendors.text}; docs at /docs`,
-    { version: VERSION, host: config.host, port: server.port, db: ledgerLocation(config, resolve), vendors: vendors.list },
+    `listening on http://${config.host}:${server.port} (version ${VERSION}, db ${ledgerLocation(config, resolve)}${instance}); vendors: ${vendors.text}${upstreams.length ? `; upstreams: ${upstreams.join(", ")}` : ""}; docs at /docs`,
+    {
+      version: VERSION,
+      host: config.host,
+      port: server.port,
+      db: ledgerLocation(config, resolve),
+      ...(fleet && { instance_id: fleet.instanceId }),
+      vendors: vendors.list,
+      upstreams,
+    },
   );
   logCatalogueWidening(config, log);
 
@@ -197,6 +262,8 @@ async function serve(config: Config, log: Logger) {
     // Elysia's stop does not wait for in-flight requests; Bun's does.
     await Promise.race([Promise.all([server.stop(false), app.stop(false), reconciled, alerted]), Bun.sleep(SHUTDOWN_GRACE_MS)]);
     await store.close();
+    // The spans of the last calls are exported before the process goes.
+    await tracing?.shutdown();
     log.info("stopped", "stopped cleanly");
     process.exit(0);
   };
@@ -231,7 +298,7 @@ async function main(argv: string[]): Promise<number> {
   switch (command) {
     case "serve":
       parseFlags("keybrake serve", args, {});
-      await serve(config, log);
+      await serve(config, log, { ...process.env, ...flagEnv });
       return -1;
     case "migrate": {
       parseFlags("keybrake migrate", args, {});
@@ -242,15 +309,19 @@ async function main(argv: string[]): Promise<number> {
     case "healthcheck":
       parseFlags("keybrake healthcheck", args, {});
       return healthcheck(config);
+    case "price":
+      return priceCommand(config, args);
     case "keys":
     case "budgets":
     case "holds":
+    case "approvals":
     case "alerts":
     case "audit":
     case "spend": {
       if (command === "keys") checkKeysCommand(args);
       if (command === "budgets") checkBudgetsCommand(args);
       if (command === "holds") checkHoldsCommand(args);
+      if (command === "approvals") checkApprovalsCommand(args);
       if (command === "alerts") checkAlertsCommand(args);
       // Opened once the command's flags are known to be good: a mistyped flag is named, whatever the database.
       let opened: Promise<AnyStore> | undefined;
@@ -260,6 +331,7 @@ async function main(argv: string[]): Promise<number> {
         if (command === "keys") await keysCommand(store, args, actor, config);
         else if (command === "budgets") await budgetsCommand(store, args, actor);
         else if (command === "holds") await holdsCommand(store, args, actor);
+        else if (command === "approvals") await approvalsCommand(store, args, actor);
         else if (command === "alerts") await alertsCommand(store, args, actor, config);
         else if (command === "audit") await auditCommand(store, args);
         else await spendCommand(store, args);
@@ -310,8 +382,7 @@ function help(text: string): number {
 
 /** `keybrake healthcheck`: the local server's /healthz, for a container's HEALTHCHECK (distroless has no curl). */
 async function healthcheck(config: Config): Promise<number> {
-  const host = ["0.0.0.0", "::", ""].includes(config.host) ? "127.0.0.1" : config.host;
-  const url = `http://${host.includes(":") ? `[${host}]` : host}:${config.port}/healthz`;
+  const url = `${localUrl(config)}/healthz`;
   try {
     const res = await fetch(url, { signal: AbortSignal.timeout(5000) });
     const body = await res.text();

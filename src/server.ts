@@ -3,16 +3,20 @@ import { alertRoutes } from "./alerts/routes";
 import { adminEventRoutes } from "./audit/admin-events";
 import { auditRoutes } from "./audit/routes";
 import { budgetRoutes } from "./budgets/routes";
+import { clientRoutes } from "./clients/routes";
 import type { Config } from "./config";
 import { KeybrakeError, errorResponse, invalidRequest, notFound } from "./errors";
+import { approvalRoutes } from "./approvals/routes";
 import { holdRoutes } from "./holds/routes";
 import { keyRoutes } from "./keys/routes";
+import { mcpRoutes } from "./mcp/routes";
 import { issueWarningsPlugin } from "./keys/warnings";
 import { authenticator, withAccessDeclared } from "./auth/admin-auth";
 import { docsRoutes } from "./docs/docs";
 import { healthRoutes } from "./ops/health";
 import { createLogger, type LineSink, logStoreOutage, loggingAdminEvents, messageSink } from "./ops/log";
 import { Metrics, metricsRoutes } from "./ops/metrics";
+import { type Tracing, tracedStore } from "./ops/tracing";
 import { idempotencyDeriver } from "./proxy/idempotency";
 import { RateLimiter } from "./proxy/rate-limit";
 import { proxyRoutes } from "./proxy/routes";
@@ -36,6 +40,8 @@ export interface AppOptions {
   answerAfterSettlement?: boolean;
   /** The spend the fleet's other instances counted, for /metrics (PostgreSQL); none by default. */
   otherInstancesSpend?: () => Promise<SpendCounter[]>;
+  /** OpenTelemetry spans of proxied calls (ops/tracing.ts); off by default. */
+  tracing?: Tracing | null;
 }
 
 /** The whole HTTP surface, without listening: `serve` listens, tests call `app.handle`. */
@@ -51,8 +57,10 @@ export function createApp(config: Config, baseStore: Store, options: AppOptions 
   const unauthenticated = new UnauthenticatedDenials(store, now, messageSink(log, "error", "audit_failed"));
   // The operator's widening of the catalogues, said in the docs and the dashboard (SPEC §2).
   const freeEndpoints = Object.fromEntries(Object.entries(config.freeEndpoints).map(([vendor, free]) => [vendor, free.patterns]));
+  // MCP's price_call is answered by the proxy's own routes, as the job's real call would be.
+  const handle = (request: Request): Promise<Response> => app.handle(request);
   // Nothing is allowed by default: every route declares the roles it needs, or that it is public.
-  return withAccessDeclared(
+  const app = withAccessDeclared(
     new Elysia()
       // What is still only counted is written before the store closes (the caller closes it after stop()).
       .onStop(() => unauthenticated.flush())
@@ -85,19 +93,23 @@ export function createApp(config: Config, baseStore: Store, options: AppOptions 
       .use(issueWarningsPlugin(config))
       .use(docsRoutes(freeEndpoints))
       .use(healthRoutes(store))
+      .use(clientRoutes())
       .use(keyRoutes(store, auth, now))
       .use(budgetRoutes(store, auth, now))
       .use(holdRoutes(store, auth, now))
+      .use(approvalRoutes(store, auth, now))
       .use(auditRoutes(store, auth))
       .use(adminEventRoutes(store, auth))
       .use(tokenRoutes(store, auth, now))
       .use(alertRoutes(store, auth, now, config))
       .use(metricsRoutes(metrics, store, auth, config.metricsPublic, options.otherInstancesSpend, now))
       .use(uiRoutes(auth, sessions, now, freeEndpoints))
+      .use(mcpRoutes({ store, now, proxy: handle }, auth))
       .use(
         proxyRoutes({
           config,
-          store,
+          store: options.tracing ? tracedStore(store, options.tracing) : store,
+          tracing: options.tracing ?? undefined,
           now,
           rateLimiter: options.rateLimiter ?? new RateLimiter(),
           metrics,
@@ -108,4 +120,5 @@ export function createApp(config: Config, baseStore: Store, options: AppOptions 
         }),
       ),
   );
+  return app;
 }

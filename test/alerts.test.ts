@@ -305,6 +305,8 @@ describe("the alerts API", () => {
       "price_differential",
       "budget_threshold",
       "budget_exhausted",
+      "approval_requested",
+      "approval_decided",
     ]);
     expect(defaults.format).toBe("json");
     const listed = (await (await kb.admin("/alerts/webhooks")).json()) as Json;

@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { tableLines } from "../src/cli/output";
 import { keybrakeCommand } from "./helpers/binary";
 import { run, startProcess } from "./helpers/process";
 
@@ -40,6 +41,10 @@ describe("--help prints the command's usage, exits 0 and does nothing else", () 
     ["holds", "list"],
     ["holds", "settle"],
     ["holds", "release"],
+    ["approvals"],
+    ["approvals", "list"],
+    ["approvals", "approve"],
+    ["approvals", "deny"],
     ["audit"],
     ["spend"],
     ["backup"],
@@ -84,6 +89,9 @@ describe("bad words are named", () => {
     [["migrate", "extra"], '"extra"'],
     [["keys", "frob"], '"frob"'],
     [["holds", "frob"], '"frob"'],
+    [["approvals", "frob"], '"frob"'],
+    [["approvals", "list", "--status", "waiting"], '--status is one of pending, approved, denied, expired, used, not "waiting"'],
+    [["approvals", "approve"], "give one approval id"],
     [["keys", "create", "--alow", "POST /v1/charges"], "--alow"],
     [["keys", "list", "--limit"], "--limit needs a value"],
     [["audit", "--format", "xml"], '--format is table, ndjson or csv, not "xml"'],
@@ -202,6 +210,28 @@ describe("audit and spend from the shell", () => {
 });
 
 describe("tables fit the terminal", () => {
+  test("a narrow audit table leaves out the ids first and keeps decision, status and cost", () => {
+    const row = {
+      at: "2026-11-22T06:00:01Z",
+      id: "kbr_4QfZ0c1hW2mXa7Lr9sTb3k",
+      label: "celery-billing-order-81723-7f9c2a",
+      decision: "cap_exhausted",
+      status: 429,
+      cost_usd: 0,
+      would_deny: null,
+      method: "POST",
+      path: "/v1/payment_intents",
+      cost_source: null,
+      vendor_request_id: "req_8mJq2LwXc4Rt6Y",
+    };
+    const { lines, hidden } = tableLines([row], Object.keys(row), 80);
+    for (const line of lines) expect(line.length).toBeLessThanOrEqual(80);
+    expect(lines[0]).toMatch(/\bdecision\b.*\bstatus\b.*\bcost\b/);
+    expect(lines[1]).toContain("cap_exhausted");
+    expect(hidden).toContain("id");
+    expect(hidden).toContain("vendor_request_id");
+  });
+
   test("keys list at COLUMNS=80: every line fits, long labels shortened in the middle, money with fixed decimals", async () => {
     const { cwd, env } = await seededDb("tables");
     const label = "airflow-billing/run_2026_11_22T06:00:00+00:00_backfill_of_the_whole_month";

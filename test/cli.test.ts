@@ -25,6 +25,7 @@ describe("CLI commands other than serve and migrate never create a database", ()
     ["keys", "revoke", "--label-prefix", "airflow-billing/"],
     ["keys", "list"],
     ["holds", "list"],
+    ["approvals", "list"],
     ["audit"],
     ["spend"],
     ["backup", "copy.db"],

@@ -340,6 +340,13 @@ describe("/docs", () => {
     expect((await kb.admin("/vault/keys", { body: example })).status).toBe(201);
   });
 
+  test("the token pasted into Authorize is not kept in the browser's localStorage", async () => {
+    const page = await (await fetch(`${kb.url}/docs`)).text();
+    // Swagger UI writes the authorization to localStorage only with persistAuthorization on.
+    const options = JSON.parse(/SwaggerUIBundle\((\{.*?\})\);/s.exec(page)![1]!) as Json;
+    expect(options.persistAuthorization).toBe(false);
+  });
+
   test("/docs/ leads to /docs (its document's relative URL would break under /docs/); /metrics is documented as text", async () => {
     const res = await fetch(`${kb.url}/docs/`, { redirect: "manual" });
     expect(res.status).toBe(308);

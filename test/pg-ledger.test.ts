@@ -354,6 +354,29 @@ describe.skipIf(!url)("PostgreSQL ledger across two instances", () => {
     await expect(pgLeases(poolA, "inst-c", LEASE_MS).renew(now)).rejects.toThrow();
   });
 
+  test("a lease its holder renews while waited for is a running twin: refused, naming KEYBRAKE_INSTANCE_ID", async () => {
+    await poolA`INSERT INTO instances (id, host, pid, started_at, heartbeat_at, lease_until)
+                VALUES ('inst-t', 'elsewhere', 7, ${now}, ${now}, ${now + 300})`;
+    // The other process is alive: it renews its lease (as every third of a lease) before it runs out.
+    const renewal = setTimeout(
+      () => void poolA`UPDATE instances SET heartbeat_at = ${now + 200}, lease_until = ${now + 60_000} WHERE id = 'inst-t'`.execute(),
+      200,
+    );
+    const waited: string[] = [];
+    const started = Date.now();
+    try {
+      await expect(pgLeases(poolB, "inst-t", 900).register(now, (h) => waited.push(`${h.host}:${h.pid}`))).rejects.toThrow(
+        /^KEYBRAKE_INSTANCE_ID "inst-t" is in use by a running instance \(host elsewhere, pid 7, lease renewed at .*\): give every instance its own id/,
+      );
+    } finally {
+      clearTimeout(renewal);
+    }
+    expect(waited).toEqual(["elsewhere:7"]);
+    expect(Date.now() - started).toBeLessThan(5_000);
+    const [row] = await poolA`SELECT pid FROM instances WHERE id = 'inst-t'`;
+    expect(row.pid).toBe(7);
+  });
+
   test("a final price is read by one instance and re-settled once, audited by the difference", async () => {
     const keyId = await newKey({ total: 100 * USD });
     const ids: string[] = [];

@@ -103,6 +103,23 @@ describe.skipIf(databaseUrl === null)("several instances on one PostgreSQL ledge
     for (const id of ids) await waitFor(async () => (await spendMetric(id)) === 493, LEASE_S * 1000 * 3, `${id}'s /metrics at $493`);
   }, 60_000);
 
+  test("the start line names the instance id and the moved upstreams; a second process under a running id refuses to start, naming KEYBRAKE_INSTANCE_ID", async () => {
+    expect(running.get("a")!.stderr()).toMatch(
+      new RegExp(
+        `listening on http://127\\.0\\.0\\.1:\\d+ \\(version [^,]+, db [^,]+, instance a\\); vendors: .*; upstreams: stripe=${stripe.url}; docs at /docs`,
+      ),
+    );
+    const twin = await run([binary], { cwd: dir, env: envFor("a") });
+    expect(twin.code).toBe(2);
+    expect(twin.stderr).toContain(`KEYBRAKE_INSTANCE_ID "a" is leased by another process`);
+    expect(twin.stderr).toMatch(
+      /keybrake: invalid configuration: KEYBRAKE_INSTANCE_ID "a" is in use by a running instance \(host [^,]+, pid \d+, lease renewed at [^)]+\): give every instance its own id/,
+    );
+    expect(twin.stderr).not.toContain("listening on");
+    // The running instance is untouched.
+    expect((await admin("a", "/healthz")).status).toBe(200);
+  }, 30_000);
+
   test("a revocation through one instance stops the next call through every other instance", async () => {
     const key = await issueKey("a", { daily_usd_cap: 100 });
     // Each instance has served the key once (anything cached would be warm now).
@@ -129,6 +146,77 @@ describe.skipIf(databaseUrl === null)("several instances on one PostgreSQL ledge
     }
     expect(stripe.count("POST", "/v1/payment_intents")).toBe(1);
     expect((await admin("c", `/vault/keys/${key.id}`)).json.spent_today_usd).toBe(29);
+  });
+
+  describe("approvals across instances (SPEC §15)", () => {
+    const refundKey = () =>
+      issueKey("a", { daily_usd_cap: 20_000, allowed_endpoints: ["POST /v1/refunds"], approval_above_usd: 500, label: "scale/refunds" });
+    /** A full refund of `charge`, priced from it, under the job's `idem`. */
+    const refund = (id: string, vaultKey: string, charge: string, idem: string) =>
+      fetch(`${url(id)}/stripe/v1/refunds`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${vaultKey}`, "content-type": "application/x-www-form-urlencoded", "idempotency-key": idem },
+        body: `charge=${charge}`,
+      });
+    const askApproval = async (id: string, vaultKey: string, charge: string, idem: string) => {
+      const res = await refund(id, vaultKey, charge, idem);
+      expect(res.status).toBe(403);
+      const body = (await res.json()) as Json;
+      expect(body.code).toBe("approval_required");
+      return body.error.details.approval_id as string;
+    };
+
+    test("requested at a, approved at b, retried at c: forwarded once, counted once; retries at a and b replay", async () => {
+      const key = await refundKey();
+      const charge = stripe.seedCharge(400_000);
+      stripe.reset();
+      const approvalId = await askApproval("a", key.vault_key, charge.id, "refund-abc");
+      expect((await admin("c", `/vault/keys/${key.id}`)).json).toMatchObject({ held_usd: 4_000, spent_today_usd: 0 });
+      // Pending at every instance.
+      expect((await refund("b", key.vault_key, charge.id, "refund-abc")).headers.get("x-keybrake-error")).toBe("approval_required");
+
+      const approved = await admin("b", `/approvals/${approvalId}/approve`, {});
+      expect(approved).toMatchObject({ status: 200, json: { status: "approved" } });
+      const retried = await refund("c", key.vault_key, charge.id, "refund-abc");
+      expect(retried.status).toBe(200);
+      const body = await retried.text();
+      for (const id of ["a", "b"]) {
+        const again = await refund(id, key.vault_key, charge.id, "refund-abc");
+        expect(again.status).toBe(200);
+        expect(again.headers.get("x-keybrake-replayed")).toBe("true");
+        expect(await again.text()).toBe(body);
+      }
+      expect(stripe.count("POST", "/v1/refunds")).toBe(1);
+      expect((await admin("a", `/vault/keys/${key.id}`)).json).toMatchObject({ spent_today_usd: 4_000, held_usd: 0, calls: 1 });
+      expect((await admin("a", `/approvals/${approvalId}`)).json).toMatchObject({
+        status: "used",
+        decided_by: "admin (bootstrap admin token)",
+      });
+    });
+
+    test("two people deciding at once at two instances (approve at a, deny at b): exactly one 200, the other 409 approval_not_pending; the winner's decision stands", async () => {
+      const key = await refundKey();
+      stripe.reset();
+      for (let round = 0; round < 5; round++) {
+        const charge = stripe.seedCharge(100_000);
+        const approvalId = await askApproval("c", key.vault_key, charge.id, `race-${round}`);
+        const [approve, deny] = await Promise.all([
+          admin("a", `/approvals/${approvalId}/approve`, {}),
+          admin("b", `/approvals/${approvalId}/deny`, { reason: "race" }),
+        ]);
+        expect([approve.status, deny.status].sort()).toEqual([200, 409]);
+        const [winner, loser] = approve.status === 200 ? [approve, deny] : [deny, approve];
+        expect(loser.json.code).toBe("approval_not_pending");
+        expect(loser.json.message).toContain(`is ${winner.json.status} (by admin (bootstrap admin token))`);
+        expect((await admin("c", `/approvals/${approvalId}`)).json.status).toBe(winner.json.status);
+        // The job's retry follows the decision that stands: out once, or refused with its hold released.
+        const retried = await refund("a", key.vault_key, charge.id, `race-${round}`);
+        expect(retried.status).toBe(winner.json.status === "approved" ? 200 : 403);
+      }
+      const record = (await admin("b", `/vault/keys/${key.id}`)).json;
+      expect(record.held_usd).toBe(0);
+      expect(record.spent_today_usd).toBe(1_000 * stripe.count("POST", "/v1/refunds"));
+    });
   });
 
   test("the CLI works on the shared ledger: migrate finds it current, keys lists every instance's keys, backup points to pg_dump", async () => {

@@ -960,6 +960,38 @@ function contract(kind: StoreKind) {
     });
   });
 
+  describe("recovery of a hold waiting on a person", () => {
+    const ctx = freshLedger(kind);
+    const { holdId, events } = ledgerCalls(ctx);
+
+    test("a hold reserved for a call waiting on a person is not orphaned by a restart: its approval settles it", async () => {
+      await ctx.store.insertKey(newKey("vk_wait", { label: "recover/approval", dailyCapMicros: 5_000 * USD }));
+      const waiting = await ctx.store.holdSpend({
+        holdId: "hold_waiting",
+        keyId: "vk_wait",
+        day,
+        micros: 4_000 * USD,
+        ledger: true,
+        reuseAmbiguous: true,
+        now,
+        call: { requestId: "kbr_waiting", method: "POST", path: "/v1/refunds" },
+        idempotency: { key: "refund-1", fingerprint: "fp_refund", ttlMs: DAY },
+        approval: { id: "apr_waiting", ttlMs: 3_600_000, requestedBy: null },
+      });
+      expect(waiting).toMatchObject({ kind: "approval_pending", approvalId: "apr_waiting" });
+      const lost = await holdId("vk_wait", 1 * USD);
+      await restart(ctx);
+
+      expect((await ctx.store.recoverOrphanedHolds(now + 1000)).map((h) => h.id)).toEqual([lost]);
+      expect(await ctx.store.findHold("hold_waiting")).toMatchObject({ state: "held", holdMicros: 4_000 * USD });
+      const orphanRows = (await ctx.store.listAudit({ keyId: "vk_wait", decision: "orphaned_hold", limit: 10 })).data;
+      expect(orphanRows.map((r) => r.holdMicros)).toEqual([1 * USD]);
+      const attention = (await events("vk_wait")).filter((e) => e.type === "holds_need_attention");
+      expect(attention.map((e) => e.data.hold_ids)).toEqual([[lost]]);
+      await ctx.store.resolveHold(lost, "released", 0, now + 2000);
+    });
+  });
+
   describe("recovery and resolution of holds", () => {
     const ctx = freshLedger(kind);
     const { hold, holdId, settle, key, events } = ledgerCalls(ctx);

@@ -284,6 +284,106 @@ describe.skipIf(!hasChromium)("the dashboard in Chromium, served by dist/keybrak
     expect(pageErrors).toEqual([]);
   }, 60_000);
 
+  test("Approvals: an admin approves and denies from the page, with the CSRF header (a POST without it is refused); an approver decides and reads like a viewer; a viewer sees no control that decides", async () => {
+    const key = await issue("refunds/run_ui", { daily_usd_cap: 10_000, allowed_endpoints: ["POST /v1/refunds"], approval_above_usd: 500 });
+    /** A full refund of a charge of `cents`, under `idem`: a call that waits for a person. */
+    const refund = (charge: string, idem: string) =>
+      fetch(`${server.url}/stripe/v1/refunds`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${key.vault_key}`, "content-type": "application/x-www-form-urlencoded", "idempotency-key": idem },
+        body: `charge=${charge}`,
+      });
+    const ask = async (cents: number, idem: string) => {
+      const charge = stripe.seedCharge(cents).id;
+      const res = await refund(charge, idem);
+      expect(res.status).toBe(403);
+      return { charge, id: ((await res.json()) as Json).error.details.approval_id as string };
+    };
+    const toApprove = await ask(400_000, "ui-refund-1");
+    const toDeny = await ask(120_000, "ui-refund-2");
+    const signIn = async (token: string) => {
+      await context.clearCookies();
+      await page.goto("about:blank");
+      await page.goto(`${server.url}/ui#/approvals`);
+      await page.getByLabel("Token").fill(token);
+      await page.getByRole("button", { name: "Sign in" }).click();
+      await page.getByRole("heading", { name: "Approvals" }).waitFor();
+    };
+    const rowOf = (id: string) => page.getByRole("row", { name: new RegExp(id) });
+
+    await signIn(ADMIN_TOKEN);
+    // Each pending call: its key (a link), label, method and path, price, who asked and when, its expiry.
+    const row = rowOf(toApprove.id);
+    await row.getByRole("link", { name: "refunds/run_ui" }).waitFor();
+    expect(await row.getByRole("link", { name: "refunds/run_ui" }).getAttribute("href")).toBe(`#/keys/${key.id}`);
+    for (const text of ["POST /v1/refunds", "$4,000.00", "by admin", "pending", /^in (59|60) min$/])
+      await row.getByText(text).first().waitFor();
+    await shot("approvals-1280");
+    await page.setViewportSize({ width: 800, height: 900 });
+    await shot("approvals-800");
+    await page.setViewportSize({ width: 1280, height: 900 });
+
+    // A write with the page's session cookie but without the CSRF token is refused: the approval stays pending.
+    const session = (await context.cookies(server.url)).find((c) => c.name === "keybrake_session")!;
+    const forged = await fetch(`${server.url}/approvals/${toApprove.id}/approve`, {
+      method: "POST",
+      headers: { cookie: `keybrake_session=${session.value}` },
+    });
+    expect(forged.status).toBe(403);
+    expect(((await forged.json()) as Json).code).toBe("csrf_failed");
+    expect(((await (await admin(`/approvals/${toApprove.id}`)).json()) as Json).status).toBe("pending");
+
+    // Approve, after a confirmation that says what goes out; the job's retry then goes out once.
+    await page.getByRole("button", { name: `Approve ${toApprove.id}` }).click();
+    const approveDialog = page.getByRole("dialog", { name: "Approve this call?" });
+    expect(await approveDialog.textContent()).toContain("POST /v1/refunds for $4,000.00 of refunds/run_ui goes out once");
+    await approveDialog.getByRole("button", { name: "Approve $4,000.00" }).click();
+    await page.getByRole("status").getByText(`Approved ${toApprove.id}`).waitFor();
+    const approveRequest = requests.find(
+      (r) => r.method() === "POST" && new URL(r.url()).pathname === `/approvals/${toApprove.id}/approve`,
+    )!;
+    expect((await approveRequest.allHeaders())["x-csrf-token"]).toMatch(/^[0-9A-Za-z]{43}$/);
+    await rowOf(toApprove.id).getByText("approved", { exact: true }).waitFor();
+    expect(await page.getByRole("button", { name: `Approve ${toApprove.id}` }).count()).toBe(0);
+    stripe.reset();
+    expect((await refund(toApprove.charge, "ui-refund-1")).status).toBe(200);
+    expect(stripe.count("POST", "/v1/refunds")).toBe(1);
+
+    // Deny with a reason typed in the confirmation.
+    await page.getByRole("button", { name: `Deny ${toDeny.id}` }).click();
+    const denyDialog = page.getByRole("dialog", { name: "Deny this call?" });
+    await denyDialog.getByLabel(/Reason/).fill("refunded by hand already");
+    await denyDialog.getByRole("button", { name: "Deny $1,200.00" }).click();
+    await page.getByRole("status").getByText(`Denied ${toDeny.id}`).waitFor();
+    await rowOf(toDeny.id).getByText("“refunded by hand already”").waitFor();
+    const denyRequest = requests.find((r) => r.method() === "POST" && new URL(r.url()).pathname === `/approvals/${toDeny.id}/deny`)!;
+    expect(await denyRequest.postDataJSON()).toEqual({ reason: "refunded by hand already" });
+    expect((await refund(toDeny.charge, "ui-refund-2")).headers.get("x-keybrake-error")).toBe("approval_denied");
+
+    // An approver signs in, sees what a viewer sees (no Tokens, no revoke), and the decide buttons.
+    const pending = await ask(90_000, "ui-refund-3");
+    const approver = (await (await admin("/admin/tokens", { name: "ui-approver", role: "approver" })).json()) as Json;
+    await signIn(approver.token);
+    await page.getByRole("button", { name: `Approve ${pending.id}` }).waitFor();
+    expect(await nav("Tokens").count()).toBe(0);
+    await nav("Runs").click();
+    await page.getByRole("link", { name: "refunds/run_ui" }).waitFor();
+    expect(await page.getByRole("button", { name: /Revoke/ }).count()).toBe(0);
+
+    // A viewer reads the page and sees no control that decides.
+    const viewer = (await (await admin("/admin/tokens", { name: "ui-approvals-viewer", role: "viewer" })).json()) as Json;
+    await signIn(viewer.token);
+    await rowOf(pending.id).getByText("$900.00").waitFor();
+    await rowOf(toDeny.id).getByText("denied", { exact: true }).waitFor();
+    expect(await page.getByRole("button", { name: /^(Approve|Deny)/ }).count()).toBe(0);
+    expect(await page.getByRole("columnheader", { name: "Decide" }).count()).toBe(0);
+    await shot("approvals-viewer-1280");
+    await page.getByRole("button", { name: "Sign out" }).click();
+    await page.getByRole("button", { name: "Sign in" }).waitFor();
+    expect(outside).toEqual([]);
+    expect(pageErrors).toEqual([]);
+  }, 60_000);
+
   test("Budgets: a tree with spend against caps, a budget near its cap and its keys; an admin sets its cap, a viewer cannot", async () => {
     const created = async (body: Json) => {
       const res = await admin("/budgets", body);
@@ -357,6 +457,100 @@ describe.skipIf(!hasChromium)("the dashboard in Chromium, served by dist/keybrak
     await shot("budgets-viewer-1280");
     await page.getByRole("button", { name: "Sign out" }).click();
     await page.getByRole("button", { name: "Sign in" }).waitFor();
+    expect(outside).toEqual([]);
+    expect(pageErrors).toEqual([]);
+  }, 60_000);
+
+  test("Runs: families on - and :, any typed prefix with its count and its revocation, near the cap, observe keys not braking; a key's chart with its daily cap and marks; the audit at 800 px", async () => {
+    const o1 = await issue("celery-billing-o-1", { daily_usd_cap: 50 });
+    const o2 = await issue("celery-billing-o-2", { daily_usd_cap: 50 });
+    const watched = await issue("flask-u9-r1", { daily_usd_cap: 40, enforcement: "observe" });
+    const once = (key: string, amount: number, idem: string) =>
+      fetch(`${server.url}/stripe/v1/payment_intents`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${key}`, "content-type": "application/x-www-form-urlencoded", "idempotency-key": idem },
+        body: `amount=${amount}&currency=usd`,
+      });
+    expect((await charge(o1.vault_key, 4500)).status).toBe(200);
+    expect((await once(o2.vault_key, 500, "o-2")).status).toBe(200);
+    expect((await once(o2.vault_key, 500, "o-2")).headers.get("x-keybrake-replayed")).toBe("true");
+    expect((await charge(watched.vault_key, 2900)).status).toBe(200);
+    expect((await charge(watched.vault_key, 2900)).headers.get("x-keybrake-would-deny")).toBe("cap_exhausted");
+    // What makes an audit row wide: a long run label, a long path.
+    const backfill = await issue("airflow-billing/scheduled__2026-11-22T06:00:00+00:00_backfill_of_the_whole_month");
+    const long = await fetch(`${server.url}/stripe/v1/payment_intents/pi_3PqQ1c2eZvKYlo2C0bGkXyZabcdefghij/increment_authorization`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${backfill.vault_key}`, "content-type": "application/x-www-form-urlencoded" },
+      body: "amount=100",
+    });
+    expect(long.headers.get("x-keybrake-error")).toBe("endpoint_not_allowed");
+
+    await context.clearCookies();
+    await page.goto("about:blank");
+    await page.goto(`${server.url}/ui#/runs`);
+    await page.getByLabel("Token").fill(ADMIN_TOKEN);
+    await page.getByRole("button", { name: "Sign in" }).click();
+    await page.getByRole("heading", { name: "Runs" }).waitFor();
+    // Labels without a "/" have families too.
+    await page
+      .getByRole("rowgroup")
+      .filter({ hasText: /^celery- 2 keys, 2 active/ })
+      .waitFor();
+    await page
+      .getByRole("row", { name: /flask-u9-r1/ })
+      .getByText("not braking")
+      .waitFor();
+
+    // Near the cap: the $45 of $50 run and the observed run past its cap; not the $5 one.
+    await page.getByLabel(/Near the cap/).check();
+    await page.getByRole("link", { name: "celery-billing-o-1" }).waitFor();
+    await page.getByRole("link", { name: "flask-u9-r1" }).waitFor();
+    expect(await page.getByRole("link", { name: "celery-billing-o-2" }).count()).toBe(0);
+    await page.getByLabel(/Near the cap/).uncheck();
+
+    // Any prefix, with the count of what it would revoke before anything is revoked.
+    await page.getByLabel("Label prefix").fill("celery-billing-o-");
+    await page.getByText("2 active keys start with celery-billing-o-.").waitFor();
+    await shot("runs-prefix-1280");
+    await page.getByRole("button", { name: "Revoke 2 keys starting with celery-billing-o-" }).click();
+    const dialog = page.getByRole("dialog", { name: "Revoke the celery-billing-o- family?" });
+    expect(await dialog.textContent()).toContain("2 active keys");
+    await dialog.getByRole("button", { name: "Revoke 2 keys" }).click();
+    await page.getByRole("status").getByText("Revoked 2 keys of celery-billing-o-").waitFor();
+    expect((await charge(o1.vault_key, 100)).headers.get("x-keybrake-error")).toBe("key_revoked");
+    await page.getByLabel("Label prefix").fill("");
+
+    // The observed key's page says it does not brake; its chart shows its daily cap and the call that went past it.
+    await page.getByRole("link", { name: "flask-u9-r1" }).click();
+    await page
+      .getByRole("heading", { name: /flask-u9-r1/ })
+      .getByText("not braking")
+      .waitFor();
+    await page.getByRole("img", { name: /daily cap \$40\.00; 1 over a limit, forwarded \(observe\)/ }).waitFor();
+    await page.getByRole("cell", { name: /would deny: cap_exhausted/ }).waitFor();
+    await shot("key-observe-1280");
+    await page.goto(`${server.url}/ui#/keys/${o2.id}`);
+    await page.getByRole("img", { name: /daily cap \$50\.00; 1 replayed/ }).waitFor();
+
+    // The audit at 800 px: every column of its table within the page, none cut off.
+    await page.setViewportSize({ width: 800, height: 900 });
+    await nav("Audit").click();
+    await page.getByRole("cell", { name: /would deny: cap_exhausted/ }).waitFor();
+    const fits = await page.evaluate(() => {
+      const w = globalThis as any;
+      const wrap = w.document.querySelector(".table-wrap");
+      return {
+        scroll: wrap.scrollWidth as number,
+        client: wrap.clientWidth as number,
+        page: w.document.documentElement.scrollWidth as number,
+      };
+    });
+    expect(fits.scroll).toBeLessThanOrEqual(fits.client);
+    expect(fits.page).toBeLessThanOrEqual(800);
+    for (const column of ["When (UTC)", "Run", "Call", "Status", "Decision", "Cost"])
+      await page.getByRole("columnheader", { name: column }).waitFor();
+    await shot("audit-800");
+    await page.setViewportSize({ width: 1280, height: 900 });
     expect(outside).toEqual([]);
     expect(pageErrors).toEqual([]);
   }, 60_000);

@@ -1,12 +1,14 @@
 import { createHmac, timingSafeEqual } from "node:crypto";
+import type { PresentedHeads } from "../store/audit-chain";
 import type { AlertEventRecord } from "../store/index";
 import { formatUsd, iso, usdToMicros } from "../util";
 
 /**
  * What a webhook receives (SPEC §12). The body of one event is the same on every attempt (its `id` is the
- * de-duplication key); only the signature's timestamp changes.
+ * de-duplication key) but for `audit_head`, the audit chain's head when sent; the signature's timestamp changes.
  *
- * JSON: `{ "id", "type", "created_at", "key": { "id", "label", "vendor", "mode" }, "data": { … }, "dashboard_url" }`.
+ * JSON: `{ "id", "type", "created_at", "key": { "id", "label", "vendor", "mode" }, "data": { … }, "dashboard_url",
+ * "audit_head" }`.
  * Slack: `{ "text": … }`, one line with the run's label, spend, cap and percentage, and a link to the dashboard.
  */
 
@@ -17,10 +19,17 @@ export type OutgoingEvent = Pick<AlertEventRecord, "id" | "at" | "keyId" | "labe
 export function dashboardUrl(publicUrl: string | null, event: Pick<OutgoingEvent, "type" | "keyId">): string | null {
   if (publicUrl === null) return null;
   if (event.type === "holds_need_attention") return `${publicUrl}/ui#/holds`;
+  // The approval's page: a link never decides by itself, the decision is a POST behind sign-in and CSRF (SPEC §15).
+  if (event.type === "approval_requested" || event.type === "approval_decided") return `${publicUrl}/ui#/approvals`;
   return event.keyId ? `${publicUrl}/ui#/keys/${encodeURIComponent(event.keyId)}` : `${publicUrl}/ui`;
 }
 
-export function jsonPayload(event: OutgoingEvent, publicUrl: string | null) {
+/**
+ * The JSON body. A delivery also carries `audit_head`, where the audit's hash chain stood when it was sent (as GET
+ * /audit/head gives it, SPEC §19), so every receiver keeps a head outside Keybrake; it is the one part of a body
+ * that differs between attempts. Listings of past events (GET /alerts/events) leave it out.
+ */
+export function jsonPayload(event: OutgoingEvent, publicUrl: string | null, auditHead?: PresentedHeads) {
   return {
     id: event.id,
     type: event.type,
@@ -28,6 +37,7 @@ export function jsonPayload(event: OutgoingEvent, publicUrl: string | null) {
     key: event.keyId === null ? null : { id: event.keyId, label: event.label, vendor: event.vendor, mode: event.mode },
     data: event.data,
     dashboard_url: dashboardUrl(publicUrl, event),
+    ...(auditHead && { audit_head: auditHead }),
   };
 }
 
@@ -62,6 +72,12 @@ export function slackText(event: OutgoingEvent, publicUrl: string | null): strin
     case "price_differential":
       text = `:heavy_exclamation_mark: Keybrake: a call of ${run} settled at ${money(d.cost_usd)}, ${money(d.over_usd)} above its ${money(d.hold_usd)} hold (request ${d.request_id ?? d.hold_id}).`;
       break;
+    case "approval_requested":
+      text = `:raising_hand: Keybrake: ${run} asks to ${slackEscape(`${d.method} ${d.path}`)} for ${money(d.price_usd)}: approval ${d.approval_id} waits for a decision (until ${d.expires_at}).`;
+      break;
+    case "approval_decided":
+      text = `:ballot_box_with_check: Keybrake: approval ${d.approval_id} of ${run} was ${d.status}${d.by ? ` by ${slackEscape(String(d.by))}` : ""}${d.reason ? `: ${slackEscape(String(d.reason))}` : ""}.`;
+      break;
     default:
       text = `:white_check_mark: Keybrake: ${slackEscape(String(d.message ?? `a ${event.type} event`))}`;
   }
@@ -69,9 +85,9 @@ export function slackText(event: OutgoingEvent, publicUrl: string | null): strin
   return link ? `${text} <${link}|Open in Keybrake>` : text;
 }
 
-/** The exact bytes POSTed for an event in a webhook's format. */
-export function eventBody(event: OutgoingEvent, format: "json" | "slack", publicUrl: string | null): string {
-  return JSON.stringify(format === "slack" ? { text: slackText(event, publicUrl) } : jsonPayload(event, publicUrl));
+/** The exact bytes POSTed for an event in a webhook's format (Slack's text is for people: it leaves the head out). */
+export function eventBody(event: OutgoingEvent, format: "json" | "slack", publicUrl: string | null, auditHead?: PresentedHeads): string {
+  return JSON.stringify(format === "slack" ? { text: slackText(event, publicUrl) } : jsonPayload(event, publicUrl, auditHead));
 }
 
 /** `Keybrake-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`, as Stripe signs its webhooks. */

@@ -1,3 +1,4 @@
+import type { PresentedHeads } from "../store/audit-chain";
 import { VERSION } from "../version";
 import { eventBody, type OutgoingEvent, signature } from "./payload";
 
@@ -41,10 +42,10 @@ function describeFailure(err: unknown, timeoutMs: number): string {
 export async function sendEvent(
   webhook: { url: string; format: "json" | "slack"; secret: string },
   event: OutgoingEvent,
-  opts: { publicUrl: string | null; timeoutMs?: number; signal?: AbortSignal; nowMs?: number },
+  opts: { publicUrl: string | null; auditHead?: PresentedHeads; timeoutMs?: number; signal?: AbortSignal; nowMs?: number },
 ): Promise<SendResult> {
   const timeoutMs = opts.timeoutMs ?? DELIVERY_TIMEOUT_MS;
-  const body = eventBody(event, webhook.format, opts.publicUrl);
+  const body = eventBody(event, webhook.format, opts.publicUrl, opts.auditHead);
   const t = Math.floor((opts.nowMs ?? Date.now()) / 1000);
   const timeout = AbortSignal.timeout(timeoutMs);
   // Ours to abort once the bounded read is done, so the connection is dropped rather than drained.

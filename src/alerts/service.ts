@@ -1,6 +1,7 @@
 import type { Config } from "../config";
 import { notFound } from "../errors";
 import { type Caller, eventBy } from "../auth/admin-auth";
+import { presentHeads } from "../store/audit-chain";
 import type { DeliveryRecord, Store, WebhookRecord } from "../store/index";
 import { urlOrigin } from "../store/alerts";
 import { iso, randomBase62 } from "../util";
@@ -135,7 +136,8 @@ export async function testWebhook(ctx: Pick<AlertContext, "store" | "now">, id: 
     mode: null,
     data: { message: `a test of webhook ${webhook.id}; it receives ${webhook.events.join(", ")}`, webhook_id: webhook.id },
   };
-  const result = await sendEvent(webhook, event, { publicUrl: config.publicUrl, nowMs: ctx.now() });
+  const auditHead = presentHeads(await ctx.store.auditHeads());
+  const result = await sendEvent(webhook, event, { publicUrl: config.publicUrl, auditHead, nowMs: ctx.now() });
   return {
     webhook_id: webhook.id,
     event_id: event.id,

@@ -1,6 +1,7 @@
 import type { Config } from "../config";
 import { createLogger, type LineSink, logStoreOutage } from "../ops/log";
 import type { Metrics } from "../ops/metrics";
+import { type PresentedHeads, presentHeads } from "../store/audit-chain";
 import { type DueDelivery, isStoreOutage, type Store } from "../store/index";
 import { urlOrigin } from "../store/alerts";
 import { DELIVERY_TIMEOUT_MS, type SendResult, sendEvent } from "./send";
@@ -88,9 +89,10 @@ export function startAlertWorker(store: Store, config: Pick<Config, "logFormat" 
     }
   };
 
-  const deliver = async (d: DueDelivery) => {
+  const deliver = async (d: DueDelivery, auditHead: PresentedHeads) => {
     const result = await sendEvent(d.webhook, d.event, {
       publicUrl: config.publicUrl,
+      auditHead,
       timeoutMs,
       signal: stopping.signal,
       nowMs: now(),
@@ -107,8 +109,8 @@ export function startAlertWorker(store: Store, config: Pick<Config, "logFormat" 
     }
   };
 
-  const start = (d: DueDelivery) => {
-    const sending = deliver(d).finally(() => {
+  const start = (d: DueDelivery, auditHead: PresentedHeads) => {
+    const sending = deliver(d, auditHead).finally(() => {
       inFlight.delete(d.seq);
       // A slot is free: what else is due goes now, not at the next tick.
       if (!stopping.signal.aborted) void tick();
@@ -126,7 +128,10 @@ export function startAlertWorker(store: Store, config: Pick<Config, "logFormat" 
     const poll = (async () => {
       let started: Promise<void>[] = [];
       try {
-        started = (await store.dueDeliveries(now(), free, [...inFlight.keys()])).map(start);
+        const due = await store.dueDeliveries(now(), free, [...inFlight.keys()]);
+        // Read once for what this poll sends: every body carries where the audit's chain stands (SPEC §19).
+        const auditHead = due.length > 0 ? presentHeads(await store.auditHeads()) : presentHeads([]);
+        started = due.map((d) => start(d, auditHead));
       } catch (err) {
         // The ledger is down: said once a minute, not once a poll; pending deliveries wait for it.
         if (isStoreOutage(err)) logStoreOutage(log, err, now());

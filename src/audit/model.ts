@@ -125,6 +125,33 @@ export const AuditRowSchema = z.object({
     .number()
     .int()
     .describe("How many configured secrets (or Twilio account SIDs) Keybrake replaced in the vendor's answer before the job saw it"),
+  would_deny: z
+    .string()
+    .nullable()
+    .describe(
+      "The code enforcing would have refused the call with: an observe-mode key's call forwarded past a limit (decision allowed), or a dry run's verdict (decision dry_run); null otherwise",
+    ),
 });
 
 export const AuditPage = z.object({ data: z.array(AuditRowSchema), next_cursor: z.string().nullable() });
+
+const ChainHeadSchema = z.object({
+  chain: z
+    .string()
+    .meta({ description: "The chain: `main` on SQLite; the instance id (KEYBRAKE_INSTANCE_ID) that writes it on PostgreSQL" }),
+  seq: z
+    .number()
+    .int()
+    .meta({ description: "The seq of the chain's newest audit row", examples: [48213] }),
+  hash: z
+    .string()
+    .meta({ description: "That row's hash: SHA-256 of the previous hash and the row's canonical form", examples: ["5d0f3c…c21a"] }),
+});
+
+/** GET /audit/head (SPEC §19): where each chain stands, for someone other than Keybrake to keep. */
+export const AuditHead = z.object({
+  chain: z.string().nullable().meta({ description: "With one chain (SQLite, or one instance): its name; else null" }),
+  seq: z.number().int().nullable().meta({ description: "With one chain: its head's seq; else null (see heads)" }),
+  hash: z.string().nullable().meta({ description: "With one chain: its head's hash; else null (see heads)" }),
+  heads: z.array(ChainHeadSchema).meta({ description: "Every chain's head (PostgreSQL: one per instance that wrote audit rows)" }),
+});

@@ -4,8 +4,8 @@ import { accessGuard, type Authenticator } from "../auth/admin-auth";
 import { routeDoc } from "../ops/openapi";
 import type { Store } from "../store/index";
 import { auditViewOf } from "../tokens/scope";
-import { AuditPage, AuditQuery, ExportQuery, SpendPage, SpendQuery } from "./model";
-import { exportStream, listAudit, spendBy } from "./service";
+import { AuditHead, AuditPage, AuditQuery, ExportQuery, SpendPage, SpendQuery } from "./model";
+import { auditHead, exportStream, listAudit, spendBy } from "./service";
 
 const ALL = ["admin", "issuer", "viewer"] as const;
 const OWN_KEYS = "only the calls of the keys it minted";
@@ -23,6 +23,14 @@ export const auditRoutes = (store: Store, auth: Authenticator) =>
         errors: [400],
         access: ALL,
         issuer: OWN_KEYS,
+      }),
+    })
+    .get("/head", () => auditHead(store), {
+      ...routeDoc({
+        summary: "The head of the audit's hash chain (one per instance on PostgreSQL), to keep outside Keybrake",
+        tags: ["Audit"],
+        ok: [200, AuditHead, "Each chain's newest row: its seq and hash (`keybrake audit verify --head <hash>` checks it)"],
+        access: ["admin", "viewer"],
       }),
     })
     .get(

@@ -1,4 +1,5 @@
 import type { z } from "zod";
+import { presentHeads } from "../store/audit-chain";
 import type { AuditFilter, AuditRow, SpendGroup, Store } from "../store/index";
 import { iso, microsToUsd } from "../util";
 import type { AuditFilters, AuditQuery } from "./model";
@@ -27,6 +28,7 @@ export function presentAudit(r: AuditRow) {
     client_ip: r.clientIp,
     requests: r.requests ?? 1,
     secrets_scrubbed: r.secretsScrubbed ?? 0,
+    would_deny: r.wouldDeny ?? null,
   };
 }
 export type PresentedAudit = ReturnType<typeof presentAudit>;
@@ -60,6 +62,11 @@ export async function spendBy(store: Store, group: SpendGroup, q: AuditFilters) 
       ambiguous_usd: microsToUsd(r.ambiguousMicros),
     })),
   };
+}
+
+/** Where the audit's chains stand (SPEC §19): GET /audit/head. */
+export async function auditHead(store: Store) {
+  return presentHeads(await store.auditHeads());
 }
 
 /** Rows read from the store at a time by `auditRows`; one page is one chunk of an export. */
@@ -98,6 +105,7 @@ export const AUDIT_COLUMNS = [
   "client_ip",
   "requests",
   "secrets_scrubbed",
+  "would_deny",
 ] as const satisfies readonly (keyof PresentedAudit)[];
 
 /** What a spreadsheet takes for the start of a formula (OWASP "CSV injection"). */

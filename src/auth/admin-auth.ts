@@ -154,6 +154,12 @@ export function announceAdminToken(token: string) {
 /** Which tokens may call a route: the roles it allows (issuers then see only their own keys), or "public". */
 export type Access = readonly Role[] | "public";
 
+/**
+ * Whether a route's roles admit a caller's. An approver reads what a viewer reads, and decides approvals
+ * (SPEC §10, §15): every route open to viewers is open to approvers.
+ */
+export const allows = (roles: readonly Role[], role: Role) => roles.includes(role) || (role === "approver" && roles.includes("viewer"));
+
 /** Where a route's declared access is written in its `detail` (and so in /docs/json). */
 export const ACCESS_KEY = "x-keybrake-access";
 
@@ -178,7 +184,7 @@ export const accessGuard = (auth: Authenticator) =>
       detail: { [ACCESS_KEY]: roles } as object,
       async transform({ request }: { request: Request }) {
         const caller = await auth.authenticateRequest(request);
-        if (!roles.includes(caller.role)) {
+        if (!allows(roles, caller.role)) {
           throw forbidden(
             `This route needs the ${roles.join(" or ")} role; this token (${caller.tokenId}) is ${caller.role === "admin" ? "an" : "a"} ${caller.role}.`,
           );

@@ -96,3 +96,10 @@ export const numberListFlag = (v: string | undefined) =>
         .split(",")
         .filter((t) => t.trim() !== "")
         .map(numberFlag);
+
+/** `--limit N` of a command that prints one page: 1 to 1000, default 1000. */
+export function pageLimitFlag(command: string, value: string | undefined): number {
+  const limit = value === undefined ? 1000 : Number(value);
+  if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw new UsageError(`${command}: --limit is a whole number from 1 to 1000`);
+  return limit;
+}

@@ -1,5 +1,6 @@
-import { AuditQuery, ExportQuery, SpendQuery, TIME_FORMS } from "../audit/model";
+import { AuditQuery, ExportQuery, parseTime, SpendQuery, TIME_FORMS } from "../audit/model";
 import { auditRows, csvHeader, csvLine, listAudit, spendBy } from "../audit/service";
+import { verifyAudit } from "../audit/verify";
 import type { Store } from "../store/index";
 import { vendorChoices } from "../vendors/index";
 import { parseInput } from "../validation";
@@ -27,6 +28,24 @@ examples:
   keybrake audit --request-id kbr_4QfZ0c1hW2mXa7Lr9sTb3k
   keybrake audit --label-prefix airflow-billing/ --since 2h --decision cap_exhausted
   keybrake audit --since 1d --format csv > audit.csv`;
+
+export const VERIFY_USAGE = `usage: keybrake audit verify [--head HASH]... [--since T] [--json]
+
+Recomputes the audit's hash chain (SPEC §19; one per instance on PostgreSQL) from its rows, a page at a time,
+and names the first row that does not match (its seq and request id) — a row edited, deleted or moved shows
+there — then exits 1. Exits 0 when every chain verifies.
+  --head HASH                a head recorded elsewhere (GET /audit/head, /metrics, a webhook's audit_head); it
+                             must be in a chain, else rows up to it were deleted. Repeat for several chains.
+  --since T                  only rows at or after T (${TIME_FORMS}),
+                             each chain from the hash its row just before carries
+  --json                     the report as JSON
+
+examples:
+  keybrake audit verify
+  keybrake audit verify --head 5d0f…c21a --since 7d`;
+
+/** `keybrake audit` and `keybrake audit verify`: the usage of the one asked for. */
+export const auditHelp = (args: readonly string[]) => (args[0] === "verify" ? VERIFY_USAGE : AUDIT_USAGE);
 
 export const SPEND_USAGE = `usage: keybrake spend [--group-by label|key|vendor|day] [filters] [--json]
 
@@ -68,11 +87,57 @@ function filterQuery(values: Record<string, unknown>) {
   };
 }
 
-/** Most wanted first: a narrow terminal loses the last ones (labels and paths are shortened instead). */
-const TABLE_COLUMNS = ["at", "id", "label", "decision", "status", "cost_usd", "method", "path", "cost_source", "vendor_request_id"];
+/** Most wanted first: a narrow terminal loses the ids, then the last ones (labels and paths are shortened instead). */
+const TABLE_COLUMNS = [
+  "at",
+  "id",
+  "label",
+  "decision",
+  "status",
+  "cost_usd",
+  "would_deny",
+  "method",
+  "path",
+  "cost_source",
+  "vendor_request_id",
+];
+
+/** `keybrake audit verify`: prints what it checked, and throws (exit 1) when a chain does not verify. */
+async function verifyCommand(store: () => Promise<Store>, args: string[]) {
+  const command = "keybrake audit verify";
+  const { values } = parseFlags(command, args, {
+    head: { type: "string", multiple: true },
+    since: { type: "string" },
+    json: { type: "boolean" },
+  });
+  const heads = values.head ?? [];
+  for (const head of heads)
+    if (!/^[0-9a-f]{64}$/.test(head)) throw new UsageError(`${command}: --head must be 64 lowercase hex digits (a SHA-256)`);
+  const since = values.since === undefined ? undefined : parseTime(values.since, Date.now());
+  if (since === null) throw new UsageError(`${command}: --since must be ${TIME_FORMS}`);
+  const report = await verifyAudit(await store(), { since, heads });
+  if (values.json) console.log(JSON.stringify(report, null, 2));
+  else {
+    const rate = report.seconds > 0 ? `, ${Math.round(report.rows / report.seconds).toLocaleString("en-US")} rows/s` : "";
+    console.log(
+      `${report.rows.toLocaleString("en-US")} rows in ${report.chains.length} chain(s) checked in ${report.seconds.toFixed(2)} s${rate}`,
+    );
+    for (const c of report.chains) {
+      const head = c.head ? `head seq ${c.head.seq} ${c.head.hash}` : "no head";
+      console.log(`  chain ${c.chain === "" ? "(from before the chain)" : c.chain}: ${c.rows.toLocaleString("en-US")} rows, ${head}`);
+    }
+    for (const h of report.heads) if (h.seq !== null) console.log(`  the head ${h.hash} is at seq ${h.seq}`);
+    for (const p of report.problems) {
+      const where = p.seq === null ? "" : `seq ${p.seq}${p.id ? ` (${p.id})` : ""}${p.chain ? ` in chain ${p.chain}` : ""}: `;
+      console.log(`FAIL ${where}${p.message}`);
+    }
+  }
+  if (!report.ok) throw new Error(`audit verify: the audit does not verify (${report.problems.length} problem(s))`);
+}
 
 /** `keybrake audit [filters] [--format table|ndjson|csv] [--limit N]`: rows newest first; ndjson/csv stream all. */
 export async function auditCommand(store: () => Promise<Store>, args: string[]) {
+  if (args[0] === "verify") return verifyCommand(store, args.slice(1));
   const command = "keybrake audit";
   const { values } = parseFlags(command, args, {
     ...FILTERS,

@@ -1,6 +1,6 @@
 import { listHolds, resolveHold } from "../holds/service";
 import type { Store } from "../store/index";
-import { parseFlags, UsageError } from "./args";
+import { pageLimitFlag, parseFlags, UsageError } from "./args";
 import { printRecord, printRecords } from "./output";
 
 const LIST_USAGE = `usage: keybrake holds list [--state orphaned|ambiguous|held] [--limit N] [--json]
@@ -51,9 +51,7 @@ export async function holdsCommand(store: () => Promise<Store>, args: string[], 
       const { values } = parseFlags(command, rest, { state: { type: "string" }, limit: { type: "string" }, json: { type: "boolean" } });
       const state = (values.state ?? "orphaned") as (typeof STATES)[number];
       if (!STATES.includes(state)) throw new UsageError(`${command}: --state is orphaned, ambiguous or held, not "${values.state}"`);
-      const limit = values.limit === undefined ? 1000 : Number(values.limit);
-      if (!Number.isInteger(limit) || limit < 1 || limit > 1000)
-        throw new UsageError(`${command}: --limit is a whole number from 1 to 1000`);
+      const limit = pageLimitFlag(command, values.limit);
       return printRecords((await listHolds(await ctx(), state, limit)).data, values.json ?? false, COLUMNS);
     }
     case "settle":

@@ -29,6 +29,8 @@ Issues a vault key and prints it once.
   --budget-id bud_…              the budget the key draws from (keybrake budgets --help); set now, never changed
   --per-customer-usd-cap N       USD per UTC day for one Stripe customer (429 counterparty_cap_exhausted past it)
   --per-destination-usd-cap N    USD per UTC day for one Twilio destination (the To number)
+  --enforcement observe          forward calls over the key's caps, budgets and approval threshold anyway,
+                                 audited as would_deny (default enforce: refuse them)
   --json                         the record as JSON`;
 
 const LIST_USAGE = `usage: keybrake keys list [--label L] [--label-prefix P] [--vendor V] [--budget-id bud_…]
@@ -73,6 +75,7 @@ const FLAGS: FlagNames = {
   agent_run_label: "--label",
   label: "--label",
   alert_thresholds: "--alert-thresholds",
+  enforcement: "--enforcement",
 };
 
 function metadataFlags(pairs: string[] | undefined): Record<string, string> | undefined {
@@ -117,6 +120,7 @@ export async function keysCommand(
         "budget-id": { type: "string" },
         "per-customer-usd-cap": { type: "string" },
         "per-destination-usd-cap": { type: "string" },
+        enforcement: { type: "string" },
         json: { type: "boolean" },
       });
       const body = Object.fromEntries(
@@ -136,6 +140,7 @@ export async function keysCommand(
           budget_id: values["budget-id"],
           per_customer_usd_cap: numberFlag(values["per-customer-usd-cap"]),
           per_destination_usd_cap: numberFlag(values["per-destination-usd-cap"]),
+          enforcement: values.enforcement,
         }).filter(([, v]) => v !== undefined),
       );
       const parsed = withFlagNames(command, FLAGS, () => parseInput(CreateKeyBody, body, "flags"));

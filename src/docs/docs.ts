@@ -54,7 +54,9 @@ export const docsRoutes = (freeEndpoints: Record<string, string[]> = {}) =>
           cdn: `${ASSETS}/swagger-ui-bundle.js`,
           theme: `${ASSETS}/swagger-ui.css`,
           autoDarkMode: false,
-          persistAuthorization: true,
+          // The token pasted into Authorize lives in the page only: kept in localStorage it would outlive the tab
+          // and be readable by any script of this origin (the dashboard keeps its session HttpOnly for that reason).
+          persistAuthorization: false,
         },
         documentation: {
           info: {

@@ -34,6 +34,13 @@ const metadata = z
   .record(z.string().max(100, "keys must be at most 100 characters"), z.string({ error: "values must be strings" }))
   .refine((m) => new TextEncoder().encode(JSON.stringify(m)).length <= 4096, "must be at most 4 KiB as JSON");
 
+/** SPEC §16: whether the key's caps, budgets, counterparty caps and approvals refuse calls, or only say they would. */
+const enforcement = z.enum(["enforce", "observe"], { error: "must be enforce or observe" }).meta({
+  description:
+    "enforce (default): calls over the key's caps, budgets, counterparty caps or approval threshold are refused. observe: they are forwarded anyway and their audit row says `would_deny: <code>` (alerts still fire), to watch real runs before braking them; authentication, the allowlist and the catalogue still refuse. An issuer token needs `allow_observe: true` in its policy",
+  examples: ["observe"],
+});
+
 const ALERT_THRESHOLDS_DOC: Doc = {
   description:
     'Fractions of the daily and of the lifetime cap, in (0, 1]: settled spend crossing one fires a cap_threshold alert, once per key and cap window (README "Alerts"); [] for none',
@@ -93,6 +100,16 @@ export const CreateKeyBody = z
       description: "USD the key may spend per UTC day on one Twilio destination (the To number): more gets 429 counterparty_cap_exhausted",
       examples: [5],
     }),
+    enforcement: enforcement.default("enforce"),
+    approval_above_usd: usdCap.optional().meta({
+      description:
+        "A priced call above this waits for a person's approval (403 approval_required, its hold reserved); the same call retried with the same Idempotency-Key goes out once approved (SPEC §15)",
+      examples: [500],
+    }),
+    approval_ttl: durationOf({
+      description: 'How long an approval request waits, and an approval stays usable: "90s", "5m", "1h" (default 1h, at most 30 days)',
+      examples: ["1h"],
+    }).optional(),
   })
   .superRefine((b, ctx) => {
     if (b.daily_usd_cap === undefined && b.total_usd_cap === undefined) {
@@ -240,6 +257,9 @@ export const KeyRecordSchema = z.object({
   budget_id: z.string().nullable().describe("The budget the key draws from (bud_…), or null"),
   per_customer_usd_cap: z.number().nullable(),
   per_destination_usd_cap: z.number().nullable(),
+  enforcement: z.enum(["enforce", "observe"]).describe("observe: the key's limits are reported (`would_deny`), not enforced"),
+  approval_above_usd: z.number().nullable().describe("Calls priced above this wait for a person's approval (SPEC §15)"),
+  approval_ttl_s: z.number().nullable().describe("How long its approval requests wait, in seconds (null: 1 hour)"),
 });
 
 export const IssuedKeySchema = KeyRecordSchema.extend({

@@ -85,6 +85,9 @@ export function presentKey(key: KeyRecord, today: DayUsage | undefined, now: num
     budget_id: key.budgetId,
     per_customer_usd_cap: capUsd(key.perCustomerCapMicros),
     per_destination_usd_cap: capUsd(key.perDestinationCapMicros),
+    enforcement: key.enforcement,
+    approval_above_usd: capUsd(key.approvalAboveMicros),
+    approval_ttl_s: key.approvalTtlMs === null ? null : key.approvalTtlMs / 1000,
   };
 }
 
@@ -123,6 +126,9 @@ export async function issueKey(ctx: KeyContext, body: CreateKeyBody) {
     budgetId: body.budget_id ?? null,
     perCustomerCapMicros: capMicros(body.per_customer_usd_cap),
     perDestinationCapMicros: capMicros(body.per_destination_usd_cap),
+    enforcement: body.enforcement,
+    approvalAboveMicros: capMicros(body.approval_above_usd),
+    approvalTtlMs: body.approval_ttl ?? null,
     createdAt: now,
     expiresAt: expiryFrom(body, now, now + DEFAULT_LIFETIME_MS),
   };
@@ -139,6 +145,7 @@ export async function issueKey(ctx: KeyContext, body: CreateKeyBody) {
       daily_usd_cap: body.daily_usd_cap ?? null,
       total_usd_cap: body.total_usd_cap ?? null,
       budget_id: key.budgetId,
+      enforcement: key.enforcement,
     },
   });
   return { ...presentKey(key, undefined, now), vault_key: secret, token: secret };

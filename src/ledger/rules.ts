@@ -48,6 +48,16 @@ export interface RememberedCall {
   response: StoredResponse | null;
 }
 
+/** A person's approval of one call (SPEC §15), as a hold or a decision reads it. */
+export interface ApprovalState {
+  id: string;
+  keyId: string;
+  status: "pending" | "approved" | "denied" | "expired" | "used";
+  fingerprint: string;
+  holdId: string;
+  expiresAt: number;
+}
+
 export type EntryStatus = "held" | "settled" | "released" | "ambiguous" | "orphaned";
 
 /** A ledger entry. */
@@ -94,7 +104,25 @@ export type AlertIntent =
       balance: Balance;
       priceMicros: number;
     }
-  | { alert: "budget_settled"; budgetId: string; day: string; delta: number };
+  | { alert: "budget_settled"; budgetId: string; day: string; delta: number }
+  | {
+      alert: "approval_requested";
+      keyId: string;
+      approvalId: string;
+      priceMicros: number;
+      method: string;
+      path: string;
+      expiresAt: number;
+      requestedBy: string | null;
+    }
+  | {
+      alert: "approval_decided";
+      keyId: string;
+      approvalId: string;
+      status: "approved" | "denied" | "expired";
+      by: string | null;
+      reason: string | null;
+    };
 
 /** A change a decision makes; each store applies them in order, in the decision's transaction. */
 export type LedgerWrite =
@@ -120,6 +148,20 @@ export type LedgerWrite =
   | { kind: "add_counterparty"; keyId: string; day: string; counterparty: string; settled: number; held: number }
   | { kind: "claim_call"; keyId: string; key: string; fingerprint: string; holdId: string | null; day: string; expiresAt: number }
   | { kind: "call_in_flight"; keyId: string; key: string }
+  | {
+      kind: "insert_approval";
+      approvalId: string;
+      keyId: string;
+      key: string;
+      fingerprint: string;
+      holdId: string;
+      call: HoldRequest["call"];
+      priceMicros: number;
+      expiresAt: number;
+      requestedBy: string | null;
+    }
+  /** `by` and `reason` for a person's decision; none for an expiry or the approved call going out (`used`). */
+  | { kind: "set_approval"; approvalId: string; status: ApprovalState["status"]; by?: string | null; reason?: string | null }
   | ({ kind: "alert" } & AlertIntent);
 
 export interface Decision<T> {
@@ -236,7 +278,12 @@ export interface HoldSnapshot {
   /** The request's counterparty's day, when the request names one. */
   counterpartyDay: DayState | null;
   remembered: RememberedCall | null;
-  /** The ambiguous entry a retry would re-open: undefined until read, null when there is none. */
+  /** The approval of the call's Idempotency-Key, if one was requested (SPEC §15). */
+  approval: ApprovalState | null;
+  /**
+   * The entry the decision asked for (`needsEntry`): an ambiguous one a retry would re-open, or an approval's
+   * reserved hold. Undefined until read, null when there is none.
+   */
   entry?: EntryWithDay | null;
 }
 
@@ -250,16 +297,89 @@ export interface HoldSnapshot {
 export function decideHold(req: HoldRequest, seen: HoldSnapshot): Decision<HoldResult> | { needsEntry: string } {
   const decision = holdOrRefuse(req, seen);
   if ("needsEntry" in decision) return decision;
-  const { result } = decision;
-  if (result.kind !== "denied" || result.reason === "revoked" || result.reason === "counterparty_cap") return decision;
-  const cap = result.reason === "daily_cap" || result.reason === "budget_daily_cap" ? "daily" : "total";
-  const refused = { cap, day: req.day, capMicros: result.capMicros ?? 0, balance: result.balance!, priceMicros: req.micros } as const;
+  // A cap's refusal fires its alert, enforced or only observed.
+  const r = decision.refusal;
+  if (!r || r.reason === "counterparty_cap") return decision;
+  const cap = r.reason === "daily_cap" || r.reason === "budget_daily_cap" ? "daily" : "total";
+  const refused = { cap, day: req.day, capMicros: r.capMicros, balance: r.balance, priceMicros: req.micros } as const;
   decision.writes.push(
-    result.budgetId
-      ? { kind: "alert", alert: "budget_refused", budgetId: result.budgetId, ...refused }
+    r.budgetId
+      ? { kind: "alert", alert: "budget_refused", budgetId: r.budgetId, ...refused }
       : { kind: "alert", alert: "cap_refused", keyId: req.keyId, ...refused },
   );
   return decision;
+}
+
+/** A decision of a hold, with the refusal it met (enforced, or observed: SPEC §16). */
+type HoldDecision = Decision<HoldResult> & { refusal?: Refusal };
+
+/** An observe-mode key's call goes out past `refusal`, which is reported; an enforced one is refused. */
+const refuse = (req: HoldRequest, refusal: Refusal): HoldDecision | null =>
+  req.enforce === false ? null : { result: { kind: "denied", ...refusal }, writes: [], refusal };
+
+/** A reserved hold given back: the approval was denied or lapsed before its call went out. */
+function releaseReserved(entry: Entry, budgets: readonly string[]): LedgerWrite[] {
+  if (entry.state !== "held" && entry.state !== "orphaned") return [];
+  return [
+    { kind: "close_entry", holdId: entry.id, state: "released", cost: 0, reconcile: null },
+    ...move({ ...entry, budgets }, 0, -entry.hold),
+  ];
+}
+
+/**
+ * The call's approval (SPEC §15), when one was requested under its Idempotency-Key: another body is a conflict;
+ * pending is the same answer until decided or lapsed (a lapsed one releases its hold now, if the sweep has not);
+ * approved goes out once on the reserved hold, if its price still fits it; used leaves the retry to the idempotency
+ * memory (a replay), and once that is gone refuses it: the call went out already.
+ */
+function approvalStep(req: HoldRequest, seen: HoldSnapshot, key: KeyState): HoldDecision | { needsEntry: string } | null {
+  const a = seen.approval!;
+  if (a.fingerprint !== req.idempotency!.fingerprint) return { result: { kind: "conflict" }, writes: [] };
+  if (a.status === "used") {
+    const remembered = seen.remembered !== null && seen.remembered.expiresAt > req.now;
+    return remembered ? null : { result: { kind: "approval_expired", approvalId: a.id, why: "used" }, writes: [] };
+  }
+  if (a.status === "denied") return { result: { kind: "approval_denied", approvalId: a.id }, writes: [] };
+  if (a.status === "expired") return { result: { kind: "approval_expired", approvalId: a.id, why: "lapsed" }, writes: [] };
+  if (a.status === "pending" && a.expiresAt > req.now)
+    return { result: { kind: "approval_pending", approvalId: a.id, expiresAt: a.expiresAt }, writes: [] };
+  if (seen.entry === undefined) return { needsEntry: a.holdId };
+  const budgets = seen.budgets.map((b) => b.id);
+  const entry = seen.entry;
+  if (a.expiresAt <= req.now || !entry || (entry.state !== "held" && entry.state !== "orphaned")) {
+    const lapsed = decideApproval(a, entry, budgets, { status: "expired", by: null, reason: null }, req.now).writes;
+    return { result: { kind: "approval_expired", approvalId: a.id, why: "lapsed" }, writes: lapsed };
+  }
+  // The person approved this hold, no more: a call whose price rose since (an invoice grew) is asked for anew.
+  if (req.micros > entry.hold) {
+    const voided = decideApproval(a, entry, budgets, { status: "expired", by: null, reason: "price rose" }, req.now).writes;
+    return { result: { kind: "approval_expired", approvalId: a.id, why: "price_rose" }, writes: voided };
+  }
+  // Approved: out once, on the hold reserved when it was requested; its retries find the call in flight or done.
+  const levels = levelsOf(key, { settled: entry.daySettled, held: entry.dayHeld }, seen.budgets, entry.budgetDays);
+  return {
+    result: {
+      kind: "admitted",
+      holdId: entry.id,
+      day: entry.day,
+      holdMicros: entry.hold,
+      priorCostMicros: null,
+      balance: balanceOf(levels[0]!),
+      tightest: tightest(levels, 0),
+    },
+    writes: [
+      { kind: "set_approval", approvalId: a.id, status: "used" },
+      {
+        kind: "claim_call",
+        keyId: req.keyId,
+        key: req.idempotency!.key,
+        fingerprint: req.idempotency!.fingerprint,
+        holdId: entry.id,
+        day: entry.day,
+        expiresAt: req.now + req.idempotency!.ttlMs,
+      },
+    ],
+  };
 }
 
 const levelsOf = (key: KeyState, day: DayState, budgets: readonly BudgetState[], budgetDays?: readonly DayState[]): Level[] => [
@@ -274,10 +394,14 @@ const levelsOf = (key: KeyState, day: DayState, budgets: readonly BudgetState[],
   })),
 ];
 
-function holdOrRefuse(req: HoldRequest, seen: HoldSnapshot): Decision<HoldResult> | { needsEntry: string } {
+function holdOrRefuse(req: HoldRequest, seen: HoldSnapshot): HoldDecision | { needsEntry: string } {
   const { key } = seen;
   if (key?.status !== "active") return { result: { kind: "denied", reason: "revoked" }, writes: [] };
   const levels = levelsOf(key, seen.day, seen.budgets);
+  if (req.idempotency && seen.approval) {
+    const step = approvalStep(req, seen, key);
+    if (step) return step;
+  }
   const prior = seen.remembered;
   if (req.idempotency && prior && prior.expiresAt > req.now) {
     if (prior.fingerprint !== req.idempotency.fingerprint) return { result: { kind: "conflict" }, writes: [] };
@@ -297,7 +421,8 @@ function holdOrRefuse(req: HoldRequest, seen: HoldSnapshot): Decision<HoldResult
   }
   const counterparty = req.counterparty ? { ...req.counterparty, day: seen.counterpartyDay ?? { settled: 0, held: 0 } } : null;
   const refused = refusal(levels, req.micros, counterparty);
-  if (refused) return { result: { kind: "denied", ...refused }, writes: [] };
+  const refusedNow = refused && refuse(req, refused);
+  if (refusedNow) return refusedNow;
   const writes: LedgerWrite[] = [];
   const held = req.ledger ? req.micros : 0;
   if (req.ledger) {
@@ -315,6 +440,8 @@ function holdOrRefuse(req: HoldRequest, seen: HoldSnapshot): Decision<HoldResult
       ...move({ keyId: req.keyId, day: req.day, budgets: seen.budgets.map((b) => b.id), counterparty: counterpartyId }, 0, held),
     );
   }
+  // An enforced call above the approval threshold waits on its reserved hold; an observed one goes out (SPEC §16).
+  if (req.approval && req.idempotency && req.ledger && req.enforce !== false) return requestApproval(req, writes);
   if (req.idempotency) {
     writes.push({
       kind: "claim_call",
@@ -337,9 +464,77 @@ function holdOrRefuse(req: HoldRequest, seen: HoldSnapshot): Decision<HoldResult
       priorCostMicros: null,
       balance,
       tightest: tightest(levels, held),
+      ...(refused
+        ? { wouldDeny: refused.reason }
+        : req.approval && req.enforce === false
+          ? { wouldDeny: "approval_required" as const }
+          : {}),
     },
     writes,
+    ...(refused && { refusal: refused }),
   };
+}
+
+/**
+ * A call that needs a person's approval (SPEC §15) and has none: its hold is reserved now (the caps count it while
+ * it waits) and the request recorded with the call's fingerprint; nothing goes to the vendor.
+ */
+function requestApproval(req: HoldRequest, writes: LedgerWrite[]): HoldDecision {
+  const a = req.approval!;
+  const expiresAt = req.now + a.ttlMs;
+  writes.push(
+    {
+      kind: "insert_approval",
+      approvalId: a.id,
+      keyId: req.keyId,
+      key: req.idempotency!.key,
+      fingerprint: req.idempotency!.fingerprint,
+      holdId: req.holdId,
+      call: req.call,
+      priceMicros: req.micros,
+      expiresAt,
+      requestedBy: a.requestedBy,
+    },
+    {
+      kind: "alert",
+      alert: "approval_requested",
+      keyId: req.keyId,
+      approvalId: a.id,
+      priceMicros: req.micros,
+      method: req.call.method,
+      path: req.call.path,
+      expiresAt,
+      requestedBy: a.requestedBy,
+    },
+  );
+  return { result: { kind: "approval_pending", approvalId: a.id, expiresAt }, writes };
+}
+
+/** What a person decided, or the sweep: approved, denied (with a reason), or lapsed unanswered. */
+export type ApprovalDecision = { status: "approved" | "denied" | "expired"; by: string | null; reason: string | null };
+
+/**
+ * A decision on a pending approval (SPEC §15): approved leaves its hold reserved for the call's retry; denied or
+ * lapsed gives the hold back at every level. Only a pending one can be decided (`result` false otherwise: another
+ * person decided first, or it lapsed); one past its expiry can only lapse, an approved one not yet used included.
+ */
+export function decideApproval(
+  approval: ApprovalState,
+  entry: Entry | null,
+  budgets: readonly string[],
+  decision: ApprovalDecision,
+  now: number,
+): Decision<boolean> {
+  // An approved call not retried before the approval lapses gives its hold back too.
+  const open = approval.status === "pending" || (approval.status === "approved" && decision.status === "expired");
+  if (!open) return { result: false, writes: [] };
+  if (decision.status !== "expired" && approval.expiresAt <= now) return { result: false, writes: [] };
+  const writes: LedgerWrite[] = [
+    { kind: "set_approval", approvalId: approval.id, status: decision.status, by: decision.by, reason: decision.reason },
+    ...(decision.status !== "approved" && entry ? releaseReserved(entry, budgets) : []),
+    { kind: "alert", alert: "approval_decided", keyId: approval.keyId, approvalId: approval.id, ...decision },
+  ];
+  return { result: true, writes };
 }
 
 /**
@@ -348,7 +543,7 @@ function holdOrRefuse(req: HoldRequest, seen: HoldSnapshot): Decision<HoldResult
  * may have charged, at any level. A higher price needs headroom for the difference, on the entry's own day, at
  * every level. Null when the entry cannot be re-opened (already settled or released): the retry is then a new call.
  */
-function reopen(entry: EntryWithDay, req: HoldRequest, key: KeyState, budgets: readonly BudgetState[]): Decision<HoldResult> | null {
+function reopen(entry: EntryWithDay, req: HoldRequest, key: KeyState, budgets: readonly BudgetState[]): HoldDecision | null {
   if (entry.state !== "ambiguous" && entry.state !== "orphaned") return null;
   const ambiguous = entry.state === "ambiguous";
   // An orphaned entry was never settled: it counts its hold as held, and keeps no prior cost.
@@ -361,7 +556,8 @@ function reopen(entry: EntryWithDay, req: HoldRequest, key: KeyState, budgets: r
       ? { id: entry.counterparty, capMicros: req.counterparty.capMicros, day: entry.counterpartyDay ?? { settled: 0, held: 0 } }
       : null;
   const refused = more > 0 ? refusal(levels, more, counterparty) : null;
-  if (refused) return { result: { kind: "denied", ...refused }, writes: [] };
+  const refusedNow = refused && refuse(req, refused);
+  if (refusedNow) return refusedNow;
   const settledBack = ambiguous ? -counted : 0;
   const heldMore = ambiguous ? hold : more;
   const before = balanceOf(levels[0]!);
@@ -379,11 +575,13 @@ function reopen(entry: EntryWithDay, req: HoldRequest, key: KeyState, budgets: r
         totalHeld: before.totalHeld + heldMore,
       },
       tightest: tightest(levels, more),
+      ...(refused && { wouldDeny: refused.reason }),
     },
     writes: [
       { kind: "reopen_entry", holdId: entry.id, hold, cost: ambiguous ? counted : null },
       ...move({ ...entry, budgets: budgets.map((b) => b.id) }, settledBack, heldMore),
     ],
+    ...(refused && { refusal: refused }),
   };
 }
 

@@ -44,6 +44,8 @@ export type HoldResult =
       balance: Balance;
       /** The daily or lifetime limit, of the key or a budget, with the least room left (null: none is capped). */
       tightest: Tightest | null;
+      /** An observe-mode key's call, admitted past what would have refused it (SPEC §16). */
+      wouldDeny?: DenialReason | "approval_required";
     }
   /**
    * A cap would be exceeded (or the key is revoked). For a cap: the cap (`capMicros`) and the balances of what
@@ -62,7 +64,16 @@ export type HoldResult =
   /** A completed call's stored answer, with the key's balances now (for the X-Keybrake-*-Usd headers). */
   | { kind: "replay"; response: StoredResponse; balance?: Balance }
   | { kind: "in_flight" }
-  | { kind: "conflict" };
+  | { kind: "conflict" }
+  /** The call waits for a person's decision (SPEC §15): its hold is reserved meanwhile. */
+  | { kind: "approval_pending"; approvalId: string; expiresAt: number }
+  /** Refused by a person (its hold released), or not decided in time (released by then). */
+  | { kind: "approval_denied"; approvalId: string }
+  /**
+   * `lapsed`: its time ran out; `price_rose`: the call now costs more than the hold the person approved;
+   * `used`: it already went out once and its retry outlived the idempotency memory (sending it again could pay twice).
+   */
+  | { kind: "approval_expired"; approvalId: string; why: "lapsed" | "price_rose" | "used" };
 
 export interface HoldRequest {
   holdId: string;
@@ -85,6 +96,13 @@ export interface HoldRequest {
    * ("customer:cus_1", "to:+15551230000", "customer:none") and the key's cap per UTC day.
    */
   counterparty?: { id: string; capMicros: number };
+  /** false for an observe-mode key (SPEC §16): admitted past its limits, what would have refused it reported. */
+  enforce?: boolean;
+  /**
+   * The call's price is above the key's `approval_above` (SPEC §15): without an approval its hold is reserved and a
+   * request `id` recorded, living `ttlMs`. Needs `idempotency`: an approval covers exactly one call.
+   */
+  approval?: { id: string; ttlMs: number; requestedBy: string | null };
 }
 
 export type Outcome = "settled" | "released" | "ambiguous";

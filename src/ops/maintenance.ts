@@ -21,6 +21,8 @@ export function startMaintenance(store: Store, retentionDays: number, now: () =>
       await drain(() => store.pruneAudit(now() - retentionDays * 86_400_000, BATCH));
       // Alert events past the retention whose deliveries are finished, and the marks of past days' thresholds.
       await drain(() => store.pruneAlerts(now() - retentionDays * 86_400_000, BATCH));
+      // Approvals nobody used before they lapsed give their reserved holds back, even if the job never retries.
+      await drain(() => store.expireApprovals(now(), BATCH));
     } finally {
       running = false;
     }

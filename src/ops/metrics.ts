@@ -1,6 +1,6 @@
 import { getOrCreate, utcDay } from "../util";
 import { Elysia } from "elysia";
-import type { AuditRow, BudgetWithUsage, SpendCounter, Store } from "../store/index";
+import type { AuditRow, BudgetWithUsage, ChainHead, SpendCounter, Store } from "../store/index";
 import { accessGuard, type Authenticator, PUBLIC_ROUTE } from "../auth/admin-auth";
 import { rolesText } from "./openapi";
 
@@ -38,6 +38,7 @@ const label = (v: string | null) => (v ?? "none").replace(/["\\\n]/g, "_");
 export class Metrics {
   private requests = new Map<string, number>();
   private capHits = new Map<string, number>();
+  private wouldDenies = new Map<string, number>();
   private spendMicros = new Map<string, number>();
   private correctedMicros = new Map<string, number>();
   private upstream = new Map<string, Histogram>();
@@ -74,6 +75,8 @@ export class Metrics {
     const key = `vendor="${vendor}",decision="${label(row.decision)}"`;
     add(this.requests, key, 1);
     if (row.decision === "cap_exhausted") add(this.capHits, vendor, 1);
+    // An observe-mode key's call forwarded past a limit (SPEC §16); a dry run's verdict is no call.
+    if (row.wouldDeny && row.decision === "allowed") add(this.wouldDenies, `vendor="${vendor}",code="${label(row.wouldDeny)}"`, 1);
     // A counter never goes down (Prometheus reads a drop as a restart): a re-settlement's negative difference,
     // counted as spend earlier, goes to a counter of its own.
     if (row.costMicros > 0) add(this.spendMicros, vendor, row.costMicros);
@@ -84,8 +87,17 @@ export class Metrics {
     if (row.overheadMs !== null) this.overhead.observe(row.overheadMs / 1000);
   }
 
-  /** `otherInstances`: the spend counted by the fleet's other instances (PostgreSQL), added to this one's. */
-  render(openHolds: number, pendingAlerts = 0, otherInstances: SpendCounter[] = [], budgets: BudgetWithUsage[] = []): string {
+  /**
+   * `otherInstances`: the spend counted by the fleet's other instances (PostgreSQL), added to this one's.
+   * `auditHeads`: where each audit chain stands (SPEC §19), so a scraper keeps the head outside Keybrake.
+   */
+  render(
+    openHolds: number,
+    pendingAlerts = 0,
+    otherInstances: SpendCounter[] = [],
+    budgets: BudgetWithUsage[] = [],
+    auditHeads: ChainHead[] = [],
+  ): string {
     const spend = new Map(this.spendMicros);
     const corrected = new Map(this.correctedMicros);
     for (const c of otherInstances) {
@@ -99,6 +111,9 @@ export class Metrics {
       "# HELP keybrake_cap_hits_total Calls refused because a cap would be exceeded.",
       "# TYPE keybrake_cap_hits_total counter",
       ...[...this.capHits].map(([v, n]) => `keybrake_cap_hits_total{vendor="${v}"} ${n}`),
+      "# HELP keybrake_would_deny_total Calls of observe-mode keys forwarded although enforcing would have refused them, by vendor and the code it would have answered.",
+      "# TYPE keybrake_would_deny_total counter",
+      ...[...this.wouldDenies].map(([k, n]) => `keybrake_would_deny_total{${k}} ${n}`),
       "# HELP keybrake_spend_usd_total Spend counted through this Keybrake (every instance of a PostgreSQL ledger), in USD; corrections are in keybrake_spend_corrected_usd_total.",
       "# TYPE keybrake_spend_usd_total counter",
       ...[...spend].map(([v, m]) => `keybrake_spend_usd_total{vendor="${v}"} ${m / 1e6}`),
@@ -133,6 +148,12 @@ export class Metrics {
       "# HELP keybrake_budget_spent_total_usd A budget's settled spend over its life, in USD.",
       "# TYPE keybrake_budget_spent_total_usd gauge",
       ...budgets.map((b) => `keybrake_budget_spent_total_usd{${budgetLabels(b)}} ${b.spentTotalMicros / 1e6}`),
+      "# HELP keybrake_audit_head_seq The seq of each audit chain's newest row (one chain on SQLite, one per instance on PostgreSQL).",
+      "# TYPE keybrake_audit_head_seq gauge",
+      ...auditHeads.map((h) => `keybrake_audit_head_seq{chain="${label(h.chain)}"} ${h.seq}`),
+      "# HELP keybrake_audit_head_info Each audit chain's head, its hash as a label (always 1): keybrake audit verify --head <hash> checks it.",
+      "# TYPE keybrake_audit_head_info gauge",
+      ...auditHeads.map((h) => `keybrake_audit_head_info{chain="${label(h.chain)}",seq="${h.seq}",hash="${h.hash}"} 1`),
     ];
     return `${lines.join("\n")}\n`;
   }
@@ -153,7 +174,13 @@ export function metricsRoutes(
 ) {
   const scrape = async () => {
     const budgets = await store.listBudgets(utcDay(now()), now());
-    const text = metrics.render(await store.countOpenHolds(), await store.countPendingDeliveries(), await otherInstances(), budgets);
+    const text = metrics.render(
+      await store.countOpenHolds(),
+      await store.countPendingDeliveries(),
+      await otherInstances(),
+      budgets,
+      await store.auditHeads(),
+    );
     return new Response(text, { headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" } });
   };
   const detail = { summary: "Prometheus metrics", tags: ["Operations"] };

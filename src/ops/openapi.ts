@@ -36,7 +36,7 @@ interface RouteDoc<Status extends number, Ok extends z.ZodType, Err extends numb
   description?: string;
 }
 
-const ROLE_TEXT: Record<Role, string> = { admin: "`admin`", issuer: "`issuer`", viewer: "`viewer`" };
+const ROLE_TEXT: Record<Role, string> = { admin: "`admin`", issuer: "`issuer`", viewer: "`viewer`", approver: "`approver`" };
 
 /** The roles line of a route's description, e.g. "Roles: `admin`, `issuer` (only the keys it minted)". */
 export function rolesText(access: Access, issuer?: string): string {

@@ -35,9 +35,10 @@ function humanDelay(ms: number): string {
 
 /**
  * 429 cap_exhausted with the numbers a job author needs (also in `error.details`): the cap, what is spent and
- * held, this call's price and when the cap resets; and the spend headers every answer carries.
+ * held, this call's price and when the cap resets; and the spend headers every answer carries. `log` null: a
+ * dry run's verdict, which is no cap hit to log.
  */
-export function capExhausted(log: Logger, key: KeyPolicy, hold: Denied, priceMicros: number, now: number): KeybrakeError {
+export function capExhausted(log: Logger | null, key: KeyPolicy, hold: Denied, priceMicros: number, now: number): KeybrakeError {
   const daily = hold.reason === "daily_cap";
   const b = hold.balance ?? { daySettled: 0, dayHeld: 0, totalSpent: 0, totalHeld: 0 };
   const cap = hold.capMicros ?? (daily ? key.dailyCapMicros : key.totalCapMicros) ?? 0;
@@ -58,7 +59,7 @@ export function capExhausted(log: Logger, key: KeyPolicy, hold: Denied, priceMic
     remaining_usd: microsToUsd(Math.max(0, cap - spent - held)),
     resets_at: resetsAt,
   };
-  if (firstCapHitToday(log, key.id, utcDay(now))) {
+  if (log && firstCapHitToday(log, key.id, utcDay(now))) {
     log.info(
       "cap_hit",
       `cap_hit: key ${key.id}${key.label ? ` (${key.label})` : ""} reached its ${daily ? "daily" : "lifetime"} cap: ${numbers}; further hits of this key today are not logged`,

@@ -16,7 +16,7 @@ import {
   type StoredResponse,
 } from "../store/index";
 import { MAX_STORED_RESPONSE_BYTES } from "../store/ledger-shared";
-import { formatUsd, microsToUsd, sha256Hex, utcDay } from "../util";
+import { formatUsd, iso, microsToUsd, sha256Hex, utcDay } from "../util";
 import { unpriceable } from "../vendors/body";
 import { vendorNamed } from "../vendors/index";
 import type { Classification } from "../vendors/catalogue";
@@ -42,13 +42,16 @@ import {
   type UpstreamResult,
   type UpstreamStream,
 } from "./forward";
-import { IDEMPOTENCY_TTL_MS, callFingerprint, idempotencyKeyOf } from "./idempotency";
+import { IDEMPOTENCY_TTL_MS, callFingerprint, idempotencyKeyOf, requireJobChosenKey } from "./idempotency";
 import { balanceHeaders, capExhausted, limitExhausted, logVendorFailure, vendorFailed } from "./notices";
 import { normalizeVendorPath } from "./path";
 import type { Scrubber } from "./scrub";
 import { type Logger, logStoreOutage } from "../ops/log";
 import type { Metrics } from "../ops/metrics";
+import type { Stage, Tracing } from "../ops/tracing";
 import type { UnauthenticatedDenials } from "./unauthenticated";
+import { answerDryRun, type DryRunVerdict, isDryRun, isDryRunDecision, pricedVerdict, refusedVerdict } from "./dry-run";
+import { wouldDenyCode } from "./would-deny";
 
 export interface ProxyDeps {
   config: Config;
@@ -69,6 +72,8 @@ export interface ProxyDeps {
    * read at another instance cannot commit this one's queued settlement first, as a read in this process does.
    */
   answerAfterSettlement?: boolean;
+  /** OpenTelemetry, when the OTEL_* variables ask for it (ops/tracing.ts); its store traces holds and settlements. */
+  tracing?: Tracing;
 }
 
 export interface ProxyCall {
@@ -88,6 +93,11 @@ interface Replay {
   key: KeyPolicy;
   /** The key's balances now, for the X-Keybrake-*-Usd headers. */
   balance?: Balance;
+}
+
+/** A dry run that passed every check before the hold (SPEC §16): what the hold would decide. */
+interface DryRun {
+  dryRun: DryRunVerdict;
 }
 
 /** A call that passed every check and holds its price. */
@@ -133,7 +143,14 @@ export async function handleProxy(deps: ProxyDeps, call: ProxyCall): Promise<Res
     idempotencyKey: request.headers.get("idempotency-key")?.slice(0, 255) ?? null,
     clientIp: call.clientIp,
   });
-  const { response, settled, streamed } = await runPipeline(deps, call, audit, started);
+  deps.tracing?.startCall(audit.id, request);
+  const pipeline = runPipeline(deps, call, audit, started);
+  deps.tracing?.finish(
+    audit.id,
+    pipeline.then((a) => a.settled),
+    audit,
+  );
+  const { response, settled, streamed } = await pipeline;
   settled.then(
     (row) => deps.metrics.record(row),
     (err) =>
@@ -158,7 +175,7 @@ interface Answered {
 const answered = (response: Response, audit: AuditRow): Answered => ({ response, settled: Promise.resolve(audit) });
 
 async function runPipeline(deps: ProxyDeps, call: ProxyCall, audit: AuditRow, started: number): Promise<Answered> {
-  let admitted: Admitted | Replay;
+  let admitted: Admitted | Replay | DryRun;
   try {
     admitted = await admit(deps, call, audit);
   } catch (thrown) {
@@ -167,6 +184,7 @@ async function runPipeline(deps: ProxyDeps, call: ProxyCall, audit: AuditRow, st
     if (outage) logStoreOutage(deps.log, thrown, deps.now());
     const err = outage ? storeUnavailable() : thrown;
     if (!(err instanceof KeybrakeError)) throw err;
+    if (isDryRunDecision(call.request, err)) return answered(await answerDryRun(deps.store, audit, refusedVerdict(err), started), audit);
     audit.status = err.status;
     audit.decision = err.code;
     audit.overheadMs = performance.now() - started;
@@ -181,10 +199,11 @@ async function runPipeline(deps: ProxyDeps, call: ProxyCall, audit: AuditRow, st
     return answered(errorResponse(err, headers), audit);
   }
   if ("replay" in admitted) return answered(await replay(deps, admitted, audit, started), audit);
+  if ("dryRun" in admitted) return answered(await answerDryRun(deps.store, audit, admitted.dryRun, started), audit);
   return forwardAndSettle(deps, call, admitted, audit, started);
 }
 
-async function admit(deps: ProxyDeps, call: ProxyCall, audit: AuditRow): Promise<Admitted | Replay> {
+async function admit(deps: ProxyDeps, call: ProxyCall, audit: AuditRow): Promise<Admitted | Replay | DryRun> {
   const { request } = call;
   const { store, config } = deps;
   const secret = presentedVaultKey(request.headers);
@@ -226,9 +245,7 @@ async function admit(deps: ProxyDeps, call: ProxyCall, audit: AuditRow): Promise
   }
   const jobKey = idempotencyKeyOf(request.headers);
   const priced = isPricedCall(endpoint, request.method, path, request.headers);
-  if (key.requireIdempotencyKey && priced && jobKey === null) {
-    throw new KeybrakeError("idempotency_key_required");
-  }
+  if (key.requireIdempotencyKey && priced) requireJobChosenKey(jobKey);
 
   const idempotencyKey = IDEMPOTENT_METHODS.has(request.method) ? jobKey : null;
   const fingerprint = idempotencyKey
@@ -285,6 +302,13 @@ async function admit(deps: ProxyDeps, call: ProxyCall, audit: AuditRow): Promise
     throw err;
   }
 
+  if (isDryRun(request.headers)) {
+    await refuseConflict();
+    const on = { requestId: audit.id, method: request.method, path, priced: priced !== null, counterparty: counterpartyOf(key, quote) };
+    return { dryRun: await pricedVerdict(store, key, quote, on, now) };
+  }
+
+  const approval = approvalNeeded(key, priced !== null, quote, idempotencyKey, now);
   // Derived before the hold (its secret is read from the store once): a store that fails here holds nothing.
   const vendorKey = jobKey === null ? null : await deps.deriveIdempotencyKey(key.mintedBy, jobKey);
   const holdId = callId("hold_", now);
@@ -298,11 +322,14 @@ async function admit(deps: ProxyDeps, call: ProxyCall, audit: AuditRow): Promise
     now,
     call: { requestId: audit.id, method: request.method, path },
     idempotency: idempotencyKey ? { key: idempotencyKey, fingerprint: fingerprint!, ttlMs: IDEMPOTENCY_TTL_MS } : undefined,
+    approval,
     counterparty: counterpartyOf(key, quote),
+    enforce: key.enforcement !== "observe",
   });
   switch (hold.kind) {
     case "admitted":
       audit.holdMicros = hold.holdMicros;
+      audit.wouldDeny = wouldDenyCode(hold.wouldDeny);
       return {
         key,
         vendor,
@@ -326,12 +353,61 @@ async function admit(deps: ProxyDeps, call: ProxyCall, audit: AuditRow): Promise
       throw new KeybrakeError("idempotency_in_flight", undefined, { "retry-after": "1" });
     case "conflict":
       throw idempotencyConflict(vendor);
+    case "approval_pending":
+      audit.holdMicros = quote.micros;
+      throw new KeybrakeError(
+        "approval_required",
+        `This ${microsToUsd(quote.micros)} USD call is above the key's approval threshold of ${microsToUsd(key.approvalAboveMicros ?? 0)} USD: approval ${hold.approvalId} waits for a person (until ${iso(hold.expiresAt)}); its hold is reserved. Retry with the same Idempotency-Key once it is approved.`,
+        { "retry-after": String(APPROVAL_RETRY_AFTER_S), ...vendor.doNotRetryHeaders },
+        { approval_id: hold.approvalId, expires_at: iso(hold.expiresAt), price_usd: microsToUsd(quote.micros) },
+      );
+    case "approval_denied":
+      throw new KeybrakeError(hold.kind, undefined, vendor.doNotRetryHeaders, { approval_id: hold.approvalId });
+    case "approval_expired":
+      throw new KeybrakeError(hold.kind, APPROVAL_EXPIRED_BECAUSE[hold.why], vendor.doNotRetryHeaders, {
+        approval_id: hold.approvalId,
+      });
     case "denied": {
       if (hold.reason === "revoked") throw new KeybrakeError("key_revoked");
       if (hold.reason === "daily_cap" || hold.reason === "total_cap") throw capExhausted(deps.log, key, hold, quote.micros, now);
       throw limitExhausted(hold, quote.micros, now);
     }
   }
+}
+
+/** Why an approval no longer covers its call; each ends with what the job does next. */
+const APPROVAL_EXPIRED_BECAUSE = {
+  lapsed:
+    "The approval lapsed before its call went out; its hold is released. Send the call again with a new Idempotency-Key to ask again.",
+  price_rose:
+    "The call now costs more than the hold that was approved; the approval is void and its hold released. Send the call again with a new Idempotency-Key to ask again.",
+  used: "The approved call went out already, and this retry came after Keybrake stopped remembering its answer: it is not sent twice.",
+} as const;
+
+/** How long a job should wait before asking again whether its call was approved. */
+const APPROVAL_RETRY_AFTER_S = 60;
+/** What an approval request lives when the key sets no `approval_ttl` (SPEC §15). */
+const DEFAULT_APPROVAL_TTL_MS = 3_600_000;
+
+/**
+ * A priced call above the key's `approval_above_usd` needs a person's approval (SPEC §15), which covers exactly one
+ * call: such calls need an Idempotency-Key (400 otherwise). Undefined for every other call.
+ */
+function approvalNeeded(
+  key: KeyPolicy,
+  priced: boolean,
+  quote: Quote,
+  idempotencyKey: string | null,
+  now: number,
+): HoldRequest["approval"] {
+  if (!priced || key.approvalAboveMicros === null || quote.micros <= key.approvalAboveMicros) return undefined;
+  // An observed key only notes that the call would wait (SPEC §16): nothing is requested, so no key is needed.
+  if (idempotencyKey === null && key.enforcement !== "observe")
+    throw new KeybrakeError(
+      "idempotency_key_required",
+      "A call that needs a person's approval needs an Idempotency-Key: the approval covers exactly that call.",
+    );
+  return { id: callId("apr_", now), ttlMs: key.approvalTtlMs ?? DEFAULT_APPROVAL_TTL_MS, requestedBy: key.mintedBy };
 }
 
 /** The same Idempotency-Key with another call: refused for good, so the vendor's SDK is told not to retry. */
@@ -429,12 +505,14 @@ function preflightReader(
       if (value !== null) headers.set(name, value);
     }
     const started = performance.now();
-    const result = await callUpstream(settings.baseUrl + creds.upstreamPath(path), {
-      method: "GET",
-      headers,
-      body: null,
-      timeoutMs: deps.config.upstreamTimeoutMs,
-    });
+    const result = await traced(deps, audit, "preflight", headers, () =>
+      callUpstream(settings.baseUrl + creds.upstreamPath(path), {
+        method: "GET",
+        headers,
+        body: null,
+        timeoutMs: deps.config.upstreamTimeoutMs,
+      }),
+    );
     audit.upstreamMs = (audit.upstreamMs ?? 0) + (performance.now() - started);
     const failed = (why: string) =>
       new KeybrakeError(
@@ -456,6 +534,10 @@ function parseJson(body: ArrayBuffer): unknown {
     return null;
   }
 }
+
+/** A request to the vendor, as a traced stage when tracing is on: its headers then carry the stage's traceparent. */
+const traced = <T>(deps: ProxyDeps, audit: AuditRow, stage: Stage, headers: Headers, work: () => Promise<T>): Promise<T> =>
+  deps.tracing ? deps.tracing.stage(audit.id, stage, work, headers) : work();
 
 async function readBody(request: Request, limit: number): Promise<Uint8Array> {
   const tooLarge = () => new KeybrakeError("body_too_large", `Request bodies are limited to ${limit} bytes.`);
@@ -495,9 +577,9 @@ async function forwardAndSettle(deps: ProxyDeps, call: ProxyCall, a: Admitted, a
   // forwarded: its hold is released as for a call that never left.
   const result = request.signal.aborted
     ? ({ kind: "not_sent" } as const)
-    : a.quote.stream
-      ? await callUpstreamStreaming(url, init, isEventStream)
-      : await callUpstream(url, init);
+    : await traced(deps, audit, "upstream", init.headers, () =>
+        a.quote.stream ? callUpstreamStreaming(url, init, isEventStream) : callUpstream(url, init),
+      );
   // A pre-flight's time is already in upstreamMs.
   audit.upstreamMs = (audit.upstreamMs ?? 0) + (performance.now() - upstreamStarted);
   if (result.kind === "stream") return passStream(deps, request, a, audit, started, result);
@@ -513,7 +595,7 @@ async function forwardAndSettle(deps: ProxyDeps, call: ProxyCall, a: Admitted, a
   const { outcome, settlement } = settlementFor(result, a);
   const settled = commitSettlement(deps, request, a, audit, started, { result, outcome, settlement, headers: passedHeaders });
 
-  const keybrakeHeaders = spendHeaders(a, settlement.costMicros, audit.id);
+  const keybrakeHeaders = spendHeaders(a, settlement.costMicros, audit);
   keybrakeHeaders["x-keybrake-overhead-ms"] = audit.overheadMs!.toFixed(3);
   if (result.kind !== "response") {
     const err =
@@ -702,7 +784,7 @@ function passStream(deps: ProxyDeps, request: Request, a: Admitted, audit: Audit
   // Until the stream's usage settles the call, its hold is what it counts. (The vendor's headers, as kept for a
   // replay, stay without Keybrake's: a replay sets its own.)
   const sent = new Headers(headers);
-  const keybrakeHeaders = spendHeaders(a, a.holdMicros, audit.id);
+  const keybrakeHeaders = spendHeaders(a, a.holdMicros, audit);
   keybrakeHeaders["x-keybrake-overhead-ms"] = audit.overheadMs.toFixed(3);
   for (const [name, value] of Object.entries(keybrakeHeaders)) sent.set(name, value);
   return { response: new Response(body, { status: upstream.status, headers: sent }), settled, streamed: true };
@@ -789,9 +871,11 @@ async function replay(
 }
 
 /** Today's spend and what remains after this call, from the balances its hold saw. */
-function spendHeaders(a: Admitted, costMicros: number, requestId: string): Record<string, string> {
+function spendHeaders(a: Admitted, costMicros: number, audit: AuditRow): Record<string, string> {
   return {
-    "x-keybrake-request-id": requestId,
+    "x-keybrake-request-id": audit.id,
+    // An observe-mode key's call that went out past a limit (SPEC §16): the job sees what enforcing would answer.
+    ...(audit.wouldDeny && { "x-keybrake-would-deny": audit.wouldDeny }),
     "x-keybrake-key-id": a.key.id,
     ...balanceHeaders(a.key, a.balance, a.holdMicros, a.holdId !== null ? costMicros : 0),
     // Which limit binds (SPEC §14): the key's own, or a budget's it draws from, and its room once this call was held.

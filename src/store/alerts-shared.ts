@@ -193,3 +193,27 @@ export function urlOrigin(url: string): string {
     return "?";
   }
 }
+
+/** An approval request's event data (SPEC §15). */
+export const approvalRequestedData = (a: {
+  approvalId: string;
+  priceMicros: number;
+  method: string;
+  path: string;
+  expiresAt: number;
+  requestedBy: string | null;
+}): Record<string, unknown> => ({
+  approval_id: a.approvalId,
+  price_usd: usd(a.priceMicros),
+  method: a.method,
+  path: a.path,
+  expires_at: new Date(a.expiresAt).toISOString(),
+  requested_by: a.requestedBy,
+});
+
+export const approvalDecidedData = (a: { approvalId: string; status: string; by: string | null; reason: string | null }) => ({
+  approval_id: a.approvalId,
+  status: a.status,
+  by: a.by,
+  reason: a.reason,
+});

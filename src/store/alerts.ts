@@ -4,6 +4,8 @@ import type { GroupCommit } from "./group-commit";
 import {
   type AlertKey,
   ambiguousMark,
+  approvalDecidedData,
+  approvalRequestedData,
   attemptResult,
   capExhaustedData,
   type EventRow,
@@ -148,6 +150,18 @@ export function alertOutbox(client: Database) {
       now: number,
     ) {
       refused("cap_exhausted", (id) => keyInfo.get(id), keyId, { cap, day, capMicros, balance, priceMicros }, now);
+    },
+
+    /** A call waits for a person's approval (SPEC §15). */
+    approvalRequested(a: Parameters<typeof approvalRequestedData>[0] & { keyId: string }, now: number) {
+      const key = keyInfo.get(a.keyId);
+      if (key) emit("approval_requested", key, approvalRequestedData(a), now);
+    },
+
+    /** A person decided an approval, or it lapsed. */
+    approvalDecided(a: Parameters<typeof approvalDecidedData>[0] & { keyId: string }, now: number) {
+      const key = keyInfo.get(a.keyId);
+      if (key) emit("approval_decided", key, approvalDecidedData(a), now);
     },
 
     /** A call was refused at a budget's cap: `budget_exhausted`, the first time in the cap's window. */

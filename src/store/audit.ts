@@ -1,22 +1,12 @@
-import { and, desc, eq, getTableColumns, gte, lt, sql, type SQL } from "drizzle-orm";
+import { and, desc, eq, gte, lt, sql, type SQL } from "drizzle-orm";
 import type { SQLiteColumn } from "drizzle-orm/sqlite-core";
+import { type ChainHead, type ChainRow, type ChainValue, type Checkpoint, SQLITE_CHAIN, pruneCut } from "./audit-chain";
+import { auditAppender, chainRowsSql, toChainRow } from "./audit-append";
 import type { GroupCommit } from "./group-commit";
 import type { Db } from "./sqlite";
 import { labelHasPrefix } from "./keys";
 import { auditDays, auditEvents, DENIED_ROWS, OPEN_HOLDS, vaultKeys } from "./schema";
 import type { AuditFilter, AuditRow, Page, SpendGroup, SpendRow } from "./types";
-
-/** The audit table's columns but its rowid, in the table's order: the insert and its parameters follow it. */
-const COLUMNS = Object.entries(getTableColumns(auditEvents))
-  .filter(([field]) => field !== "seq")
-  .map(([field, column]) => ({ field: field as keyof AuditRow, name: column.name }));
-
-export const insertAuditSql = `INSERT INTO audit_events (${COLUMNS.map((c) => c.name).join(", ")}) VALUES (${COLUMNS.map(() => "?").join(", ")})`;
-
-/** An audit row's values in the insert's order; a row that stands for one request may leave `requests` out. */
-export function auditParams(row: AuditRow): (string | number | null)[] {
-  return COLUMNS.map(({ field }) => (field === "requests" ? (row.requests ?? 1) : row[field]) ?? null);
-}
 
 /**
  * Audit rows that are not proxied calls but hold events (a crash's orphan, an operator's decision, a final
@@ -129,19 +119,72 @@ function ambiguousBy(db: Db, group: SpendGroup, f: SpendFilter): Map<string | nu
   return new Map(rows.map((r) => [r.grp, r.micros]));
 }
 
-/**
- * Retention: the oldest rows first by time, on the time index. Ordered by seq, SQLite walks the table from its
- * first row and, with fewer than a batch past the retention (every tick but the first), reads every row to the last.
- */
-export const PRUNE_AUDIT_SQL = `DELETE FROM audit_events WHERE seq IN (SELECT seq FROM audit_events WHERE at < ? ORDER BY at, seq LIMIT ?)`;
-
 export function auditQueries(db: Db, commits: GroupCommit) {
-  const insert = db.$client.prepare(insertAuditSql);
-  const prune = db.$client.prepare(PRUNE_AUDIT_SQL);
+  const client = db.$client;
+  const append = auditAppender(client);
+  const oldest = client.prepare<ChainValue[], [number]>(chainRowsSql(""));
+  const pageAfter = client.prepare<ChainValue[], [number, number]>(chainRowsSql("WHERE seq > ?"));
+  const newest = client.prepare<{ seq: number; hash: string | null }, []>("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1");
+  const checkpoints = client.prepare<Checkpoint, []>("SELECT chain, seq, hash, at, reason FROM audit_checkpoints ORDER BY seq");
+  const deleteThrough = client.prepare("DELETE FROM audit_events WHERE seq <= ?");
+  const replaceCheckpoints = client.prepare("DELETE FROM audit_checkpoints WHERE chain = ? AND seq <= ?");
+  const insertCheckpoint = client.prepare("INSERT INTO audit_checkpoints (chain, seq, hash, at, reason) VALUES (?, ?, ?, ?, 'pruned')");
+
+  /**
+   * Retention (SPEC §19): the oldest rows by seq, as long as they are older than `before`, so what is deleted is
+   * always the start of the chain, and a `pruned` checkpoint takes the hash of the last one for the rows left to
+   * link to (older checkpoints, now of no row, go). The newest row is never deleted: the next rowid would start
+   * over at 1. Reads only the batch's rows, from the start of the table.
+   */
+  const prune = client.transaction((before: number, batch: number, now: number): number => {
+    const newestSeq = newest.get()?.seq;
+    const rows = oldest
+      .values(batch)
+      .map(toChainRow)
+      .filter((r) => r.seq !== newestSeq);
+    const cut = pruneCut(rows, before, checkpoints.all());
+    if (cut.lastSeq === null) return 0;
+    deleteThrough.run(cut.lastSeq);
+    for (const c of cut.checkpoints) {
+      replaceCheckpoints.run(c.chain, c.seq);
+      insertCheckpoint.run(c.chain, c.seq, c.hash, now);
+    }
+    return cut.count;
+  });
 
   return {
     async recordAudit(row: AuditRow) {
-      await commits.submit(() => insert.run(...auditParams(row)));
+      await commits.submit(() => append(row));
+    },
+
+    /** The chain's head: its newest row, or the checkpoint standing for it when retention took every row. */
+    async auditHeads(): Promise<ChainHead[]> {
+      const row = newest.get();
+      if (row?.hash) return [{ chain: SQLITE_CHAIN, seq: row.seq, hash: row.hash }];
+      const checkpoint = checkpoints.all().at(-1);
+      return checkpoint ? [{ chain: SQLITE_CHAIN, seq: checkpoint.seq, hash: checkpoint.hash }] : [];
+    },
+
+    async auditCheckpoints(): Promise<Checkpoint[]> {
+      return checkpoints.all();
+    },
+
+    /** Up to `limit` rows after `afterSeq`, in seq order, as the chain reads them (`keybrake audit verify`). */
+    async auditChainPage(afterSeq: number, limit: number): Promise<ChainRow[]> {
+      return pageAfter.values(afterSeq, limit).map(toChainRow);
+    },
+
+    /** The hash of `chain`'s row just before `seq` (null: none, or one from before the chain). */
+    async auditHashBefore(_chain: string, seq: number): Promise<string | null> {
+      return (
+        client.query<{ hash: string | null }, [number]>("SELECT hash FROM audit_events WHERE seq < ? ORDER BY seq DESC LIMIT 1").get(seq)
+          ?.hash ?? null
+      );
+    },
+
+    /** The first seq of a row at or after `at` (null: none). */
+    async auditSeqSince(at: number): Promise<number | null> {
+      return client.query<{ seq: number | null }, [number]>("SELECT min(seq) AS seq FROM audit_events WHERE at >= ?").get(at)?.seq ?? null;
     },
 
     async listAudit(f: AuditFilter): Promise<Page<AuditRow>> {
@@ -157,7 +200,7 @@ export function auditQueries(db: Db, commits: GroupCommit) {
       const more = rows.length > f.limit;
       const page = rows.slice(0, f.limit);
       return {
-        data: page.map(({ seq: _seq, ...row }) => row as AuditRow),
+        data: page.map(({ seq: _seq, hash: _hash, ...row }) => row as AuditRow),
         nextCursor: more ? page[page.length - 1]!.seq : null,
       };
     },
@@ -172,7 +215,7 @@ export function auditQueries(db: Db, commits: GroupCommit) {
     },
 
     async pruneAudit(before: number, batch: number) {
-      return prune.run(before, batch).changes;
+      return prune.immediate(before, batch, Date.now());
     },
   };
 }

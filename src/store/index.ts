@@ -2,6 +2,7 @@ import { closeSync, openSync, rmSync } from "node:fs";
 import { adminQueries } from "./admin";
 import { alertOutbox, alertQueries } from "./alerts";
 import { auditQueries } from "./audit";
+import { approvalQueries } from "./approvals";
 import { budgetQueries } from "./budgets";
 import { GroupCommit } from "./group-commit";
 import { OPEN_HOLDS } from "./schema";
@@ -13,6 +14,7 @@ import { committingQueuedWritesFirst } from "./read-your-writes";
 import { reconcileQueries } from "./reconcile";
 import { openDatabase, type OpenOptions } from "./sqlite";
 import { applyMigrations } from "./migrate";
+import { sealPreChainRows } from "./audit-append";
 import type { AdminStore, CallPathStore, SqliteStore } from "./types";
 
 export type * from "./types";
@@ -37,6 +39,7 @@ export function openStore(path: string, opts: OpenOptions = {}): SqliteStore {
   const callPath: CallPathStore = { findKeyByHash, idempotencyFingerprint, holdSpend, settleCall, recordAudit };
   const admin: AdminStore = {
     ...budgetQueries(db),
+    ...approvalQueries(client, commits, outbox),
     ...keys,
     ...ledger,
     ...reconcileQueries(client, commits, outbox),
@@ -97,7 +100,9 @@ export function openStore(path: string, opts: OpenOptions = {}): SqliteStore {
 export function migrateDatabase(path: string, opts: Pick<OpenOptions, "synchronous"> = {}): string[] {
   const db = openDatabase(path, { ...opts, migrate: false });
   try {
-    return applyMigrations(db.$client);
+    const applied = applyMigrations(db.$client);
+    sealPreChainRows(db.$client, Date.now());
+    return applied;
   } finally {
     db.$client.close();
   }

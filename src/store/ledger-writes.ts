@@ -43,6 +43,14 @@ export function sqliteLedgerWriter(client: Database, alerts: AlertOutbox) {
     `INSERT OR REPLACE INTO idempotency_entries (key_id, idempotency_key, fingerprint, state, hold_id, day, created_at, expires_at)
      VALUES (?, ?, ?, 'in_flight', ?, ?, ?, ?)`,
   );
+  const insertApproval = client.prepare(
+    `INSERT INTO approvals (id, key_id, idempotency_key, fingerprint, hold_id, method, path, price_micros, status, requested_at,
+                            requested_by, expires_at)
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)`,
+  );
+  const setApproval =
+    client.prepare(`UPDATE approvals SET status = ?2, decided_at = coalesce(?3, decided_at), decided_by = coalesce(?4, decided_by),
+                                             reason = coalesce(?5, reason) WHERE id = ?1`);
   const callInFlight = client.prepare(`UPDATE idempotency_entries SET state = 'in_flight' WHERE key_id = ?1 AND idempotency_key = ?2`);
 
   function alert(a: AlertIntent, now: number) {
@@ -59,6 +67,10 @@ export function sqliteLedgerWriter(client: Database, alerts: AlertOutbox) {
         return alerts.budgetRefused(a.budgetId, a, now);
       case "budget_settled":
         return alerts.budgetSettled(a.budgetId, a.day, a.delta, now);
+      case "approval_requested":
+        return alerts.approvalRequested(a, now);
+      case "approval_decided":
+        return alerts.approvalDecided(a, now);
     }
   }
 
@@ -96,6 +108,26 @@ export function sqliteLedgerWriter(client: Database, alerts: AlertOutbox) {
           break;
         case "call_in_flight":
           callInFlight.run(w.keyId, w.key);
+          break;
+        case "insert_approval":
+          insertApproval.run(
+            w.approvalId,
+            w.keyId,
+            w.key,
+            w.fingerprint,
+            w.holdId,
+            w.call.method,
+            w.call.path,
+            w.priceMicros,
+            now,
+            w.requestedBy,
+            w.expiresAt,
+          );
+          break;
+        case "set_approval":
+          // A person's decision is timed and signed; the call going out (`used`) or a lapse only changes the status.
+          if (w.by === undefined) setApproval.run(w.approvalId, w.status, null, null, null);
+          else setApproval.run(w.approvalId, w.status, now, w.by, w.reason ?? null);
           break;
         case "alert":
           alert(w, now);

@@ -1,5 +1,6 @@
 import type { Statement } from "bun:sqlite";
 import {
+  type ApprovalState,
   type BudgetState,
   type DayState,
   type Entry,
@@ -15,10 +16,10 @@ import {
 import type { AlertOutbox } from "./alerts";
 import type { GroupCommit } from "./group-commit";
 import type { Db } from "./sqlite";
-import { auditParams, insertAuditSql } from "./audit";
+import { auditAppender } from "./audit-append";
 import { asEntry, type HoldRow, holdAuditRow, holdRecord, MAX_STORED_RESPONSE_BYTES } from "./ledger-shared";
 import { sqliteBudgetChain, sqliteLedgerWriter } from "./ledger-writes";
-import { OPEN_HOLDS } from "./schema";
+import { OPEN_HOLDS, WAITING_ON_APPROVAL } from "./schema";
 import type {
   DayUsage,
   HoldRecord,
@@ -45,6 +46,10 @@ export function ledgerQueries(db: Db, commits: GroupCommit, alerts: AlertOutbox)
             spent_total_micros AS spent, held_total_micros AS held, budget_id AS budgetId
        FROM vault_keys WHERE id = ?`,
   );
+  const approvalFor = client.prepare<ApprovalState, [string, string]>(
+    `SELECT id, key_id AS keyId, status, fingerprint, hold_id AS holdId, expires_at AS expiresAt FROM approvals
+      WHERE key_id = ? AND idempotency_key = ?`,
+  );
   const counterpartyDay = client.prepare<DayUsage, [string, string, string]>(
     `SELECT settled_micros AS settledMicros, held_micros AS heldMicros FROM counterparty_days
       WHERE key_id = ? AND day = ? AND counterparty = ?`,
@@ -55,7 +60,7 @@ export function ledgerQueries(db: Db, commits: GroupCommit, alerts: AlertOutbox)
   const entryById = client.prepare<Entry, [string]>(
     `SELECT id, key_id AS keyId, state, hold_micros AS hold, cost_micros AS cost, day, counterparty FROM ledger_entries WHERE id = ?`,
   );
-  const insertAudit = client.prepare(insertAuditSql);
+  const appendAudit = auditAppender(client);
   const upsertTracked = client.prepare(
     `INSERT INTO tracked_objects (object_id, key_id, currency, amount_minor, counted_micros, updated_at)
      VALUES (?, ?, ?, ?, ?, ?)
@@ -131,7 +136,12 @@ export function ledgerQueries(db: Db, commits: GroupCommit, alerts: AlertOutbox)
     ]),
   ) as Record<"held" | "orphaned" | "ambiguous", Statement<HoldRow, [number]>>;
   const heldEntryById = client.prepare<HoldRow, [string]>(`SELECT ${HOLD_COLUMNS} WHERE e.id = ?`);
-  const orphanEntries = client.prepare(`UPDATE ledger_entries SET state = 'orphaned' WHERE ${OPEN_HOLDS} AND state = 'held'`);
+  const leftBehind = client.prepare<HoldRow, []>(
+    `SELECT ${HOLD_COLUMNS} WHERE e.state = 'held' AND NOT ${WAITING_ON_APPROVAL("e")} ORDER BY e.created_at`,
+  );
+  const orphanEntries = client.prepare(
+    `UPDATE ledger_entries AS e SET state = 'orphaned' WHERE e.state = 'held' AND NOT ${WAITING_ON_APPROVAL("e")}`,
+  );
   const ambiguousInFlight = client.prepare(`UPDATE idempotency_entries SET state = 'ambiguous' WHERE state = 'in_flight'`);
 
   function rememberOutcome(keyId: string, idemKey: string, result: IdempotencyResult) {
@@ -151,6 +161,7 @@ export function ledgerQueries(db: Db, commits: GroupCommit, alerts: AlertOutbox)
       budgets,
       counterpartyDay: req.counterparty ? dayState(counterpartyDay.get(req.keyId, req.day, req.counterparty.id)) : null,
       remembered: req.idempotency ? remembered(req.keyId, req.idempotency.key) : null,
+      approval: req.idempotency ? approvalFor.get(req.keyId, req.idempotency.key) : null,
     };
     let decision = decideHold(req, seen);
     if ("needsEntry" in decision) decision = decideHold(req, { ...seen, entry: entryWithDay(decision.needsEntry, budgets) });
@@ -163,7 +174,7 @@ export function ledgerQueries(db: Db, commits: GroupCommit, alerts: AlertOutbox)
     const entry = req.holdId ? entryById.get(req.holdId) : null;
     const { result: costMicros, writes } = decideSettlement({ ...req, requestId: req.audit.id }, entry, chainIds(req.keyId));
     apply(writes, req.now);
-    insertAudit.run(...auditParams({ ...req.audit, costMicros }));
+    appendAudit({ ...req.audit, costMicros });
     if (req.track) {
       const t = req.track;
       upsertTracked.run(t.objectId, t.keyId, t.currency, t.amountMinor, t.countedMicros, req.now);
@@ -173,10 +184,10 @@ export function ledgerQueries(db: Db, commits: GroupCommit, alerts: AlertOutbox)
   };
 
   const recover = client.transaction((now: number): HoldRecord[] => {
-    const held = entriesIn.held.all(1_000_000);
+    const held = leftBehind.all();
     orphanEntries.run();
     ambiguousInFlight.run();
-    for (const h of held) insertAudit.run(...auditParams(holdAuditRow(h, h.requestId ?? `kbr_orphan_${h.id}`, now, "orphaned_hold", 0)));
+    for (const h of held) appendAudit(holdAuditRow(h, h.requestId ?? `kbr_orphan_${h.id}`, now, "orphaned_hold", 0));
     apply(orphanAlerts(held.map(asEntry)), now);
     return held.map((h) => ({ ...h, state: "orphaned" as const }));
   });
@@ -192,7 +203,7 @@ export function ledgerQueries(db: Db, commits: GroupCommit, alerts: AlertOutbox)
     apply(decision.writes, now);
     const h = heldEntryById.get(id)!;
     const auditDecision = outcome === "settled" ? "hold_settled" : "hold_released";
-    insertAudit.run(...auditParams(holdAuditRow(h, `kbr_hold_${outcome}_${id}`, now, auditDecision, decision.result)));
+    appendAudit(holdAuditRow(h, `kbr_hold_${outcome}_${id}`, now, auditDecision, decision.result));
     return true;
   });
 

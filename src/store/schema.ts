@@ -158,6 +158,12 @@ export const counterpartyDays = sqliteTable(
  * word, so every query for holds by state includes OPEN_HOLDS (see ledger.ts).
  */
 export const OPEN_HOLDS = "state IN ('held', 'orphaned', 'ambiguous')";
+/**
+ * A held entry reserved for a call that waits on a person (SPEC §15) is not left behind by a crash: its approval
+ * settles it, so recovery leaves it held (no orphan row, no alert asking an operator to resolve it).
+ */
+export const WAITING_ON_APPROVAL = (entry: string) =>
+  `EXISTS (SELECT 1 FROM approvals a WHERE a.hold_id = ${entry}.id AND a.status IN ('pending', 'approved'))`;
 
 /** One row per hold: the ledger. Never pruned. */
 export const ledgerEntries = sqliteTable(
@@ -226,6 +232,9 @@ export const auditEvents = sqliteTable(
     secretsScrubbed: integer("secrets_scrubbed").notNull().default(0),
     // What an observe-mode key would have been refused with, had it been enforced (SPEC §16).
     wouldDeny: text("would_deny"),
+    // SHA-256 of the previous row's hash and this row's canonical form (SPEC §19, audit-chain.ts); null in rows
+    // from before the chain, which a `sealed` checkpoint stands for.
+    hash: text("hash"),
   },
   // Every index is a page written per call: only what the audit queries filter on.
   // `id` is the request id a job sees (X-Keybrake-Request-Id): operators look calls up by it.
@@ -238,6 +247,23 @@ export const auditEvents = sqliteTable(
     // reading the audit from its newest row to its oldest. Queries repeat DENIED_ROWS word for word (see OPEN_HOLDS).
     index("audit_events_denied").on(t.decision, t.seq).where(sql.raw(DENIED_ROWS)),
   ],
+);
+
+/**
+ * Where an audit chain stood after its row `seq` (SPEC §19, audit-chain.ts), for rows that are not there to say
+ * it: `pruned`, the last row retention deleted (the rows left link to it); `sealed`, the last row from before
+ * the chain, whose rows carry no hash. SQLite has one chain, `main`.
+ */
+export const auditCheckpoints = sqliteTable(
+  "audit_checkpoints",
+  {
+    chain: text("chain").notNull(),
+    seq: integer("seq").notNull(),
+    hash: text("hash").notNull(),
+    at: integer("at").notNull(),
+    reason: text("reason", { enum: ["sealed", "pruned"] }).notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.chain, t.seq] })],
 );
 
 /**
@@ -290,7 +316,7 @@ export const apiTokens = sqliteTable(
     seq: integer("seq").primaryKey({ autoIncrement: true }),
     id: text("id").notNull(),
     name: text("name").notNull(),
-    role: text("role", { enum: ["admin", "issuer", "viewer"] }).notNull(),
+    role: text("role", { enum: ["admin", "issuer", "viewer", "approver"] }).notNull(),
     tokenHash: text("token_hash").notNull(),
     tokenHint: text("token_hint").notNull(),
     // An issuer's policy as it was given (the API's JSON); null for other roles.

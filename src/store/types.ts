@@ -77,6 +77,35 @@ export type NewKey = Omit<
   enforcement?: "enforce" | "observe";
 };
 
+/** A person's approval of one call (SPEC §15), as the API shows it. */
+export interface ApprovalRecord {
+  /** `apr_…` */
+  id: string;
+  keyId: string;
+  label: string | null;
+  vendor: string | null;
+  idempotencyKey: string;
+  method: string;
+  path: string;
+  priceMicros: number;
+  status: "pending" | "approved" | "denied" | "expired" | "used";
+  requestedAt: number;
+  /** The token (id and name) that minted the key whose call asked, when known. */
+  requestedBy: string | null;
+  expiresAt: number;
+  decidedAt: number | null;
+  decidedBy: string | null;
+  reason: string | null;
+}
+
+export interface ApprovalFilter {
+  status?: ApprovalRecord["status"];
+  /** Only the approvals of keys this token minted (an issuer's view). */
+  mintedBy?: string;
+  limit: number;
+  cursor?: number;
+}
+
 /** A budget (SPEC §14): a pool of caps over the keys that draw from it and the budgets below it. */
 export interface BudgetRecord {
   id: string;
@@ -150,11 +179,42 @@ export interface DayUsage {
  * One audit row (SPEC §8), as the audit table holds it (schema.ts), with the columns' meanings narrowed.
  * `requests`: how many requests the row stands for when more than one (an aggregate of unauthenticated denials).
  */
-export type AuditRow = Omit<typeof auditEvents.$inferSelect, "seq" | "mode" | "costSource" | "requests"> & {
+export type AuditRow = Omit<typeof auditEvents.$inferSelect, "seq" | "hash" | "mode" | "costSource" | "requests"> & {
   mode: KeyMode | null;
   costSource: "request" | "response" | "object" | "hold" | "estimate" | "reconciled" | "replay" | null;
   requests?: number;
 };
+
+/** An audit column's value, as the hash chain reads it (audit-chain.ts). */
+export type ChainValue = string | number | null;
+
+/** An audit row as the chain reads it back: its place, its chain, its stored hash (null before the chain) and its values. */
+export interface ChainRow {
+  seq: number;
+  chain: string;
+  hash: string | null;
+  /** In the canonical form's order (audit-chain.ts CHAIN_FIELDS). */
+  values: ChainValue[];
+}
+
+/**
+ * A chain's hash after its row `seq`, kept apart from the rows: `pruned` stands for the rows retention deleted
+ * (the first row left links to it), `sealed` for rows from before the chain, which carry no hash of their own.
+ */
+export interface Checkpoint {
+  chain: string;
+  seq: number;
+  hash: string;
+  at: number;
+  reason: "sealed" | "pruned";
+}
+
+/** Where a chain stands: its newest row (or the checkpoint that replaced it), as /audit/head reports it. */
+export interface ChainHead {
+  chain: string;
+  seq: number;
+  hash: string;
+}
 
 export interface SettleRequest {
   keyId: string;
@@ -251,7 +311,7 @@ export interface AdminEvent {
   tokenName: string | null;
 }
 
-export type Role = "admin" | "issuer" | "viewer";
+export type Role = "admin" | "issuer" | "viewer" | "approver";
 
 export interface TokenRecord {
   id: string;
@@ -320,6 +380,19 @@ export interface AdminStore {
   updateBudget(id: string, patch: BudgetPatch): Promise<BudgetRecord | null>;
   /** Deleted, or refused while an active key or a budget below draws from it. */
   deleteBudget(id: string, now: number): Promise<"deleted" | "in_use" | "not_found">;
+  // approvals (SPEC §15): requested by a hold, decided by a person, lapsed by the sweep
+  findApproval(id: string): Promise<ApprovalRecord | null>;
+  listApprovals(filter: ApprovalFilter): Promise<Page<ApprovalRecord>>;
+  /** A person's decision: `decided`, or `not_pending` (someone decided first, or it lapsed). */
+  decideApproval(
+    id: string,
+    decision: "approved" | "denied",
+    by: string,
+    reason: string | null,
+    now: number,
+  ): Promise<"decided" | "not_pending" | "not_found">;
+  /** Lapses approvals past their expiry (pending, or approved and never used), their holds released; how many. */
+  expireApprovals(now: number, limit: number): Promise<number>;
   // keys
   insertKey(key: NewKey): Promise<KeyRecord>;
   findKeyById(id: string): Promise<KeyRecord | null>;
@@ -352,7 +425,18 @@ export interface AdminStore {
   // audit
   listAudit(filter: AuditFilter): Promise<Page<AuditRow>>;
   spendBy(group: SpendGroup, filter: Omit<AuditFilter, "limit" | "cursor">): Promise<SpendRow[]>;
+  /** Deletes the oldest rows, older than `before`, as a prefix of every chain, leaving a checkpoint (SPEC §19). */
   pruneAudit(before: number, batch: number): Promise<number>;
+  // the audit's hash chain (SPEC §19, audit-chain.ts)
+  /** Each chain's head: its newest row, or the checkpoint that stands for it. */
+  auditHeads(): Promise<ChainHead[]>;
+  auditCheckpoints(): Promise<Checkpoint[]>;
+  /** Up to `limit` rows after `afterSeq`, every chain's, in seq order. */
+  auditChainPage(afterSeq: number, limit: number): Promise<ChainRow[]>;
+  /** The stored hash of `chain`'s row just before `seq`; null when there is none or it has none. */
+  auditHashBefore(chain: string, seq: number): Promise<string | null>;
+  /** The seq of the first row at or after `at`; null when there is none. */
+  auditSeqSince(at: number): Promise<number | null>;
   countOpenHolds(): Promise<number>;
   // admin
   recordAdminEvent(event: Omit<AdminEvent, "seq">): Promise<void>;
@@ -416,6 +500,8 @@ export const ALERT_EVENTS = [
   "price_differential",
   "budget_threshold",
   "budget_exhausted",
+  "approval_requested",
+  "approval_decided",
 ] as const;
 export type AlertEventType = (typeof ALERT_EVENTS)[number];
 

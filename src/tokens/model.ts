@@ -3,7 +3,7 @@ import { z } from "zod";
 import { duration, endpointPattern, MAX_USD_CAP } from "../validation";
 import { vendorName } from "../vendors/index";
 
-export const ROLES = ["admin", "issuer", "viewer"] as const;
+export const ROLES = ["admin", "issuer", "viewer", "approver"] as const;
 
 const DURATION = /^(?=\d)(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$/;
 /** A token's life: `90d`, `12h`, … (tokens outlive keys: up to 10 years). */
@@ -105,6 +105,20 @@ export const IssuerPolicySchema = z.strictObject({
         "The budget every key it mints draws from, put on keys that name none (a key naming another is refused); without it, its keys draw from no budget",
       examples: ["bud_4fTq9ZrWb2NcLm5Yd0Hx"],
     }),
+  max_approval_above_usd: usd(MAX_USD_CAP)
+    .optional()
+    .meta({
+      description: "Every key must carry an approval_above_usd no larger (a key without one is refused): calls above it wait for a person",
+      examples: [500],
+    }),
+  allow_observe: z
+    .boolean({ error: "must be true or false" })
+    .optional()
+    .meta({
+      description:
+        'true: it may mint keys with "enforcement": "observe" (calls over their limits forwarded and audited as would_deny); without it, such a key is refused',
+      examples: [true],
+    }),
 });
 /** A policy is kept as it was given (no field is transformed), so it reads back exactly as written. */
 export type IssuerPolicy = z.output<typeof IssuerPolicySchema>;
@@ -120,7 +134,7 @@ export const CreateTokenBody = z
       .max(100, "must be at most 100 characters")
       .meta({ description: "Who holds it", examples: ["airflow-prod"] }),
     role: z
-      .enum(ROLES, { error: "must be admin, issuer or viewer" })
+      .enum(ROLES, { error: "must be admin, issuer, viewer or approver" })
       .meta({ description: "admin: everything; issuer: mints keys within its policy; viewer: reads only", examples: ["issuer"] }),
     expires_in: tokenDuration.optional(),
     expires_at: tokenExpiry.optional(),
@@ -171,7 +185,7 @@ export const TokenRecordSchema = z.object({
 });
 
 export const IssuedTokenSchema = TokenRecordSchema.extend({
-  token: z.string().describe("kb_adm_…, kb_iss_… or kb_view_…: shown this once, only its SHA-256 is kept"),
+  token: z.string().describe("kb_adm_…, kb_iss_…, kb_view_… or kb_appr_…: shown this once, only its SHA-256 is kept"),
 });
 
 export const RevokedTokenSchema = TokenRecordSchema.extend({

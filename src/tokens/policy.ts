@@ -27,6 +27,10 @@ export interface KeyDraft {
   expiresAt: number;
   /** The budget it draws from (a mint may leave it out: none). */
   budgetId?: string | null;
+  /** `observe`: its limits are reported, not enforced (a mint may leave it out: enforce). */
+  enforcement?: "enforce" | "observe";
+  /** Calls above it wait for a person (SPEC §15). */
+  approvalAboveMicros?: number | null;
 }
 
 /**
@@ -121,6 +125,23 @@ export function enforcePolicy(policy: IssuerPolicy, key: KeyDraft, publicPath: (
         `a key must carry max_requests_per_minute of at most ${policy.max_requests_per_minute}${rate === null ? " (this key has none)" : `, not ${rate}`}.`,
       );
     }
+  }
+  // A policy's approval threshold: its keys must ask a person above it, at most (SPEC §15).
+  if (policy.max_approval_above_usd !== undefined) {
+    const above = key.approvalAboveMicros ?? null;
+    if (above === null || above > usdToMicros(policy.max_approval_above_usd)) {
+      throw policyViolation(
+        "policy.max_approval_above_usd",
+        `a key must carry approval_above_usd of at most ${policy.max_approval_above_usd}${above === null ? " (this key has none)" : `, not ${microsToUsd(above)}`}.`,
+      );
+    }
+  }
+  // A key that only observes brakes nothing: a token that mints them must have been allowed to (SPEC §16).
+  if (key.enforcement === "observe" && !policy.allow_observe) {
+    throw policyViolation(
+      "policy.allow_observe",
+      'this token may not mint keys with "enforcement": "observe" (its policy would need "allow_observe": true).',
+    );
   }
   if (policy.require_idempotency_key && !key.requireIdempotencyKey) {
     throw policyViolation("policy.require_idempotency_key", "keys of this token must be minted with require_idempotency_key: true.");

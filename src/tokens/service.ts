@@ -12,9 +12,9 @@ export interface TokenContext {
 }
 
 /** A token's secret starts with its role, so a leaked one says at a glance what it unlocks. */
-export const TOKEN_PREFIX: Record<Role, string> = { admin: "kb_adm_", issuer: "kb_iss_", viewer: "kb_view_" };
+export const TOKEN_PREFIX: Record<Role, string> = { admin: "kb_adm_", issuer: "kb_iss_", viewer: "kb_view_", approver: "kb_appr_" };
 
-/** `kb_adm_`/`kb_iss_`/`kb_view_` + 43 base62 characters (~256 bits) from the CSPRNG. */
+/** `kb_adm_`/`kb_iss_`/`kb_view_`/`kb_appr_` + 43 base62 characters (~256 bits) from the CSPRNG. */
 export const newToken = (role: Role) => `${TOKEN_PREFIX[role]}${randomBase62(43)}`;
 
 export function tokenStatus(t: TokenRecord, now: number): "active" | "revoked" | "expired" {

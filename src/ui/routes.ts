@@ -50,7 +50,7 @@ const asset = (body: string, type: string) => () =>
   new Response(body, { headers: { "content-type": type, "cache-control": "no-cache", ...SECURITY_HEADERS } });
 
 const SessionSchema = z.object({
-  role: z.enum(["admin", "issuer", "viewer"]),
+  role: z.enum(["admin", "issuer", "viewer", "approver"]),
   token_id: z.string().describe('The token the session was opened with: tok_…, or "admin" for the bootstrap token'),
   token_name: z.string(),
   csrf_token: z.string().describe("Send it back in the X-CSRF-Token header on every write made with the session cookie"),

@@ -4,6 +4,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
+import { freePort } from "./process";
 
 /**
  * PostgreSQL for tests (SPEC §13). Each test file asks for fresh, empty databases on one server:
@@ -201,13 +202,6 @@ async function mustRunAsync(cmd: string[]) {
   const proc = Bun.spawn(cmd, { stdout: "ignore", stderr: "pipe" });
   const [status, stderr] = await Promise.all([proc.exited, new Response(proc.stderr).text()]);
   if (status !== 0) throw new Error(`${cmd.join(" ")} failed (${status}): ${stderr}`);
-}
-
-function freePort(): number {
-  const probe = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
-  const port = probe.port;
-  probe.stop(true);
-  return port;
 }
 
 const quote = (word: string) => `'${word.replaceAll("'", `'\\''`)}'`;

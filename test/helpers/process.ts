@@ -45,3 +45,11 @@ export async function run(cmd: string[], opts: { cwd: string; env: Record<string
   const [code, stdout, stderr] = await Promise.all([proc.exited, new Response(proc.stdout).text(), new Response(proc.stderr).text()]);
   return { code, stdout, stderr };
 }
+
+/** A free TCP port on 127.0.0.1 (taken and released at once), for a server a test starts. */
+export function freePort(): number {
+  const probe = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+  const port = probe.port;
+  probe.stop(true);
+  return port;
+}

@@ -2,6 +2,8 @@ import { randomBase62 } from "../../util";
 import {
   type AlertKey,
   ambiguousMark,
+  approvalDecidedData,
+  approvalRequestedData,
   attemptResult,
   capExhaustedData,
   type EventRow,
@@ -101,6 +103,8 @@ export interface PgAlertOutbox {
     now: number,
   ): Promise<void>;
   budgetSettled(tx: Pg, budgetId: string, day: string, delta: number, now: number): Promise<void>;
+  approvalRequested(tx: Pg, a: Parameters<typeof approvalRequestedData>[0] & { keyId: string }, now: number): Promise<void>;
+  approvalDecided(tx: Pg, a: Parameters<typeof approvalDecidedData>[0] & { keyId: string }, now: number): Promise<void>;
   budgetRefused(
     tx: Pg,
     budgetId: string,
@@ -153,6 +157,16 @@ export function pgAlertOutbox(): PgAlertOutbox {
                (SELECT d.settled_micros FROM budget_days d WHERE d.budget_id = b.id AND d.day = ${day}) AS "daySettled"
           FROM budgets b WHERE b.id = ${budgetId}`;
       await crossed(tx, "budget_threshold", row, day, delta, now);
+    },
+
+    async approvalRequested(tx, a, now) {
+      const key = await alertKey(tx, a.keyId);
+      if (key) await emit(tx, "approval_requested", key, approvalRequestedData(a), now);
+    },
+
+    async approvalDecided(tx, a, now) {
+      const key = await alertKey(tx, a.keyId);
+      if (key) await emit(tx, "approval_decided", key, approvalDecidedData(a), now);
     },
 
     async budgetRefused(tx, budgetId, r, now) {

@@ -1,55 +1,25 @@
 import type { SQL } from "bun";
-import { getTableColumns } from "drizzle-orm";
 import { HOLD_EVENT_DECISIONS } from "../audit";
+import { type ChainHead, type ChainRow, type Checkpoint, PRE_CHAIN, pruneCut } from "../audit-chain";
 import type { AuditFilter, AuditRow, Page, SpendGroup, SpendRow } from "../types";
+import { CHAIN_ROWS, fromColumns, insertAuditRows, PRUNE_LOCK, registerChain, toChainRow, toCheckpoint } from "./audit-chain";
 import type { PgBatch } from "./batch";
 import { type Pg, num, numOrNull } from "./client";
-import { auditEvents } from "./schema";
+
+export { insertAuditRows };
 
 type Filter = Omit<AuditFilter, "limit" | "cursor">;
 /** A piece of a query (a condition, a group's expression), embedded in another with its parameters. */
 type Fragment = SQL.Query<unknown>;
-
-/**
- * The audit table's columns but its seq, in the table's order, each with how to read it back: bigint columns
- * (times, money) arrive as strings.
- */
-const COLUMNS = Object.entries(getTableColumns(auditEvents))
-  .filter(([field]) => field !== "seq")
-  .map(([field, column]) => ({
-    field: field as keyof AuditRow,
-    name: column.name,
-    read: column.getSQLType() !== "bigint" ? (v: unknown) => v : column.notNull ? num : numOrNull,
-  }));
-
-const COLUMN_NAMES = COLUMNS.map((c) => c.name);
-
-/** PostgreSQL takes at most 65,535 parameters per statement: rows per INSERT that stay well below it. */
-const ROWS_PER_INSERT = 1000;
-
-/** An audit row keyed by column name, as the insert helper takes it; a row for one request may leave out `requests`. */
-function toColumns(row: AuditRow): Record<string, unknown> {
-  return Object.fromEntries(COLUMNS.map(({ field, name }) => [name, (field === "requests" ? (row.requests ?? 1) : row[field]) ?? null]));
-}
-
-function fromColumns(record: Record<string, unknown>): AuditRow {
-  return Object.fromEntries(COLUMNS.map(({ field, name, read }) => [field, read(record[name])])) as unknown as AuditRow;
-}
-
-/** Writes audit rows within `tx` (the caller's transaction): one multi-row INSERT (per thousand rows). */
-export async function insertAuditRows(tx: Pg, rows: AuditRow[]): Promise<void> {
-  for (let i = 0; i < rows.length; i += ROWS_PER_INSERT) {
-    const values = rows.slice(i, i + ROWS_PER_INSERT).map(toColumns);
-    await tx`INSERT INTO audit_events ${tx(values, ...COLUMN_NAMES)}`;
-  }
-}
 
 /** A LIKE pattern for labels starting with `prefix`: `%`, `_` and `\` in it are plain characters. */
 function likePrefix(prefix: string): string {
   return `${prefix.replace(/[\\%_]/g, "\\$&")}%`;
 }
 
-export function pgAuditQueries(sql: Pg, batch: PgBatch) {
+/** `chain`: this instance's, which every audit row it writes is appended to (see registerChain). */
+export function pgAuditQueries(sql: Pg, batch: PgBatch, chain: string) {
+  registerChain(sql, chain);
   const and = (conditions: Fragment[]) => conditions.reduce((all, c) => sql`${all} AND ${c}`, sql`TRUE`);
 
   function conditions(f: Filter): Fragment[] {
@@ -147,10 +117,57 @@ export function pgAuditQueries(sql: Pg, batch: PgBatch) {
       });
     },
 
+    /**
+     * Retention (SPEC §19): the oldest rows by seq, as long as they are older than `before`, so what goes is the
+     * start of every chain, each leaving a `pruned` checkpoint with the hash of its last deleted row (older
+     * checkpoints of it, now of no row, go). One instance prunes at a time; the others skip their turn.
+     */
     async pruneAudit(before: number, batchSize: number): Promise<number> {
-      const result = await sql`DELETE FROM audit_events WHERE seq IN
-                                 (SELECT seq FROM audit_events WHERE at < ${before} ORDER BY seq LIMIT ${batchSize})`;
-      return result.count;
+      return sql.begin(async (tx) => {
+        const [{ locked }] = await tx`SELECT pg_try_advisory_xact_lock(${PRUNE_LOCK}) AS locked`;
+        if (!locked) return 0;
+        const [rows, checkpoints] = await Promise.all([
+          tx.unsafe(`${CHAIN_ROWS} ORDER BY seq LIMIT $1`, [batchSize]).values(),
+          tx`SELECT chain, seq, hash, at, reason FROM audit_checkpoints`,
+        ]);
+        const cut = pruneCut(rows.map(toChainRow), before, checkpoints.map(toCheckpoint));
+        if (cut.lastSeq === null) return 0;
+        const now = Date.now();
+        // Sent together; a transaction's statements run in the order sent.
+        await Promise.all([
+          tx`DELETE FROM audit_events WHERE seq <= ${cut.lastSeq}`,
+          ...cut.checkpoints.flatMap((c) => [
+            tx`DELETE FROM audit_checkpoints WHERE chain = ${c.chain} AND seq <= ${c.seq}`,
+            tx`INSERT INTO audit_checkpoints (chain, seq, hash, at, reason) VALUES (${c.chain}, ${c.seq}, ${c.hash}, ${now}, 'pruned')`,
+          ]),
+        ]);
+        return cut.count;
+      });
+    },
+
+    /** Every chain's head (an instance's newest row, kept in audit_heads), by chain. */
+    async auditHeads(): Promise<ChainHead[]> {
+      const rows = await sql`SELECT chain, seq, hash FROM audit_heads WHERE seq > 0 ORDER BY chain`;
+      return rows.map((r: Record<string, unknown>) => ({ chain: r.chain as string, seq: num(r.seq), hash: r.hash as string }));
+    },
+
+    async auditCheckpoints(): Promise<Checkpoint[]> {
+      return (await sql`SELECT chain, seq, hash, at, reason FROM audit_checkpoints ORDER BY seq`).map(toCheckpoint);
+    },
+
+    async auditChainPage(afterSeq: number, limit: number): Promise<ChainRow[]> {
+      return (await sql.unsafe(`${CHAIN_ROWS} WHERE seq > $1 ORDER BY seq LIMIT $2`, [afterSeq, limit]).values()).map(toChainRow);
+    },
+
+    async auditHashBefore(chain: string, seq: number): Promise<string | null> {
+      const [row] = await sql`SELECT hash FROM audit_events WHERE chain IS NOT DISTINCT FROM ${chain === PRE_CHAIN ? null : chain}
+                                 AND seq < ${seq} ORDER BY seq DESC LIMIT 1`;
+      return row?.hash ?? null;
+    },
+
+    async auditSeqSince(at: number): Promise<number | null> {
+      const [row] = await sql`SELECT min(seq) AS seq FROM audit_events WHERE at >= ${at}`;
+      return numOrNull(row?.seq);
     },
   };
 }

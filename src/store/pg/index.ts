@@ -9,10 +9,11 @@ import { PgBatch } from "./batch";
 import { pgBudgetQueries } from "./budgets";
 import { openPgClient } from "./client";
 import { pgKeyQueries } from "./keys";
-import { pgLeases } from "./lease";
+import { type LeaseHolder, pgLeases } from "./lease";
 import { pgLedgerQueries } from "./ledger";
 import { applyPgMigrations, pendingPgMigrations } from "./migrate";
 import { pgRateLimiter } from "./rate";
+import { pgApprovalQueries } from "./approvals";
 import { pgReconcileQueries } from "./reconcile";
 import { pgSpendCounters } from "./spend-counters";
 import { pgTokenQueries } from "./tokens";
@@ -35,11 +36,17 @@ export interface PgStore extends Store {
   /** Spend counted by this instance id in earlier runs, and by the fleet's other instances (for /metrics). */
   spendCounters: { own(): Promise<SpendCounter[]>; others(): Promise<SpendCounter[]> };
   /**
-   * Serving: takes this instance's lease (waiting out a live holder of the same id elsewhere) and keeps it. Each
+   * Serving: takes this instance's lease (waiting out a dead holder of the same id elsewhere, refusing a live one:
+   * a ConfigError naming KEYBRAKE_INSTANCE_ID) and keeps it. Each
    * renewal also saves this instance's spend counters (`counters`, saved once more at close) and recovers the
    * holds of instances whose lease lapsed (`onRecovered` hears what it found).
    */
-  startInstance(serving: { onRecovered: (holds: HoldRecord[]) => void; counters: () => SpendCounter[] }): Promise<void>;
+  startInstance(serving: {
+    onRecovered: (holds: HoldRecord[]) => void;
+    counters: () => SpendCounter[];
+    /** Hears once that another process holds this instance id's lease, which is waited out. */
+    onWaitForLease?: (holder: LeaseHolder) => void;
+  }): Promise<void>;
 }
 
 const DEFAULT_LEASE_MS = 15_000;
@@ -70,7 +77,7 @@ export async function openPgStore(url: string, opts: PgOptions = {}): Promise<Pg
   const leases = pgLeases(sql, instanceId, leaseMs);
   const { findKeyByHash, ...keys } = pgKeyQueries(sql, outbox);
   const { idempotencyFingerprint, holdSpend, settleCall, ...ledger } = pgLedgerQueries(sql, batches, outbox, instanceId);
-  const { recordAudit, ...audit } = pgAuditQueries(sql, batches.deferred);
+  const { recordAudit, ...audit } = pgAuditQueries(sql, batches.deferred, instanceId);
   const callPath: CallPathStore = { findKeyByHash, idempotencyFingerprint, holdSpend, settleCall, recordAudit };
   const spend = pgSpendCounters(sql, instanceId);
   let heartbeat: Timer | undefined;
@@ -80,6 +87,7 @@ export async function openPgStore(url: string, opts: PgOptions = {}): Promise<Pg
     ...keys,
     ...ledger,
     ...pgReconcileQueries(sql, batches.durable, outbox, instanceId),
+    ...pgApprovalQueries(sql, batches.durable, outbox, instanceId),
     ...pgAlertQueries(sql),
     ...audit,
     ...pgAdminQueries(sql),
@@ -121,7 +129,7 @@ export async function openPgStore(url: string, opts: PgOptions = {}): Promise<Pg
     ...committingQueuedWritesFirst(admin, flushBatches),
     spendCounters: { own: () => spend.own(), others: () => spend.others() },
     async startInstance(how) {
-      await leases.register(Date.now());
+      await leases.register(Date.now(), how.onWaitForLease);
       serving = how;
       heartbeat = setInterval(
         async () => {

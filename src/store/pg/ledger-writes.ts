@@ -60,6 +60,17 @@ export function pgLedgerWriter(alerts: PgAlertOutbox, instanceId: string) {
       case "call_in_flight":
         return tx`UPDATE idempotency_entries SET state = 'in_flight', instance_id = ${instanceId}
                    WHERE key_id = ${w.keyId} AND idempotency_key = ${w.key}`;
+      case "insert_approval":
+        return tx`INSERT INTO approvals (id, key_id, idempotency_key, fingerprint, hold_id, method, path, price_micros, status,
+                                         requested_at, requested_by, expires_at)
+                  VALUES (${w.approvalId}, ${w.keyId}, ${w.key}, ${w.fingerprint}, ${w.holdId}, ${w.call.method}, ${w.call.path},
+                          ${w.priceMicros}, 'pending', ${now}, ${w.requestedBy}, ${w.expiresAt})`;
+      // A person's decision is timed and signed; the call going out (`used`) or a lapse only changes the status.
+      case "set_approval":
+        return w.by === undefined
+          ? tx`UPDATE approvals SET status = ${w.status} WHERE id = ${w.approvalId}`
+          : tx`UPDATE approvals SET status = ${w.status}, decided_at = ${now}, decided_by = ${w.by}, reason = ${w.reason ?? null}
+                WHERE id = ${w.approvalId}`;
     }
   }
 
@@ -77,6 +88,10 @@ export function pgLedgerWriter(alerts: PgAlertOutbox, instanceId: string) {
         return alerts.budgetRefused(tx, a.budgetId, a, now);
       case "budget_settled":
         return alerts.budgetSettled(tx, a.budgetId, a.day, a.delta, now);
+      case "approval_requested":
+        return alerts.approvalRequested(tx, a, now);
+      case "approval_decided":
+        return alerts.approvalDecided(tx, a, now);
     }
   }
 

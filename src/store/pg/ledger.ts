@@ -1,5 +1,6 @@
 import { hostname } from "node:os";
 import {
+  type ApprovalState,
   type BudgetState,
   type DayState,
   type EntryWithDay,
@@ -12,7 +13,7 @@ import {
   orphanAlerts,
 } from "../../ledger/rules";
 import { asEntry, type HoldRow, holdAuditRow, holdRecord, MAX_STORED_RESPONSE_BYTES } from "../ledger-shared";
-import { OPEN_HOLDS } from "../schema";
+import { OPEN_HOLDS, WAITING_ON_APPROVAL } from "../schema";
 import type { HoldRecord, HoldRequest, HoldResult, IdempotencyResult, SettleRequest, TrackedObject } from "../types";
 import type { PgAlertOutbox } from "./alerts";
 import { insertAuditRows } from "./audit";
@@ -126,7 +127,7 @@ export function pgLedgerQueries(sql: Pg, batches: LedgerBatches, alerts: PgAlert
    * counterparty's day and its idempotency memory: statements sent together, run once the locks are granted.
    */
   async function holdSnapshot(conn: Pg, req: HoldRequest, chain: readonly string[]): Promise<HoldSnapshot> {
-    const [, [key], [seen], budgets, counterpartyDay] = (await Promise.all([
+    const [, [key], [seen], budgets, counterpartyDay, [approval]] = (await Promise.all([
       chain.length > 0 ? locks.lockMoney(conn, req.keyId, chain) : null,
       conn`SELECT status, daily_cap_micros AS daily, total_cap_micros AS total, spent_total_micros AS spent,
                   held_total_micros AS held
@@ -138,12 +139,17 @@ export function pgLedgerQueries(sql: Pg, batches: LedgerBatches, alerts: PgAlert
              LEFT JOIN idempotency_entries i ON i.key_id = ${req.keyId} AND i.idempotency_key = ${req.idempotency?.key ?? null}`,
       chain.length > 0 ? pgBudgetChain(conn, req.keyId, req.day) : [],
       req.counterparty ? counterpartyDayOf(conn, req.keyId, req.day, req.counterparty.id) : null,
+      req.idempotency
+        ? conn`SELECT id, key_id AS "keyId", status, fingerprint, hold_id AS "holdId", expires_at AS "expiresAt" FROM approvals
+                WHERE key_id = ${req.keyId} AND idempotency_key = ${req.idempotency.key}`
+        : [],
     ])) as [
       unknown,
       { status: string; daily: string | null; total: string | null; spent: string; held: string }[],
       Seen[],
       BudgetState[],
       DayState | null,
+      (ApprovalState & { expiresAt: string })[],
     ];
     const remembered: RememberedCall | null =
       seen!.state === null
@@ -171,6 +177,7 @@ export function pgLedgerQueries(sql: Pg, batches: LedgerBatches, alerts: PgAlert
       budgets,
       counterpartyDay,
       remembered,
+      approval: approval ? { ...approval, expiresAt: num(approval.expiresAt) } : null,
     };
   }
 
@@ -286,7 +293,7 @@ export function pgLedgerQueries(sql: Pg, batches: LedgerBatches, alerts: PgAlert
       // `state = 'held'`: the partial index on instance_id answers it.
       sql.unsafe(
         `SELECT id, key_id AS "keyId", instance_id AS "instanceId" FROM ledger_entries e
-                   WHERE state = 'held' AND NOT ${alive("e.instance_id")}`,
+                   WHERE state = 'held' AND NOT ${alive("e.instance_id")} AND NOT ${WAITING_ON_APPROVAL("e")}`,
         me,
       ),
     ])) as [{ id: string }[], { id: string; keyId: string; instanceId: string | null }[]];

@@ -250,6 +250,11 @@ export const auditEvents = pgTable(
     secretsScrubbed: integer("secrets_scrubbed").notNull().default(0),
     // What an observe-mode key would have been refused with, had it been enforced (SPEC §16).
     wouldDeny: text("would_deny"),
+    // The chain the row is in (SPEC §19): the instance id of the instance that wrote it; null in rows from before
+    // the chain (the pre-chain, sealed by checkpoints).
+    chain: text("chain"),
+    // SHA-256 of the previous hash of its chain and this row's canonical form (../audit-chain.ts); null before the chain.
+    hash: text("hash"),
   },
   // Every index is a page written per call: only what the audit queries filter on.
   // `id` is the request id a job sees (X-Keybrake-Request-Id): operators look calls up by it.
@@ -260,8 +265,35 @@ export const auditEvents = pgTable(
     index("audit_events_label").on(t.label.op("text_pattern_ops"), t.seq),
     index("audit_events_id").on(t.id),
     index("audit_events_denied").on(t.decision, t.seq).where(sql.raw(DENIED_ROWS)),
+    // Rows without a chain (written by a binary older than the chain, during a rolling upgrade), found to seal
+    // them without reading the audit; no row written since the chain has a page in it.
+    index("audit_events_unchained").on(t.seq).where(sql`${t.chain} IS NULL`),
   ],
 );
+
+/** The twin of ../schema.ts auditCheckpoints, per chain (an instance's, or the pre-chain's ""). */
+export const auditCheckpoints = pgTable(
+  "audit_checkpoints",
+  {
+    chain: text("chain").notNull(),
+    seq: int8("seq").notNull(),
+    hash: text("hash").notNull(),
+    at: int8("at").notNull(),
+    reason: text("reason").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.chain, t.seq] })],
+);
+
+/**
+ * Each chain's head (SPEC §19): its newest row's seq and hash. A transaction that appends to a chain locks its
+ * head's row first, so the rows of one chain are appended one transaction after another, in seq order, whichever
+ * instance or process writes them.
+ */
+export const auditHeads = pgTable("audit_heads", {
+  chain: text("chain").primaryKey(),
+  seq: int8("seq").notNull(),
+  hash: text("hash").notNull(),
+});
 
 /**
  * The SQLite store's spend rollup (../schema.ts auditDays), in step with its schema. The PostgreSQL store does not
@@ -310,7 +342,7 @@ export const apiTokens = pgTable(
     seq: seq(),
     id: text("id").notNull(),
     name: text("name").notNull(),
-    role: text("role", { enum: ["admin", "issuer", "viewer"] }).notNull(),
+    role: text("role", { enum: ["admin", "issuer", "viewer", "approver"] }).notNull(),
     tokenHash: text("token_hash").notNull(),
     tokenHint: text("token_hint").notNull(),
     // JSON: an issuer's policy as it was given (the API's JSON); null for other roles.

@@ -4,7 +4,13 @@
  * only (never in localStorage or sessionStorage) and goes out in X-CSRF-Token on every write.
  */
 
-export type Role = "admin" | "issuer" | "viewer";
+export type Role = "admin" | "issuer" | "viewer" | "approver";
+
+/** Whether a role changes keys (revoke, caps, expiry): admins and issuers. Viewers and approvers read them (SPEC §10). */
+export const writesKeys = (role: Role) => role === "admin" || role === "issuer";
+
+/** Whether a role decides approvals (SPEC §15): admins and approvers. */
+export const decidesApprovals = (role: Role) => role === "admin" || role === "approver";
 
 export interface Session {
   role: Role;
@@ -121,6 +127,8 @@ export interface KeyRecord {
   budget_id: string | null;
   per_customer_usd_cap: number | null;
   per_destination_usd_cap: number | null;
+  /** observe: calls over its limits go out anyway, audited as would_deny (SPEC §16). */
+  enforcement: "enforce" | "observe";
 }
 
 /** A budget (SPEC §14) with today's usage, as GET /budgets shows it. */
@@ -159,6 +167,8 @@ export interface AuditRow {
   overhead_ms: number | null;
   client_ip: string | null;
   requests: number;
+  /** The code enforcing would have answered: an observe-mode key's call, or a dry run's verdict. */
+  would_deny: string | null;
 }
 
 export interface SpendRow {
@@ -193,4 +203,23 @@ export interface TokenRecord {
   created_by: string;
   expires_at: string | null;
   revoked_at: string | null;
+}
+
+/** A call waiting for a person's approval, or decided (SPEC §15), as GET /approvals shows it. */
+export interface Approval {
+  id: string;
+  key_id: string;
+  label: string | null;
+  vendor: string | null;
+  method: string;
+  path: string;
+  price_usd: number;
+  idempotency_key: string;
+  status: "pending" | "approved" | "denied" | "expired" | "used";
+  requested_at: string;
+  requested_by: string | null;
+  expires_at: string;
+  decided_at: string | null;
+  decided_by: string | null;
+  reason: string | null;
 }

@@ -2,6 +2,7 @@ import { render } from "preact";
 import { useEffect, useState } from "preact/hooks";
 import { ApiError, api, type Session, useSession } from "./api";
 import { AlertsPage } from "./pages/alerts";
+import { ApprovalsPage } from "./pages/approvals";
 import { AuditPage } from "./pages/audit";
 import { BudgetsPage } from "./pages/budgets";
 import { HoldsPage } from "./pages/holds";
@@ -65,12 +66,12 @@ function SignIn({ onSignedIn, notice }: { onSignedIn: (s: Session) => void; noti
               autocomplete="off"
               required
               spellcheck={false}
-              placeholder="kb_adm_…, kb_iss_…, kb_view_…"
+              placeholder="kb_adm_…, kb_iss_…, kb_view_…, kb_appr_…"
             />
           </label>
           <span class="hint">
-            Any Keybrake token: admin, issuer or viewer. It is sent once; the browser keeps only a session cookie that scripts cannot read,
-            for 8 hours.
+            Any Keybrake token: admin, issuer, viewer or approver. It is sent once; the browser keeps only a session cookie that scripts
+            cannot read, for 8 hours.
           </span>
           <ErrorNotice error={error} />
           <div class="actions">
@@ -84,12 +85,14 @@ function SignIn({ onSignedIn, notice }: { onSignedIn: (s: Session) => void; noti
   );
 }
 
+// An approver reads what a viewer reads (SPEC §10), and decides approvals.
 const PAGES = [
-  { path: "/", title: "Overview", roles: ["admin", "issuer", "viewer"] },
-  { path: "/runs", title: "Runs", roles: ["admin", "issuer", "viewer"] },
-  { path: "/budgets", title: "Budgets", roles: ["admin", "issuer", "viewer"] },
-  { path: "/audit", title: "Audit", roles: ["admin", "issuer", "viewer"] },
-  { path: "/holds", title: "Holds", roles: ["admin", "viewer"] },
+  { path: "/", title: "Overview", roles: ["admin", "issuer", "viewer", "approver"] },
+  { path: "/runs", title: "Runs", roles: ["admin", "issuer", "viewer", "approver"] },
+  { path: "/budgets", title: "Budgets", roles: ["admin", "issuer", "viewer", "approver"] },
+  { path: "/audit", title: "Audit", roles: ["admin", "issuer", "viewer", "approver"] },
+  { path: "/approvals", title: "Approvals", roles: ["admin", "approver", "viewer"] },
+  { path: "/holds", title: "Holds", roles: ["admin", "viewer", "approver"] },
   { path: "/tokens", title: "Tokens", roles: ["admin"] },
   { path: "/alerts", title: "Alerts", roles: ["admin"] },
 ] as const;
@@ -141,6 +144,7 @@ function App() {
   else if (route.path.startsWith("/keys/")) body = <KeyPage session={session} id={decodeURIComponent(route.path.slice(6))} />;
   else if (page === "/budgets") body = <BudgetsPage session={session} focus={decodeURIComponent(route.path.slice(9)) || undefined} />;
   else if (route.path === "/audit") body = <AuditPage session={session} params={route.params} />;
+  else if (route.path === "/approvals" && allowed.some((p) => p.path === "/approvals")) body = <ApprovalsPage session={session} />;
   else if (route.path === "/holds" && allowed.some((p) => p.path === "/holds")) body = <HoldsPage session={session} />;
   else if (route.path === "/tokens" && session.role === "admin") body = <TokensPage />;
   else if (route.path === "/alerts" && session.role === "admin") body = <AlertsPage />;

@@ -1,6 +1,6 @@
 import type { ComponentChildren } from "preact";
 import { useCallback, useEffect, useRef, useState } from "preact/hooks";
-import { ApiError } from "./api";
+import { ApiError, type Role, writesKeys } from "./api";
 import { usd } from "./format";
 
 /** Loads with `load` now and whenever `deps` change (and every `refreshMs`, while the tab is visible). */
@@ -64,10 +64,18 @@ export function Loading() {
   return <p class="muted">Loading…</p>;
 }
 
-/** A status as a coloured word: green for active/allowed, red for refusals and revocations, amber for the rest. */
-export function Badge({ value, text = value }: { value: string; text?: string }) {
-  const kind = value === "allowed" ? "active" : /^(active|revoked|expired|orphaned|ambiguous)$/.test(value) ? value : "denied";
+/**
+ * A status as a coloured word: green for active/allowed, red for refusals and revocations, amber for the rest;
+ * `tone` names the colour where the word alone does not (an approval's "pending" waits, its "used" went out).
+ */
+export function Badge({ value, text = value, tone }: { value: string; text?: string; tone?: "active" | "denied" | "expired" }) {
+  const kind = tone ?? (value === "allowed" ? "active" : /^(active|revoked|expired|orphaned|ambiguous)$/.test(value) ? value : "denied");
   return <span class={`badge ${kind}`}>{text}</span>;
+}
+
+/** An observe-mode key (SPEC §16): its limits are reported, never enforced. */
+export function NotBraking() {
+  return <Badge value="observe" text="not braking" tone="expired" />;
 }
 
 /** Spend against a cap: the numbers, and a bar (decoration; the text says it all). */
@@ -143,7 +151,7 @@ export function Confirm(props: {
 }
 
 /** What to do when there are no keys yet: the request that issues a first one. */
-export function FirstKey({ role }: { role: string }) {
+export function FirstKey({ role }: { role: Role }) {
   const curl = `curl -X POST ${location.origin}/vault/keys \\
   -H "Authorization: Bearer $KEYBRAKE_ADMIN_TOKEN" \\
   -H "Content-Type: application/json" \\
@@ -154,7 +162,7 @@ export function FirstKey({ role }: { role: string }) {
     <div class="empty">
       <p>
         No vault keys yet. A job gets one per run, with a dollar cap and an allowlist, and calls Stripe, Twilio, Resend, OpenAI or Anthropic
-        through Keybrake with it.{role === "viewer" ? " Ask an admin or issuer to issue one:" : " Issue a first key:"}
+        through Keybrake with it.{writesKeys(role) ? " Issue a first key:" : " Ask an admin or issuer to issue one:"}
       </p>
       <pre class="curl">{curl}</pre>
       <p class="hint">

@@ -220,7 +220,7 @@ function NoBudgets({ role }: { role: string }) {
     <div class="empty">
       <p>
         No budgets yet. A budget is one ceiling over many keys (every run of a DAG, a team's issuer token): keys draw from it with{" "}
-        <code>budget_id</code> when they are issued.{role === "viewer" ? " An admin creates one:" : " Create a first one:"}
+        <code>budget_id</code> when they are issued.{role === "admin" ? " Create a first one:" : " An admin creates one:"}
       </p>
       <pre class="curl">{curl}</pre>
       <p class="hint">

@@ -1,9 +1,9 @@
 import { useState } from "preact/hooks";
-import { all, api, type TokenRecord } from "../api";
+import { all, api, type TokenRecord, writesKeys } from "../api";
 import { when } from "../format";
 import { Badge, Confirm, ErrorNotice, Loading, Status, Table, useData } from "../ui";
 
-/** Admin, issuer and viewer tokens (SPEC §10): created here (shown once), listed, revoked. Admins only. */
+/** Admin, issuer, viewer and approver tokens (SPEC §10): created here (shown once), listed, revoked. Admins only. */
 export function TokensPage() {
   const { data, error, reload } = useData(() => all<TokenRecord>("/admin/tokens", {}), []);
   const [created, setCreated] = useState<(TokenRecord & { token: string }) | null>(null);
@@ -54,6 +54,7 @@ export function TokensPage() {
             <select name="role" value={role} onChange={(e) => setRole((e.currentTarget as HTMLSelectElement).value)}>
               <option value="issuer">issuer: mints keys within a policy</option>
               <option value="viewer">viewer: reads only</option>
+              <option value="approver">approver: reads, and decides approvals</option>
               <option value="admin">admin: everything</option>
             </select>
           </label>
@@ -138,7 +139,7 @@ export function TokensPage() {
                         <button type="button" class="small danger" onClick={() => setPending({ token: t, keys: false })}>
                           Revoke <span class="sr-only">{t.name}</span>
                         </button>
-                        {t.role !== "viewer" && (
+                        {writesKeys(t.role) && (
                           <button type="button" class="small danger" onClick={() => setPending({ token: t, keys: true })}>
                             Revoke with its keys <span class="sr-only">{t.name}</span>
                           </button>

@@ -1,0 +1,85 @@
+import type { Database } from "bun:sqlite";
+import { type ApprovalState, decideApproval, type Entry } from "../ledger/rules";
+import type { AlertOutbox } from "./alerts";
+import type { GroupCommit } from "./group-commit";
+import { sqliteBudgetChain, sqliteLedgerWriter } from "./ledger-writes";
+import type { ApprovalFilter, ApprovalRecord, Page } from "./types";
+
+/** The approvals' columns as the API shows them, with the key's label and vendor. */
+export const APPROVAL_COLUMNS = `a.seq, a.id, a.key_id AS "keyId", k.label, k.vendor, a.idempotency_key AS "idempotencyKey", a.method, a.path,
+  a.price_micros AS "priceMicros", a.status, a.requested_at AS "requestedAt", a.requested_by AS "requestedBy",
+  a.expires_at AS "expiresAt", a.decided_at AS "decidedAt", a.decided_by AS "decidedBy", a.reason`;
+
+type Row = ApprovalRecord & { seq: number };
+
+/**
+ * Approvals (SPEC §15) on SQLite: read for the API, decided by a person, lapsed by the sweep. A decision is the
+ * rule book's (`decideApproval`), in the ledger's own write transaction: denying or lapsing gives the reserved
+ * hold back at every level with it.
+ */
+export function approvalQueries(client: Database, commits: GroupCommit, alerts: AlertOutbox) {
+  const apply = sqliteLedgerWriter(client, alerts);
+  const { chainIds } = sqliteBudgetChain(client);
+  const byId = client.prepare<Row, [string]>(
+    `SELECT ${APPROVAL_COLUMNS} FROM approvals a LEFT JOIN vault_keys k ON k.id = a.key_id WHERE a.id = ?`,
+  );
+  const stateById = client.prepare<ApprovalState, [string]>(
+    `SELECT id, key_id AS keyId, status, fingerprint, hold_id AS holdId, expires_at AS expiresAt FROM approvals WHERE id = ?`,
+  );
+  const entryById = client.prepare<Entry, [string]>(
+    `SELECT id, key_id AS keyId, state, hold_micros AS hold, cost_micros AS cost, day, counterparty FROM ledger_entries WHERE id = ?`,
+  );
+  const lapsing = client.prepare<{ id: string }, [number, number]>(
+    `SELECT id FROM approvals WHERE status IN ('pending', 'approved') AND expires_at <= ? ORDER BY expires_at LIMIT ?`,
+  );
+
+  /** The rule book's decision on one approval, applied in the caller's write transaction. */
+  function decide(id: string, decision: Parameters<typeof decideApproval>[3], now: number): "decided" | "not_pending" | "not_found" {
+    const approval = stateById.get(id);
+    if (!approval) return "not_found";
+    const d = decideApproval(approval, entryById.get(approval.holdId), chainIds(approval.keyId), decision, now);
+    apply(d.writes, now);
+    return d.result ? "decided" : "not_pending";
+  }
+
+  const toRecord = ({ seq: _seq, ...r }: Row): ApprovalRecord => r;
+
+  return {
+    async findApproval(id: string): Promise<ApprovalRecord | null> {
+      const row = byId.get(id);
+      return row ? toRecord(row) : null;
+    },
+
+    /** Newest first, pending before the rest when no status is asked for. */
+    async listApprovals(f: ApprovalFilter): Promise<Page<ApprovalRecord>> {
+      const where: string[] = [];
+      const params: (string | number)[] = [];
+      const when = (condition: string, value: string | number | undefined) => {
+        if (value === undefined) return;
+        where.push(condition);
+        params.push(value);
+      };
+      when("a.status = ?", f.status);
+      when("k.minted_by = ?", f.mintedBy);
+      when("a.seq < ?", f.cursor);
+      const rows = client
+        .prepare<Row, (string | number)[]>(
+          `SELECT ${APPROVAL_COLUMNS} FROM approvals a LEFT JOIN vault_keys k ON k.id = a.key_id
+            ${where.length ? `WHERE ${where.join(" AND ")}` : ""}
+            ORDER BY a.seq DESC LIMIT ?`,
+        )
+        .all(...params, f.limit + 1);
+      const more = rows.length > f.limit;
+      const page = rows.slice(0, f.limit);
+      return { data: page.map(toRecord), nextCursor: more ? page.at(-1)!.seq : null };
+    },
+
+    decideApproval: (id: string, status: "approved" | "denied", by: string, reason: string | null, now: number) =>
+      commits.submit(() => decide(id, { status, by, reason }, now)),
+
+    expireApprovals: (now: number, limit: number) =>
+      commits.submit(
+        () => lapsing.all(now, limit).filter((a) => decide(a.id, { status: "expired", by: null, reason: null }, now) === "decided").length,
+      ),
+  };
+}
