@@ -99,6 +99,16 @@ describe("a $4,000 refund on a key that asks a person above $500", () => {
     expect(again.headers.get("x-keybrake-replayed")).toBe("true");
     expect(stripe.count("POST", "/v1/refunds")).toBe(1);
     expect((await (await kb.admin(`/approvals/${approvalId}`)).json()) as Json).toMatchObject({ status: "used" });
+    // Who decided, and when, is on the call's audit rows; rows of other calls carry no approval.
+    const rows = ((await (await kb.admin(`/audit?key_id=${key.id}`)).json()) as Json).data as Json[];
+    const sent = rows.find((r) => r.idempotency_key === "refund-1" && r.status === 200 && r.decision === "allowed");
+    expect(sent!.approval).toEqual({
+      id: approvalId,
+      status: "used",
+      decided_by: "admin (bootstrap admin token)",
+      decided_at: new Date(clock).toISOString(),
+    });
+    expect(rows.find((r) => r.idempotency_key === "refund-other")!.approval).toBeNull();
     // A second decision is refused: it was decided.
     expect((await kb.admin(`/approvals/${approvalId}/deny`, { method: "POST", body: {} })).status).toBe(409);
   });

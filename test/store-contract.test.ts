@@ -989,6 +989,16 @@ function contract(kind: StoreKind) {
       const attention = (await events("vk_wait")).filter((e) => e.type === "holds_need_attention");
       expect(attention.map((e) => e.data.hold_ids)).toEqual([[lost]]);
       await ctx.store.resolveHold(lost, "released", 0, now + 2000);
+      // The audit API reads a call's approval beside its rows.
+      const asked = [
+        { keyId: "vk_wait", idempotencyKey: "refund-1" },
+        { keyId: "vk_wait", idempotencyKey: "refund-2" },
+        { keyId: "vk_other", idempotencyKey: "refund-1" },
+      ];
+      expect((await ctx.store.approvalsOfCalls(asked)).map((a) => [a.id, a.status, a.label, a.decidedBy])).toEqual([
+        ["apr_waiting", "pending", "recover/approval", null],
+      ]);
+      expect(await ctx.store.approvalsOfCalls([])).toEqual([]);
     });
   });
 

@@ -133,7 +133,20 @@ export const AuditRowSchema = z.object({
     ),
 });
 
-export const AuditPage = z.object({ data: z.array(AuditRowSchema), next_cursor: z.string().nullable() });
+const CallApprovalSchema = z
+  .object({
+    id: z.string().describe("apr_…"),
+    status: z.enum(["pending", "approved", "denied", "expired", "used"]).describe("`used`: approved, and the call went out"),
+    decided_by: z.string().nullable().describe("Who decided: the token (id and name), or cli:<user>; null until decided"),
+    decided_at: z.string().nullable().describe("When it was decided"),
+  })
+  .nullable()
+  .describe("The approval of this call (SPEC §15), for a call above its key's approval threshold; null for every other row");
+
+export const AuditPage = z.object({
+  data: z.array(AuditRowSchema.extend({ approval: CallApprovalSchema })),
+  next_cursor: z.string().nullable(),
+});
 
 const ChainHeadSchema = z.object({
   chain: z

@@ -44,10 +44,26 @@ const toFilter = (q: AuditFilters): Omit<AuditFilter, "limit" | "cursor"> => ({
   until: q.until,
 });
 
+/**
+ * A page of audit rows, each with the approval of its call when a person decided one (SPEC §15: who decided and
+ * when is on the call's audit row). Read beside the rows, not stored in them: a decision comes after the rows
+ * of the call that asked, and the hash chain never rewrites a row.
+ */
 export async function listAudit(store: Store, q: z.infer<typeof AuditQuery>) {
   const page = await store.listAudit({ ...toFilter(q), limit: q.limit, cursor: q.cursor });
-  return { data: page.data.map(presentAudit), next_cursor: page.nextCursor === null ? null : String(page.nextCursor) };
+  const calls = page.data.flatMap((r) => (r.keyId && r.idempotencyKey ? [{ keyId: r.keyId, idempotencyKey: r.idempotencyKey }] : []));
+  const approvals = new Map((await store.approvalsOfCalls(calls)).map((a) => [callOf(a.keyId, a.idempotencyKey), a]));
+  return {
+    data: page.data.map((r) => {
+      const a = r.keyId && r.idempotencyKey ? approvals.get(callOf(r.keyId, r.idempotencyKey)) : undefined;
+      const approval = a ? { id: a.id, status: a.status, decided_by: a.decidedBy, decided_at: iso(a.decidedAt) } : null;
+      return { ...presentAudit(r), approval };
+    }),
+    next_cursor: page.nextCursor === null ? null : String(page.nextCursor),
+  };
 }
+
+const callOf = (keyId: string, idempotencyKey: string) => `${keyId}\n${idempotencyKey}`;
 
 /** Per-run spend (group_by=label), or per key, vendor or UTC day. */
 export async function spendBy(store: Store, group: SpendGroup, q: AuditFilters) {

@@ -50,7 +50,18 @@ export function approvalQueries(client: Database, commits: GroupCommit, alerts: 
       return row ? toRecord(row) : null;
     },
 
-    /** Newest first, pending before the rest when no status is asked for. */
+    async approvalsOfCalls(calls: { keyId: string; idempotencyKey: string }[]): Promise<ApprovalRecord[]> {
+      if (calls.length === 0) return [];
+      const rows = client
+        .prepare<Row, string[]>(
+          `SELECT ${APPROVAL_COLUMNS} FROM approvals a LEFT JOIN vault_keys k ON k.id = a.key_id
+            WHERE (a.key_id, a.idempotency_key) IN (VALUES ${calls.map(() => "(?, ?)").join(", ")})`,
+        )
+        .all(...calls.flatMap((c) => [c.keyId, c.idempotencyKey]));
+      return rows.map(toRecord);
+    },
+
+    /** Newest first. */
     async listApprovals(f: ApprovalFilter): Promise<Page<ApprovalRecord>> {
       const where: string[] = [];
       const params: (string | number)[] = [];

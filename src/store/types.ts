@@ -383,6 +383,8 @@ export interface AdminStore {
   // approvals (SPEC §15): requested by a hold, decided by a person, lapsed by the sweep
   findApproval(id: string): Promise<ApprovalRecord | null>;
   listApprovals(filter: ApprovalFilter): Promise<Page<ApprovalRecord>>;
+  /** The approvals of these calls (a key and its Idempotency-Key each), for the audit rows that name them. */
+  approvalsOfCalls(calls: { keyId: string; idempotencyKey: string }[]): Promise<ApprovalRecord[]>;
   /** A person's decision: `decided`, or `not_pending` (someone decided first, or it lapsed). */
   decideApproval(
     id: string,

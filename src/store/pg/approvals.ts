@@ -49,6 +49,19 @@ export function pgApprovalQueries(sql: Pg, batch: PgBatch, alerts: PgAlertOutbox
   }
 
   return {
+    async approvalsOfCalls(calls: { keyId: string; idempotencyKey: string }[]): Promise<ApprovalRecord[]> {
+      if (calls.length === 0) return [];
+      const rows = await sql.unsafe(
+        `SELECT ${APPROVAL_COLUMNS} FROM approvals a LEFT JOIN vault_keys k ON k.id = a.key_id
+          WHERE (a.key_id, a.idempotency_key) IN (SELECT * FROM unnest($1::text[], $2::text[]))`,
+        [calls.map((c) => c.keyId), calls.map((c) => c.idempotencyKey)],
+      );
+      return (rows as Record<string, unknown>[]).map((row) => {
+        const { seq: _seq, ...record } = toRecord(row);
+        return record;
+      });
+    },
+
     async findApproval(id: string): Promise<ApprovalRecord | null> {
       const [row] = await sql.unsafe(
         `SELECT ${APPROVAL_COLUMNS} FROM approvals a LEFT JOIN vault_keys k ON k.id = a.key_id WHERE a.id = $1`,
@@ -59,7 +72,7 @@ export function pgApprovalQueries(sql: Pg, batch: PgBatch, alerts: PgAlertOutbox
       return record;
     },
 
-    /** Newest first, pending before the rest when no status is asked for. */
+    /** Newest first. */
     async listApprovals(f: ApprovalFilter): Promise<Page<ApprovalRecord>> {
       const where: Fragment[] = [];
       if (f.status) where.push(sql`a.status = ${f.status}`);
