@@ -1,7 +1,8 @@
 /**
  * `bun run bench`: what Keybrake costs per call, measured against the direct call, a bare nginx hop and a bare
  * Bun hop (the stack's floor, bun-hop.ts) in the same run, at concurrency 1 and 64 (wrk); Keybrake twice, with
- * KEYBRAKE_DB_SYNCHRONOUS=full (the default) and =normal, for what power-loss safety costs. Then the ledger
+ * KEYBRAKE_DB_SYNCHRONOUS=full (the default) and =normal, for what power-loss safety costs; with the key in a
+ * budget, for what a budget costs; with tracing on, for what OpenTelemetry costs. Then the ledger
  * alone, the race bench, and a streamed chat completion's first byte (llm-stream.ts). Then the PostgreSQL ledger (SPEC §13): one instance, and three behind nginx
  * (round robin; its hop is in those numbers), with the race spread over the three. Last, the growth bench
  * (growth.ts): the SQLite ledger empty, at 1 M and at 10 M audit rows. Prints the tables and writes
@@ -98,20 +99,27 @@ const sqliteLedger = (synchronous: "full" | "normal") => ({
   KEYBRAKE_DB_SYNCHRONOUS: synchronous,
 });
 
-/** The vault key of a key whose cap never runs out. */
-async function issueBenchKey(port: number): Promise<string> {
-  const res = await fetch(`http://127.0.0.1:${port}/vault/keys`, {
-    method: "POST",
-    headers: { authorization: `Bearer ${ADMIN_TOKEN}`, "content-type": "application/json" },
-    body: JSON.stringify({
-      vendor: "stripe",
-      daily_usd_cap: 10_000_000,
-      allowed_endpoints: ["POST /v1/payment_intents"],
-      expires_in: "1d",
-      agent_run_label: "bench/run",
-    }),
+const adminPost = async (port: number, path: string, body: unknown) =>
+  (await (
+    await fetch(`http://127.0.0.1:${port}${path}`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${ADMIN_TOKEN}`, "content-type": "application/json" },
+      body: JSON.stringify(body),
+    })
+  ).json()) as Record<string, string>;
+
+/** The vault key of a key whose cap never runs out; `budgeted`: in a budget that never runs out either (SPEC §14). */
+async function issueBenchKey(port: number, budgeted = false): Promise<string> {
+  const budget = budgeted ? await adminPost(port, "/budgets", { name: "bench", daily_usd_cap: 10_000_000 }) : null;
+  const key = await adminPost(port, "/vault/keys", {
+    vendor: "stripe",
+    daily_usd_cap: 10_000_000,
+    allowed_endpoints: ["POST /v1/payment_intents"],
+    expires_in: "1d",
+    agent_run_label: "bench/run",
+    ...(budget ? { budget_id: budget.id } : {}),
   });
-  return ((await res.json()) as { vault_key: string }).vault_key;
+  return key.vault_key!;
 }
 
 interface WrkResult {
@@ -165,8 +173,8 @@ function durability(results: Record<string, Record<string, WrkResult>>): string 
 async function main() {
   ensureTool("wrk", "wrk");
   ensureTool("nginx", "nginx");
-  const [upPort, nginxPort, hopPort, kbPort, kbNormalPort, pgPort, pgLbPort, kbTracedPort, otlpPort] = await Promise.all(
-    Array.from({ length: 9 }, freePort),
+  const [upPort, nginxPort, hopPort, kbPort, kbNormalPort, pgPort, pgLbPort, kbTracedPort, otlpPort, kbBudgetPort] = await Promise.all(
+    Array.from({ length: 10 }, freePort),
   );
   const pgFleetPorts = [pgPort!, await freePort(), await freePort()];
   const pgUrl = await testDatabaseUrl();
@@ -179,9 +187,9 @@ async function main() {
   await startBun(children, "bun-hop.ts", hopPort!, upPort!);
   build();
   const local = (port: number) => `http://127.0.0.1:${port}`;
-  const keybrakeTarget = async (port: number, ledger: Record<string, string>) => {
+  const keybrakeTarget = async (port: number, ledger: Record<string, string>, budgeted = false) => {
     await startKeybrake(port, upPort!, ledger);
-    return { url: `${local(port)}/v1/payment_intents`, key: await issueBenchKey(port), keybrake: local(port) };
+    return { url: `${local(port)}/v1/payment_intents`, key: await issueBenchKey(port, budgeted), keybrake: local(port) };
   };
   const targets: Record<string, { url: string; key: string; keybrake?: string }> = {
     direct: { url: `${local(upPort!)}/v1/payment_intents`, key: "none" },
@@ -189,6 +197,8 @@ async function main() {
     "bun hop": { url: `${local(hopPort!)}/v1/payment_intents`, key: "none" },
     keybrake: await keybrakeTarget(kbPort!, sqliteLedger("full")),
     "keybrake normal": await keybrakeTarget(kbNormalPort!, sqliteLedger("normal")),
+    // The key in a budget: every hold and settlement also moves the budget's day (SPEC §14).
+    "keybrake budget": await keybrakeTarget(kbBudgetPort!, { KEYBRAKE_DB: join(work, "keybrake-budget.db") }, true),
     // OpenTelemetry on (SPEC §19): every call's spans exported as OTLP/HTTP JSON to a local sink that answers 200.
     "keybrake traced": await (async () => {
       await startBun(children, "upstream.ts", otlpPort!);
@@ -286,6 +296,12 @@ async function main() {
   );
   const raceLine = (r: typeof race, where: string) =>
     `race (${where}): ${r.calls} concurrent priced calls against a cap that admits ${r.expected}: admitted ${r.admitted}, overspend ${r.overspendMicros} micro-dollars`;
+  for (const c of ["c1", "c64"]) {
+    const [plain, budgeted] = [results[c]!.keybrake!, results[c]!["keybrake budget"]!];
+    console.log(
+      `a budget over the key, ${c}: p50 ${us(budgeted.p50_us - plain.p50_us)} added, ${budgeted.rps.toFixed(0)} req/s against ${plain.rps.toFixed(0)}`,
+    );
+  }
   for (const c of ["c1", "c64"]) {
     const [plain, traced] = [results[c]!.keybrake!, results[c]!["keybrake traced"]!];
     console.log(

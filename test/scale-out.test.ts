@@ -103,6 +103,31 @@ describe.skipIf(databaseUrl === null)("several instances on one PostgreSQL ledge
     for (const id of ids) await waitFor(async () => (await spendMetric(id)) === 493, LEASE_S * 1000 * 3, `${id}'s /metrics at $493`);
   }, 60_000);
 
+  test("a $500 budget over 10 keys ($1,000 caps each): 300 concurrent $29 calls over three instances → exactly 17 forwarded", async () => {
+    const budget = (await admin("a", "/budgets", { name: "scale-pool", daily_usd_cap: 500 })).json;
+    expect(budget.id).toStartWith("bud_");
+    const keys = await Promise.all(
+      Array.from({ length: 10 }, (_, k) =>
+        issueKey("abc"[k % 3]!, { daily_usd_cap: 1_000, budget_id: budget.id, label: `scale/pool-${k}` }),
+      ),
+    );
+    stripe.reset();
+    const ids = ["a", "b", "c"];
+    const answers = await Promise.all(
+      Array.from({ length: 300 }, async (_, i) => {
+        const res = await charge(ids[i % 3]!, keys[i % 10]!.vault_key);
+        return { status: res.status, code: res.headers.get("x-keybrake-error") };
+      }),
+    );
+    expect(answers.filter((a) => a.status === 200).length).toBe(17);
+    expect(answers.filter((a) => a.status === 429).every((a) => a.code === "budget_exhausted")).toBe(true);
+    expect(answers.filter((a) => a.status === 429).length).toBe(283);
+    expect(stripe.count("POST", "/v1/payment_intents")).toBe(17);
+    for (const id of ids) expect((await admin(id, `/budgets/${budget.id}`)).json).toMatchObject({ spent_today_usd: 493, held_usd: 0 });
+    const perKey = await Promise.all(keys.map(async (k) => (await admin("b", `/vault/keys/${k.id}`)).json.spent_today_usd as number));
+    expect(perKey.reduce((a, b) => a + b, 0)).toBe(493);
+  }, 60_000);
+
   test("the start line names the instance id and the moved upstreams; a second process under a running id refuses to start, naming KEYBRAKE_INSTANCE_ID", async () => {
     expect(running.get("a")!.stderr()).toMatch(
       new RegExp(
