@@ -109,6 +109,9 @@ describe("a $4,000 refund on a key that asks a person above $500", () => {
       decided_at: new Date(clock).toISOString(),
     });
     expect(rows.find((r) => r.idempotency_key === "refund-other")!.approval).toBeNull();
+    // While it waited, the call's row said what its reserved hold was.
+    const waited = rows.find((r) => r.idempotency_key === "refund-1" && r.decision === "approval_required");
+    expect(waited).toMatchObject({ status: 403, hold_usd: 4_000, cost_usd: 0 });
     // A second decision is refused: it was decided.
     expect((await kb.admin(`/approvals/${approvalId}/deny`, { method: "POST", body: {} })).status).toBe(409);
   });

@@ -97,6 +97,31 @@ describe("retries never double-charge", () => {
     expect((await record(k.id)).spent_today_usd).toBe(29);
   });
 
+  test("another call under a remembered key is 409 before pricing: no pre-flight read reaches Stripe, a pricing refusal never answers first", async () => {
+    const k = await kb.issueKey({ vendor: "stripe", daily_usd_cap: 500, allowed_endpoints: ["POST /v1/refunds"], expires_in: "30d" });
+    const refund = (body: string) =>
+      fetch(`${kb.url}/v1/refunds`, {
+        method: "POST",
+        headers: {
+          authorization: `Bearer ${k.vault_key}`,
+          "content-type": "application/x-www-form-urlencoded",
+          "idempotency-key": "refund/1",
+        },
+        body,
+      });
+    const first = stripe.seedCharge(5_000);
+    expect((await refund(`charge=${first.id}`)).status).toBe(200);
+    const sent = stripe.received.length; // the pre-flight read of the charge, and the refund
+    const other = stripe.seedCharge(7_000);
+    const conflict = await refund(`charge=${other.id}`);
+    expect(conflict.status).toBe(409);
+    expect(conflict.headers.get("x-keybrake-error")).toBe("idempotency_conflict");
+    // An amount Keybrake cannot read would be refused while pricing (400): the conflict answers first.
+    expect((await refund(`charge=${first.id}&amount=abc`)).headers.get("x-keybrake-error")).toBe("idempotency_conflict");
+    expect(stripe.received).toHaveLength(sent);
+    expect((await record(k.id)).spent_today_usd).toBe(50);
+  });
+
   test("50 concurrent requests with one key: exactly one reaches Stripe, the rest are 409 in flight or replays", async () => {
     const k = await key();
     stripe.failNext({ kind: "delay", ms: 300 });

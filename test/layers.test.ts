@@ -96,6 +96,6 @@ test("no import cycle between the folders of src/: they stand as layers", () => 
 });
 
 test("the scanner sees imports: the proxy stands on the store, the vendors and the errors", () => {
-  const proxy = [...fileGraph.get("proxy/pipeline.ts")!];
+  const proxy = [...fileGraph.get("proxy/admission.ts")!];
   expect(proxy).toEqual(expect.arrayContaining(["store/index.ts", "vendors/index.ts", "errors.ts"]));
 });

@@ -28,8 +28,11 @@ export interface Tracing {
   stage<T>(requestId: string, stage: Stage, work: () => Promise<T>, headers?: Headers): Promise<T>;
   /** Sets what the call is priced at on its span (its hold asks for it, admitted or refused). */
   price(requestId: string, micros: number): void;
-  /** Ends the call's span once its settlement is written, with the row as written (or as far as it got). */
-  finish(requestId: string, settled: Promise<AuditRow>, audit: AuditRow): void;
+  /**
+   * Ends the call's span once its settlement is written, with the row as written (or, when the settlement fails, as
+   * answered; when the call itself fails, with the error alone).
+   */
+  finish(requestId: string, call: Promise<{ row: AuditRow; settled: Promise<AuditRow> }>): void;
   /** Exports what is still buffered, then stops. */
   shutdown(): Promise<void>;
 }
@@ -150,20 +153,27 @@ export async function startTracing(env: Record<string, string | undefined>, log:
       calls.get(requestId)?.span.setAttribute("keybrake.price.usd", usd(micros));
     },
 
-    finish(requestId, settled, audit) {
-      const end = (row: AuditRow, error?: unknown) => {
+    finish(requestId, answered) {
+      const end = (row: AuditRow | null, error?: unknown) => {
         const call = calls.get(requestId);
         if (!call) return;
         calls.delete(requestId);
-        call.span.setAttributes(callAttributes(row));
-        if (error !== undefined || row.status >= 500) {
-          call.span.setStatus({ code: api.SpanStatusCode.ERROR, message: error instanceof Error ? error.message : `status ${row.status}` });
+        if (row) call.span.setAttributes(callAttributes(row));
+        if (error !== undefined || (row && row.status >= 500)) {
+          call.span.setStatus({
+            code: api.SpanStatusCode.ERROR,
+            message: error instanceof Error ? error.message : `status ${row?.status}`,
+          });
         }
         call.span.end();
       };
-      settled.then(
-        (row) => end(row),
-        (error) => end(audit, error),
+      answered.then(
+        ({ row, settled }) =>
+          settled.then(
+            (written) => end(written),
+            (error) => end(row, error),
+          ),
+        (error) => end(null, error),
       );
     },
 

@@ -141,15 +141,8 @@ export async function pricedVerdict(
   };
 }
 
-/** The 200 answer, and its audit row: `decision: dry_run`, the refusal it would meet as `would_deny`. */
-export async function answerDryRun(store: Store, audit: AuditRow, verdict: DryRunVerdict, started: number): Promise<Response> {
-  audit.status = 200;
-  audit.decision = "dry_run";
-  audit.wouldDeny = verdict.decision === "allowed" ? verdict.wouldDeny : verdict.decision;
-  audit.holdMicros = 0;
-  audit.costMicros = 0;
-  audit.costSource = null;
-  audit.overheadMs = performance.now() - started - (audit.upstreamMs ?? 0);
+/** The 200 answer, once its audit row (`decision: dry_run`, the refusal it would meet as `would_deny`) is written. */
+export async function answerDryRun(store: Store, audit: AuditRow, verdict: DryRunVerdict): Promise<Response> {
   try {
     await store.recordAudit(audit);
   } catch (err) {

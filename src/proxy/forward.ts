@@ -180,3 +180,12 @@ export async function callUpstreamStreaming(
     };
   });
 }
+
+/** A vendor's JSON answer, or null when the body is not JSON. */
+export function parseJson(body: ArrayBuffer): unknown {
+  try {
+    return JSON.parse(new TextDecoder().decode(body));
+  } catch {
+    return null;
+  }
+}

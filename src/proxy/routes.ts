@@ -3,7 +3,8 @@ import { registeredVendors } from "../vendors/index";
 import type { AnyVendor } from "../vendors/types";
 import { PUBLIC_ROUTE } from "../auth/admin-auth";
 import { FIXED_ORIGIN } from "../ops/listen";
-import { handleProxy, type ProxyDeps } from "./pipeline";
+import type { ProxyDeps } from "./call";
+import { handleProxy } from "./pipeline";
 import { answerScrubber } from "./scrub";
 
 /**
