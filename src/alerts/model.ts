@@ -57,21 +57,6 @@ export const WEBHOOK_EXAMPLES = {
   },
 };
 
-export const WebhookSchema = z.object({
-  id: z.string(),
-  url: z.string(),
-  events: z.array(z.string()),
-  label_prefix: z.string().nullable(),
-  format: z.enum(["json", "slack"]),
-  created_at: z.string(),
-  created_by: z.string(),
-  deleted_at: z.string().nullable(),
-});
-
-export const CreatedWebhookSchema = WebhookSchema.extend({
-  secret: z.string().describe('The signing secret, shown this once: verify Keybrake-Signature with it (HMAC-SHA256 over "<t>.<body>")'),
-});
-
 export const WebhookId = z.object({
   id: z.string().meta({ description: "The webhook's id (wh_…)", examples: ["wh_4Gq8ZtV2mLx9Rc1Nb7Pk"] }),
 });
@@ -99,24 +84,6 @@ export const DeliveriesQuery = z.strictObject({
 });
 export type DeliveriesQuery = z.infer<typeof DeliveriesQuery>;
 
-export const DeliverySchema = z.object({
-  seq: z.number(),
-  event_id: z.string(),
-  event: z.string().nullable(),
-  key_id: z.string().nullable(),
-  label: z.string().nullable(),
-  webhook_id: z.string(),
-  destination: z.string().nullable().describe("The webhook's origin (scheme, host, port); its path may be a credential"),
-  status: z.enum(["pending", "delivered", "failed", "cancelled"]),
-  attempts: z.number(),
-  last_status: z.number().nullable().describe("The receiver's HTTP status at the last attempt, when it answered"),
-  last_error: z.string().nullable(),
-  created_at: z.string(),
-  last_attempt_at: z.string().nullable(),
-  next_attempt_at: z.string().nullable(),
-  delivered_at: z.string().nullable(),
-});
-
 export const EventsQuery = z.strictObject({
   type: eventName.optional().meta({ description: "One kind of event", examples: ["cap_threshold"] }),
   key_id: z
@@ -133,21 +100,3 @@ export const EventsQuery = z.strictObject({
   cursor: pageCursor(),
 });
 export type EventsQuery = z.infer<typeof EventsQuery>;
-
-export const AlertEventSchema = z.object({
-  id: z.string(),
-  type: z.string(),
-  created_at: z.string(),
-  key: z.object({ id: z.string(), label: z.string().nullable(), vendor: z.string().nullable(), mode: z.string().nullable() }).nullable(),
-  data: z.record(z.string(), z.unknown()),
-  dashboard_url: z.string().nullable(),
-});
-
-export const TestResultSchema = z.object({
-  webhook_id: z.string(),
-  event_id: z.string(),
-  delivered: z.boolean(),
-  status: z.number().nullable(),
-  error: z.string().nullable(),
-  duration_ms: z.number(),
-});

@@ -1,20 +1,10 @@
 import { Elysia } from "elysia";
-import { z } from "zod";
 import type { Config } from "../config";
 import { accessGuard, type Authenticator, type Caller } from "../auth/admin-auth";
 import { routeDoc } from "../ops/openapi";
 import type { Store } from "../store/index";
-import {
-  AlertEventSchema,
-  CreatedWebhookSchema,
-  CreateWebhookBody,
-  DeliveriesQuery,
-  DeliverySchema,
-  EventsQuery,
-  TestResultSchema,
-  WebhookId,
-  WebhookSchema,
-} from "./model";
+import { CreateWebhookBody, DeliveriesQuery, EventsQuery, WebhookId } from "./model";
+import { AlertEventPage, CreatedWebhookSchema, DeliveryPage, TestResultSchema, WebhookList, WebhookSchema } from "./responses";
 import * as service from "./service";
 
 const tags = ["Alerts"];
@@ -47,7 +37,7 @@ export function alertRoutes(store: Store, auth: Authenticator, now: () => number
       ...routeDoc({
         summary: "The webhooks (never their secrets)",
         tags,
-        ok: [200, z.object({ data: z.array(WebhookSchema) }), "Every webhook not deleted, oldest first"],
+        ok: [200, WebhookList, "Every webhook not deleted, oldest first"],
         access: ADMIN,
       }),
     })
@@ -76,7 +66,7 @@ export function alertRoutes(store: Store, auth: Authenticator, now: () => number
       ...routeDoc({
         summary: "Recent deliveries: status, attempts, last error",
         tags,
-        ok: [200, z.object({ data: z.array(DeliverySchema), next_cursor: z.string().nullable() }), "A page of deliveries, newest first"],
+        ok: [200, DeliveryPage, "A page of deliveries, newest first"],
         errors: [400],
         access: ADMIN,
       }),
@@ -86,7 +76,7 @@ export function alertRoutes(store: Store, auth: Authenticator, now: () => number
       ...routeDoc({
         summary: "Recent alert events, as a JSON webhook receives them",
         tags,
-        ok: [200, z.object({ data: z.array(AlertEventSchema), next_cursor: z.string().nullable() }), "A page of events, newest first"],
+        ok: [200, AlertEventPage, "A page of events, newest first"],
         errors: [400],
         access: ADMIN,
       }),

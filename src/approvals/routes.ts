@@ -4,30 +4,12 @@ import { accessGuard, type Authenticator, type Caller } from "../auth/admin-auth
 import { routeDoc } from "../ops/openapi";
 import type { Store } from "../store/index";
 import { pageCursor, pageLimit } from "../validation";
+import { APPROVAL_STATUSES, ApprovalPage, ApprovalSchema } from "./responses";
 import { decide, listApprovals, MAX_REASON_CHARS, showApproval } from "./service";
 
-const STATUSES = ["pending", "approved", "denied", "expired", "used"] as const;
-
-const ApprovalSchema = z.object({
-  id: z.string().meta({ description: "apr_…", examples: ["apr_7Gf2kQ9xLm3Pz8Rt1Vb6Nc"] }),
-  key_id: z.string(),
-  label: z.string().nullable(),
-  vendor: z.string().nullable(),
-  method: z.string(),
-  path: z.string(),
-  price_usd: z.number().describe("What the call would move: its hold, reserved while the approval is pending"),
-  idempotency_key: z.string().describe("The job's Idempotency-Key: its retry with the same key and body goes out once approved"),
-  status: z.enum(STATUSES).describe("used: the approved call went out; its later retries replay its answer"),
-  requested_at: z.string(),
-  requested_by: z.string().nullable().describe("Who minted the key that asked (its token id, or admin)"),
-  expires_at: z.string().describe("Unused by then, the approval lapses and its hold is released"),
-  decided_at: z.string().nullable(),
-  decided_by: z.string().nullable(),
-  reason: z.string().nullable(),
-});
 const ListQuery = z.strictObject({
   status: z
-    .enum(STATUSES)
+    .enum(APPROVAL_STATUSES)
     .optional()
     .meta({ description: "Only approvals in this state", examples: ["pending"] }),
   limit: pageLimit("At most this many approvals, newest first"),
@@ -60,11 +42,7 @@ export const approvalRoutes = (store: Store, auth: Authenticator, now: () => num
       ...routeDoc({
         summary: "Approvals: the calls waiting for a person, and those decided",
         tags,
-        ok: [
-          200,
-          z.object({ data: z.array(ApprovalSchema), next_cursor: z.string().nullable() }),
-          "Newest first; follow next_cursor for more",
-        ],
+        ok: [200, ApprovalPage, "Newest first; follow next_cursor for more"],
         errors: [400],
         access: ["admin", "approver", "viewer", "issuer"],
         issuer: "only its keys' approvals",

@@ -4,7 +4,8 @@ import { accessGuard, type Authenticator } from "../auth/admin-auth";
 import { routeDoc } from "../ops/openapi";
 import type { Store } from "../store/index";
 import { auditViewOf } from "../tokens/scope";
-import { AuditHead, AuditPage, AuditQuery, ExportQuery, SpendPage, SpendQuery } from "./model";
+import { AuditQuery, ExportQuery, SpendQuery } from "./model";
+import { AuditHead, AuditPage, SpendPage } from "./responses";
 import { auditHead, exportStream, listAudit, spendBy } from "./service";
 
 const ALL = ["admin", "issuer", "viewer"] as const;

@@ -2,7 +2,8 @@ import { Elysia } from "elysia";
 import { accessGuard, type Authenticator, type Caller } from "../auth/admin-auth";
 import { routeDoc } from "../ops/openapi";
 import type { Store } from "../store/index";
-import { BudgetId, BudgetList, BudgetSchema, CreateBudgetBody, PatchBudgetBody } from "./model";
+import { BudgetId, CreateBudgetBody, PatchBudgetBody } from "./model";
+import { BudgetList, BudgetSchema } from "./responses";
 import * as service from "./service";
 
 const tags = ["Budgets"];

@@ -4,19 +4,9 @@ import { z } from "zod";
 import { accessGuard, type Authenticator, type Caller } from "../auth/admin-auth";
 import { routeDoc } from "../ops/openapi";
 import type { Store } from "../store/index";
+import { HoldList, HoldSchema } from "./responses";
 import { listHolds, resolveHold } from "./service";
 
-const HoldSchema = z.object({
-  id: z.string(),
-  key_id: z.string(),
-  label: z.string().nullable(),
-  day: z.string(),
-  state: z.enum(["held", "settled", "released", "ambiguous", "orphaned"]),
-  hold_usd: z.number(),
-  cost_usd: z.number().nullable(),
-  created_at: z.string().nullable(),
-  settled_at: z.string().nullable(),
-});
 const HoldsQuery = z.strictObject({
   state: z
     .enum(["held", "orphaned", "ambiguous"])
@@ -58,7 +48,7 @@ export const holdRoutes = (store: Store, auth: Authenticator, now: () => number)
       ...routeDoc({
         summary: "Holds by state (default: orphaned by a crash, still counted as held)",
         tags,
-        ok: [200, z.object({ data: z.array(HoldSchema) }), "Holds, oldest first"],
+        ok: [200, HoldList, "Holds, oldest first"],
         errors: [400],
         access: ["admin", "viewer"],
       }),

@@ -3,11 +3,11 @@ import { z } from "zod";
 import { accessGuard, type Authenticator, type Caller } from "../auth/admin-auth";
 import { routeDoc } from "../ops/openapi";
 import type { Store } from "../store/index";
-import { BulkRevokeBody, CreateKeyBody, IssuedKeySchema, KeyRecordSchema, ListKeysQuery, PatchKeyBody } from "./model";
+import { BulkRevokeBody, CreateKeyBody, ListKeysQuery, PatchKeyBody } from "./model";
+import { IssuedKeySchema, KeyPage, KeyRecordSchema, RevokedCount } from "./responses";
 import * as service from "./service";
 
 const tags = ["Vault keys"];
-const KeyPage = z.object({ data: z.array(KeyRecordSchema), next_cursor: z.string().nullable() });
 const KeyId = z.object({ id: z.string().meta({ description: "The key's id (vk_…)", examples: ["vk_8mJq2LwXc4Rt6YpN0aZb1Hs3"] }) });
 
 const OWN_KEYS = "only the keys it minted";
@@ -70,7 +70,7 @@ export function keyRoutes(store: Store, auth: Authenticator, now: () => number) 
       ...routeDoc({
         summary: "Revoke every key with a label prefix, or a list of ids",
         tags,
-        ok: [200, z.object({ revoked: z.number() }), "How many active keys were revoked"],
+        ok: [200, RevokedCount, "How many active keys were revoked"],
         errors: [400],
         access: ["admin", "issuer"],
         issuer: OWN_KEYS,

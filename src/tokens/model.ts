@@ -2,8 +2,7 @@ import { pageLimit } from "../validation";
 import { z } from "zod";
 import { duration, endpointPattern, MAX_USD_CAP } from "../validation";
 import { vendorName } from "../vendors/index";
-
-export const ROLES = ["admin", "issuer", "viewer", "approver"] as const;
+import { ROLES } from "./responses";
 
 const DURATION = /^(?=\d)(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$/;
 /** A token's life: `90d`, `12h`, … (tokens outlive keys: up to 10 years). */
@@ -169,25 +168,4 @@ export const RevokeTokenQuery = z.strictObject({
     .meta({ description: "true: also revoke every key the token minted", examples: ["true"] })
     .default("false")
     .transform((v) => v === "true"),
-});
-
-export const TokenRecordSchema = z.object({
-  id: z.string().describe("tok_…"),
-  name: z.string(),
-  role: z.enum(ROLES),
-  token_hint: z.string().describe("The token's first and last characters, to recognise it"),
-  policy: z.record(z.string(), z.unknown()).nullable(),
-  status: z.enum(["active", "revoked", "expired"]),
-  created_at: z.string(),
-  created_by: z.string().describe("The fingerprint of the token that created it, or cli:<user>"),
-  expires_at: z.string().nullable(),
-  revoked_at: z.string().nullable(),
-});
-
-export const IssuedTokenSchema = TokenRecordSchema.extend({
-  token: z.string().describe("kb_adm_…, kb_iss_…, kb_view_… or kb_appr_…: shown this once, only its SHA-256 is kept"),
-});
-
-export const RevokedTokenSchema = TokenRecordSchema.extend({
-  revoked_keys: z.number().describe("Keys revoked with it (revoke_keys=true); 0 otherwise"),
 });

@@ -3,12 +3,12 @@ import { z } from "zod";
 import { accessGuard, type Authenticator, type Caller } from "../auth/admin-auth";
 import { routeDoc } from "../ops/openapi";
 import type { Store } from "../store/index";
-import { CreateTokenBody, IssuedTokenSchema, ListTokensQuery, RevokedTokenSchema, RevokeTokenQuery, TokenRecordSchema } from "./model";
+import { CreateTokenBody, ListTokensQuery, RevokeTokenQuery } from "./model";
+import { IssuedTokenSchema, RevokedTokenSchema, TokenPage, TokenRecordSchema } from "./responses";
 import * as service from "./service";
 
 const tags = ["Tokens"];
 const TokenId = z.object({ id: z.string().meta({ description: "The token's id", examples: ["tok_3kTq8ZrWb2NcLm5Yd0Hx"] }) });
-const TokenPage = z.object({ data: z.array(TokenRecordSchema), next_cursor: z.string().nullable() });
 const ADMIN = ["admin"] as const;
 
 /** SPEC §10: admin, issuer and viewer tokens, managed by admins. */

@@ -10,6 +10,7 @@ import { VERSION } from "../version";
 // Inlined when this file is bundled (src/ui/bundle.ts): the binary carries the dashboard, nothing is fetched.
 import { dashboardScript } from "./bundle" with { type: "macro" };
 import css from "./app/style.css" with { type: "text" };
+import { SessionSchema } from "./responses";
 import { crossSite, csrfMatches, crossSiteRefused, csrfFailed, type Sessions, sessionCookie, overTls } from "./sessions";
 
 const script: string = dashboardScript();
@@ -49,17 +50,6 @@ const SECURITY_HEADERS = {
 const asset = (body: string, type: string) => () =>
   new Response(body, { headers: { "content-type": type, "cache-control": "no-cache", ...SECURITY_HEADERS } });
 
-const SessionSchema = z.object({
-  role: z.enum(["admin", "issuer", "viewer", "approver"]),
-  token_id: z.string().describe('The token the session was opened with: tok_…, or "admin" for the bootstrap token'),
-  token_name: z.string(),
-  csrf_token: z.string().describe("Send it back in the X-CSRF-Token header on every write made with the session cookie"),
-  expires_at: z.string().describe("When the session ends (8 hours after sign-in)"),
-  vendors: z.array(z.string()).describe("The vendors this Keybrake serves (its registry), for the dashboard's filters"),
-  free_endpoints: z
-    .record(z.string(), z.array(z.string()))
-    .describe("By vendor, the operator's KEYBRAKE_<VENDOR>_FREE_ENDPOINTS: forwarded at $0 although the catalogue does not know them"),
-});
 const SignInBody = z.strictObject({
   token: z
     .string()

@@ -4,25 +4,48 @@
  * only (never in localStorage or sessionStorage) and goes out in X-CSRF-Token on every write.
  */
 
-export type Role = "admin" | "issuer" | "viewer" | "approver";
+import type { z } from "zod";
+import type * as alerts from "../../alerts/responses";
+import type * as approvals from "../../approvals/responses";
+import type * as audit from "../../audit/responses";
+import type * as budgets from "../../budgets/responses";
+import type * as holds from "../../holds/responses";
+import type * as keys from "../../keys/responses";
+import type * as tokens from "../../tokens/responses";
+import type * as ui from "../responses";
+
+// The admin API's answers, inferred from the zod schemas the routes document them with: a field renamed on the
+// server fails the dashboard's type check. Type-only imports: the bundle carries none of the server's code.
+// A list's answer is a …List here (…Page names the dashboard's pages).
+export type Session = z.infer<typeof ui.SessionSchema>;
+export type Role = Session["role"];
+export type KeyRecord = z.infer<typeof keys.KeyRecordSchema>;
+export type KeyList = z.infer<typeof keys.KeyPage>;
+export type RevokedCount = z.infer<typeof keys.RevokedCount>;
+/** A budget (SPEC §14) with today's usage, as GET /budgets shows it. */
+export type Budget = z.infer<typeof budgets.BudgetSchema>;
+export type BudgetList = z.infer<typeof budgets.BudgetList>;
+export type AuditList = z.infer<typeof audit.AuditPage>;
+export type AuditRow = AuditList["data"][number];
+export type SpendList = z.infer<typeof audit.SpendPage>;
+export type SpendRow = SpendList["data"][number];
+export type Hold = z.infer<typeof holds.HoldSchema>;
+export type HoldList = z.infer<typeof holds.HoldList>;
+export type TokenRecord = z.infer<typeof tokens.TokenRecordSchema>;
+export type TokenList = z.infer<typeof tokens.TokenPage>;
+export type IssuedToken = z.infer<typeof tokens.IssuedTokenSchema>;
+export type RevokedToken = z.infer<typeof tokens.RevokedTokenSchema>;
+/** A call waiting for a person's approval, or decided (SPEC §15), as GET /approvals shows it. */
+export type Approval = z.infer<typeof approvals.ApprovalSchema>;
+export type ApprovalList = z.infer<typeof approvals.ApprovalPage>;
+export type WebhookList = z.infer<typeof alerts.WebhookList>;
+export type DeliveryList = z.infer<typeof alerts.DeliveryPage>;
 
 /** Whether a role changes keys (revoke, caps, expiry): admins and issuers. Viewers and approvers read them (SPEC §10). */
 export const writesKeys = (role: Role) => role === "admin" || role === "issuer";
 
 /** Whether a role decides approvals (SPEC §15): admins and approvers. */
 export const decidesApprovals = (role: Role) => role === "admin" || role === "approver";
-
-export interface Session {
-  role: Role;
-  token_id: string;
-  token_name: string;
-  csrf_token: string;
-  expires_at: string;
-  /** The vendors this Keybrake serves. */
-  vendors: string[];
-  /** By vendor: what the operator lets through at $0 although the catalogue does not know it. */
-  free_endpoints: Record<string, string[]>;
-}
 
 export interface FieldIssue {
   path: string;
@@ -90,136 +113,18 @@ export async function api<T>(path: string, init: { method?: string; body?: unkno
   return data as T;
 }
 
-/** Every page of a list route (data + next_cursor), up to `max` rows. */
-export async function all<T>(path: string, params: Record<string, string | number | undefined>, max = 10_000): Promise<T[]> {
-  const rows: T[] = [];
+/** Every page of a list route (data + next_cursor), up to `max` rows: `all<KeyList>("/vault/keys", {})`. */
+export async function all<List extends { data: unknown[]; next_cursor: string | null }>(
+  path: string,
+  params: Record<string, string | number | undefined>,
+  max = 10_000,
+): Promise<List["data"]> {
+  const rows: List["data"][number][] = [];
   let cursor: string | undefined;
   do {
-    const page = await api<{ data: T[]; next_cursor: string | null }>(path + qs({ ...params, limit: 1000, cursor }));
+    const page = await api<List>(path + qs({ ...params, limit: 1000, cursor }));
     rows.push(...page.data);
     cursor = page.next_cursor ?? undefined;
   } while (cursor && rows.length < max);
   return rows;
-}
-
-export interface KeyRecord {
-  id: string;
-  vendor: string;
-  mode: "live" | "test";
-  label: string | null;
-  key_hint: string;
-  daily_usd_cap: number | null;
-  total_usd_cap: number | null;
-  allowed_endpoints: string[];
-  max_requests_per_minute: number | null;
-  require_idempotency_key: boolean;
-  metadata: Record<string, string>;
-  status: "active" | "revoked" | "expired";
-  created_at: string;
-  expires_at: string;
-  revoked_at: string | null;
-  spent_today_usd: number;
-  spent_total_usd: number;
-  held_usd: number;
-  remaining_today_usd: number | null;
-  calls: number;
-  last_used_at: string | null;
-  budget_id: string | null;
-  per_customer_usd_cap: number | null;
-  per_destination_usd_cap: number | null;
-  /** observe: calls over its limits go out anyway, audited as would_deny (SPEC §16). */
-  enforcement: "enforce" | "observe";
-}
-
-/** A budget (SPEC §14) with today's usage, as GET /budgets shows it. */
-export interface Budget {
-  id: string;
-  name: string;
-  parent_id: string | null;
-  daily_usd_cap: number | null;
-  total_usd_cap: number | null;
-  alert_thresholds: number[];
-  created_at: string;
-  spent_today_usd: number;
-  spent_total_usd: number;
-  held_usd: number;
-  remaining_today_usd: number | null;
-  active_keys: number;
-}
-
-export interface AuditRow {
-  id: string;
-  at: string;
-  key_id: string | null;
-  label: string | null;
-  vendor: string | null;
-  mode: string | null;
-  method: string;
-  path: string;
-  status: number;
-  decision: string;
-  hold_usd: number;
-  cost_usd: number;
-  cost_source: string | null;
-  vendor_request_id: string | null;
-  idempotency_key: string | null;
-  upstream_ms: number | null;
-  overhead_ms: number | null;
-  client_ip: string | null;
-  requests: number;
-  /** The code enforcing would have answered: an observe-mode key's call, or a dry run's verdict. */
-  would_deny: string | null;
-}
-
-export interface SpendRow {
-  group: string | null;
-  calls: number;
-  allowed: number;
-  denied: number;
-  spend_usd: number;
-  ambiguous_usd: number;
-}
-
-export interface Hold {
-  id: string;
-  key_id: string;
-  label: string | null;
-  day: string;
-  state: "held" | "settled" | "released" | "ambiguous" | "orphaned";
-  hold_usd: number;
-  cost_usd: number | null;
-  created_at: string | null;
-  settled_at: string | null;
-}
-
-export interface TokenRecord {
-  id: string;
-  name: string;
-  role: Role;
-  token_hint: string;
-  policy: Record<string, unknown> | null;
-  status: "active" | "revoked" | "expired";
-  created_at: string;
-  created_by: string;
-  expires_at: string | null;
-  revoked_at: string | null;
-}
-
-/** A call waiting for a person's approval, or decided (SPEC §15), as GET /approvals shows it. */
-export interface Approval {
-  id: string;
-  key_id: string;
-  label: string | null;
-  vendor: string | null;
-  method: string;
-  path: string;
-  price_usd: number;
-  idempotency_key: string;
-  status: "pending" | "approved" | "denied" | "expired" | "used";
-  requested_at: string;
-  requested_by: string | null;
-  expires_at: string;
-  decided_at: string | null;
-  decided_by: string | null;
-  reason: string | null;
 }

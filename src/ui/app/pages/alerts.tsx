@@ -1,40 +1,14 @@
 import { useState } from "preact/hooks";
-import { api, qs } from "../api";
+import { api, type DeliveryList, qs, type WebhookList } from "../api";
 import { ago, when } from "../format";
 import { Badge, ErrorNotice, Loading, Table, useData } from "../ui";
-
-interface Webhook {
-  id: string;
-  url: string;
-  events: string[];
-  label_prefix: string | null;
-  format: string;
-  created_at: string;
-}
-
-interface Delivery {
-  seq: number;
-  event_id: string;
-  event: string | null;
-  key_id: string | null;
-  label: string | null;
-  webhook_id: string;
-  destination: string | null;
-  status: "pending" | "delivered" | "failed" | "cancelled";
-  attempts: number;
-  last_status: number | null;
-  last_error: string | null;
-  created_at: string;
-  last_attempt_at: string | null;
-  next_attempt_at: string | null;
-}
 
 /** SPEC §12 as the dashboard shows it (admins): where alerts go, and how their deliveries went; failures first to see. */
 export function AlertsPage() {
   const [status, setStatus] = useState("");
-  const hooks = useData(() => api<{ data: Webhook[] }>("/alerts/webhooks").then((r) => r.data), []);
+  const hooks = useData(() => api<WebhookList>("/alerts/webhooks").then((r) => r.data), []);
   const deliveries = useData(
-    () => api<{ data: Delivery[] }>(`/alerts/deliveries${qs({ status, limit: 100 })}`).then((r) => r.data),
+    () => api<DeliveryList>(`/alerts/deliveries${qs({ status, limit: 100 })}`).then((r) => r.data),
     [status],
     10_000,
   );

@@ -1,5 +1,5 @@
 import { useRef, useState } from "preact/hooks";
-import { type Approval, api, decidesApprovals, qs, type Session } from "../api";
+import { type Approval, type ApprovalList, api, decidesApprovals, qs, type Session } from "../api";
 import { ago, usd, when } from "../format";
 import { Badge, Confirm, ErrorNotice, Loading, Status, Table, useData } from "../ui";
 
@@ -26,7 +26,7 @@ export function ApprovalsPage({ session }: { session: Session }) {
   const { data, error, reload, loadedAt } = useData(
     // The API pages newest first (its cursor is the sequence); the page puts the pending ones on top.
     () =>
-      api<{ data: Approval[] }>(`/approvals${qs({ status, limit: 1000 })}`).then((r) =>
+      api<ApprovalList>(`/approvals${qs({ status, limit: 1000 })}`).then((r) =>
         r.data.toSorted((a, b) => Number(b.status === "pending") - Number(a.status === "pending")),
       ),
     [status],

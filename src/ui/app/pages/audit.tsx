@@ -1,5 +1,5 @@
 import { useState } from "preact/hooks";
-import { type AuditRow, api, type Session, qs } from "../api";
+import { type AuditList, type AuditRow, api, type Session, qs } from "../api";
 import { ErrorNotice, Loading, useData } from "../ui";
 import { AuditTable } from "./key";
 
@@ -25,13 +25,13 @@ export function AuditPage({ session, params }: { session: Session; params: URLSe
   const [moreError, setMoreError] = useState<Error | null>(null);
   const { data, error } = useData(() => {
     setMore(null);
-    return api<{ data: AuditRow[]; next_cursor: string | null }>(`/audit${qs({ ...filters, limit: 100 })}`);
+    return api<AuditList>(`/audit${qs({ ...filters, limit: 100 })}`);
   }, [key]);
   const rows = [...(data?.data ?? []), ...(more?.rows ?? [])];
   const next = more ? more.next : (data?.next_cursor ?? null);
   const loadMore = async () => {
     try {
-      const page = await api<{ data: AuditRow[]; next_cursor: string | null }>(`/audit${qs({ ...filters, limit: 100, cursor: next })}`);
+      const page = await api<AuditList>(`/audit${qs({ ...filters, limit: 100, cursor: next })}`);
       setMore({ rows: [...(more?.rows ?? []), ...page.data], next: page.next_cursor });
     } catch (err) {
       setMoreError(err as Error);

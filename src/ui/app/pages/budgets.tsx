@@ -1,6 +1,6 @@
 import type { ComponentChildren } from "preact";
 import { useEffect, useState } from "preact/hooks";
-import { all, api, type Budget, type KeyRecord, type Session } from "../api";
+import { all, api, type Budget, type BudgetList, type KeyList, type KeyRecord, type Session } from "../api";
 import { plural, usd } from "../format";
 import { ErrorNotice, Loading, Meter, NumberField, numberField, Status, Table, useData } from "../ui";
 
@@ -11,8 +11,8 @@ interface BudgetsView {
 }
 
 async function load(): Promise<BudgetsView> {
-  const { data } = await api<{ data: Budget[] }>("/budgets");
-  const keys = await Promise.all(data.map((b) => all<KeyRecord>("/vault/keys", { budget_id: b.id, status: "active" })));
+  const { data } = await api<BudgetList>("/budgets");
+  const keys = await Promise.all(data.map((b) => all<KeyList>("/vault/keys", { budget_id: b.id, status: "active" })));
   return { budgets: data, keys: new Map(data.map((b, i) => [b.id, keys[i]!])) };
 }
 

@@ -1,5 +1,5 @@
 import { useState } from "preact/hooks";
-import { api, type Hold, type Session, qs } from "../api";
+import { api, type Hold, type HoldList, type Session, qs } from "../api";
 import { usd, when } from "../format";
 import { Badge, Confirm, ErrorNotice, Loading, Status, Table, useData } from "../ui";
 
@@ -12,7 +12,7 @@ export function HoldsPage({ session }: { session: Session }) {
   const [message, setMessage] = useState<{ text: string; kind: "ok" | "error" } | null>(null);
   const [inputError, setInputError] = useState<Error | null>(null);
   const { data, error, reload } = useData(
-    () => api<{ data: Hold[] }>(`/vault/holds${qs({ state, limit: 1000 })}`).then((r) => r.data),
+    () => api<HoldList>(`/vault/holds${qs({ state, limit: 1000 })}`).then((r) => r.data),
     [state],
     10_000,
   );

@@ -1,6 +1,18 @@
 import { Fragment } from "preact";
 import { useState } from "preact/hooks";
-import { ApiError, type AuditRow, api, type Budget, type KeyRecord, type Session, type SpendRow, qs, writesKeys } from "../api";
+import {
+  ApiError,
+  type AuditList,
+  type AuditRow,
+  api,
+  type Budget,
+  type KeyRecord,
+  type Session,
+  type SpendList,
+  type SpendRow,
+  qs,
+  writesKeys,
+} from "../api";
 import { type Mark, SpendChart } from "../chart";
 import { ago, stamp, usd, when } from "../format";
 import { familyOf } from "../runs-model";
@@ -18,8 +30,8 @@ interface KeyView {
 async function load(id: string): Promise<KeyView> {
   const [key, page, days] = await Promise.all([
     api<KeyRecord>(`/vault/keys/${encodeURIComponent(id)}`),
-    api<{ data: AuditRow[]; next_cursor: string | null }>(`/audit${qs({ key_id: id, limit: 1000 })}`),
-    api<{ data: SpendRow[] }>(`/audit/spend${qs({ key_id: id, group_by: "day" })}`),
+    api<AuditList>(`/audit${qs({ key_id: id, limit: 1000 })}`),
+    api<SpendList>(`/audit/spend${qs({ key_id: id, group_by: "day" })}`),
   ]);
   const budget =
     key.budget_id === null

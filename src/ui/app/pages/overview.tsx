@@ -1,4 +1,16 @@
-import { ApiError, type AuditRow, api, type Hold, type KeyRecord, type Session, type SpendRow, qs } from "../api";
+import {
+  ApiError,
+  type AuditList,
+  type AuditRow,
+  api,
+  type Hold,
+  type HoldList,
+  type KeyList,
+  type Session,
+  type SpendList,
+  type SpendRow,
+  qs,
+} from "../api";
 import { clock, plural, todayUtc, usd, when } from "../format";
 import { ErrorNotice, FirstKey, Loading, Table, useData } from "../ui";
 
@@ -15,7 +27,7 @@ interface Overview {
   holds: { held: Hold[]; orphaned: Hold[]; ambiguous: Hold[] } | null;
 }
 
-const spend = (params: Record<string, string>) => api<{ data: SpendRow[] }>(`/audit/spend${qs(params)}`).then((r) => r.data);
+const spend = (params: Record<string, string>) => api<SpendList>(`/audit/spend${qs(params)}`).then((r) => r.data);
 const top = (rows: SpendRow[]) =>
   rows
     .filter((r) => r.spend_usd > 0)
@@ -23,14 +35,14 @@ const top = (rows: SpendRow[]) =>
     .slice(0, 8);
 
 async function load(): Promise<Overview> {
-  const holds = (state: string) => api<{ data: Hold[] }>(`/vault/holds${qs({ state, limit: 1000 })}`).then((r) => r.data);
+  const holds = (state: string) => api<HoldList>(`/vault/holds${qs({ state, limit: 1000 })}`).then((r) => r.data);
   const [byVendor, lastHour, lastDay, capHits, active, any, held] = await Promise.all([
     spend({ group_by: "vendor", since: todayUtc() }),
     spend({ group_by: "label", since: "1h" }),
     spend({ group_by: "label", since: "1d" }),
-    api<{ data: AuditRow[] }>(`/audit${qs({ decision: "cap_exhausted", since: "1d", limit: 20 })}`).then((r) => r.data),
-    api<{ data: KeyRecord[] }>(`/vault/keys${qs({ status: "active", limit: 1000 })}`).then((r) => r.data.length),
-    api<{ data: KeyRecord[] }>(`/vault/keys${qs({ limit: 1 })}`).then((r) => r.data.length > 0),
+    api<AuditList>(`/audit${qs({ decision: "cap_exhausted", since: "1d", limit: 20 })}`).then((r) => r.data),
+    api<KeyList>(`/vault/keys${qs({ status: "active", limit: 1000 })}`).then((r) => r.data.length),
+    api<KeyList>(`/vault/keys${qs({ limit: 1 })}`).then((r) => r.data.length > 0),
     Promise.all([holds("held"), holds("orphaned"), holds("ambiguous")]).then(
       ([h, o, a]) => ({ held: h, orphaned: o, ambiguous: a }),
       (err) => {

@@ -1,5 +1,5 @@
 import { useEffect, useState } from "preact/hooks";
-import { all, api, type KeyRecord, type Role, type Session, qs, writesKeys } from "../api";
+import { all, api, type KeyList, type KeyRecord, type RevokedCount, type Role, type Session, qs, writesKeys } from "../api";
 import { ago, plural, usd, when } from "../format";
 import { arrange, type SortBy } from "../runs-model";
 import { Badge, Confirm, ErrorNotice, FirstKey, Loading, Meter, NotBraking, Status, Table, useData } from "../ui";
@@ -20,7 +20,7 @@ function usePrefixCount(prefix: string): { count: number | null; error: Error | 
     let current = true;
     // Asked once typing pauses, not on every key press.
     const timer = setTimeout(() => {
-      all<KeyRecord>("/vault/keys", { label_prefix: prefix, status: "active" }).then(
+      all<KeyList>("/vault/keys", { label_prefix: prefix, status: "active" }).then(
         (keys) => current && setState({ count: keys.length, error: null }),
         (error: Error) => current && setState({ count: null, error }),
       );
@@ -46,14 +46,14 @@ export function RunsPage({ session }: { session: Session }) {
   const [message, setMessage] = useState<{ text: string; kind: "ok" | "error" } | null>(null);
   const [pending, setPending] = useState<Pending | null>(null);
   const [actionError, setActionError] = useState<Error | null>(null);
-  const { data, error, reload } = useData(() => all<KeyRecord>("/vault/keys", { status: status || undefined }), [status], 15_000);
+  const { data, error, reload } = useData(() => all<KeyList>("/vault/keys", { status: status || undefined }), [status], 15_000);
   const canWrite = writesKeys(session.role);
 
   /** The confirmation states the count the server will act on: the active keys with this prefix, read now. */
   const askFamily = async (prefix: string) => {
     setActionError(null);
     try {
-      const active = await all<KeyRecord>("/vault/keys", { label_prefix: prefix, status: "active" });
+      const active = await all<KeyList>("/vault/keys", { label_prefix: prefix, status: "active" });
       if (active.length === 0) setMessage({ text: `No active keys start with ${prefix}.`, kind: "ok" });
       else setPending({ kind: "family", prefix, count: active.length });
     } catch (err) {
@@ -61,7 +61,7 @@ export function RunsPage({ session }: { session: Session }) {
     }
   };
   const revokeFamily = async (prefix: string, count: number) => {
-    const { revoked } = await api<{ revoked: number }>("/vault/keys/revoke", { body: { label_prefix: prefix } });
+    const { revoked } = await api<RevokedCount>("/vault/keys/revoke", { body: { label_prefix: prefix } });
     const extra = revoked !== count ? ` (${revoked - count} more had been issued since you asked)` : "";
     setMessage({ text: `Revoked ${plural(revoked, "key")} of ${prefix}${extra}. Their next call gets 401 key_revoked.`, kind: "ok" });
     await reload();
@@ -312,7 +312,7 @@ function Spend({ k }: { k: KeyRecord }) {
 }
 
 function NoActive({ role }: { role: Role }) {
-  const { data } = useData(() => api<{ data: KeyRecord[] }>(`/vault/keys${qs({ limit: 1 })}`).then((r) => r.data.length), []);
+  const { data } = useData(() => api<KeyList>(`/vault/keys${qs({ limit: 1 })}`).then((r) => r.data.length), []);
   if (data === null) return <Loading />;
   if (data > 0) return <p>No active keys right now. Choose “all keys” to see revoked and expired runs.</p>;
   return <FirstKey role={role} />;

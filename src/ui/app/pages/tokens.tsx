@@ -1,12 +1,12 @@
 import { useState } from "preact/hooks";
-import { all, api, type TokenRecord, writesKeys } from "../api";
+import { all, api, type IssuedToken, type RevokedToken, type TokenList, type TokenRecord, writesKeys } from "../api";
 import { when } from "../format";
 import { Badge, Confirm, ErrorNotice, Loading, Status, Table, useData } from "../ui";
 
 /** Admin, issuer, viewer and approver tokens (SPEC §10): created here (shown once), listed, revoked. Admins only. */
 export function TokensPage() {
-  const { data, error, reload } = useData(() => all<TokenRecord>("/admin/tokens", {}), []);
-  const [created, setCreated] = useState<(TokenRecord & { token: string }) | null>(null);
+  const { data, error, reload } = useData(() => all<TokenList>("/admin/tokens", {}), []);
+  const [created, setCreated] = useState<IssuedToken | null>(null);
   const [formError, setFormError] = useState<Error | null>(null);
   const [pending, setPending] = useState<{ token: TokenRecord; keys: boolean } | null>(null);
   const [message, setMessage] = useState<{ text: string; kind: "ok" | "error" } | null>(null);
@@ -29,7 +29,7 @@ export function TokensPage() {
       }
     }
     try {
-      setCreated(await api<TokenRecord & { token: string }>("/admin/tokens", { body }));
+      setCreated(await api<IssuedToken>("/admin/tokens", { body }));
       setFormError(null);
       form.reset();
       await reload();
@@ -159,7 +159,7 @@ export function TokensPage() {
           confirmLabel={pending.keys ? "Revoke the token and its keys" : "Revoke 1 token"}
           danger
           onConfirm={async () => {
-            const r = await api<{ revoked_keys: number }>(
+            const r = await api<RevokedToken>(
               `/admin/tokens/${encodeURIComponent(pending.token.id)}${pending.keys ? "?revoke_keys=true" : ""}`,
               { method: "DELETE" },
             );
