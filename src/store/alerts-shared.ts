@@ -1,3 +1,4 @@
+import type { AlertIntent } from "../ledger/rules";
 import type { AlertEventRecord, AlertEventType, Balance, DeliveryAttempt, DeliveryStatus, WebhookRecord } from "./types";
 
 /**
@@ -195,14 +196,11 @@ export function urlOrigin(url: string): string {
 }
 
 /** An approval request's event data (SPEC §15). */
-export const approvalRequestedData = (a: {
-  approvalId: string;
-  priceMicros: number;
-  method: string;
-  path: string;
-  expiresAt: number;
-  requestedBy: string | null;
-}): Record<string, unknown> => ({
+/** What an approval's alert intent says, as the rule book decided it. */
+export type ApprovalRequested = Extract<AlertIntent, { alert: "approval_requested" }>;
+export type ApprovalDecided = Extract<AlertIntent, { alert: "approval_decided" }>;
+
+export const approvalRequestedData = (a: ApprovalRequested): Record<string, unknown> => ({
   approval_id: a.approvalId,
   price_usd: usd(a.priceMicros),
   method: a.method,
@@ -211,7 +209,7 @@ export const approvalRequestedData = (a: {
   requested_by: a.requestedBy,
 });
 
-export const approvalDecidedData = (a: { approvalId: string; status: string; by: string | null; reason: string | null }) => ({
+export const approvalDecidedData = (a: ApprovalDecided) => ({
   approval_id: a.approvalId,
   status: a.status,
   by: a.by,

@@ -4,6 +4,8 @@ import type { GroupCommit } from "./group-commit";
 import {
   type AlertKey,
   ambiguousMark,
+  type ApprovalDecided,
+  type ApprovalRequested,
   approvalDecidedData,
   approvalRequestedData,
   attemptResult,
@@ -153,13 +155,13 @@ export function alertOutbox(client: Database) {
     },
 
     /** A call waits for a person's approval (SPEC §15). */
-    approvalRequested(a: Parameters<typeof approvalRequestedData>[0] & { keyId: string }, now: number) {
+    approvalRequested(a: ApprovalRequested, now: number) {
       const key = keyInfo.get(a.keyId);
       if (key) emit("approval_requested", key, approvalRequestedData(a), now);
     },
 
     /** A person decided an approval, or it lapsed. */
-    approvalDecided(a: Parameters<typeof approvalDecidedData>[0] & { keyId: string }, now: number) {
+    approvalDecided(a: ApprovalDecided, now: number) {
       const key = keyInfo.get(a.keyId);
       if (key) emit("approval_decided", key, approvalDecidedData(a), now);
     },

@@ -2,6 +2,8 @@ import { randomBase62 } from "../../util";
 import {
   type AlertKey,
   ambiguousMark,
+  type ApprovalDecided,
+  type ApprovalRequested,
   approvalDecidedData,
   approvalRequestedData,
   attemptResult,
@@ -103,8 +105,8 @@ export interface PgAlertOutbox {
     now: number,
   ): Promise<void>;
   budgetSettled(tx: Pg, budgetId: string, day: string, delta: number, now: number): Promise<void>;
-  approvalRequested(tx: Pg, a: Parameters<typeof approvalRequestedData>[0] & { keyId: string }, now: number): Promise<void>;
-  approvalDecided(tx: Pg, a: Parameters<typeof approvalDecidedData>[0] & { keyId: string }, now: number): Promise<void>;
+  approvalRequested(tx: Pg, a: ApprovalRequested, now: number): Promise<void>;
+  approvalDecided(tx: Pg, a: ApprovalDecided, now: number): Promise<void>;
   budgetRefused(
     tx: Pg,
     budgetId: string,
