@@ -33,6 +33,36 @@ function humanDelay(ms: number): string {
   return m < 60 ? `${m}m` : `${Math.floor(m / 60)}h ${m % 60}m`;
 }
 
+/** The numbers of a refused hold against one cap (a key's, a budget's, a counterparty's): said the same for each. */
+function capNumbers(hold: Denied, daily: boolean, capMicros: number, priceMicros: number, now: number) {
+  const b = hold.balance ?? { daySettled: 0, dayHeld: 0, totalSpent: 0, totalHeld: 0 };
+  const spent = daily ? b.daySettled : b.totalSpent;
+  const held = daily ? b.dayHeld : b.totalHeld;
+  const untilReset = msUntilUtcMidnight(now);
+  const resetsAt = daily ? iso(now + untilReset) : null;
+  return {
+    balance: b,
+    untilReset,
+    text: `cap ${formatUsd(capMicros)} USD, spent ${daily ? "today " : ""}${formatUsd(spent)}, held by calls not yet settled ${formatUsd(held)}, this call ${formatUsd(priceMicros)}`,
+    details: {
+      cap: daily ? "daily" : "total",
+      cap_usd: microsToUsd(capMicros),
+      spent_usd: microsToUsd(spent),
+      held_usd: microsToUsd(held),
+      price_usd: microsToUsd(priceMicros),
+      remaining_usd: microsToUsd(Math.max(0, capMicros - spent - held)),
+      resets_at: resetsAt,
+    },
+    headers: {
+      "x-keybrake-cap-hit": "true",
+      // The OpenAI and Anthropic SDKs retry a 429 unless told not to; before the reset, a retry cannot pass.
+      "x-should-retry": "false",
+      ...(daily ? { "retry-after": String(Math.ceil(untilReset / 1000)) } : {}),
+    } as Record<string, string>,
+    resets: daily ? `at ${resetsAt} (UTC midnight, in ${humanDelay(untilReset)}); retrying before then will not help.` : null,
+  };
+}
+
 /**
  * 429 cap_exhausted with the numbers a job author needs (also in `error.details`): the cap, what is spent and
  * held, this call's price and when the cap resets; and the spend headers every answer carries. `log` null: a
@@ -40,40 +70,19 @@ function humanDelay(ms: number): string {
  */
 export function capExhausted(log: Logger | null, key: KeyPolicy, hold: Denied, priceMicros: number, now: number): KeybrakeError {
   const daily = hold.reason === "daily_cap";
-  const b = hold.balance ?? { daySettled: 0, dayHeld: 0, totalSpent: 0, totalHeld: 0 };
   const cap = hold.capMicros ?? (daily ? key.dailyCapMicros : key.totalCapMicros) ?? 0;
-  const spent = daily ? b.daySettled : b.totalSpent;
-  const held = daily ? b.dayHeld : b.totalHeld;
-  const untilReset = msUntilUtcMidnight(now);
-  const resetsAt = daily ? iso(now + untilReset) : null;
-  const numbers = `cap ${formatUsd(cap)} USD, spent ${daily ? "today " : ""}${formatUsd(spent)}, held by calls not yet settled ${formatUsd(held)}, this call ${formatUsd(priceMicros)}`;
+  const n = capNumbers(hold, daily, cap, priceMicros, now);
   const message = daily
-    ? `This call would exceed the key's daily USD cap: ${numbers}. The cap resets at ${resetsAt} (UTC midnight, in ${humanDelay(untilReset)}); retrying before then will not help.`
-    : `This call would exceed the key's lifetime USD cap: ${numbers}. A lifetime cap never resets, so retrying will not help: raise total_usd_cap or issue a new key.`;
-  const details = {
-    cap: daily ? "daily" : "total",
-    cap_usd: microsToUsd(cap),
-    spent_usd: microsToUsd(spent),
-    held_usd: microsToUsd(held),
-    price_usd: microsToUsd(priceMicros),
-    remaining_usd: microsToUsd(Math.max(0, cap - spent - held)),
-    resets_at: resetsAt,
-  };
+    ? `This call would exceed the key's daily USD cap: ${n.text}. The cap resets ${n.resets}`
+    : `This call would exceed the key's lifetime USD cap: ${n.text}. A lifetime cap never resets, so retrying will not help: raise total_usd_cap or issue a new key.`;
   if (log && firstCapHitToday(log, key.id, utcDay(now))) {
     log.info(
       "cap_hit",
-      `cap_hit: key ${key.id}${key.label ? ` (${key.label})` : ""} reached its ${daily ? "daily" : "lifetime"} cap: ${numbers}; further hits of this key today are not logged`,
-      { key_id: key.id, label: key.label, ...details },
+      `cap_hit: key ${key.id}${key.label ? ` (${key.label})` : ""} reached its ${daily ? "daily" : "lifetime"} cap: ${n.text}; further hits of this key today are not logged`,
+      { key_id: key.id, label: key.label, ...n.details },
     );
   }
-  const headers: Record<string, string> = {
-    "x-keybrake-cap-hit": "true",
-    // The OpenAI and Anthropic SDKs retry a 429 unless told not to; before the reset, a retry cannot pass.
-    "x-should-retry": "false",
-    ...(daily ? { "retry-after": String(Math.ceil(untilReset / 1000)) } : {}),
-    ...balanceHeaders(key, b, 0, 0),
-  };
-  return new KeybrakeError("cap_exhausted", message, headers, details);
+  return new KeybrakeError("cap_exhausted", message, { ...n.headers, ...balanceHeaders(key, n.balance, 0, 0) }, n.details);
 }
 
 /**
@@ -82,36 +91,14 @@ export function capExhausted(log: Logger | null, key: KeyPolicy, hold: Denied, p
  */
 export function limitExhausted(hold: Denied, priceMicros: number, now: number): KeybrakeError {
   const daily = hold.reason !== "budget_total_cap";
-  const b = hold.balance ?? { daySettled: 0, dayHeld: 0, totalSpent: 0, totalHeld: 0 };
-  const cap = hold.capMicros ?? 0;
-  const spent = daily ? b.daySettled : b.totalSpent;
-  const held = daily ? b.dayHeld : b.totalHeld;
-  const untilReset = msUntilUtcMidnight(now);
-  const resetsAt = daily ? iso(now + untilReset) : null;
-  const numbers = `cap ${formatUsd(cap)} USD, spent ${daily ? "today " : ""}${formatUsd(spent)}, held by calls not yet settled ${formatUsd(held)}, this call ${formatUsd(priceMicros)}`;
-  const when = daily
-    ? `It resets at ${resetsAt} (UTC midnight, in ${humanDelay(untilReset)}); retrying before then will not help.`
-    : "A lifetime cap never resets, so retrying will not help.";
+  const n = capNumbers(hold, daily, hold.capMicros ?? 0, priceMicros, now);
+  const when = n.resets ? `It resets ${n.resets}` : "A lifetime cap never resets, so retrying will not help.";
   const counterparty = hold.reason === "counterparty_cap";
   const message = counterparty
-    ? `This call would exceed the key's daily USD cap for ${hold.counterparty}: ${numbers}. ${when}`
-    : `This call would exceed the ${daily ? "daily" : "lifetime"} USD cap of budget ${hold.budgetId}, which the key draws from: ${numbers}. ${when}`;
-  const details = {
-    ...(counterparty ? { counterparty: hold.counterparty } : { budget_id: hold.budgetId }),
-    cap: daily ? "daily" : "total",
-    cap_usd: microsToUsd(cap),
-    spent_usd: microsToUsd(spent),
-    held_usd: microsToUsd(held),
-    price_usd: microsToUsd(priceMicros),
-    remaining_usd: microsToUsd(Math.max(0, cap - spent - held)),
-    resets_at: resetsAt,
-  };
-  const headers: Record<string, string> = {
-    "x-keybrake-cap-hit": "true",
-    "x-should-retry": "false",
-    ...(daily ? { "retry-after": String(Math.ceil(untilReset / 1000)) } : {}),
-  };
-  return new KeybrakeError(counterparty ? "counterparty_cap_exhausted" : "budget_exhausted", message, headers, details);
+    ? `This call would exceed the key's daily USD cap for ${hold.counterparty}: ${n.text}. ${when}`
+    : `This call would exceed the ${daily ? "daily" : "lifetime"} USD cap of budget ${hold.budgetId}, which the key draws from: ${n.text}. ${when}`;
+  const details = { ...(counterparty ? { counterparty: hold.counterparty } : { budget_id: hold.budgetId }), ...n.details };
+  return new KeybrakeError(counterparty ? "counterparty_cap_exhausted" : "budget_exhausted", message, n.headers, details);
 }
 
 /**
