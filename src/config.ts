@@ -4,6 +4,7 @@ import { parseArgs } from "node:util";
 import { z } from "zod";
 import { ConfigError, decimalTable, flag, int } from "./env";
 import { type EndpointPattern, compilePattern, patternProblem } from "./endpoints";
+import { parsePostgresUrl } from "./postgres-url";
 import { registeredVendors } from "./vendors/index";
 import type { AnyVendor, VendorSettings } from "./vendors/types";
 
@@ -52,9 +53,13 @@ const CORE_ENV = {
   KEYBRAKE_PORT: int(0, 65535, 8080),
   KEYBRAKE_DB: z.string().min(1, "must be a file path").default("./keybrake.db"),
   // Several instances share one ledger on PostgreSQL (SPEC §13); unset, the SQLite file KEYBRAKE_DB is the ledger.
+  // A list of hosts (a primary and its standbys, libpq's form) is followed through a failover (store/pg/client.ts).
   KEYBRAKE_DATABASE_URL: z
     .string()
-    .refine((v) => /^postgres(ql)?:\/\/./.test(v) && URL.canParse(v), "must be a postgres://user:password@host:port/database URL")
+    .refine(
+      (v) => parsePostgresUrl(v) !== null,
+      "must be a postgres://user:password@host:port/database URL (or host1:port1,host2:port2 for a primary and its standbys)",
+    )
     .optional(),
   // What names this instance's holds in the shared ledger: a restart under the same id recovers its own unfinished
   // holds at once; holds of an id whose lease lapsed are recovered by any instance. Default: host name and port.
@@ -167,7 +172,7 @@ function scrubList(env: Record<string, unknown>, vendors: Record<string, VendorS
       for (const value of Object.values(creds?.headers ?? {})) add(value.split(" ").at(-1));
   }
   add(env.KEYBRAKE_ADMIN_TOKEN);
-  if (typeof env.KEYBRAKE_DATABASE_URL === "string") add(decodeURIComponent(new URL(env.KEYBRAKE_DATABASE_URL).password));
+  if (typeof env.KEYBRAKE_DATABASE_URL === "string") add(parsePostgresUrl(env.KEYBRAKE_DATABASE_URL)?.password);
   return list;
 }
 

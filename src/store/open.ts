@@ -3,7 +3,8 @@ import type { Config } from "../config";
 import { openStore, migrateDatabase } from "./index";
 import { openPgStore, type PgStore } from "./pg/index";
 import { applyPgMigrations } from "./pg/migrate";
-import { openPgClient } from "./pg/client";
+import { connectPg, type Pg } from "./pg/client";
+import { parsePostgresUrl } from "../postgres-url";
 import type { SqliteStore } from "./types";
 
 export type AnyStore = SqliteStore | PgStore;
@@ -26,30 +27,28 @@ export async function openConfiguredStore(config: StoreConfig, opts: { create?: 
 /** `keybrake migrate`: the tags applied to the configured ledger. */
 export async function migrateConfiguredStore(config: StoreConfig): Promise<string[]> {
   if (!config.postgres) return migrateDatabase(config.dbPath, { synchronous: config.dbSynchronous });
-  const sql = openPgClient(config.postgres.url, 1);
+  let sql: Pg | undefined;
   try {
+    sql = await connectPg(config.postgres.url, 1);
     return await applyPgMigrations(sql);
   } catch (error) {
     throw unreachable(config.postgres.url, error);
   } finally {
-    await sql.close({ timeout: 5 });
+    await sql?.close({ timeout: 5 });
   }
 }
 
-/** Where the ledger is, for log lines: the file, or the PostgreSQL server and database without credentials. */
+/** Where the ledger is, for log lines: the file, or the PostgreSQL server(s) and database without credentials. */
 export function ledgerLocation(config: StoreConfig, resolvePath: (path: string) => string): string {
   return config.postgres ? `postgres ${redactedUrl(config.postgres.url)}` : resolvePath(config.dbPath);
 }
 
-const redactedUrl = (url: string) => {
-  const u = new URL(url);
-  return `${u.hostname}:${u.port || "5432"}${u.pathname}`;
-};
+const redactedUrl = (url: string) => parsePostgresUrl(url)?.where ?? "(an invalid URL)";
 
 /** The URL's password never reaches a log line or an error. */
 function unreachable(url: string, error: unknown): ConfigError {
   const message = error instanceof Error ? error.message : String(error);
-  const password = URL.canParse(url) ? decodeURIComponent(new URL(url).password) : "";
+  const password = parsePostgresUrl(url)?.password ?? "";
   const said = password ? message.split(password).join("***") : message;
   return new ConfigError(`KEYBRAKE_DATABASE_URL: cannot use the PostgreSQL ledger at ${redactedUrl(url)}: ${said}`);
 }

@@ -75,7 +75,7 @@ async function findServer(): Promise<string | null> {
 }
 
 /** The bin folder of the newest PostgreSQL Debian installed, or null. */
-function debianPostgresBin(): string | null {
+export function debianPostgresBin(): string | null {
   if (!existsSync(DEBIAN_POSTGRES)) return null;
   const versions = readdirSync(DEBIAN_POSTGRES)
     .filter((v) => existsSync(join(DEBIAN_POSTGRES, v, "bin", "initdb")))
@@ -168,7 +168,7 @@ function initThrowawayCluster(bin: string) {
  * of the run's process group, deaf to its signals) waits for this process to end, then stops the cluster and
  * removes its folder.
  */
-function stopWhenProcessEnds(stopCommand: string, dir: string) {
+export function stopWhenProcessEnds(stopCommand: string, dir: string) {
   const script = `trap '' INT TERM HUP
 while kill -0 ${process.pid} 2>/dev/null; do sleep 0.2; done
 ${stopCommand} >/dev/null 2>&1
@@ -176,14 +176,14 @@ rm -rf ${quote(dir)}`;
   spawn("/bin/sh", ["-c", script], { stdio: "ignore", detached: true }).unref();
 }
 
-const runningAsRoot = () => process.getuid?.() === 0;
+export const runningAsRoot = () => process.getuid?.() === 0;
 
 /** PostgreSQL refuses to run as root: as root, the command runs as the `postgres` user Debian's package creates. */
-function asPostgres(cmd: string[]): string[] {
+export function asPostgres(cmd: string[]): string[] {
   return runningAsRoot() ? ["su", "postgres", "-s", "/bin/sh", "-c", shellLine(cmd)] : cmd;
 }
 
-function mustRun(cmd: string[]) {
+export function mustRun(cmd: string[]) {
   const result = spawnSync(cmd[0]!, cmd.slice(1), { encoding: "utf8", timeout: 60_000 });
   if (result.status !== 0) throw new Error(`${cmd.join(" ")} failed (${result.status ?? result.signal}): ${result.stderr}`);
 }
@@ -198,11 +198,11 @@ function signalServer(data: string, signal: "STOP" | "CONT") {
   mustRun(["kill", `-${signal}`, postmaster, ...children]);
 }
 
-async function mustRunAsync(cmd: string[]) {
+export async function mustRunAsync(cmd: string[]) {
   const proc = Bun.spawn(cmd, { stdout: "ignore", stderr: "pipe" });
   const [status, stderr] = await Promise.all([proc.exited, new Response(proc.stderr).text()]);
   if (status !== 0) throw new Error(`${cmd.join(" ")} failed (${status}): ${stderr}`);
 }
 
 const quote = (word: string) => `'${word.replaceAll("'", `'\\''`)}'`;
-const shellLine = (cmd: string[]) => cmd.map(quote).join(" ");
+export const shellLine = (cmd: string[]) => cmd.map(quote).join(" ");

@@ -12,6 +12,12 @@ interface Pending {
 
 type Outcome = { ok: true; value: unknown } | { ok: false; error: unknown };
 
+/** Which transaction a group ran, and on which server: the start time of its postmaster, new at every restart. */
+interface Ran {
+  txid: string;
+  server: string;
+}
+
 /** How a group's transaction ended. */
 type GroupResult =
   /** Each op's own outcome stands: committed, or rolled back alone (to its savepoint, or a group of one entirely). */
@@ -36,7 +42,7 @@ const ATTEMPTS_ALONE = 3;
  *
  * If the group as a whole fails (a lost connection, the server ending it), each op runs again alone, in its own
  * transaction, instead of failing with the others. If the answer to COMMIT itself is lost, the server is asked
- * whether the transaction committed (`txid_status`), so an op is never applied twice.
+ * whether the transaction committed (`txid_status`, see fateOf), so an op is never applied twice.
  *
  * SAVEPOINT and RELEASE travel in the same round trip as the ops' statements next to them (Bun pipelines the
  * queries of one connection): a group costs its ops' round trips plus one (COMMIT): BEGIN travels with the first op.
@@ -137,7 +143,7 @@ export class PgBatch {
     } catch (error) {
       return { state: "rolled back", error };
     }
-    let txid: string | null = null;
+    let ran: Ran | null = null;
     // Set once every op has run: from then on COMMIT may have reached the server.
     let committing: Outcome[] | null = null;
     // The audit rows its ops write go to the chain last, each op's only if it succeeded (see audit-chain.ts).
@@ -147,7 +153,7 @@ export class PgBatch {
       const begun = [
         conn`BEGIN ISOLATION LEVEL READ COMMITTED`.execute(),
         ...(this.durable ? [] : [conn`SET LOCAL synchronous_commit TO OFF`.execute()]),
-        conn`SELECT txid_current()::text AS txid`.execute(),
+        conn`SELECT txid_current()::text AS txid, pg_postmaster_start_time()::text AS server`.execute(),
       ];
       for (const started of begun) started.catch(() => {});
       const outcomes: Outcome[] = [];
@@ -170,7 +176,7 @@ export class PgBatch {
       }
       await appendToChain(conn, auditRows);
       const begin = await Promise.all(begun);
-      txid = (begin.at(-1) as { txid: string }[])[0]!.txid;
+      ran = (begin.at(-1) as Ran[])[0]!;
       committing = outcomes;
       const [commit] = await Promise.all([conn`COMMIT`, ...releases]);
       // PostgreSQL answers the COMMIT of a transaction that had failed with ROLLBACK.
@@ -179,7 +185,7 @@ export class PgBatch {
     } catch (error) {
       await conn`ROLLBACK`.catch(() => {});
       if (committing === null) return { state: "rolled back", error };
-      const fate = await this.fateOf(txid);
+      const fate = await this.fateOf(ran);
       return fate === "committed" ? { state: "done", outcomes: committing } : { state: fate, error };
     } finally {
       stopDeferring(conn);
@@ -187,12 +193,21 @@ export class PgBatch {
     }
   }
 
-  /** Asks the server what became of a transaction whose answer to COMMIT was lost. */
-  private async fateOf(txid: string | null): Promise<"committed" | "rolled back" | "unknown"> {
-    if (txid === null) return "rolled back";
+  /**
+   * Asks the server what became of a transaction whose answer to COMMIT was lost. Only the server that ran it, still
+   * up since, can tell: a restarted server or a promoted standby may not have the transaction (its WAL lost with the
+   * crash, never streamed) and hands its txid to another transaction, whose fate is not this one's. Then "unknown":
+   * a hold may have committed (recovery orphans it, counted) and is never taken as durable.
+   */
+  private async fateOf(ran: Ran | null): Promise<"committed" | "rolled back" | "unknown"> {
+    if (ran === null) return "rolled back";
     for (let attempt = 1; attempt <= 10; attempt++) {
       try {
-        const [row] = await this.sql`SELECT txid_status(${txid}::bigint) AS status`;
+        // CASE: txid_status() is not even called on another server (it throws for a txid that server has not reached).
+        const [row] = await this.sql`
+          SELECT pg_postmaster_start_time()::text AS server,
+                 CASE WHEN pg_postmaster_start_time()::text = ${ran.server} THEN txid_status(${ran.txid}::bigint) END AS status`;
+        if (row.server !== ran.server) return "unknown";
         if (row.status === "committed") return "committed";
         if (row.status === "aborted") return "rolled back";
         // "in progress": the server has not yet noticed that the connection is gone.

@@ -7,7 +7,8 @@ import { pgAlertOutbox, pgAlertQueries } from "./alerts";
 import { pgAuditQueries } from "./audit";
 import { PgBatch } from "./batch";
 import { pgBudgetQueries } from "./budgets";
-import { openPgClient } from "./client";
+import { connectPg } from "./client";
+import { registerChain } from "./audit-chain";
 import { pgKeyQueries } from "./keys";
 import { type LeaseHolder, pgLeases } from "./lease";
 import { pgLedgerQueries } from "./ledger";
@@ -54,7 +55,9 @@ const DEFAULT_LEASE_MS = 15_000;
 const WRITABLE_PROBE_MS = 2_000;
 
 export async function openPgStore(url: string, opts: PgOptions = {}): Promise<PgStore> {
-  const sql = openPgClient(url);
+  const instanceId = opts.instanceId ?? `${hostname()}:${process.pid}`;
+  // Each pool (a new one after a failover) writes this instance's audit chain.
+  const sql = await connectPg(url, 16, (pool) => registerChain(pool, instanceId));
   try {
     if (opts.migrate !== false) await applyPgMigrations(sql);
     else {
@@ -67,7 +70,6 @@ export async function openPgStore(url: string, opts: PgOptions = {}): Promise<Pg
     await sql.close({ timeout: 1 });
     throw error;
   }
-  const instanceId = opts.instanceId ?? `${hostname()}:${process.pid}`;
   const leaseMs = opts.leaseMs ?? DEFAULT_LEASE_MS;
   const batches = { durable: new PgBatch(sql), deferred: new PgBatch(sql, false) };
   const flushBatches = async () => {
