@@ -265,6 +265,36 @@ describe("GET /audit?request_id=", () => {
   });
 });
 
+describe("GET /audit/spend?limit=", () => {
+  test("the biggest spenders first, a page at a time; without limit every group and no cursor", async () => {
+    const prefix = `top-${Date.now()}/`;
+    for (const [run, cents] of [
+      ["a", 300],
+      ["b", 900],
+      ["c", 500],
+    ] as const) {
+      const key = await stripeKey(kb, { daily_usd_cap: 50, agent_run_label: prefix + run });
+      expect((await charge(kb, key.vault_key, cents)).status).toBe(200);
+    }
+    const spend = async (q: string) =>
+      (await (await kb.admin(`/audit/spend?group_by=label&label_prefix=${encodeURIComponent(prefix)}${q}`)).json()) as Json;
+    const first = await spend("&limit=2");
+    expect(first.data.map((r: Json) => [r.group, r.spend_usd])).toEqual([
+      [`${prefix}b`, 9],
+      [`${prefix}c`, 5],
+    ]);
+    expect(first.next_cursor).toBe("2");
+    expect(await spend(`&limit=2&cursor=${first.next_cursor}`)).toMatchObject({
+      data: [{ group: `${prefix}a`, spend_usd: 3 }],
+      next_cursor: null,
+    });
+    const all = await spend("");
+    expect(all.data.map((r: Json) => r.group)).toEqual([`${prefix}b`, `${prefix}c`, `${prefix}a`]);
+    expect(Object.keys(all)).toEqual(["data"]);
+    expect((await kb.admin("/audit/spend?limit=0")).status).toBe(400);
+  });
+});
+
 describe("/docs", () => {
   let spec: Json;
   beforeAll(async () => {

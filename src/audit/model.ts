@@ -3,6 +3,8 @@ import { z } from "zod";
 import { parseDurationMs } from "../util";
 import { vendorName } from "../vendors/index";
 
+const SPEND_LIMIT = "must be an integer from 1 to 1000";
+
 /** What `since` and `until` accept, as their refusal says it. */
 export const TIME_FORMS = "an ISO time (2026-11-27T18:00:00Z), a UTC date (2026-11-27) or a duration ago (10m, 2h, 1d)";
 
@@ -71,6 +73,18 @@ export const SpendQuery = z.strictObject({
     .enum(["label", "key", "vendor", "day"])
     .default("label")
     .meta({ description: "One row per run label, key, vendor or UTC day", examples: ["label"] }),
+  limit: z.coerce
+    .number({ error: SPEND_LIMIT })
+    .int(SPEND_LIMIT)
+    .min(1, SPEND_LIMIT)
+    .max(1000, SPEND_LIMIT)
+    .optional()
+    .meta({
+      description:
+        "The biggest spenders only: this many groups (1 to 1000), in the view's order, with a next_cursor for the rest. Absent: every group",
+      examples: [20],
+    }),
+  cursor: pageCursor(),
 });
 export const ExportQuery = z.strictObject({
   ...filters,

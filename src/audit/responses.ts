@@ -15,6 +15,11 @@ export const SpendPage = z.object({
         .describe("The part of spend_usd still ambiguous (vendor 5xx or timeout, counted at the hold until resolved)"),
     }),
   ),
+  next_cursor: z
+    .string()
+    .nullable()
+    .optional()
+    .describe("With `limit`: the cursor of the groups after these (null: none); absent without `limit`"),
 });
 
 export const AuditRowSchema = z.object({

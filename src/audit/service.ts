@@ -65,11 +65,17 @@ export async function listAudit(store: Store, q: z.infer<typeof AuditQuery>) {
 
 const callOf = (keyId: string, idempotencyKey: string) => `${keyId}\n${idempotencyKey}`;
 
-/** Per-run spend (group_by=label), or per key, vendor or UTC day. */
-export async function spendBy(store: Store, group: SpendGroup, q: AuditFilters) {
-  const rows = await store.spendBy(group, toFilter(q));
+/**
+ * Per-run spend (group_by=label), or per key, vendor or UTC day: every group, or with `limit` the first ones (the
+ * biggest spenders, days in order) and a cursor, so a dashboard's top runs over 100 k keys is a small answer.
+ */
+export async function spendBy(store: Store, group: SpendGroup, q: AuditFilters & { limit?: number; cursor?: number }) {
+  const { limit, cursor: from = 0, ...filters } = q;
+  const rows = await store.spendBy(group, toFilter(filters));
+  const page = rows.slice(from, limit === undefined ? undefined : from + limit);
+  const next = limit === undefined ? {} : { next_cursor: from + limit < rows.length ? String(from + limit) : null };
   return {
-    data: rows.map((r) => ({
+    data: page.map((r) => ({
       group: r.group,
       calls: r.calls,
       allowed: r.allowed,
@@ -77,6 +83,7 @@ export async function spendBy(store: Store, group: SpendGroup, q: AuditFilters) 
       spend_usd: microsToUsd(r.spendMicros),
       ambiguous_usd: microsToUsd(r.ambiguousMicros),
     })),
+    ...next,
   };
 }
 
