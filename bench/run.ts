@@ -1,26 +1,40 @@
 /**
  * `bun run bench`: what Keybrake costs per call, measured against the direct call, a bare nginx hop and a bare
  * Bun hop (the stack's floor, bun-hop.ts) in the same run, at concurrency 1 and 64 (wrk); Keybrake twice, with
- * KEYBRAKE_DB_SYNCHRONOUS=full (the default) and =normal, for what power-loss safety costs; with the key in a
- * budget, for what a budget costs; with tracing on, for what OpenTelemetry costs. Then the ledger
- * alone, the race bench, and a streamed chat completion's first byte (llm-stream.ts). Then the PostgreSQL ledger (SPEC §13): one instance, and three behind nginx
- * (round robin; its hop is in those numbers), with the race spread over the three. Last, the growth bench
- * (growth.ts): the SQLite ledger empty, at 1 M and at 10 M audit rows. Prints the tables and writes
- * bench/results/latest.json. Installs wrk and nginx with apt-get when they are missing; PostgreSQL as the tests
- * find it (KEYBRAKE_TEST_DATABASE_URL, or a throwaway cluster from Debian's binaries), skipped when there is none.
+ * KEYBRAKE_DB_SYNCHRONOUS=full (the default) and =normal, for what power-loss safety costs; at `full` with the key
+ * in a budget (the target's configuration: the audit's hash chain is always on), for what a budget costs; with
+ * tracing on, for what OpenTelemetry costs. Beside them, the disk's fsync (fsync.ts), which the targets are stated
+ * against. Then the ledger alone, the audit chain apart from HTTP (audit-chain.ts), the race bench, and a streamed
+ * chat completion's first byte (llm-stream.ts). Then the PostgreSQL ledger (SPEC §13), on a server with fsync and
+ * synchronous_commit on: one instance with one hot key, and three behind nginx (round robin; its hop is in those
+ * numbers) with 64 keys, with the race spread over the three, and the round trips a hold takes (pg-round-trips.ts).
+ * Last, the growth bench (growth.ts): the SQLite ledger empty, at 1 M and at 10 M audit rows, start-up on each.
+ * Prints the tables, then the targets (targets.ts) beside what was measured, and writes everything to
+ * bench/results/latest.json (results.ts), from which `bun run bench:readme` (readme.ts) writes the README's
+ * Performance section.
  *
- * BENCH_DURATION (seconds per measurement, default 10), BENCH_WARMUP (default 2).
+ * Installs wrk and nginx with apt-get when they are missing. PostgreSQL: KEYBRAKE_TEST_DATABASE_URL when set (its
+ * fsync and synchronous_commit are read and recorded), otherwise a durable cluster of the bench's own from
+ * Debian's binaries (postgres.ts); skipped when there is neither.
+ *
+ * BENCH_DURATION (seconds per measurement, default 10), BENCH_WARMUP (default 2); the growth bench's own knobs
+ * (BENCH_GROWTH_ROWS, ...) are in growth.ts.
  */
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { release, tmpdir, totalmem } from "node:os";
 import { join } from "node:path";
 import { dropTestDatabase, testDatabaseUrl } from "../test/helpers/postgres";
 import { growthTable, runGrowth } from "./growth";
 import { benchChain, chainLines } from "./audit-chain";
+import { measureFsync } from "./fsync";
 import { benchLedger } from "./ledger";
 import { runRace } from "./race";
 import { llmStreamTable, runLlmStream } from "./llm-stream";
+import { countHoldRoundTrips } from "./pg-round-trips";
+import { type BenchPostgres, postgresSettings, startDurablePostgres } from "./postgres";
 import { freePort, startBun, startKeybrakeBinary, waitUp } from "./processes";
+import { type BenchResults, HTTP_TARGETS, type HttpTarget, type Measurements, type WrkResult } from "./results";
+import { targetsOf, targetsTable } from "./targets";
 
 const root = join(import.meta.dir, "..");
 const DURATION = Number(process.env.BENCH_DURATION ?? 10);
@@ -28,6 +42,10 @@ const WARMUP = Number(process.env.BENCH_WARMUP ?? 2);
 const ADMIN_TOKEN = "bench-admin-token-0123456789abcdefghijklmnop";
 const work = mkdtempSync(join(tmpdir(), "keybrake-bench-"));
 const children: { kill(signal?: number | NodeJS.Signals): void }[] = [];
+/** The PostgreSQL cluster this run started, if it started one: stopped at the end, or on a failure. */
+let ownPostgres: BenchPostgres | null = null;
+/** The keys the three PostgreSQL instances' wrk run spreads its calls over (#30: 64 keys at c=64). */
+const FLEET_KEYS = 64;
 
 function sh(cmd: string[], env: Record<string, string> = {}) {
   const r = Bun.spawnSync(cmd, { env: { ...process.env, ...env }, stdout: "pipe", stderr: "pipe" });
@@ -122,23 +140,12 @@ async function issueBenchKey(port: number, budgeted = false): Promise<string> {
   return key.vault_key!;
 }
 
-interface WrkResult {
-  requests: number;
-  duration_us: number;
-  errors: number;
-  p50_us: number;
-  p90_us: number;
-  p99_us: number;
-  max_us: number;
-  mean_us: number;
-  rps: number;
-}
-
-function wrk(url: string, connections: number, seconds: number, key: string): WrkResult {
+/** One wrk run of post.lua against `url`, its calls spread over `keys` in turn. */
+function wrk(url: string, connections: number, seconds: number, keys: string[]): WrkResult {
   const threads = Math.min(connections, 2);
   const r = sh(
     ["wrk", "-t", String(threads), "-c", String(connections), "-d", `${seconds}s`, "-s", join(import.meta.dir, "post.lua"), url],
-    { BENCH_KEY: key },
+    { BENCH_KEYS: keys.join(",") },
   );
   const line = r.out.split("\n").find((l) => l.startsWith("RESULT "));
   if (!line) throw new Error(`wrk printed no result: ${r.out} ${r.err}`);
@@ -163,11 +170,27 @@ function overheadShares(before: Map<number, number>, after: Map<number, number>)
 }
 
 /** What synchronous=full costs over normal: added latency at c=1 (one call, one fsync) and throughput at c=64 (shared). */
-function durability(results: Record<string, Record<string, WrkResult>>): string {
-  const added = (name: string, p: "p50_us" | "p99_us") => results.c1![name]![p] - results.c1!.direct![p];
-  const line = (label: string, name: string) =>
-    `${label}: c=1 added p50 ${added(name, "p50_us").toFixed(0)} µs, p99 ${added(name, "p99_us").toFixed(0)} µs; c=64 ${results.c64![name]!.rps.toFixed(0)} req/s`;
+function durability(results: BenchResults["wrk"]): string {
+  const added = (name: HttpTarget, p: "p50_us" | "p99_us") => results.c1[name]![p] - results.c1.direct![p];
+  const line = (label: string, name: HttpTarget) =>
+    `${label}: c=1 added p50 ${added(name, "p50_us").toFixed(0)} µs, p99 ${added(name, "p99_us").toFixed(0)} µs; c=64 ${results.c64[name]!.rps.toFixed(0)} req/s`;
   return `synchronous, full vs normal\n  ${line("full  ", "keybrake")}\n  ${line("normal", "keybrake normal")}`;
+}
+
+/** The machine the run is on, for the README: the same numbers on another machine are other numbers. */
+function machine(): BenchResults["machine"] {
+  const firstLine = (text: string, pattern: RegExp) => pattern.exec(text)?.[1]?.trim() ?? "unknown";
+  const read = (path: string) => (existsSync(path) ? readFileSync(path, "utf8") : "");
+  const nginx = sh([Bun.which("nginx") ?? "/usr/sbin/nginx", "-v"]);
+  return {
+    cpu: firstLine(read("/proc/cpuinfo"), /^model name\s*:(.*)$/m),
+    cores: navigator.hardwareConcurrency,
+    memory_gib: Math.round(totalmem() / 2 ** 30),
+    os: `${firstLine(read("/etc/os-release"), /^PRETTY_NAME="?([^"\n]*)/m)}, Linux ${release()}`,
+    bun: Bun.version,
+    nginx: firstLine(nginx.err + nginx.out, /nginx\/(\S+)/),
+    wrk: firstLine(sh(["wrk", "-v"]).out, /^wrk (\S+)/),
+  };
 }
 
 async function main() {
@@ -177,6 +200,11 @@ async function main() {
     Array.from({ length: 10 }, freePort),
   );
   const pgFleetPorts = [pgPort!, await freePort(), await freePort()];
+  if (!process.env.KEYBRAKE_TEST_DATABASE_URL) {
+    ownPostgres = await startDurablePostgres();
+    // testDatabaseUrl makes its databases on the server this names.
+    if (ownPostgres) process.env.KEYBRAKE_TEST_DATABASE_URL = ownPostgres.url;
+  }
   const pgUrl = await testDatabaseUrl();
   await startBun(children, "upstream.ts", upPort!);
   const upstream = children.at(-1)!;
@@ -189,16 +217,21 @@ async function main() {
   const local = (port: number) => `http://127.0.0.1:${port}`;
   const keybrakeTarget = async (port: number, ledger: Record<string, string>, budgeted = false) => {
     await startKeybrake(port, upPort!, ledger);
-    return { url: `${local(port)}/v1/payment_intents`, key: await issueBenchKey(port, budgeted), keybrake: local(port) };
+    return { url: `${local(port)}/v1/payment_intents`, keys: [await issueBenchKey(port, budgeted)], keybrake: local(port) };
   };
-  const targets: Record<string, { url: string; key: string; keybrake?: string }> = {
-    direct: { url: `${local(upPort!)}/v1/payment_intents`, key: "none" },
-    nginx: { url: `${local(nginxPort!)}/v1/payment_intents`, key: "none" },
-    "bun hop": { url: `${local(hopPort!)}/v1/payment_intents`, key: "none" },
+  const targets: Partial<Record<HttpTarget, { url: string; keys: string[]; keybrake?: string }>> = {
+    direct: { url: `${local(upPort!)}/v1/payment_intents`, keys: ["none"] },
+    nginx: { url: `${local(nginxPort!)}/v1/payment_intents`, keys: ["none"] },
+    "bun hop": { url: `${local(hopPort!)}/v1/payment_intents`, keys: ["none"] },
     keybrake: await keybrakeTarget(kbPort!, sqliteLedger("full")),
     "keybrake normal": await keybrakeTarget(kbNormalPort!, sqliteLedger("normal")),
-    // The key in a budget: every hold and settlement also moves the budget's day (SPEC §14).
-    "keybrake budget": await keybrakeTarget(kbBudgetPort!, { KEYBRAKE_DB: join(work, "keybrake-budget.db") }, true),
+    // The key in a budget, at `full`: every hold and settlement also moves the budget's day (SPEC §14), and every
+    // audit row goes through the hash chain, as always. The SQLite targets are measured on this one (#30).
+    "keybrake budget": await keybrakeTarget(
+      kbBudgetPort!,
+      { KEYBRAKE_DB: join(work, "keybrake-budget.db"), KEYBRAKE_DB_SYNCHRONOUS: "full" },
+      true,
+    ),
     // OpenTelemetry on (SPEC §19): every call's spans exported as OTLP/HTTP JSON to a local sink that answers 200.
     "keybrake traced": await (async () => {
       await startBun(children, "upstream.ts", otlpPort!);
@@ -213,20 +246,23 @@ async function main() {
     const fleet = (port: number, id: string) => ({ KEYBRAKE_DATABASE_URL: pgUrl, KEYBRAKE_INSTANCE_ID: id, KEYBRAKE_PORT: String(port) });
     targets["keybrake pg"] = await keybrakeTarget(pgPort!, fleet(pgPort!, "bench-1"));
     for (const [i, port] of pgFleetPorts.slice(1).entries()) await startKeybrake(port, upPort!, fleet(port, `bench-${i + 2}`));
-    targets["keybrake pg x3"] = { url: `${local(pgLbPort!)}/v1/payment_intents`, key: await issueBenchKey(pgLbPort!) };
+    const fleetKeys: string[] = [];
+    for (let i = 0; i < FLEET_KEYS; i++) fleetKeys.push(await issueBenchKey(pgPort!));
+    targets["keybrake pg x3"] = { url: `${local(pgLbPort!)}/v1/payment_intents`, keys: fleetKeys };
   } else {
     console.error("no PostgreSQL here: the PostgreSQL rows are skipped");
   }
   const kbUrl = targets.keybrake!.keybrake!;
-  const results: Record<string, Record<string, WrkResult>> = {};
+  // The disk's fsync, next to the ledgers, before the load starts.
+  const fsync = measureFsync(work);
+  const results: BenchResults["wrk"] = { c1: {}, c64: {} };
   const overhead: Record<string, { le_us: number | null; share: number }[]> = {};
-  for (const connections of [1, 64]) {
-    for (const [name, target] of Object.entries(targets)) {
+  for (const connections of [1, 64] as const) {
+    for (const [name, target] of Object.entries(targets) as [HttpTarget, NonNullable<(typeof targets)[HttpTarget]>][]) {
       process.stderr.write(`wrk ${name} c=${connections} ...\n`);
-      wrk(target.url, connections, WARMUP, target.key);
+      wrk(target.url, connections, WARMUP, target.keys);
       const before = target.keybrake ? await overheadBuckets(target.keybrake) : null;
-      results[`c${connections}`] ??= {};
-      results[`c${connections}`]![name] = wrk(target.url, connections, DURATION, target.key);
+      results[`c${connections}`][name] = wrk(target.url, connections, DURATION, target.keys);
       if (before)
         overhead[`c${connections}_${name.replaceAll(" ", "_")}`] = overheadShares(before, await overheadBuckets(target.keybrake!));
     }
@@ -235,24 +271,28 @@ async function main() {
   const ledger = await benchLedger(join(work, "ledger.db"), 20_000);
   const chain = await benchChain(join(root, "dist/keybrake"));
   const race = await runRace(kbUrl, ADMIN_TOKEN, { calls: 10_000, admit: 137 });
-  const pgRace = pgUrl ? await runRace(local(pgLbPort!), ADMIN_TOKEN, { calls: 10_000, admit: 137 }) : null;
+  const postgres = pgUrl
+    ? {
+        settings: await postgresSettings(pgUrl),
+        fleet_keys: FLEET_KEYS,
+        hold_round_trips: await countHoldRoundTrips(pgUrl),
+        race: await runRace(local(pgLbPort!), ADMIN_TOKEN, { calls: 10_000, admit: 137 }),
+      }
+    : null;
   // A streamed completion's first byte (SPEC §18), on a Keybrake and an upstream of its own.
   const llmStream = await runLlmStream({ bin: join(root, "dist/keybrake") });
   // Flat as the ledger grows (growth.ts): the servers above are stopped first, so they do not share the CPU.
   for (const c of children) if (c !== upstream) c.kill("SIGTERM");
   await Bun.sleep(500);
+  if (pgUrl) await dropTestDatabase(pgUrl);
+  await ownPostgres?.stop();
   const growth = await runGrowth({ upstreamPort: upPort!, workDir: work });
   for (const c of children) c.kill("SIGTERM");
-  if (pgUrl) {
-    await Bun.sleep(500);
-    await dropTestDatabase(pgUrl);
-  }
 
   const rows: string[] = [];
   const us = (v: number) => `${v.toFixed(0)} µs`;
   rows.push("| concurrency | target | req/s | p50 | p99 | added p50 | added p99 | req/s vs nginx |");
   rows.push("|---|---|---|---|---|---|---|---|");
-  const summary: Record<string, unknown> = {};
   for (const [c, byTarget] of Object.entries(results)) {
     const direct = byTarget.direct!;
     for (const [name, r] of Object.entries(byTarget)) {
@@ -261,15 +301,6 @@ async function main() {
       rows.push(
         `| ${c.slice(1)} | ${name} | ${r.rps.toFixed(0)} | ${us(r.p50_us)} | ${us(r.p99_us)} | ${added ? us(added.p50) : "-"} | ${added ? us(added.p99) : "-"} | ${ratio} |`,
       );
-      const id = name.replaceAll(" ", "_");
-      if (added) summary[`${c}_${id}_added_p50_us`] = added.p50;
-      if (added) summary[`${c}_${id}_added_p99_us`] = added.p99;
-    }
-    summary[`${c}_keybrake_over_nginx_rps`] = byTarget.keybrake!.rps / byTarget.nginx!.rps;
-    summary[`${c}_keybrake_normal_over_nginx_rps`] = byTarget["keybrake normal"]!.rps / byTarget.nginx!.rps;
-    summary[`${c}_bun_hop_over_nginx_rps`] = byTarget["bun hop"]!.rps / byTarget.nginx!.rps;
-    for (const pg of ["keybrake pg", "keybrake pg x3"]) {
-      if (byTarget[pg]) summary[`${c}_${pg.replaceAll(" ", "_")}_over_nginx_rps`] = byTarget[pg]!.rps / byTarget.nginx!.rps;
     }
   }
   const errors = Object.values(results)
@@ -280,9 +311,14 @@ async function main() {
     `\nKeybrake ${DURATION}s per measurement on ${navigator.hardwareConcurrency} cores (${process.platform}), Bun ${Bun.version}`,
   );
   console.log(
-    "(keybrake: SQLite, synchronous=full, the default; keybrake normal: KEYBRAKE_DB_SYNCHRONOUS=normal; keybrake pg: one instance on PostgreSQL; pg x3: three instances behind nginx)\n",
+    `${Object.entries(HTTP_TARGETS)
+      .map(([name, what]) => `${name}: ${what}`)
+      .join("\n")}\n`,
   );
   console.log(rows.join("\n"));
+  console.log(
+    `\none durable commit on this disk (fsync.ts, 4 KiB write + fdatasync): median ${us(fsync.median_us)}, p90 ${us(fsync.p90_us)}`,
+  );
   console.log(`\n${durability(results)}`);
   // At c=1 nothing waits for anything else, so this is Keybrake's own work; at c=64 it is mostly queueing.
   for (const mode of ["keybrake", "keybrake_normal"]) {
@@ -296,52 +332,62 @@ async function main() {
   );
   const raceLine = (r: typeof race, where: string) =>
     `race (${where}): ${r.calls} concurrent priced calls against a cap that admits ${r.expected}: admitted ${r.admitted}, overspend ${r.overspendMicros} micro-dollars`;
-  for (const c of ["c1", "c64"]) {
-    const [plain, budgeted] = [results[c]!.keybrake!, results[c]!["keybrake budget"]!];
+  for (const c of ["c1", "c64"] as const) {
+    const [plain, budgeted] = [results[c].keybrake!, results[c]["keybrake budget"]!];
     console.log(
       `a budget over the key, ${c}: p50 ${us(budgeted.p50_us - plain.p50_us)} added, ${budgeted.rps.toFixed(0)} req/s against ${plain.rps.toFixed(0)}`,
     );
   }
-  for (const c of ["c1", "c64"]) {
-    const [plain, traced] = [results[c]!.keybrake!, results[c]!["keybrake traced"]!];
+  for (const c of ["c1", "c64"] as const) {
+    const [plain, traced] = [results[c].keybrake!, results[c]["keybrake traced"]!];
     console.log(
       `tracing on (OTLP/HTTP JSON to a local sink), ${c}: p50 ${us(traced.p50_us - plain.p50_us)} added, ${traced.rps.toFixed(0)} req/s against ${plain.rps.toFixed(0)}`,
     );
   }
   console.log(`\nthe audit's hash chain (SPEC §19):\n${chainLines(chain)}\n`);
   console.log(raceLine(race, "SQLite"));
-  if (pgRace) console.log(raceLine(pgRace, "PostgreSQL, three instances behind nginx"));
+  if (postgres) {
+    console.log(raceLine(postgres.race, "PostgreSQL, three instances behind nginx"));
+    const { version, fsync: pgFsync, synchronous_commit } = postgres.settings;
+    console.log(`PostgreSQL ${version}: fsync ${pgFsync}, synchronous_commit ${synchronous_commit}`);
+    console.log(`PostgreSQL: round trips per hold (pg-round-trips.ts, on the wire): ${postgres.hold_round_trips.toFixed(1)}`);
+  }
   if (errors > 0) console.log(`wrk reported ${errors} errors`);
   console.log(
     `\nstreamed chat completions, ${llmStream.calls} each way, one at a time (SQLite, synchronous=full); settled at their usage exactly: ${llmStream.settled_exactly}\n${llmStreamTable(llmStream)}`,
   );
   console.log(`\nas the ledger grows (SQLite, synchronous=full):\n${growthTable(growth)}`);
 
-  const out = {
+  const measured: Measurements = {
     at: new Date().toISOString(),
-    machine: { cores: navigator.hardwareConcurrency, platform: process.platform, bun: Bun.version },
+    machine: machine(),
     duration_s: DURATION,
+    warmup_s: WARMUP,
+    fsync,
     wrk: results,
-    summary,
     keybrake_overhead_share_at_or_under: overhead,
     ledger,
     audit_chain: chain,
     race,
-    pg_race: pgRace,
+    postgres,
     llm_stream: llmStream,
     growth,
     wrk_errors: errors,
   };
+  const out: BenchResults = { ...measured, targets: targetsOf(measured) };
+  console.log(`\ntargets (issues #19, #30):\n${targetsTable(out.targets)}`);
   mkdirSync(join(import.meta.dir, "results"), { recursive: true });
   writeFileSync(join(import.meta.dir, "results/latest.json"), JSON.stringify(out, null, 2));
-  console.log("\nwrote bench/results/latest.json");
+  console.log("\nwrote bench/results/latest.json (`bun run bench:readme` puts it in the README)");
   rmSync(work, { recursive: true, force: true });
-  const exact = [race, pgRace ?? race].every((r) => r.admitted === r.expected && r.overspendMicros === 0) && llmStream.settled_exactly;
+  const exact =
+    [race, postgres?.race ?? race].every((r) => r.admitted === r.expected && r.overspendMicros === 0) && llmStream.settled_exactly;
   process.exit(exact ? 0 : 1);
 }
 
-main().catch((err) => {
+main().catch(async (err) => {
   for (const c of children) c.kill("SIGKILL");
+  await ownPostgres?.stop();
   console.error(err);
   process.exit(1);
 });
