@@ -1,4 +1,5 @@
-import { and, desc, eq, lt } from "drizzle-orm";
+import { eq } from "drizzle-orm";
+import { adminEventFilter, newestFirst, toAdminEvent } from "./admin-reads";
 import type { Db } from "./sqlite";
 import { adminEvents, settings } from "./schema";
 import type { AdminEvent, Page } from "./types";
@@ -10,21 +11,8 @@ export function adminQueries(db: Db) {
     },
 
     async listAdminEvents(limit: number, cursor?: number, tokenId?: string): Promise<Page<AdminEvent>> {
-      const rows = db
-        .select()
-        .from(adminEvents)
-        .where(
-          and(
-            cursor === undefined ? undefined : lt(adminEvents.seq, cursor),
-            tokenId === undefined ? undefined : eq(adminEvents.tokenId, tokenId),
-          ),
-        )
-        .orderBy(desc(adminEvents.seq))
-        .limit(limit + 1)
-        .all();
-      const more = rows.length > limit;
-      const page = rows.slice(0, limit);
-      return { data: page, nextCursor: more ? page[page.length - 1]!.seq : null };
+      const where = adminEventFilter(adminEvents, cursor, tokenId);
+      return newestFirst(db.select().from(adminEvents), adminEvents.seq, where, limit, toAdminEvent);
     },
 
     async getSetting(name: string) {

@@ -1,8 +1,11 @@
 import type { Database } from "bun:sqlite";
+import { drizzle } from "drizzle-orm/bun-sqlite";
 import { type ApprovalState, decideApproval, type Entry } from "../ledger/rules";
+import { approvalFields, approvalFilter, newestFirst, withoutSeq } from "./admin-reads";
 import type { AlertOutbox } from "./alerts";
 import type { GroupCommit } from "./group-commit";
 import { sqliteBudgetChain, sqliteLedgerWriter } from "./ledger-writes";
+import { approvals, vaultKeys } from "./schema";
 import type { ApprovalFilter, ApprovalRecord, Page } from "./types";
 
 /** The approvals' columns as the API shows them, with the key's label and vendor. */
@@ -63,26 +66,9 @@ export function approvalQueries(client: Database, commits: GroupCommit, alerts: 
 
     /** Newest first. */
     async listApprovals(f: ApprovalFilter): Promise<Page<ApprovalRecord>> {
-      const where: string[] = [];
-      const params: (string | number)[] = [];
-      const when = (condition: string, value: string | number | undefined) => {
-        if (value === undefined) return;
-        where.push(condition);
-        params.push(value);
-      };
-      when("a.status = ?", f.status);
-      when("k.minted_by = ?", f.mintedBy);
-      when("a.seq < ?", f.cursor);
-      const rows = client
-        .prepare<Row, (string | number)[]>(
-          `SELECT ${APPROVAL_COLUMNS} FROM approvals a LEFT JOIN vault_keys k ON k.id = a.key_id
-            ${where.length ? `WHERE ${where.join(" AND ")}` : ""}
-            ORDER BY a.seq DESC LIMIT ?`,
-        )
-        .all(...params, f.limit + 1);
-      const more = rows.length > f.limit;
-      const page = rows.slice(0, f.limit);
-      return { data: page.map(toRecord), nextCursor: more ? page.at(-1)!.seq : null };
+      const approval = approvalFields(approvals, vaultKeys);
+      const from = drizzle({ client }).select(approval.fields).from(approvals).leftJoin(vaultKeys, approval.join);
+      return newestFirst(from, approvals.seq, approvalFilter(approvals, vaultKeys, f), f.limit, withoutSeq);
     },
 
     decideApproval: (id: string, status: "approved" | "denied", by: string, reason: string | null, now: number) =>

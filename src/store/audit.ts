@@ -1,45 +1,27 @@
-import { and, desc, eq, gte, lt, sql, type SQL } from "drizzle-orm";
+import { and, eq, gte, lt, sql, type SQL } from "drizzle-orm";
 import type { SQLiteColumn } from "drizzle-orm/sqlite-core";
+import {
+  ambiguousSpend,
+  auditFilter,
+  auditPageFilter,
+  mintedBy,
+  newestFirst,
+  type SpendFilter,
+  spendSums,
+  toAuditRow,
+  withAmbiguous,
+} from "./admin-reads";
 import { type ChainHead, type ChainRow, type ChainValue, type Checkpoint, SQLITE_CHAIN, pruneCut } from "./audit-chain";
 import { auditAppender, chainRowsSql, toChainRow } from "./audit-append";
 import type { GroupCommit } from "./group-commit";
 import type { Db } from "./sqlite";
 import { labelHasPrefix } from "./keys";
-import { auditDays, auditEvents, DENIED_ROWS, OPEN_HOLDS, vaultKeys } from "./schema";
+import { auditDays, auditEvents, ledgerEntries, vaultKeys } from "./schema";
 import type { AuditFilter, AuditRow, Page, SpendGroup, SpendRow } from "./types";
 
-/**
- * Audit rows that are not proxied calls but hold events (a crash's orphan, an operator's decision, a final
- * price read later by the reconciler).
- */
-export const HOLD_EVENT_DECISIONS = ["orphaned_hold", "hold_settled", "hold_released", "price_reconciled"];
+export { HOLD_EVENT_DECISIONS } from "./admin-reads";
 
-const holdEvents = sql.join(
-  HOLD_EVENT_DECISIONS.map((d) => sql`${d}`),
-  sql`, `,
-);
-
-type SpendFilter = Omit<AuditFilter, "limit" | "cursor">;
-
-/** Rows of the keys one token minted (an issuer's view): the key's audit index answers each of them. */
-const mintedBy = (tokenId: string, keyId: SQLiteColumn = auditEvents.keyId): SQL =>
-  sql`${keyId} IN (SELECT ${vaultKeys.id} FROM ${vaultKeys} WHERE ${vaultKeys.mintedBy} = ${tokenId})`;
-
-function conditions(f: SpendFilter): SQL[] {
-  const where: SQL[] = [];
-  if (f.requestId !== undefined) where.push(eq(auditEvents.id, f.requestId));
-  if (f.keyId !== undefined) where.push(eq(auditEvents.keyId, f.keyId));
-  if (f.mintedBy !== undefined) where.push(mintedBy(f.mintedBy));
-  if (f.label !== undefined) where.push(eq(auditEvents.label, f.label));
-  if (f.labelPrefix !== undefined) where.push(labelHasPrefix(f.labelPrefix, auditEvents.label));
-  if (f.vendor !== undefined) where.push(eq(auditEvents.vendor, f.vendor));
-  if (f.decision !== undefined) where.push(eq(auditEvents.decision, f.decision));
-  // A denial's decision: its partial index has it (the condition repeated, as SQLite needs to use it).
-  if (f.decision !== undefined && f.decision !== "allowed") where.push(sql.raw(DENIED_ROWS));
-  if (f.since !== undefined) where.push(gte(auditEvents.at, f.since));
-  if (f.until !== undefined) where.push(lt(auditEvents.at, f.until));
-  return where;
-}
+const spendFilter = (f: SpendFilter) => auditFilter(auditEvents, vaultKeys, f, labelHasPrefix);
 
 const DAY_MS = 86_400_000;
 /** The first millisecond of the year 10000: strftime's `%Y` has four digits below it. */
@@ -52,7 +34,7 @@ function wholeDay(at: number): string | null {
 }
 
 /**
- * The filter on the rollup (audit_days) that selects exactly the audit rows `conditions` selects, or null when it
+ * The filter on the rollup (audit_days) that selects exactly the audit rows `spendFilter` selects, or null when it
  * cannot: a request id or a decision (the rollup keeps neither), or since/until inside a day. Rows of a day are
  * at or after its start, and before the next day's, so `at >= since` is `day >= since's day` when since starts a
  * day (times are never negative).
@@ -64,9 +46,9 @@ function rollupConditions(f: SpendFilter): SQL[] | null {
   if (since === null || until === null) return null;
   const where: SQL[] = [];
   if (f.keyId !== undefined) where.push(eq(auditDays.keyId, f.keyId));
-  if (f.mintedBy !== undefined) where.push(mintedBy(f.mintedBy, auditDays.keyId));
+  if (f.mintedBy !== undefined) where.push(mintedBy(auditDays.keyId, vaultKeys, f.mintedBy));
   if (f.label !== undefined) where.push(eq(auditDays.label, f.label));
-  if (f.labelPrefix !== undefined) where.push(labelHasPrefix(f.labelPrefix, auditDays.label));
+  if (f.labelPrefix !== undefined) where.push(labelHasPrefix(auditDays.label, f.labelPrefix));
   if (f.vendor !== undefined) where.push(eq(auditDays.vendor, f.vendor));
   if (since !== undefined) where.push(gte(auditDays.day, since));
   if (until !== undefined) where.push(lt(auditDays.day, until));
@@ -92,31 +74,11 @@ const GROUPS: Record<SpendGroup, SQL> = {
   day: sql`strftime('%Y-%m-%d', ${auditEvents.at} / 1000, 'unixepoch')`,
 };
 
-/** The same groups over ledger entries (joined to their key as `k`), for what is still ambiguous. */
-const ENTRY_GROUPS: Record<SpendGroup, string> = { label: "k.label", key: "e.key_id", vendor: "k.vendor", day: "e.day" };
-
-/**
- * What is still ambiguous per group (entries a vendor 5xx or timeout left counted at their hold, not yet
- * re-settled by a retry or resolved by an operator), under the same filters as the spend it is part of.
- */
-function ambiguousBy(db: Db, group: SpendGroup, f: SpendFilter): Map<string | null, number> {
-  if (f.decision !== undefined && f.decision !== "allowed") return new Map();
-  // The partial index's condition, word for word (see OPEN_HOLDS): the ledger is never pruned, a scan would grow.
-  const where: SQL[] = [sql.raw(`e.${OPEN_HOLDS} AND e.state = 'ambiguous'`)];
-  if (f.requestId !== undefined) where.push(sql`e.request_id = ${f.requestId}`);
-  if (f.keyId !== undefined) where.push(sql`e.key_id = ${f.keyId}`);
-  if (f.mintedBy !== undefined) where.push(sql`k.minted_by = ${f.mintedBy}`);
-  if (f.label !== undefined) where.push(sql`k.label = ${f.label}`);
-  if (f.labelPrefix !== undefined) where.push(sql`substr(k.label, 1, length(${f.labelPrefix})) = ${f.labelPrefix}`);
-  if (f.vendor !== undefined) where.push(sql`k.vendor = ${f.vendor}`);
-  if (f.since !== undefined) where.push(sql`e.created_at >= ${f.since}`);
-  if (f.until !== undefined) where.push(sql`e.created_at < ${f.until}`);
-  const g = sql.raw(ENTRY_GROUPS[group]);
-  const rows = db.all<{ grp: string | null; micros: number }>(
-    sql`SELECT ${g} AS grp, sum(e.cost_micros) AS micros FROM ledger_entries e JOIN vault_keys k ON k.id = e.key_id
-         WHERE ${sql.join(where, sql` AND `)} GROUP BY ${g}`,
-  );
-  return new Map(rows.map((r) => [r.grp, r.micros]));
+/** What is still ambiguous per group, under the same filters as the spend it is part of (see ambiguousSpend). */
+function ambiguousBy(db: Db, group: SpendGroup, f: SpendFilter) {
+  const query = ambiguousSpend(ledgerEntries, vaultKeys, group, f, labelHasPrefix);
+  if (query === null) return [];
+  return db.select(query.fields).from(ledgerEntries).innerJoin(vaultKeys, query.join).where(query.where).groupBy(query.group).all();
 }
 
 export function auditQueries(db: Db, commits: GroupCommit) {
@@ -188,21 +150,8 @@ export function auditQueries(db: Db, commits: GroupCommit) {
     },
 
     async listAudit(f: AuditFilter): Promise<Page<AuditRow>> {
-      const where = conditions(f);
-      if (f.cursor !== undefined) where.push(lt(auditEvents.seq, f.cursor));
-      const rows = db
-        .select()
-        .from(auditEvents)
-        .where(and(...where))
-        .orderBy(desc(auditEvents.seq))
-        .limit(f.limit + 1)
-        .all();
-      const more = rows.length > f.limit;
-      const page = rows.slice(0, f.limit);
-      return {
-        data: page.map(({ seq: _seq, hash: _hash, ...row }) => row as AuditRow),
-        nextCursor: more ? page[page.length - 1]!.seq : null,
-      };
+      const where = auditPageFilter(auditEvents, vaultKeys, f, labelHasPrefix);
+      return newestFirst(db.select().from(auditEvents), auditEvents.seq, where, f.limit, toAuditRow);
     },
 
     /**
@@ -293,24 +242,11 @@ export function binary(a: string | null, b: string | null): number {
 export function spendFromScan(db: Db, group: SpendGroup, f: SpendFilter): SpendRow[] {
   const g = GROUPS[group];
   const rows = db
-    .select({
-      group: sql<string | null>`${g}`,
-      // A row may stand for several requests (aggregated unauthenticated denials): count requests, not rows.
-      calls: sql<number>`sum(${auditEvents.requests} * (${auditEvents.decision} NOT IN (${holdEvents})))`,
-      allowed: sql<number>`sum(${auditEvents.decision} = 'allowed')`,
-      denied: sql<number>`sum(${auditEvents.requests} * (${auditEvents.decision} NOT IN ('allowed', ${holdEvents})))`,
-      spendMicros: sql<number>`sum(${auditEvents.costMicros})`,
-    })
+    .select({ group: sql<string | null>`${g}`, ...spendSums(auditEvents) })
     .from(auditEvents)
-    .where(and(...conditions(f)))
+    .where(spendFilter(f))
     .groupBy(g)
     .orderBy(group === "day" ? sql`${g}` : sql`sum(${auditEvents.costMicros}) DESC, ${g}`)
     .all();
   return withAmbiguous(rows, ambiguousBy(db, group, f));
-}
-
-/** The rows (fresh objects of this query) completed in place: a copy each would cost as much again for 100 k groups. */
-function withAmbiguous(rows: Omit<SpendRow, "ambiguousMicros">[], ambiguous: Map<string | null, number>): SpendRow[] {
-  for (const r of rows as SpendRow[]) r.ambiguousMicros = ambiguous.get(r.group) ?? 0;
-  return rows as SpendRow[];
 }

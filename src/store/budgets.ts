@@ -1,14 +1,12 @@
 import { and, asc, eq, gt, inArray, sql } from "drizzle-orm";
 import { noSuchBudget } from "../errors";
+import { budgetUsageFields, toBudgetRecord, toBudgetWithUsage } from "./admin-reads";
 import type { Db } from "./sqlite";
 import { budgetDays, budgets, ledgerEntries, OPEN_HOLDS, vaultKeys } from "./schema";
 import type { BudgetPatch, BudgetRecord, BudgetWithUsage, NewBudget } from "./types";
 
-type Row = typeof budgets.$inferSelect;
 /** A transaction, or the database outside one. */
 type Tx = Pick<Db, "select">;
-
-const toRecord = ({ seq: _seq, ...rest }: Row): BudgetRecord => rest;
 
 /**
  * Refuses (400 naming `field`) a row that would draw from a budget that does not exist. Called in the transaction
@@ -24,24 +22,10 @@ export function assertBudgetExists(tx: Tx, id: string, field: "budget_id" | "par
  */
 export function budgetQueries(db: Db) {
   /** Every budget (or one) with its money on `day` and the active keys that draw from it directly. */
-  const withUsage = (day: string, now: number) =>
-    db
-      .select({
-        budget: budgets,
-        settled: sql<number>`coalesce(${budgetDays.settledMicros}, 0)`,
-        held: sql<number>`coalesce(${budgetDays.heldMicros}, 0)`,
-        activeKeys: sql<number>`(SELECT count(*) FROM ${vaultKeys} WHERE ${vaultKeys.budgetId} = ${budgets.id}
-                                   AND ${vaultKeys.status} = 'active' AND ${vaultKeys.expiresAt} > ${now})`,
-      })
-      .from(budgets)
-      .leftJoin(budgetDays, and(eq(budgetDays.budgetId, budgets.id), eq(budgetDays.day, day)))
-      .$dynamic();
-
-  const toUsage = (r: { budget: Row; settled: number; held: number; activeKeys: number }): BudgetWithUsage => ({
-    ...toRecord(r.budget),
-    today: { settledMicros: r.settled, heldMicros: r.held },
-    activeKeys: r.activeKeys,
-  });
+  const withUsage = (day: string, now: number) => {
+    const usage = budgetUsageFields(budgets, budgetDays, vaultKeys, day, now);
+    return db.select(usage.fields).from(budgets).leftJoin(budgetDays, usage.join).$dynamic();
+  };
 
   /** What still draws from the budget: an active key, a budget below, or an open hold of one of its keys (any status). */
   const inUse = (tx: Tx, id: string, now: number) =>
@@ -68,7 +52,7 @@ export function budgetQueries(db: Db) {
       return db.transaction(
         (tx) => {
           if (budget.parentId !== null) assertBudgetExists(tx, budget.parentId, "parent_id");
-          return toRecord(tx.insert(budgets).values(budget).returning().get());
+          return toBudgetRecord(tx.insert(budgets).values(budget).returning().get());
         },
         { behavior: "immediate" },
       );
@@ -76,11 +60,11 @@ export function budgetQueries(db: Db) {
 
     async findBudget(id: string, day: string, now: number): Promise<BudgetWithUsage | null> {
       const row = withUsage(day, now).where(eq(budgets.id, id)).get();
-      return row ? toUsage(row) : null;
+      return row ? toBudgetWithUsage(row) : null;
     },
 
     async listBudgets(day: string, now: number): Promise<BudgetWithUsage[]> {
-      return withUsage(day, now).orderBy(asc(budgets.seq)).all().map(toUsage);
+      return withUsage(day, now).orderBy(asc(budgets.seq)).all().map(toBudgetWithUsage);
     },
 
     async updateBudget(id: string, patch: BudgetPatch): Promise<BudgetRecord | null> {
@@ -90,7 +74,7 @@ export function budgetQueries(db: Db) {
         Object.keys(given).length === 0
           ? db.select().from(budgets).where(eq(budgets.id, id)).get()
           : db.update(budgets).set(given).where(eq(budgets.id, id)).returning().get();
-      return row ? toRecord(row) : null;
+      return row ? toBudgetRecord(row) : null;
     },
 
     async deleteBudget(id: string, now: number): Promise<"deleted" | "in_use" | "not_found"> {

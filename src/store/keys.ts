@@ -1,17 +1,11 @@
-import { and, desc, eq, gt, gte, inArray, lt, lte, sql, type SQL } from "drizzle-orm";
-import type { SQLiteColumn } from "drizzle-orm/sqlite-core";
+import { and, eq, gt, gte, inArray, sql, type SQL } from "drizzle-orm";
+import { keyFilter, newestFirst, type PrefixMatch, toKeyRecord } from "./admin-reads";
 import type { AlertOutbox } from "./alerts";
 import { assertBudgetExists } from "./budgets";
 import { KEY_POLICY_COLUMNS, type RawKeyPolicy, toKeyPolicy } from "./keys-shared";
 import type { Db } from "./sqlite";
 import { keyIssuance, spendDays, vaultKeys } from "./schema";
 import type { DayUsage, Issuance, IssuanceResult, KeyFilter, KeyPatch, KeyPolicy, KeyRecord, KeySelection, NewKey, Page } from "./types";
-
-type Row = typeof vaultKeys.$inferSelect;
-
-function toRecord({ seq: _seq, keyHash: _hash, ...rest }: Row): KeyRecord {
-  return rest;
-}
 
 /** Enough for every key a busy server has live; past it the cache starts over rather than grow without bound. */
 const MAX_CACHED_KEYS = 10_000;
@@ -69,20 +63,6 @@ export function keyQueries(db: Db, alerts: AlertOutbox) {
     .where(eq(vaultKeys.id, sql.placeholder("id")))
     .prepare();
 
-  function filterConditions(f: KeyFilter, now: number): SQL[] {
-    const where: SQL[] = [];
-    if (f.label !== undefined) where.push(eq(vaultKeys.label, f.label));
-    if (f.labelPrefix !== undefined) where.push(labelHasPrefix(f.labelPrefix));
-    if (f.vendor) where.push(eq(vaultKeys.vendor, f.vendor));
-    if (f.budgetId !== undefined) where.push(eq(vaultKeys.budgetId, f.budgetId));
-    if (f.mintedBy !== undefined) where.push(eq(vaultKeys.mintedBy, f.mintedBy));
-    if (f.status === "revoked") where.push(eq(vaultKeys.status, "revoked"));
-    if (f.status === "active") where.push(eq(vaultKeys.status, "active"), gt(vaultKeys.expiresAt, now));
-    if (f.status === "expired") where.push(eq(vaultKeys.status, "active"), lte(vaultKeys.expiresAt, now));
-    if (f.cursor !== undefined) where.push(lt(vaultKeys.seq, f.cursor));
-    return where;
-  }
-
   return {
     async insertKey(key: NewKey): Promise<KeyRecord> {
       return db.transaction((tx) => insertRow(tx, key), { behavior: "immediate" });
@@ -94,20 +74,12 @@ export function keyQueries(db: Db, alerts: AlertOutbox) {
 
     async findKeyById(id: string) {
       const row = byId.get({ id });
-      return row ? toRecord(row) : null;
+      return row ? toKeyRecord(row) : null;
     },
 
     async listKeys(f: KeyFilter, now: number): Promise<Page<KeyRecord>> {
-      const rows = db
-        .select()
-        .from(vaultKeys)
-        .where(and(...filterConditions(f, now)))
-        .orderBy(desc(vaultKeys.seq))
-        .limit(f.limit + 1)
-        .all();
-      const more = rows.length > f.limit;
-      const page = rows.slice(0, f.limit);
-      return { data: page.map(toRecord), nextCursor: more ? page[page.length - 1]!.seq : null };
+      const where = keyFilter(vaultKeys, f, now, labelHasPrefix);
+      return newestFirst(db.select().from(vaultKeys), vaultKeys.seq, where, f.limit, toKeyRecord);
     },
 
     async revokeKey(id: string, now: number, actor?: string) {
@@ -130,13 +102,13 @@ export function keyQueries(db: Db, alerts: AlertOutbox) {
         { behavior: "immediate" },
       );
       const row = byId.get({ id });
-      return row ? toRecord(row) : null;
+      return row ? toKeyRecord(row) : null;
     },
 
     async revokeKeys(by: KeySelection, now: number, actor?: string): Promise<string[]> {
       const target: SQL[] = [];
       if (by.ids !== undefined) target.push(inArray(vaultKeys.id, by.ids));
-      if (by.labelPrefix !== undefined) target.push(labelHasPrefix(by.labelPrefix));
+      if (by.labelPrefix !== undefined) target.push(labelHasPrefix(vaultKeys.label, by.labelPrefix));
       if (by.mintedBy !== undefined) target.push(eq(vaultKeys.mintedBy, by.mintedBy));
       // A selection of nothing must never become "every key".
       if (target.length === 0) throw new Error("revokeKeys needs ids, labelPrefix or mintedBy");
@@ -160,7 +132,7 @@ export function keyQueries(db: Db, alerts: AlertOutbox) {
     async updateKey(id: string, patch: KeyPatch) {
       policies.clear();
       const row = db.update(vaultKeys).set(patch).where(eq(vaultKeys.id, id)).returning().get();
-      return row ? toRecord(row) : null;
+      return row ? toKeyRecord(row) : null;
     },
 
     async insertKeyWithin(key: NewKey, issuance: Issuance): Promise<IssuanceResult<KeyRecord>> {
@@ -204,7 +176,7 @@ export function keyQueries(db: Db, alerts: AlertOutbox) {
             tx.insert(keyIssuance).values({ tokenId: issuance.tokenId, keyId: id, kind: "raise", at: issuance.now, micros: raise }).run();
           }
           const row = tx.update(vaultKeys).set(patch).where(eq(vaultKeys.id, id)).returning().get();
-          return { kind: "ok", value: row ? toRecord(row) : null };
+          return { kind: "ok", value: row ? toKeyRecord(row) : null };
         },
         { behavior: "immediate" },
       );
@@ -227,7 +199,7 @@ export function keyQueries(db: Db, alerts: AlertOutbox) {
 /** Writes a key, in the caller's transaction: the budget it draws from must exist as it is written. */
 function insertRow(tx: Pick<Db, "select" | "insert">, key: NewKey): KeyRecord {
   if (key.budgetId) assertBudgetExists(tx, key.budgetId, "budget_id");
-  return toRecord(tx.insert(vaultKeys).values(key).returning().get());
+  return toKeyRecord(tx.insert(vaultKeys).values(key).returning().get());
 }
 
 /** Refusal when issuing `micros` more would take the token past its issued_usd_per_day, else null. */
@@ -241,7 +213,5 @@ function issuedToday(tx: Pick<Db, "select">, issuance: Issuance, micros: number)
   return used + micros > issuance.maxUsdPerDayMicros ? { kind: "refused", rule: "issued_usd_per_day", used } : null;
 }
 
-/** Prefix match without LIKE, so `%` and `_` in labels are plain characters. */
-export function labelHasPrefix(prefix: string, column: SQLiteColumn = vaultKeys.label): SQL {
-  return sql`substr(${column}, 1, length(${prefix})) = ${prefix}`;
-}
+/** Prefix match without LIKE (case-insensitive in SQLite, and without an escape character), so `%` and `_` are plain. */
+export const labelHasPrefix: PrefixMatch = (column, prefix) => sql`substr(${column}, 1, length(${prefix})) = ${prefix}`;

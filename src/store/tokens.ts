@@ -1,11 +1,8 @@
-import { and, desc, eq, isNull, lt, sql } from "drizzle-orm";
+import { and, eq, isNull, sql } from "drizzle-orm";
+import { newestFirst, tokenPageFilter, toTokenRecord } from "./admin-reads";
 import type { Db } from "./sqlite";
 import { apiTokens } from "./schema";
 import type { NewToken, Page, TokenRecord } from "./types";
-
-type Row = typeof apiTokens.$inferSelect;
-
-const toRecord = ({ seq: _seq, tokenHash: _hash, ...rest }: Row): TokenRecord => rest;
 
 /** API tokens (SPEC §10). Never cached: every admin request reads its token, so a revocation counts at once. */
 export function tokenQueries(db: Db) {
@@ -21,30 +18,21 @@ export function tokenQueries(db: Db) {
     .prepare();
   return {
     async insertToken(token: NewToken): Promise<TokenRecord> {
-      return toRecord(db.insert(apiTokens).values(token).returning().get());
+      return toTokenRecord(db.insert(apiTokens).values(token).returning().get());
     },
 
     async findTokenByHash(hash: string) {
       const row = byHash.get({ hash });
-      return row ? { ...toRecord(row), tokenHash: row.tokenHash } : null;
+      return row ? { ...toTokenRecord(row), tokenHash: row.tokenHash } : null;
     },
 
     async findTokenById(id: string) {
       const row = byId.get({ id });
-      return row ? toRecord(row) : null;
+      return row ? toTokenRecord(row) : null;
     },
 
     async listTokens(limit: number, cursor?: number): Promise<Page<TokenRecord>> {
-      const rows = db
-        .select()
-        .from(apiTokens)
-        .where(cursor === undefined ? undefined : lt(apiTokens.seq, cursor))
-        .orderBy(desc(apiTokens.seq))
-        .limit(limit + 1)
-        .all();
-      const more = rows.length > limit;
-      const page = rows.slice(0, limit);
-      return { data: page.map(toRecord), nextCursor: more ? page[page.length - 1]!.seq : null };
+      return newestFirst(db.select().from(apiTokens), apiTokens.seq, tokenPageFilter(apiTokens, cursor), limit, toTokenRecord);
     },
 
     async revokeToken(id: string, now: number) {
@@ -53,7 +41,7 @@ export function tokenQueries(db: Db) {
         .where(and(eq(apiTokens.id, id), isNull(apiTokens.revokedAt)))
         .run();
       const row = byId.get({ id });
-      return row ? toRecord(row) : null;
+      return row ? toTokenRecord(row) : null;
     },
   };
 }

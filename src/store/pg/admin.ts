@@ -1,14 +1,8 @@
+import { adminEventFilter, newestFirst, toAdminEvent } from "../admin-reads";
 import type { AdminEvent, Page } from "../types";
-import { type Pg, num } from "./client";
-
-type RawAdminEvent = Omit<AdminEvent, "seq" | "at" | "details"> & { seq: string; at: string; details: string | null };
-
-const toEvent = (r: RawAdminEvent): AdminEvent => ({
-  ...r,
-  seq: num(r.seq),
-  at: num(r.at),
-  details: r.details === null ? null : JSON.parse(r.details),
-});
+import type { Pg } from "./client";
+import { orm } from "./orm";
+import { adminEvents } from "./schema";
 
 /** The admin events log and the settings, on PostgreSQL. */
 export function pgAdminQueries(sql: Pg) {
@@ -21,14 +15,8 @@ export function pgAdminQueries(sql: Pg) {
     },
 
     async listAdminEvents(limit: number, cursor?: number, tokenId?: string): Promise<Page<AdminEvent>> {
-      const rows: RawAdminEvent[] = await sql`
-        SELECT seq, at, actor, action, target, details, token_id AS "tokenId", token_name AS "tokenName"
-          FROM admin_events
-         WHERE ${cursor === undefined ? sql`TRUE` : sql`seq < ${cursor}`}
-           AND ${tokenId === undefined ? sql`TRUE` : sql`token_id = ${tokenId}`}
-         ORDER BY seq DESC LIMIT ${limit + 1}`;
-      const data = rows.slice(0, limit).map(toEvent);
-      return { data, nextCursor: rows.length > limit ? data[data.length - 1]!.seq : null };
+      const where = adminEventFilter(adminEvents, cursor, tokenId);
+      return newestFirst(orm(sql).select().from(adminEvents), adminEvents.seq, where, limit, toAdminEvent);
     },
 
     async getSetting(name: string): Promise<string | null> {

@@ -1,10 +1,13 @@
 import { type ApprovalState, decideApproval } from "../../ledger/rules";
+import { approvalFields, approvalFilter, newestFirst, withoutSeq } from "../admin-reads";
 import { APPROVAL_COLUMNS } from "../approvals";
 import type { ApprovalFilter, ApprovalRecord, Page } from "../types";
 import type { PgAlertOutbox } from "./alerts";
 import type { PgBatch } from "./batch";
-import { allOf, type Fragment, type Pg, num, numOrNull } from "./client";
+import { type Pg, num, numOrNull } from "./client";
 import { ENTRY_COLUMNS, pgLedgerWriter, pgMoneyLocks, toEntry } from "./ledger-writes";
+import { orm } from "./orm";
+import { approvals, vaultKeys } from "./schema";
 
 /** An approval's row, its bigints as numbers. */
 const toRecord = (r: Record<string, unknown>): ApprovalRecord & { seq: number } => ({
@@ -74,18 +77,9 @@ export function pgApprovalQueries(sql: Pg, batch: PgBatch, alerts: PgAlertOutbox
 
     /** Newest first. */
     async listApprovals(f: ApprovalFilter): Promise<Page<ApprovalRecord>> {
-      const where: Fragment[] = [];
-      if (f.status) where.push(sql`a.status = ${f.status}`);
-      if (f.mintedBy) where.push(sql`k.minted_by = ${f.mintedBy}`);
-      if (f.cursor !== undefined) where.push(sql`a.seq < ${f.cursor}`);
-      const rows = await sql`SELECT ${sql.unsafe(APPROVAL_COLUMNS)} FROM approvals a LEFT JOIN vault_keys k ON k.id = a.key_id
-                              WHERE ${allOf(sql, where)} ORDER BY a.seq DESC LIMIT ${f.limit + 1}`;
-      const records = rows.map(toRecord);
-      const page = records.slice(0, f.limit);
-      return {
-        data: page.map(({ seq: _seq, ...r }: ApprovalRecord & { seq: number }) => r),
-        nextCursor: records.length > f.limit ? page.at(-1)!.seq : null,
-      };
+      const approval = approvalFields(approvals, vaultKeys);
+      const from = orm(sql).select(approval.fields).from(approvals).leftJoin(vaultKeys, approval.join);
+      return newestFirst(from, approvals.seq, approvalFilter(approvals, vaultKeys, f), f.limit, withoutSeq);
     },
 
     decideApproval: (id: string, status: "approved" | "denied", by: string, reason: string | null, now: number) =>

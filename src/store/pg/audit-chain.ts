@@ -37,10 +37,6 @@ const INSERTED_NAMES = [...COLUMN_NAMES, "chain", "hash"];
 /** PostgreSQL takes at most 65,535 parameters per statement: rows per INSERT that stay well below it. */
 const ROWS_PER_INSERT = 1000;
 
-export function fromColumns(record: Record<string, unknown>): AuditRow {
-  return Object.fromEntries(COLUMNS.map(({ field, name, read }) => [field, read(record[name])])) as unknown as AuditRow;
-}
-
 /**
  * The chain each connection pool writes (its store's instance id), found from any transaction or connection of
  * the pool: Bun's SQL client hands them all the pool's own options object. A pool no store registered (tests

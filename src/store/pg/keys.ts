@@ -1,45 +1,18 @@
-import { KEY_POLICY_COLUMNS, likePrefix, type RawKeyPolicy, toKeyPolicy } from "../keys-shared";
+import { eq, like } from "drizzle-orm";
+import { keyFilter, newestFirst, type PrefixMatch, toKeyRecord } from "../admin-reads";
+import { KEY_POLICY_COLUMNS, likePrefix, toKeyPolicy } from "../keys-shared";
 import type { DayUsage, Issuance, IssuanceResult, KeyFilter, KeyPatch, KeyPolicy, KeyRecord, KeySelection, NewKey, Page } from "../types";
 import type { PgAlertOutbox } from "./alerts";
 import { lockBudgetToDrawFrom } from "./budgets";
-import { allOf, type Fragment, type Pg, num, numOrNull } from "./client";
+import { allOf, type Fragment, type Pg, num } from "./client";
+import { jsonText, orm } from "./orm";
+import { vaultKeys } from "./schema";
 
-const KEY_COLUMNS = `seq, ${KEY_POLICY_COLUMNS}, revoked_at AS "revokedAt", spent_total_micros AS "spentTotalMicros",
-  held_total_micros AS "heldTotalMicros", calls, last_used_at AS "lastUsedAt", alert_thresholds AS "alertThresholds"`;
-
-type RawKey = RawKeyPolicy & {
-  seq: string;
-  revokedAt: string | null;
-  spentTotalMicros: string;
-  heldTotalMicros: string;
-  calls: string;
-  lastUsedAt: string | null;
-  alertThresholds: string;
-};
-
-const toRecord = ({ seq: _seq, ...r }: RawKey): KeyRecord => ({
-  // Copied out of the frozen policy: a record is the caller's to change.
-  ...toKeyPolicy(r),
-  allowedEndpoints: JSON.parse(r.allowedEndpoints),
-  metadata: JSON.parse(r.metadata),
-  revokedAt: numOrNull(r.revokedAt),
-  spentTotalMicros: num(r.spentTotalMicros),
-  heldTotalMicros: num(r.heldTotalMicros),
-  calls: num(r.calls),
-  lastUsedAt: numOrNull(r.lastUsedAt),
-  alertThresholds: JSON.parse(r.alertThresholds),
-});
-
-/** The columns a PATCH writes (only those it gives). */
-function patchColumns(patch: KeyPatch): Record<string, unknown> {
-  return {
-    daily_cap_micros: patch.dailyCapMicros,
-    total_cap_micros: patch.totalCapMicros,
-    expires_at: patch.expiresAt,
-    max_requests_per_minute: patch.maxRequestsPerMinute,
-    alert_thresholds: patch.alertThresholds === undefined ? undefined : JSON.stringify(patch.alertThresholds),
-  };
-}
+/**
+ * PostgreSQL's LIKE escapes with a backslash unless told otherwise, so likePrefix's pattern matches the prefix
+ * as written, and it is a range of the labels' text_pattern_ops index.
+ */
+export const labelHasPrefix: PrefixMatch = (column, prefix) => like(column, likePrefix(prefix));
 
 /**
  * Vault keys on PostgreSQL. Nothing is cached: every instance reads the key on every call, so a revocation or a
@@ -48,48 +21,31 @@ function patchColumns(patch: KeyPatch): Record<string, unknown> {
  */
 export function pgKeyQueries(sql: Pg, alerts: PgAlertOutbox) {
   const byId = async (db: Pg, id: string): Promise<KeyRecord | null> => {
-    const [row] = await db`SELECT ${db.unsafe(KEY_COLUMNS)} FROM vault_keys WHERE id = ${id}`;
-    return row ? toRecord(row) : null;
+    const [row] = await orm(db).select().from(vaultKeys).where(eq(vaultKeys.id, id));
+    return row ? toKeyRecord(row) : null;
   };
 
   /** Writes a key, in the caller's transaction: the budget it draws from must exist as it is written. */
   const insert = async (db: Pg, key: NewKey): Promise<KeyRecord> => {
     if (key.budgetId) await lockBudgetToDrawFrom(db, key.budgetId, "budget_id");
-    const [row] = await db`
-      INSERT INTO vault_keys ${db({
-        id: key.id,
-        key_hash: key.keyHash,
-        key_hint: key.keyHint,
-        vendor: key.vendor,
-        mode: key.mode,
-        label: key.label,
-        minted_by: key.mintedBy,
-        daily_cap_micros: key.dailyCapMicros,
-        total_cap_micros: key.totalCapMicros,
-        allowed_endpoints: JSON.stringify(key.allowedEndpoints),
-        max_requests_per_minute: key.maxRequestsPerMinute,
-        require_idempotency_key: key.requireIdempotencyKey,
-        metadata: JSON.stringify(key.metadata),
-        created_at: key.createdAt,
-        expires_at: key.expiresAt,
-        // Absent: the column's default.
-        alert_thresholds: key.alertThresholds === undefined ? undefined : JSON.stringify(key.alertThresholds),
-        budget_id: key.budgetId ?? null,
-        per_customer_cap_micros: key.perCustomerCapMicros ?? null,
-        per_destination_cap_micros: key.perDestinationCapMicros ?? null,
-        approval_above_micros: key.approvalAboveMicros ?? null,
-        approval_ttl_ms: key.approvalTtlMs ?? null,
-        enforcement: key.enforcement ?? "enforce",
-      })}
-      RETURNING ${db.unsafe(KEY_COLUMNS)}`;
-    return toRecord(row);
+    const [row] = await orm(db)
+      .insert(vaultKeys)
+      .values({
+        ...key,
+        allowedEndpoints: jsonText(key.allowedEndpoints),
+        metadata: jsonText(key.metadata),
+        alertThresholds: jsonText(key.alertThresholds),
+      })
+      .returning();
+    return toKeyRecord(row!);
   };
 
   const update = async (db: Pg, id: string, patch: KeyPatch): Promise<KeyRecord | null> => {
-    const columns = patchColumns(patch);
-    if (Object.values(columns).every((v) => v === undefined)) return byId(db, id);
-    const [row] = await db`UPDATE vault_keys SET ${db(columns)} WHERE id = ${id} RETURNING ${db.unsafe(KEY_COLUMNS)}`;
-    return row ? toRecord(row) : null;
+    // drizzle refuses an update that sets nothing.
+    if (Object.values(patch).every((v) => v === undefined)) return byId(db, id);
+    const columns = { ...patch, alertThresholds: jsonText(patch.alertThresholds) };
+    const [row] = await orm(db).update(vaultKeys).set(columns).where(eq(vaultKeys.id, id)).returning();
+    return row ? toKeyRecord(row) : null;
   };
 
   /** Revokes the active keys `selection` matches (rows locked in ascending id order), with their `key_revoked` alerts. */
@@ -135,20 +91,8 @@ export function pgKeyQueries(sql: Pg, alerts: PgAlertOutbox) {
     findKeyById: (id: string) => byId(sql, id),
 
     async listKeys(f: KeyFilter, now: number): Promise<Page<KeyRecord>> {
-      const where: Fragment[] = [];
-      if (f.label !== undefined) where.push(sql`label = ${f.label}`);
-      if (f.labelPrefix !== undefined) where.push(sql`label LIKE ${likePrefix(f.labelPrefix)} ESCAPE '\\'`);
-      if (f.vendor) where.push(sql`vendor = ${f.vendor}`);
-      if (f.budgetId !== undefined) where.push(sql`budget_id = ${f.budgetId}`);
-      if (f.mintedBy !== undefined) where.push(sql`minted_by = ${f.mintedBy}`);
-      if (f.status === "revoked") where.push(sql`status = 'revoked'`);
-      if (f.status === "active") where.push(sql`status = 'active' AND expires_at > ${now}`);
-      if (f.status === "expired") where.push(sql`status = 'active' AND expires_at <= ${now}`);
-      if (f.cursor !== undefined) where.push(sql`seq < ${f.cursor}`);
-      const rows: RawKey[] = await sql`
-        SELECT ${sql.unsafe(KEY_COLUMNS)} FROM vault_keys WHERE ${allOf(sql, where)} ORDER BY seq DESC LIMIT ${f.limit + 1}`;
-      const data = rows.slice(0, f.limit);
-      return { data: data.map(toRecord), nextCursor: rows.length > f.limit ? num(data[data.length - 1]!.seq) : null };
+      const where = keyFilter(vaultKeys, f, now, labelHasPrefix);
+      return newestFirst(orm(sql).select().from(vaultKeys), vaultKeys.seq, where, f.limit, toKeyRecord);
     },
 
     /** The `key_revoked` alert commits with the revocation (SPEC §12). */
