@@ -84,6 +84,15 @@ describe("dist/keybrake alone in an empty folder", () => {
     });
     expect(res.status).toBe(201);
     const key = (await res.json()) as { id: string };
+    // The MCP SDK is loaded by the first POST /mcp (src/mcp/routes.ts), from inside the binary too.
+    const tools = await fetch(`${first.url}/mcp`, {
+      method: "POST",
+      headers: { ...auth, accept: "application/json, text/event-stream" },
+      body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "tools/list", params: {} }),
+    });
+    expect(tools.status).toBe(200);
+    const listed = ((await tools.json()) as { result: { tools: { name: string }[] } }).result.tools.map((t) => t.name);
+    expect(listed).toEqual(["mint_vault_key", "revoke_vault_key", "spend_status", "price_call"]);
 
     first.proc.kill("SIGTERM");
     expect(await first.proc.exited).toBe(0);

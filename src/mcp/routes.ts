@@ -1,5 +1,4 @@
-import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
-import { WebStandardStreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/webStandardStreamableHttp.js";
+import type { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
 import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import { Elysia } from "elysia";
 import { z } from "zod";
@@ -84,10 +83,21 @@ interface McpDeps {
   proxy: (request: Request) => Promise<Response>;
 }
 
+/**
+ * The MCP SDK, loaded by the first POST /mcp rather than at start: evaluating it takes about as long as the rest
+ * of Keybrake's start-up, for a route most deployments never call.
+ */
+const loadSdk = () =>
+  Promise.all([
+    import("@modelcontextprotocol/sdk/server/mcp.js"),
+    import("@modelcontextprotocol/sdk/server/webStandardStreamableHttp.js"),
+  ]).then(([mcp, http]) => ({ McpServer: mcp.McpServer, Transport: http.WebStandardStreamableHTTPServerTransport }));
+let sdk: ReturnType<typeof loadSdk> | undefined;
+
 /** The tools, for one request's caller. */
-function mcpServer(deps: McpDeps, caller: Caller): McpServer {
+function mcpServer(deps: McpDeps, caller: Caller, Server: typeof McpServer): McpServer {
   const ctx = { store: deps.store, now: deps.now, actor: caller.fingerprint, caller };
-  const server = new McpServer({ name: "keybrake", version: VERSION }, { instructions: INSTRUCTIONS });
+  const server = new Server({ name: "keybrake", version: VERSION }, { instructions: INSTRUCTIONS });
   server.registerTool(
     "mint_vault_key",
     {
@@ -188,8 +198,10 @@ export function mcpRoutes(deps: McpDeps, auth: Authenticator) {
     .post(
       "/mcp",
       async ({ request, caller }) => {
-        const server = mcpServer(deps, caller);
-        const transport = new WebStandardStreamableHTTPServerTransport({ enableJsonResponse: true });
+        sdk ??= loadSdk();
+        const { McpServer, Transport } = await sdk;
+        const server = mcpServer(deps, caller, McpServer);
+        const transport = new Transport({ enableJsonResponse: true });
         await server.connect(transport);
         try {
           return await transport.handleRequest(request);
