@@ -2,19 +2,18 @@
  * The ledger alone: hold + settle pairs per second through the store, no HTTP. Each pair is two
  * `BEGIN IMMEDIATE` transactions, the second with its audit row, exactly as the proxy does.
  */
-import { auditRow, openStore } from "../src/store/index";
+import { auditRow, openStore, type Store } from "../src/store/index";
 
-export async function benchLedger(path: string, pairs: number) {
-  const store = openStore(path);
-  const now = Date.now();
-  await store.insertKey({
-    id: "vk_bench",
-    keyHash: "bench",
+/** A Stripe key with room for any bench's calls (a $1 B daily cap), for 24 hours. */
+export const insertBenchKey = (store: Pick<Store, "insertKey">, id: string, label: string, now: number) =>
+  store.insertKey({
+    id,
+    keyHash: id,
     keyHint: "kb_live_…",
     vendor: "stripe",
     mode: "live",
     mintedBy: "admin",
-    label: "bench",
+    label,
     dailyCapMicros: 1e15,
     totalCapMicros: null,
     allowedEndpoints: ["POST /v1/payment_intents"],
@@ -24,6 +23,11 @@ export async function benchLedger(path: string, pairs: number) {
     createdAt: now,
     expiresAt: now + 86_400_000,
   });
+
+export async function benchLedger(path: string, pairs: number) {
+  const store = openStore(path);
+  const now = Date.now();
+  await insertBenchKey(store, "vk_bench", "bench", now);
   const day = new Date(now).toISOString().slice(0, 10);
   const audit = auditRow({
     id: "",

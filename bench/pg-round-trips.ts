@@ -8,6 +8,7 @@
  */
 import type { Socket } from "bun";
 import { openPgStore } from "../src/store/pg/index";
+import { insertBenchKey } from "./ledger";
 
 const WARM_UP = 20;
 
@@ -77,23 +78,7 @@ export async function countHoldRoundTrips(url: string, holds = 200): Promise<num
   try {
     const now = Date.now();
     const keyId = `vk_round_trips_${now}`;
-    await store.insertKey({
-      id: keyId,
-      keyHash: keyId,
-      keyHint: "kb_live_…",
-      vendor: "stripe",
-      mode: "live",
-      mintedBy: "admin",
-      label: "bench/round-trips",
-      dailyCapMicros: 1e15,
-      totalCapMicros: null,
-      allowedEndpoints: ["POST /v1/payment_intents"],
-      maxRequestsPerMinute: null,
-      requireIdempotencyKey: false,
-      metadata: {},
-      createdAt: now,
-      expiresAt: now + 86_400_000,
-    });
+    await insertBenchKey(store, keyId, "bench/round-trips", now);
     const day = new Date(now).toISOString().slice(0, 10);
     const hold = (i: number) =>
       store.holdSpend({
