@@ -359,10 +359,14 @@ describe("keybrake budgets (the built binary)", () => {
   }, 60_000);
 
   test("--help prints each subcommand's usage and opens nothing", async () => {
-    for (const sub of ["", "create", "list", "show", "update", "delete"]) {
-      const result = await run(await keybrakeCommand(...["budgets", sub, "--help"].filter(Boolean)), { cwd: dir, env: {} });
+    // Side by side: each is a process start, and a second core can take one.
+    const subs = ["", "create", "list", "show", "update", "delete"];
+    const results = await Promise.all(
+      subs.map(async (sub) => run(await keybrakeCommand(...["budgets", sub, "--help"].filter(Boolean)), { cwd: dir, env: {} })),
+    );
+    for (const [i, result] of results.entries()) {
       expect(result.code).toBe(0);
-      expect(result.stdout).toContain(`usage: keybrake budgets ${sub}`.trim());
+      expect(result.stdout).toContain(`usage: keybrake budgets ${subs[i]}`.trim());
     }
     expect((await run(await keybrakeCommand("--help"), { cwd: dir, env: {} })).stdout).toContain("keybrake budgets ...");
   });

@@ -8,6 +8,8 @@ import { keybrakeCommand } from "./helpers/binary";
 import { run, startProcess } from "./helpers/process";
 
 // The operator's CLI, run as the built binary in folders of its own: exit codes, output, and what it leaves behind.
+// Each test runs its own processes in a folder of its own (the audit tests only read theirs), so the tests run side
+// by side (`describe.concurrent`): their time is the binary's start, which a second core can take.
 
 let dir: string;
 beforeAll(() => {
@@ -28,7 +30,7 @@ async function seededDb(name: string) {
   return { cwd, env, db: env.KEYBRAKE_DB };
 }
 
-describe("--help prints the command's usage, exits 0 and does nothing else", () => {
+describe.concurrent("--help prints the command's usage, exits 0 and does nothing else", () => {
   const commands = [
     [],
     ["serve"],
@@ -81,7 +83,7 @@ describe("--help prints the command's usage, exits 0 and does nothing else", () 
   });
 });
 
-describe("bad words are named", () => {
+describe.concurrent("bad words are named", () => {
   const cases: [string[], string][] = [
     [["frob"], '"frob"'],
     [["--bogus"], "--bogus"],
@@ -137,7 +139,7 @@ describe("bad words are named", () => {
   });
 });
 
-describe("audit and spend from the shell", () => {
+describe.concurrent("audit and spend from the shell", () => {
   let seeded: Awaited<ReturnType<typeof seededDb>>;
   const now = Date.now();
   beforeAll(async () => {
@@ -209,7 +211,7 @@ describe("audit and spend from the shell", () => {
   });
 });
 
-describe("tables fit the terminal", () => {
+describe.concurrent("tables fit the terminal", () => {
   test("a narrow audit table leaves out the ids first and keeps decision, status and cost", () => {
     const row = {
       at: "2026-11-22T06:00:01Z",
@@ -270,7 +272,7 @@ describe("tables fit the terminal", () => {
   });
 });
 
-describe("storage errors name the path", () => {
+describe.concurrent("storage errors name the path", () => {
   test("a database in a folder that does not exist: one line with the path, exit 2, nothing created", async () => {
     const cwd = emptyFolder("storage");
     const missing = join(cwd, "no-such-folder", "keybrake.db");
@@ -294,7 +296,7 @@ describe("storage errors name the path", () => {
   });
 });
 
-describe("keybrake healthcheck (the container's HEALTHCHECK)", () => {
+describe.concurrent("keybrake healthcheck (the container's HEALTHCHECK)", () => {
   test("exit 0 while the local server's /healthz answers 200; exit 1 with nothing listening", async () => {
     const cwd = emptyFolder("health");
     const env = { KEYBRAKE_HOST: "127.0.0.1", KEYBRAKE_ADMIN_TOKEN: "test-admin-token-0123456789abcdefghijklmnop" };

@@ -6,6 +6,8 @@ import { join } from "node:path";
 import { keybrakeCommand } from "./helpers/binary";
 import { run } from "./helpers/process";
 
+// Each test runs the binary on a database or folder of its own, so the tests run side by side (`describe.concurrent`):
+// their time is the binary's start, which a second core can take.
 let dir: string;
 
 beforeAll(() => {
@@ -20,7 +22,7 @@ async function keybrake(args: string[], opts: { cwd: string; env?: Record<string
   return run(wrapped, { cwd: opts.cwd, env: opts.env ?? {} });
 }
 
-describe("CLI commands other than serve and migrate never create a database", () => {
+describe.concurrent("CLI commands other than serve and migrate never create a database", () => {
   const commands = [
     ["keys", "revoke", "--label-prefix", "airflow-billing/"],
     ["keys", "list"],
@@ -51,7 +53,7 @@ describe("CLI commands other than serve and migrate never create a database", ()
   });
 });
 
-describe("the kill switch", () => {
+describe.concurrent("the kill switch", () => {
   test("revokes what matches; when nothing matches it says so and exits non-zero", async () => {
     const env = { KEYBRAKE_DB: join(dir, "kill.db") };
     expect((await keybrake(["migrate"], { cwd: dir, env })).code).toBe(0);
@@ -85,7 +87,7 @@ describe("the kill switch", () => {
   }, 30_000);
 });
 
-describe("keybrake backup", () => {
+describe.concurrent("keybrake backup", () => {
   test("writes the copy with mode 0600, even under umask 000", async () => {
     const env = { KEYBRAKE_DB: join(dir, "backup-source.db") };
     expect((await keybrake(["migrate"], { cwd: dir, env })).code).toBe(0);

@@ -63,6 +63,15 @@ describe.skipIf(!hasPython)("the Python client", () => {
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), "keybrake-pyclient-"));
     [stripe, tw, rs] = await Promise.all([mockStripe().start(), mockTwilio().start(), mockResend().start()]);
+    // pip, offline, from a copy of the folder (pip builds in place): what `pip install ./clients/python` does. It
+    // runs while Keybrake starts.
+    const source = join(dir, "src");
+    cpSync(join(ROOT, "clients/python"), source, { recursive: true });
+    site = join(dir, "site");
+    const installing = run([PYTHON, "-m", "pip", "install", "--no-build-isolation", "--no-index", "--target", site, source], {
+      cwd: dir,
+      env: {},
+    });
     kb = await startProcess(await keybrakeCommand(), {
       cwd: dir,
       env: {
@@ -87,14 +96,7 @@ describe.skipIf(!hasPython)("the Python client", () => {
         policy: { vendors: ["stripe", "twilio", "resend"], max_daily_usd_cap: 100, max_expires_in: "6h" },
       })
     ).token;
-    // pip, offline, from a copy of the folder (pip builds in place): what `pip install ./clients/python` does.
-    const source = join(dir, "src");
-    cpSync(join(ROOT, "clients/python"), source, { recursive: true });
-    site = join(dir, "site");
-    const pip = await run([PYTHON, "-m", "pip", "install", "--no-build-isolation", "--no-index", "--target", site, source], {
-      cwd: dir,
-      env: {},
-    });
+    const pip = await installing;
     if (pip.code !== 0) throw new Error(`pip install failed: ${pip.stderr}`);
   }, 120_000);
   afterAll(async () => {

@@ -79,11 +79,25 @@ const nav = (name: string) => page.getByRole("navigation", { name: "Pages" }).ge
 
 const shot = (name: string) => page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true });
 
+async function launchChromium(): Promise<BrowserContext> {
+  const { chromium } = await import("playwright-core");
+  return chromium.launchPersistentContext(join(dir, "chromium-profile"), {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: FLAGS,
+    viewport: { width: 1280, height: 900 },
+  });
+}
+
 describe.skipIf(!hasChromium)("the dashboard in Chromium, served by dist/keybrake", () => {
   beforeAll(async () => {
     mkdirSync(SHOTS, { recursive: true });
-    stripe = await mockStripe().start();
     dir = mkdtempSync(join(tmpdir(), "keybrake-ui-"));
+    // Chromium starts while Keybrake does.
+    const launched = launchChromium().then((browser) => {
+      context = browser;
+    });
+    stripe = await mockStripe().start();
     server = await startProcess([await ensureBinary()], {
       cwd: dir,
       env: {
@@ -95,13 +109,7 @@ describe.skipIf(!hasChromium)("the dashboard in Chromium, served by dist/keybrak
         KEYBRAKE_STRIPE_BASE_URL: stripe.url,
       },
     });
-    const { chromium } = await import("playwright-core");
-    context = await chromium.launchPersistentContext(join(dir, "chromium-profile"), {
-      executablePath: CHROMIUM,
-      headless: true,
-      args: FLAGS,
-      viewport: { width: 1280, height: 900 },
-    });
+    await launched;
     await context.route("**/*", (route) => {
       const url = new URL(route.request().url());
       if (url.hostname === "127.0.0.1") return route.continue();
