@@ -100,13 +100,16 @@ describe("the seeds' fan-out", () => {
 
 describe("revocation, expiry, allowlist, vendor", () => {
   test("after DELETE the very next call is 401 key_revoked and Stripe sees nothing", async () => {
-    const key = await stripeKey();
+    const key = await stripeKey({ agent_run_label: "revoke/run_1" });
     expect((await call(key.vault_key, "/v1/payment_intents")).status).toBe(200);
     await kb.admin(`/vault/keys/${key.id}`, { method: "DELETE" });
     const res = await call(key.vault_key, "/v1/payment_intents");
     expect(res.status).toBe(401);
     expect(((await res.json()) as Json).code).toBe("key_revoked");
     expect(stripe.received).toHaveLength(1);
+    // Audited under the key and its run, so the run's own trail shows the refusal.
+    const refused = (await auditFor(key.id)).find((a) => a.decision === "key_revoked");
+    expect(refused).toMatchObject({ key_id: key.id, label: "revoke/run_1", status: 401 });
   });
 
   test("changes committed by another process (the CLI) reach the very next call: allowlist, expiry, revocation", async () => {

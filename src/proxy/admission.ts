@@ -77,8 +77,11 @@ export async function admit(deps: ProxyDeps, call: ProxyCall, facts: CallFacts):
   const { request } = call;
   const { method } = request;
   const now = deps.now();
-  const key = await authenticate(deps.store, request.headers, now);
+  const key = await presentedKey(deps.store, request.headers);
   facts.key = key;
+  // A revoked or expired key's call is refused, and audited under the key: its run sees the refusals.
+  if (key.status === "revoked") throw new KeybrakeError("key_revoked");
+  if (key.expiresAt <= now) throw new KeybrakeError("key_expired");
   const vendor = vendorFor(call, key);
   facts.vendor = vendor.name;
   const settings = deps.config.vendors[vendor.name];
@@ -177,13 +180,11 @@ export async function admit(deps: ProxyDeps, call: ProxyCall, facts: CallFacts):
   }
 }
 
-/** The presented vault key, live: unknown (401), revoked or expired keys are refused. */
-async function authenticate(store: Store, headers: Headers, now: number): Promise<KeyPolicy> {
+/** The presented vault key's policy; an unknown key is refused (401). */
+async function presentedKey(store: Store, headers: Headers): Promise<KeyPolicy> {
   const secret = presentedVaultKey(headers);
   const key = secret ? await store.findKeyByHash(sha256Hex(secret)) : null;
   if (!key) throw new KeybrakeError("invalid_key");
-  if (key.status === "revoked") throw new KeybrakeError("key_revoked");
-  if (key.expiresAt <= now) throw new KeybrakeError("key_expired");
   return key;
 }
 
