@@ -137,10 +137,10 @@ export function ledgerQueries(db: Db, commits: GroupCommit, alerts: AlertOutbox)
   ) as Record<"held" | "orphaned" | "ambiguous", Statement<HoldRow, [number]>>;
   const heldEntryById = client.prepare<HoldRow, [string]>(`SELECT ${HOLD_COLUMNS} WHERE e.id = ?`);
   const leftBehind = client.prepare<HoldRow, []>(
-    `SELECT ${HOLD_COLUMNS} WHERE e.state = 'held' AND NOT ${WAITING_ON_APPROVAL("e")} ORDER BY e.created_at`,
+    `SELECT ${HOLD_COLUMNS} WHERE e.${OPEN_HOLDS} AND e.state = 'held' AND NOT ${WAITING_ON_APPROVAL("e")} ORDER BY e.created_at`,
   );
   const orphanEntries = client.prepare(
-    `UPDATE ledger_entries AS e SET state = 'orphaned' WHERE e.state = 'held' AND NOT ${WAITING_ON_APPROVAL("e")}`,
+    `UPDATE ledger_entries AS e SET state = 'orphaned' WHERE e.${OPEN_HOLDS} AND e.state = 'held' AND NOT ${WAITING_ON_APPROVAL("e")}`,
   );
   const ambiguousInFlight = client.prepare(`UPDATE idempotency_entries SET state = 'ambiguous' WHERE state = 'in_flight'`);
 
