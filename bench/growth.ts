@@ -716,7 +716,7 @@ export function growthTable(result: GrowthResult): string {
     empty && r !== empty ? ` (${((r.hot[p] / empty.hot[p] - 1) * 100).toFixed(0)}%)` : "";
   const lines = [
     "| audit rows | keys | db | seed | start-up: listening / first 200 | hot p50 | hot p99 | spend view (rollup) | its top 20 | same view by scan | RSS |",
-    "|---|---|---|---|---|---|---|---|---|---|",
+    "|---|---|---|---|---|---|---|---|---|---|---|",
     ...result.rows.map(
       (r) =>
         `| ${count(r.audit_rows)} | ${count(r.keys)} | ${(r.db_bytes / 2 ** 20).toFixed(0)} MiB | ${r.audit_rows ? `${r.seed_s.toFixed(0)} s${r.seed_cached ? " (cached)" : ""}` : "-"} | ` +
