@@ -173,7 +173,10 @@ function upstreamOverrides(config: Config, env: Record<string, string | undefine
 const SHUTDOWN_GRACE_MS = 25_000;
 
 async function serve(config: Config, log: Logger, env: Record<string, string | undefined>) {
-  const store = await openConfiguredStore(config);
+  const store = await openConfiguredStore(config, {
+    onPrimaryMoved: (where) =>
+      log.warn("primary_moved", `the ledger's primary is now ${where} (a failover): writing there from now on`, { host: where }),
+  });
   await ensureAdminToken(config, store, (token) =>
     config.logFormat === "json"
       ? log.warn("admin_token_generated", "Keybrake generated an admin token; it is shown once and only its hash is stored", { token })

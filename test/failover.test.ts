@@ -250,10 +250,12 @@ describe.skipIf(pair === null)("a PostgreSQL failover under traffic (SPEC §13, 
           `${refused503} answered 503; both instances answering 2xx ${reconnectedAt - promotedAt} ms after pg_ctl promote began; ` +
           `${forwarded.length} forwarded, ${ok.length} answered 2xx, ${rows.filter((e) => e.state === "orphaned").length} orphaned holds`,
       );
-      // Both instances read the same: what the new primary holds.
+      // Both instances read the same: what the new primary holds. Each said where it moved, once.
       for (const id of IDS) {
         const record = (await admin(id, `/vault/keys/${key.id}`)).json;
         expect(record.spent_today_usd + record.held_usd).toBe(counted);
+        const moved = running.get(id)!.stderr().match(/the ledger's primary is now \S+/g);
+        expect(moved).toEqual([`the ledger's primary is now 127.0.0.1:${pair!.standby.port}`]);
       }
     } finally {
       await ledger.close({ timeout: 1 });

@@ -14,11 +14,19 @@ type StoreConfig = Pick<Config, "dbPath" | "dbSynchronous" | "postgres">;
  * The ledger the configuration names: PostgreSQL when KEYBRAKE_DATABASE_URL is set (SPEC §13), else the SQLite
  * file. `create: false` (the CLI's commands other than serve and migrate): never a new ledger, never a migration.
  */
-export async function openConfiguredStore(config: StoreConfig, opts: { create?: boolean } = {}): Promise<AnyStore> {
+export async function openConfiguredStore(
+  config: StoreConfig,
+  opts: { create?: boolean; onPrimaryMoved?: (where: string) => void } = {},
+): Promise<AnyStore> {
   const pg = config.postgres;
   if (!pg) return openStore(config.dbPath, { synchronous: config.dbSynchronous, create: opts.create });
   try {
-    return await openPgStore(pg.url, { instanceId: pg.instanceId, leaseMs: pg.leaseMs, migrate: opts.create !== false });
+    return await openPgStore(pg.url, {
+      instanceId: pg.instanceId,
+      leaseMs: pg.leaseMs,
+      migrate: opts.create !== false,
+      onPrimaryMoved: opts.onPrimaryMoved,
+    });
   } catch (error) {
     throw unreachable(pg.url, error);
   }

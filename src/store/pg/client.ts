@@ -26,9 +26,15 @@ const SEARCH_MS = 250;
  * The ledger's client for KEYBRAKE_DATABASE_URL (see postgres-url.ts). One host: a pool on it, which reconnects
  * by itself once the server is back. A list (a primary and its standbys): a pool on the first host that takes
  * writes, whatever `target_session_attrs` says (the ledger is written on every call), which follows the primary
- * (see `followPrimary`). `onPool` hears each pool opened: the first, and one per failover.
+ * (see `followPrimary`). `onPool` hears each pool opened: the first, and one per failover; `onMoved` hears where
+ * a failover moved to (`host:port`, no credentials).
  */
-export async function connectPg(url: string, max = 16, onPool: (pool: Pg) => void = () => {}): Promise<Pg> {
+export async function connectPg(
+  url: string,
+  max = 16,
+  onPool: (pool: Pg) => void = () => {},
+  onMoved: (where: string) => void = () => {},
+): Promise<Pg> {
   const hosts = parsePostgresUrl(url)?.hosts ?? [url];
   const open = (host: string) => {
     const pool = openPgClient(host, max);
@@ -38,7 +44,7 @@ export async function connectPg(url: string, max = 16, onPool: (pool: Pg) => voi
   if (hosts.length === 1) return open(url);
   const primary = await primaryAmong(hosts);
   if (primary === null) throw new Error(`none of the ${hosts.length} hosts takes writes: each refused, did not answer, or is a standby`);
-  return followPrimary(hosts, primary, open);
+  return followPrimary(hosts, primary, open, onMoved);
 }
 
 /**
@@ -50,7 +56,7 @@ export async function connectPg(url: string, max = 16, onPool: (pool: Pg) => voi
  * are given a few seconds, then cut. (A one-host URL whose name or address moves with the primary needs none of
  * this: its pool reconnects by itself.)
  */
-function followPrimary(hosts: string[], primary: number, open: (host: string) => Pg): Pg {
+function followPrimary(hosts: string[], primary: number, open: (host: string) => Pg, onMoved: (where: string) => void): Pg {
   let at = primary;
   let pool = open(hosts[at]!);
   let timer: Timer | undefined;
@@ -67,6 +73,8 @@ function followPrimary(hosts: string[], primary: number, open: (host: string) =>
       at = found;
       pool = open(hosts[at]!);
       old.close({ timeout: 5 }).catch(() => {});
+      const moved = new URL(hosts[at]!);
+      onMoved(`${moved.hostname}:${moved.port || "5432"}`);
     }
     watch(found === null ? SEARCH_MS : CHECK_MS);
   }

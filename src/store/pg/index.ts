@@ -26,6 +26,8 @@ export interface PgOptions {
   leaseMs?: number;
   /** false: the schema must already be current (`keybrake migrate`); the CLI's commands never migrate. */
   migrate?: boolean;
+  /** Hears that a failover moved this instance to another of KEYBRAKE_DATABASE_URL's hosts (`host:port`). */
+  onPrimaryMoved?: (where: string) => void;
 }
 
 /** The PostgreSQL store (SPEC §13): the same Store, shared by every instance pointed at the database. */
@@ -57,7 +59,7 @@ const WRITABLE_PROBE_MS = 2_000;
 export async function openPgStore(url: string, opts: PgOptions = {}): Promise<PgStore> {
   const instanceId = opts.instanceId ?? `${hostname()}:${process.pid}`;
   // Each pool (a new one after a failover) writes this instance's audit chain.
-  const sql = await connectPg(url, 16, (pool) => registerChain(pool, instanceId));
+  const sql = await connectPg(url, 16, (pool) => registerChain(pool, instanceId), opts.onPrimaryMoved);
   try {
     if (opts.migrate !== false) await applyPgMigrations(sql);
     else {
