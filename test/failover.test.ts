@@ -254,7 +254,10 @@ describe.skipIf(pair === null)("a PostgreSQL failover under traffic (SPEC §13, 
       for (const id of IDS) {
         const record = (await admin(id, `/vault/keys/${key.id}`)).json;
         expect(record.spent_today_usd + record.held_usd).toBe(counted);
-        const moved = running.get(id)!.stderr().match(/the ledger's primary is now \S+/g);
+        const moved = running
+          .get(id)!
+          .stderr()
+          .match(/the ledger's primary is now \S+/g);
         expect(moved).toEqual([`the ledger's primary is now 127.0.0.1:${pair!.standby.port}`]);
       }
     } finally {
