@@ -66,6 +66,16 @@ describe("a dry run", () => {
     expect(row).toMatchObject({ id: verdict.request_id, decision: "dry_run", status: 200, hold_usd: 0, cost_usd: 0, would_deny: null });
   });
 
+  test("under an Idempotency-Key remembered with another body: idempotency_conflict, the real call's own answer", async () => {
+    const key = await refundKey(100);
+    const intent = (amount: number, headers: Record<string, string>) =>
+      post(key.vault_key, "/v1/payment_intents", `amount=${amount}&currency=usd`, { "idempotency-key": "pi/run-1", ...headers });
+    expect((await intent(2900, {})).status).toBe(200);
+    expect(await json(await intent(9900, DRY))).toMatchObject({ dry_run: true, decision: "idempotency_conflict" });
+    // The same body is what a retry would replay: allowed.
+    expect(await json(await intent(2900, DRY))).toMatchObject({ dry_run: true, decision: "allowed" });
+  });
+
   test("over the cap: cap_exhausted with its numbers, still 200, nothing held", async () => {
     const charge = stripe.seedCharge(4500);
     const key = await refundKey(40);

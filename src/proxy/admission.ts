@@ -99,19 +99,25 @@ export async function admit(deps: ProxyDeps, call: ProxyCall, facts: CallFacts):
   await withinRate(deps.rateLimiter, key, now);
   const priced = isPricedCall(endpoint, method, path, request.headers);
   const idempotency = idempotencyOf(call, key, vendor, path, body, priced !== null);
-  // Pricing may read the vendor (a pre-flight) or refuse, and a dry run never reaches the hold: another call under
-  // a remembered Idempotency-Key is refused before either (SPEC §7). The hold compares the fingerprint again in its
-  // own transaction, which is all a free call needs.
-  const dryRun = isDryRun(request.headers);
-  if (idempotency.remembered && (priced || dryRun)) await refuseRememberedConflict(deps.store, key, vendor, idempotency.remembered, now);
+  // Another call under a remembered Idempotency-Key is refused (SPEC §7) by the hold, which compares fingerprints
+  // in its own transaction; before it, only where something would come first: a read of the vendor (a pre-flight),
+  // a refusal while pricing, a dry run's verdict. Most calls reach the hold with no read of the memory before it.
+  const refuseConflict = conflictCheck(deps.store, key, vendor, idempotency.remembered, now);
 
   const creds = settings.credentials[key.mode];
-  const quote = priced ? await priceCall(deps, call, facts, { key, vendor, settings, creds, path, body, endpoint: priced }) : FREE;
+  let quote: Quote = FREE;
+  try {
+    if (priced) quote = await priceCall(deps, call, facts, { key, vendor, settings, creds, path, body, endpoint: priced, refuseConflict });
+  } catch (err) {
+    if (err instanceof KeybrakeError) await refuseConflict();
+    throw err;
+  }
   facts.quote = quote;
   if (!creds) throw notConfigured(vendor, key);
 
   const counterparty = counterpartyOf(key, quote);
-  if (dryRun) {
+  if (isDryRun(request.headers)) {
+    await refuseConflict();
     const on = { requestId: facts.id, method, path, priced: priced !== null, counterparty };
     return { dryRun: await pricedVerdict(deps.store, key, quote, on, now) };
   }
@@ -231,15 +237,23 @@ function idempotencyOf(
   return { jobKey, remembered: { key: jobKey, fingerprint } };
 }
 
-async function refuseRememberedConflict(
+/**
+ * Refuses the call (409) when its Idempotency-Key is remembered with another call's fingerprint: the memory is read
+ * once, at the first ask; nothing to ask about without a remembered key.
+ */
+function conflictCheck(
   store: Store,
   key: KeyPolicy,
   vendor: AnyVendor,
-  call: { key: string; fingerprint: string },
+  call: CallIdempotency["remembered"],
   now: number,
-): Promise<void> {
-  const remembered = await store.idempotencyFingerprint(key.id, call.key, now);
-  if (remembered !== null && remembered !== call.fingerprint) throw idempotencyConflict(vendor);
+): () => Promise<void> {
+  let checked: Promise<void> | undefined;
+  const check = async () => {
+    const remembered = await store.idempotencyFingerprint(key.id, call!.key, now);
+    if (remembered !== null && remembered !== call!.fingerprint) throw idempotencyConflict(vendor);
+  };
+  return call === null ? async () => {} : () => (checked ??= check());
 }
 
 /** Why an approval no longer covers its call; each ends with what the job does next. */
@@ -363,6 +377,8 @@ interface PricedCall {
   path: string;
   body: Uint8Array;
   endpoint: PricedEndpoint;
+  /** Asked before the vendor is read: see conflictCheck. */
+  refuseConflict: () => Promise<void>;
 }
 
 /** The call's quote from its vendor's price function (SPEC §6): what its hold must be. */
@@ -391,6 +407,8 @@ function priceCall(deps: ProxyDeps, call: ProxyCall, facts: CallFacts, p: Priced
 function preflightReader(deps: ProxyDeps, facts: CallFacts, p: PricedCall, incoming: Headers): PricingContext["preflight"] {
   const { vendor, creds } = p;
   return async (path) => {
+    // A call the hold would refuse as another under a remembered Idempotency-Key never reads the vendor.
+    await p.refuseConflict();
     if (!creds) throw notConfigured(vendor, p.key);
     const headers = new Headers(creds.headers);
     for (const name of vendor.contextHeaders) {
