@@ -9,8 +9,6 @@ import { parseInput } from "../validation";
 import { type FlagNames, numberFlag, numberListFlag, parseFlags, UsageError, withFlagNames } from "./args";
 import { printRecord, printRecords } from "./output";
 
-export { UsageError } from "./args";
-
 const CREATE_USAGE = `usage: keybrake keys create --vendor V (--daily-usd-cap N | --total-usd-cap N) --allow "METHOD /path" [--allow ...] [options]
 
 Issues a vault key and prints it once.

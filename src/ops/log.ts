@@ -1,4 +1,5 @@
-import { describeStoreOutage, type Store } from "../store/index";
+import type { Store } from "../store/index";
+import { describeStoreOutage } from "../store/outage";
 
 /**
  * Keybrake's log: one line on stderr per notable event (SPEC §9), never one per allowed call. Text lines read
