@@ -287,7 +287,7 @@ describe("retention and the rows from before the chain leave checkpoints the res
   });
 });
 
-const databaseUrl = await testDatabaseUrl();
+const databaseUrl = await testDatabaseUrl({ migrated: true });
 
 describe.skipIf(databaseUrl === null)("PostgreSQL: one chain per instance", () => {
   afterAll(async () => {

@@ -39,7 +39,7 @@ const kinds: Kind[] = [
     name: "PostgreSQL",
     available: (await testPostgresServer()) !== null,
     async open() {
-      const url = (await testDatabaseUrl())!;
+      const url = (await testDatabaseUrl({ migrated: true }))!;
       const { openPgStore } = await import("../src/store/pg/index");
       const open = () => openPgStore(url, { instanceId: "budgets-ledger", leaseMs: 60_000 });
       return { store: await open(), reopen: open, remove: () => dropTestDatabase(url) };

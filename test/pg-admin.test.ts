@@ -18,7 +18,7 @@ import { dropTestDatabase, testDatabaseUrl } from "./helpers/postgres";
  * and the limits, claims and marks hold across both.
  */
 
-const url = await testDatabaseUrl();
+const url = await testDatabaseUrl({ migrated: true });
 const now = Date.UTC(2026, 10, 27, 12);
 const day = "2026-11-27";
 const dayStart = Date.UTC(2026, 10, 27);

@@ -16,7 +16,7 @@ import { dropTestDatabase, testDatabaseUrl } from "./helpers/postgres";
  * one Idempotency-Key admitted once across both, and recovery that never touches a live instance's holds.
  */
 
-const url = await testDatabaseUrl();
+const url = await testDatabaseUrl({ migrated: true });
 const now = Date.UTC(2026, 10, 27, 12);
 const day = "2026-11-27";
 const LEASE_MS = 60_000;

@@ -10,7 +10,6 @@ import { mockStripe, STRIPE_LIVE_SECRET, type MockStripe } from "./helpers/mock-
 import { mockTwilio, TWILIO_SID, TWILIO_TOKEN, type MockTwilio } from "./helpers/mock-twilio";
 import type { MockVendor } from "./helpers/mock-vendor";
 import { freePort, run, type Started, startProcess } from "./helpers/process";
-import { waitFor } from "./helpers/receiver";
 
 // The Python client (clients/python, SPEC §17) installed with pip, against the built binary: the seeds' Flask
 // and Celery code rewritten with it and run for real (Debian's python3-flask; python3-celery with a throwaway
@@ -18,7 +17,13 @@ import { waitFor } from "./helpers/receiver";
 // `python -m keybrake mint` in a shell step, from the copy the binary serves.
 
 const PYTHON = "/usr/bin/python3";
-const probe = Bun.spawnSync([PYTHON, "-c", "import stripe, twilio, httpx, requests, flask, celery, redis"], { stderr: "ignore" });
+// Whether the modules are installed, looked up without importing them: importing them all takes ~0.5 s, and the
+// tests import them anyway (an installed module that fails to import fails them).
+const MODULES = ["stripe", "twilio", "httpx", "requests", "flask", "celery", "redis"];
+const probe = Bun.spawnSync(
+  [PYTHON, "-c", `import importlib.util, sys; sys.exit(any(importlib.util.find_spec(m) is None for m in ${JSON.stringify(MODULES)}))`],
+  { stderr: "ignore" },
+);
 const hasPython = probe.exitCode === 0 && existsSync("/usr/bin/redis-server");
 if (!hasPython && process.env.CI)
   throw new Error("CI needs python3-stripe python3-twilio python3-httpx python3-requests python3-flask python3-celery redis-server");
@@ -33,6 +38,11 @@ let issuer: string;
 let stripe: MockStripe;
 let tw: MockTwilio;
 let rs: MockVendor;
+/** The Celery tests' broker (a throwaway redis-server) and worker, started with the rest in the first beforeAll. */
+let redis: Subprocess | undefined;
+let worker: Subprocess<"ignore", "ignore", "pipe"> | undefined;
+let broker: string;
+let workerReady: Promise<void>;
 
 const admin = async (path: string, body?: unknown) =>
   (await (
@@ -62,6 +72,13 @@ const python = async (script: string, env: Record<string, string> = {}) => {
 describe.skipIf(!hasPython)("the Python client", () => {
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), "keybrake-pyclient-"));
+    const port = freePort();
+    broker = `redis://127.0.0.1:${port}/0`;
+    redis = Bun.spawn(["/usr/bin/redis-server", "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], {
+      cwd: dir,
+      stdout: "ignore",
+      stderr: "ignore",
+    });
     [stripe, tw, rs] = await Promise.all([mockStripe().start(), mockTwilio().start(), mockResend().start()]);
     // pip, offline, from a copy of the folder (pip builds in place): what `pip install ./clients/python` does. It
     // runs while Keybrake starts.
@@ -98,10 +115,25 @@ describe.skipIf(!hasPython)("the Python client", () => {
     ).token;
     const pip = await installing;
     if (pip.code !== 0) throw new Error(`pip install failed: ${pip.stderr}`);
+    // The Celery worker needs the installed client, Keybrake's address and the issuer token: it starts now, and
+    // gets ready while the tests before the Celery ones run (their beforeAll waits for it).
+    worker = Bun.spawn(
+      [PYTHON, "-m", "celery", "-A", "celery_tasks", "worker", "--pool=solo", "--loglevel=info", "--without-gossip", "--without-mingle"],
+      {
+        cwd: SCRIPTS,
+        env: { PATH: process.env.PATH ?? "", HOME: dir, ...jobEnv({ CELERY_BROKER: broker }) },
+        stdout: "ignore",
+        stderr: "pipe",
+      },
+    );
+    workerReady = untilReady(worker);
+    workerReady.catch(() => {}); // reported by the Celery tests' beforeAll
   }, 120_000);
   afterAll(async () => {
+    worker?.kill("SIGTERM");
+    redis?.kill("SIGTERM");
     kb?.proc.kill("SIGTERM");
-    await kb?.proc.exited;
+    await Promise.all([worker?.exited, redis?.exited, kb?.proc.exited]);
     await Promise.all([stripe?.stop(), tw?.stop(), rs?.stop()]);
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
@@ -129,55 +161,7 @@ describe.skipIf(!hasPython)("the Python client", () => {
   });
 
   describe("Celery, with a worker on a throwaway Redis", () => {
-    let redis: Subprocess;
-    let worker: Subprocess;
-    let broker: string;
-    beforeAll(async () => {
-      const port = freePort();
-      broker = `redis://127.0.0.1:${port}/0`;
-      redis = Bun.spawn(["/usr/bin/redis-server", "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], {
-        cwd: dir,
-        stdout: "ignore",
-        stderr: "ignore",
-      });
-      worker = Bun.spawn(
-        [
-          PYTHON,
-          "-m",
-          "celery",
-          "-A",
-          "celery_tasks",
-          "worker",
-          "--pool=solo",
-          "--loglevel=warning",
-          "--without-gossip",
-          "--without-mingle",
-        ],
-        {
-          cwd: SCRIPTS,
-          env: { PATH: process.env.PATH ?? "", HOME: dir, ...jobEnv({ CELERY_BROKER: broker }) },
-          stdout: "ignore",
-          stderr: "ignore",
-        },
-      );
-      // The worker is ready once it answers a ping.
-      await waitFor(
-        async () =>
-          (
-            await run([PYTHON, "-m", "celery", "-A", "celery_tasks", "inspect", "ping", "--timeout", "1"], {
-              cwd: SCRIPTS,
-              env: jobEnv({ CELERY_BROKER: broker }),
-            })
-          ).code === 0,
-        60_000,
-        "the celery worker",
-      );
-    }, 90_000);
-    afterAll(async () => {
-      worker?.kill("SIGTERM");
-      redis?.kill("SIGTERM");
-      await Promise.all([worker?.exited, redis?.exited]);
-    });
+    beforeAll(() => workerReady, 90_000);
 
     test("a task retried three times (a fresh key per try, the same Idempotency-Key) spends once at Stripe; a cap hit is not retried", async () => {
       stripe.reset();
@@ -261,3 +245,21 @@ rm -f /tmp/vault_key.$$`;
     expect(argo).toMatchObject({ label: "argo/billing-agent-x7k2p", status: "revoked", spent_today_usd: 29 });
   });
 });
+
+/**
+ * Resolves once the worker logs "<name> ready." (at INFO, once its consumer is up and takes tasks); its stderr is
+ * read to the end meanwhile. Rejects, with what it said, if it exits first.
+ */
+async function untilReady(proc: Subprocess<"ignore", "ignore", "pipe">): Promise<void> {
+  const reader = proc.stderr.getReader();
+  const decoder = new TextDecoder();
+  let said = "";
+  while (!/ ready\.\s*$/m.test(said)) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error(`the celery worker exited (${await proc.exited}): ${said}`);
+    said += decoder.decode(value, { stream: true });
+  }
+  void (async () => {
+    for (;;) if ((await reader.read().catch(() => ({ done: true }))).done) return;
+  })();
+}

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { Database } from "bun:sqlite";
 import { SQL } from "bun";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { drizzle } from "drizzle-orm/bun-sqlite";
@@ -144,7 +144,7 @@ describe("isStoreOutage on real driver errors", () => {
         }),
       ).toBe(false);
       const started = performance.now();
-      expect(await ledgerWritable({ checkWritable: () => new Promise<boolean>(() => {}) }, 200)).toBe(false);
+      expect(await ledgerWritable({ checkWritable: () => new Promise<boolean>(() => {}) }, 50)).toBe(false);
       expect(performance.now() - started).toBeLessThan(1_000);
       await expect(ledgerWritable({ checkWritable: () => Promise.reject(new TypeError("a bug")) })).rejects.toThrow("a bug");
     } finally {
@@ -205,9 +205,10 @@ describe("isStoreOutage on real driver errors", () => {
         expect(describeStoreOutage(refused)).not.toContain(PASSWORD);
         await closedPort.close();
 
-        // A server that accepts the connection and never answers: the pool's connection timeout.
+        // A server that accepts the connection and never answers: the pool's connection timeout (in seconds; a
+        // fraction is honoured, and the error is the same whatever the length).
         const silent = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
-        const hung = new SQL({ url: `postgres://postgres@127.0.0.1:${silent.port}/postgres`, max: 1, connectionTimeout: 1 });
+        const hung = new SQL({ url: `postgres://postgres@127.0.0.1:${silent.port}/postgres`, max: 1, connectionTimeout: 0.25 });
         const timedOut = await rejection(hung`SELECT 1`);
         expect(timedOut).toMatchObject({ code: "ERR_POSTGRES_CONNECTION_TIMEOUT" });
         expect(isStoreOutage(timedOut)).toBe(true);
@@ -215,9 +216,10 @@ describe("isStoreOutage on real driver errors", () => {
         silent.stop(true);
 
         // A server shutting down (or starting up) refuses new sessions with 57P03 while an open one finishes.
-        await other`SELECT 1`;
+        const [{ data }] = await other`SELECT current_setting('data_directory') AS data`;
         const stopping = cluster!.stop("smart");
-        await Bun.sleep(300);
+        // The postmaster has the request once it marks its pid file (line 8) "stopping": new sessions are refused.
+        await waitFor(() => pmStatus(data) === "stopping", 10_000, "the smart shutdown to begin");
         const fresh = new SQL({ url, max: 1, connectionTimeout: 2 });
         const shuttingDown = await rejection(fresh`SELECT 1`);
         expect(shuttingDown).toMatchObject({ code: "ERR_POSTGRES_SERVER_ERROR", errno: "57P03" });
@@ -231,7 +233,17 @@ describe("isStoreOutage on real driver errors", () => {
         // A query in flight when the server crashes: the connection is gone under it.
         const pool = new SQL({ url, max: 1 });
         const inFlight = rejection(pool`SELECT pg_sleep(10)`);
-        await Bun.sleep(300);
+        const watcher = new SQL({ url, max: 1 });
+        await waitFor(
+          async () =>
+            (
+              await watcher`SELECT count(*)::int AS n FROM pg_stat_activity
+                            WHERE state = 'active' AND query LIKE '%pg_sleep(10)%' AND pid <> pg_backend_pid()`
+            )[0].n > 0,
+          5_000,
+          "the query in flight",
+        );
+        await watcher.close();
         await cluster!.stop("immediate");
         const cut = await inFlight;
         expect(cut).toMatchObject({ code: "ERR_POSTGRES_CONNECTION_CLOSED" });
@@ -461,6 +473,15 @@ async function rejection(promise: PromiseLike<unknown>): Promise<unknown> {
     return error;
   }
   throw new Error("expected a rejection");
+}
+
+/** The postmaster's status in its pid file (PostgreSQL ≥ 10, line 8): "starting", "ready", "standby" or "stopping". */
+function pmStatus(data: string): string | undefined {
+  try {
+    return readFileSync(join(data, "postmaster.pid"), "utf8").split("\n")[7]?.trim();
+  } catch {
+    return undefined;
+  }
 }
 
 function unusedPort(): number {

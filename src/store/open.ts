@@ -1,9 +1,8 @@
 import { ConfigError } from "../config";
 import type { Config } from "../config";
 import { openStore, migrateDatabase } from "./index";
-import { openPgStore, type PgStore } from "./pg/index";
-import { applyPgMigrations } from "./pg/migrate";
-import { connectPg, type Pg } from "./pg/client";
+import type { PgStore } from "./pg/index";
+import type { Pg } from "./pg/client";
 import { parsePostgresUrl } from "../postgres-url";
 import type { SqliteStore } from "./types";
 
@@ -21,6 +20,8 @@ export async function openConfiguredStore(
   const pg = config.postgres;
   if (!pg) return openStore(config.dbPath, { synchronous: config.dbSynchronous, create: opts.create });
   try {
+    // PostgreSQL's store is loaded only when configured: a SQLite start does not evaluate it.
+    const { openPgStore } = await import("./pg/index");
     return await openPgStore(pg.url, {
       instanceId: pg.instanceId,
       leaseMs: pg.leaseMs,
@@ -37,6 +38,7 @@ export async function migrateConfiguredStore(config: StoreConfig): Promise<strin
   if (!config.postgres) return migrateDatabase(config.dbPath, { synchronous: config.dbSynchronous });
   let sql: Pg | undefined;
   try {
+    const [{ connectPg }, { applyPgMigrations }] = await Promise.all([import("./pg/client"), import("./pg/migrate")]);
     sql = await connectPg(config.postgres.url, 1);
     return await applyPgMigrations(sql);
   } catch (error) {

@@ -24,6 +24,8 @@ type GroupResult =
   | { state: "done"; outcomes: Outcome[] }
   /** Nothing of the group is in the database. */
   | { state: "rolled back"; error: unknown }
+  /** No connection to the server could be had: no op ran. */
+  | { state: "unreachable"; error: unknown }
   /** COMMIT was sent and its answer lost, and the server could not say what became of it. */
   | { state: "unknown"; error: unknown };
 
@@ -41,7 +43,8 @@ const ATTEMPTS_ALONE = 3;
  * groups of every instance lock keys in one order and never deadlock one another.
  *
  * If the group as a whole fails (a lost connection, the server ending it), each op runs again alone, in its own
- * transaction, instead of failing with the others. If the answer to COMMIT itself is lost, the server is asked
+ * transaction, instead of failing with the others. If no connection can be had, the group is tried again whole and
+ * then refused whole: its ops one by one would each wait out the others' attempts (an outage's 503s, one at a time). If the answer to COMMIT itself is lost, the server is asked
  * whether the transaction committed (`txid_status`, see fateOf), so an op is never applied twice.
  *
  * SAVEPOINT and RELEASE travel in the same round trip as the ops' statements next to them (Bun pipelines the
@@ -101,8 +104,12 @@ export class PgBatch {
   }
 
   private async commitGroup(group: Pending[]): Promise<void> {
-    const result = await this.runTogether(group);
-    if (result.state === "unknown") {
+    let result = await this.runTogether(group);
+    for (let attempt = 1; result.state === "unreachable" && attempt < ATTEMPTS_ALONE; attempt++) {
+      await Bun.sleep(50 * attempt);
+      result = await this.runTogether(group);
+    }
+    if (result.state === "unknown" || result.state === "unreachable") {
       for (const p of group) p.reject(result.error);
       return;
     }
@@ -129,7 +136,9 @@ export class PgBatch {
         const outcome = result.outcomes[0]!;
         if (outcome.ok) return p.resolve(outcome.value);
         if (last || !isConflict(outcome.error)) return p.reject(outcome.error);
-      } else if (last || result.state === "unknown") {
+      } else if (last || result.state !== "rolled back") {
+        // Unknown, or no connection to be had (the server went down under the group): refused now, not after
+        // sleeps that the ops queued behind this one would each wait out again.
         return p.reject(result.error);
       }
       await Bun.sleep(50 * attempt);
@@ -141,7 +150,7 @@ export class PgBatch {
     try {
       conn = await this.sql.reserve();
     } catch (error) {
-      return { state: "rolled back", error };
+      return { state: "unreachable", error };
     }
     let ran: Ran | null = null;
     // Set once every op has run: from then on COMMIT may have reached the server.
