@@ -252,7 +252,10 @@ describe("retention", () => {
       );
       db.close();
 
-      await startMaintenance(local.store, 90, () => clockNow).tick();
+      // Its timer stopped at once: a minute on, it would prune a store this test has closed.
+      const maintenance = startMaintenance(local.store, 90, () => clockNow);
+      maintenance.stop();
+      await maintenance.tick();
       const check = new Database(local.dbPath, { readonly: true });
       expect(check.query<{ n: number }, []>("SELECT count(*) AS n FROM audit_events WHERE id LIKE 'old_%'").get()!.n).toBe(0);
       expect(check.query<{ n: number }, []>("SELECT count(*) AS n FROM audit_events WHERE id LIKE 'new_%'").get()!.n).toBe(10);

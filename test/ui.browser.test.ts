@@ -117,7 +117,8 @@ describe.skipIf(!hasChromium)("the dashboard in Chromium, served by dist/keybrak
       return route.abort();
     });
     page = context.pages()[0] ?? (await context.newPage());
-    page.setDefaultTimeout(10_000);
+    // Waits end when the page shows what they wait for; the bound only matters on a machine busy with other tests.
+    page.setDefaultTimeout(30_000);
     page.on("request", (r) => requests.push(r));
     page.on("pageerror", (err) => pageErrors.push(err.message));
     page.on("console", (m) => {
