@@ -28,6 +28,11 @@ export interface PgOptions {
   migrate?: boolean;
   /** Hears that a failover moved this instance to another of KEYBRAKE_DATABASE_URL's hosts (`host:port`). */
   onPrimaryMoved?: (where: string) => void;
+  /**
+   * The most connections this instance opens at once (16). A new one costs the server a warm-up of its catalog
+   * caches; tests that open many short-lived stores take fewer.
+   */
+  connections?: number;
 }
 
 /** The PostgreSQL store (SPEC §13): the same Store, shared by every instance pointed at the database. */
@@ -59,7 +64,7 @@ const WRITABLE_PROBE_MS = 2_000;
 export async function openPgStore(url: string, opts: PgOptions = {}): Promise<PgStore> {
   const instanceId = opts.instanceId ?? `${hostname()}:${process.pid}`;
   // Each pool (a new one after a failover) writes this instance's audit chain.
-  const sql = await connectPg(url, 16, (pool) => registerChain(pool, instanceId), opts.onPrimaryMoved);
+  const sql = await connectPg(url, opts.connections ?? 16, (pool) => registerChain(pool, instanceId), opts.onPrimaryMoved);
   try {
     if (opts.migrate !== false) await applyPgMigrations(sql);
     else {
