@@ -3,6 +3,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ConfigError, flagsToEnv, loadConfig, unknownVariables } from "../src/config";
+import { ensureBinary } from "./helpers/binary";
 
 // `openssl rand -hex 32`
 const STRONG_TOKEN = "3f9c1a7e52b04d8e96a1c0f7b2d35e84a9c61f0e7d2b48a5c3e91f06d7a2b5c8";
@@ -131,8 +132,8 @@ describe("config", () => {
   });
 
   test("the CLI prints one line and exits 2 on a bad value, with no stack trace", async () => {
-    const proc = Bun.spawn(["bun", "src/main.ts", "serve", "--port", "nope"], {
-      cwd: join(import.meta.dir, ".."),
+    const proc = Bun.spawn([await ensureBinary(), "serve", "--port", "nope"], {
+      cwd: tmpdir(),
       stderr: "pipe",
       stdout: "pipe",
     });

@@ -11,6 +11,7 @@ import { ledgerWritable } from "../src/ops/health";
 import { createLogger } from "../src/ops/log";
 import { logStoreOutage } from "../src/ops/log";
 import { describeStoreOutage, isStoreOutage, openStore, storeUnavailable } from "../src/store/index";
+import { ensureBinary } from "./helpers/binary";
 import { ADMIN_TOKEN } from "./helpers/harness";
 import { mockStripe, STRIPE_LIVE_SECRET, type MockStripe } from "./helpers/mock-stripe";
 import { type OwnCluster, ownPostgresCluster } from "./helpers/postgres";
@@ -20,12 +21,11 @@ import { waitFor } from "./helpers/receiver";
 /**
  * SPEC §4, §9, §13: when the ledger cannot be reached (PostgreSQL down, a disk full or read-only), Keybrake
  * answers 503 `store_unavailable` with Retry-After, forwards nothing, reports /healthz 503, and once the store is
- * back carries on by itself with nothing lost. The PostgreSQL part runs the real server (`bun src/main.ts serve`)
+ * back carries on by itself with nothing lost. The PostgreSQL part runs the real server (the built binary)
  * on a cluster of the test's own, stopped (`pg_ctl stop -m immediate`, a crash) and started again mid-test.
  */
 
 type Json = Record<string, any>;
-const root = join(import.meta.dir, "..");
 const PASSWORD = "outage-pw-7f3a9c";
 const cluster: OwnCluster | null = ownPostgresCluster();
 afterAll(() => cluster?.remove());
@@ -331,7 +331,7 @@ describe.skipIf(cluster === null)("PostgreSQL stopped under a running Keybrake (
     const databaseUrl = new URL(cluster!.url);
     // Trust auth never asks for it: it is there to show that no log line ever carries it.
     databaseUrl.password = PASSWORD;
-    server = await startProcess(["bun", join(root, "src/main.ts"), "serve"], {
+    server = await startProcess([await ensureBinary(), "serve"], {
       cwd: dir,
       env: {
         KEYBRAKE_DATABASE_URL: databaseUrl.toString(),
