@@ -159,7 +159,7 @@ async function main(argv: string[]): Promise<number> {
       const { tokensCommand } = await import("./cli/tokens");
       const store = await openStoreOf(config);
       try {
-        await tokensCommand(store, args, `cli:${process.env.USER ?? "local"}`);
+        await tokensCommand(store, args, CLI_ACTOR);
       } finally {
         await store.close();
       }
@@ -172,42 +172,44 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
+/** Who the admin events of a command run from this shell name. */
+const CLI_ACTOR = `cli:${process.env.USER ?? "local"}`;
+
 const openStoreOf = async (config: Config) => (await import("./store/open")).openConfiguredStore(config, { create: false });
 
 /** The commands that read or change the ledger through its services: keys, budgets, holds, approvals, alerts, audit, spend. */
 async function storeCommand(command: string, config: Config, args: string[]): Promise<number> {
-  const actor = `cli:${process.env.USER ?? "local"}`;
   // The command's flags are checked before the database is opened: a mistyped flag is named, whatever the database.
   let run: (store: () => Promise<AnyStore>) => Promise<void>;
   switch (command) {
     case "keys": {
       const m = await import("./cli/keys");
       m.checkKeysCommand(args);
-      run = (store) => m.keysCommand(store, args, actor, config);
+      run = (store) => m.keysCommand(store, args, CLI_ACTOR, config);
       break;
     }
     case "budgets": {
       const m = await import("./cli/budgets");
       m.checkBudgetsCommand(args);
-      run = (store) => m.budgetsCommand(store, args, actor);
+      run = (store) => m.budgetsCommand(store, args, CLI_ACTOR);
       break;
     }
     case "holds": {
       const m = await import("./cli/holds");
       m.checkHoldsCommand(args);
-      run = (store) => m.holdsCommand(store, args, actor);
+      run = (store) => m.holdsCommand(store, args, CLI_ACTOR);
       break;
     }
     case "approvals": {
       const m = await import("./cli/approvals");
       m.checkApprovalsCommand(args);
-      run = (store) => m.approvalsCommand(store, args, actor);
+      run = (store) => m.approvalsCommand(store, args, CLI_ACTOR);
       break;
     }
     case "alerts": {
       const m = await import("./cli/alerts");
       m.checkAlertsCommand(args);
-      run = (store) => m.alertsCommand(store, args, actor, config);
+      run = (store) => m.alertsCommand(store, args, CLI_ACTOR, config);
       break;
     }
     case "audit": {
