@@ -1,5 +1,4 @@
-import { ConfigError } from "../config";
-import type { Config } from "../config";
+import { type Config, ConfigError } from "../config";
 import { openStore, migrateDatabase } from "./index";
 import type { PgStore } from "./pg/index";
 import type { Pg } from "./pg/client";
