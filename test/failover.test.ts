@@ -7,8 +7,8 @@ import { loadConfig } from "../src/config";
 import { parsePostgresUrl } from "../src/postgres-url";
 import { connectPg } from "../src/store/pg/client";
 import { ensureBinary } from "./helpers/binary";
-import { ADMIN_TOKEN } from "./helpers/harness";
-import { mockStripe, STRIPE_LIVE_SECRET, type MockStripe } from "./helpers/mock-stripe";
+import { ADMIN_TOKEN, fleetInstanceEnv } from "./helpers/harness";
+import { mockStripe, type MockStripe } from "./helpers/mock-stripe";
 import { postgresWithStandby } from "./helpers/pg-standby";
 import { type Started, startProcess } from "./helpers/process";
 import { waitFor } from "./helpers/receiver";
@@ -108,16 +108,7 @@ describe.skipIf(pair === null)("a PostgreSQL failover under traffic (SPEC §13, 
     stripe = await mockStripe().start();
     // One after the other: the first migrates the primary, the second finds the schema current.
     for (const id of IDS) {
-      const env = {
-        KEYBRAKE_DATABASE_URL: pair!.url,
-        KEYBRAKE_INSTANCE_ID: id,
-        KEYBRAKE_INSTANCE_LEASE_S: String(LEASE_S),
-        KEYBRAKE_HOST: "127.0.0.1",
-        KEYBRAKE_PORT: "0",
-        KEYBRAKE_ADMIN_TOKEN: ADMIN_TOKEN,
-        KEYBRAKE_STRIPE_SECRET_KEY: STRIPE_LIVE_SECRET,
-        KEYBRAKE_STRIPE_BASE_URL: stripe.url,
-      };
+      const env = fleetInstanceEnv({ databaseUrl: pair!.url, id, leaseS: LEASE_S, stripeUrl: stripe.url });
       running.set(id, await startProcess([binary], { cwd: dir, env }));
     }
   }, 120_000);

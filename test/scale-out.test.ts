@@ -3,8 +3,8 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ensureBinary } from "./helpers/binary";
-import { ADMIN_TOKEN } from "./helpers/harness";
-import { mockStripe, STRIPE_LIVE_SECRET, type MockStripe } from "./helpers/mock-stripe";
+import { ADMIN_TOKEN, fleetInstanceEnv } from "./helpers/harness";
+import { mockStripe, type MockStripe } from "./helpers/mock-stripe";
 import { dropTestDatabase, testDatabaseUrl } from "./helpers/postgres";
 import { run, type Started, startProcess } from "./helpers/process";
 import { waitFor } from "./helpers/receiver";
@@ -22,16 +22,7 @@ let stripe: MockStripe;
 const running = new Map<string, Started>();
 
 const LEASE_S = 2;
-const envFor = (id: string) => ({
-  KEYBRAKE_DATABASE_URL: databaseUrl!,
-  KEYBRAKE_INSTANCE_ID: id,
-  KEYBRAKE_INSTANCE_LEASE_S: String(LEASE_S),
-  KEYBRAKE_HOST: "127.0.0.1",
-  KEYBRAKE_PORT: "0",
-  KEYBRAKE_ADMIN_TOKEN: ADMIN_TOKEN,
-  KEYBRAKE_STRIPE_SECRET_KEY: STRIPE_LIVE_SECRET,
-  KEYBRAKE_STRIPE_BASE_URL: stripe.url,
-});
+const envFor = (id: string) => fleetInstanceEnv({ databaseUrl: databaseUrl!, id, leaseS: LEASE_S, stripeUrl: stripe.url });
 const start = async (id: string) => {
   const started = await startProcess([binary], { cwd: dir, env: envFor(id) });
   running.set(id, started);

@@ -66,6 +66,18 @@ const CONFIGURED = {
   KEYBRAKE_ANTHROPIC_TEST_API_KEY: ANTHROPIC_TEST_KEY,
 };
 
+/** The environment of one built-binary instance of a fleet on a shared PostgreSQL ledger, charging a mock Stripe. */
+export const fleetInstanceEnv = (o: { databaseUrl: string; id: string; leaseS: number; stripeUrl: string }) => ({
+  KEYBRAKE_DATABASE_URL: o.databaseUrl,
+  KEYBRAKE_INSTANCE_ID: o.id,
+  KEYBRAKE_INSTANCE_LEASE_S: String(o.leaseS),
+  KEYBRAKE_HOST: "127.0.0.1",
+  KEYBRAKE_PORT: "0",
+  KEYBRAKE_ADMIN_TOKEN: ADMIN_TOKEN,
+  KEYBRAKE_STRIPE_SECRET_KEY: STRIPE_LIVE_SECRET,
+  KEYBRAKE_STRIPE_BASE_URL: o.stripeUrl,
+});
+
 /** The real app listening on a free port over a fresh database, its upstreams pointed at the given mocks. */
 export async function startKeybrake(env: Record<string, string> = {}, options: HarnessOptions = {}): Promise<Harness> {
   const dir = mkdtempSync(join(tmpdir(), "keybrake-test-"));
