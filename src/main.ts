@@ -1,6 +1,7 @@
 #!/usr/bin/env bun
 import { existsSync } from "node:fs";
 import { parseFlags, UsageError, wantsHelp } from "./cli/args";
+import { type CliIo, cliIo, withCliIo, writeErr, writeOut } from "./cli/io";
 import { localUrl, PRICE_USAGE, priceCommand } from "./cli/price";
 import { type Config, flagsToEnv, loadConfig, unknownVariables } from "./config";
 import { ConfigError } from "./env";
@@ -112,13 +113,13 @@ async function helpFor(command: string, args: string[]): Promise<string | null> 
   }
 }
 
-async function main(argv: string[]): Promise<number> {
+async function main(argv: string[], io: CliIo): Promise<number> {
   const { env: flagEnv, rest } = flagsToEnv(argv);
   const [first, ...args] = rest;
   if (first === "version" || first === "--version") {
     if (wantsHelp(args)) return help(VERSION_USAGE);
     parseFlags("keybrake version", args, {});
-    console.log(VERSION);
+    writeOut(VERSION);
     return 0;
   }
   if (first === "help" || first === "--help" || first === "-h") {
@@ -134,20 +135,20 @@ async function main(argv: string[]): Promise<number> {
   if (!COMMANDS.includes(command)) {
     throw new UsageError(`keybrake: unknown command "${command}"; one of ${COMMANDS.join(", ")} (keybrake --help)`);
   }
-  const config = loadConfig(process.env, flagEnv);
-  const log = createLogger(config.logFormat);
-  for (const name of unknownVariables(process.env)) {
+  const config = loadConfig(io.env, flagEnv);
+  const log = createLogger(config.logFormat, io.err);
+  for (const name of unknownVariables(io.env)) {
     log.warn("unknown_variable", `${name} is not a Keybrake variable; it is ignored`, { variable: name });
   }
   switch (command) {
     case "serve":
       parseFlags("keybrake serve", args, {});
-      await (await import("./serve")).serve(config, log, { ...process.env, ...flagEnv });
+      await (await import("./serve")).serve(config, log, { ...io.env, ...flagEnv });
       return -1;
     case "migrate": {
       parseFlags("keybrake migrate", args, {});
       const applied = await (await import("./store/open")).migrateConfiguredStore(config);
-      console.log(applied.length ? `applied ${applied.join(", ")}` : "already at the latest schema");
+      writeOut(applied.length ? `applied ${applied.join(", ")}` : "already at the latest schema");
       return 0;
     }
     case "healthcheck":
@@ -159,7 +160,7 @@ async function main(argv: string[]): Promise<number> {
       const { tokensCommand } = await import("./cli/tokens");
       const store = await openStoreOf(config);
       try {
-        await tokensCommand(store, args, CLI_ACTOR);
+        await tokensCommand(store, args, cliActor(io));
       } finally {
         await store.close();
       }
@@ -168,48 +169,48 @@ async function main(argv: string[]): Promise<number> {
     case "backup":
       return backup(config, args);
     default:
-      return storeCommand(command, config, args);
+      return storeCommand(command, config, args, cliActor(io));
   }
 }
 
 /** Who the admin events of a command run from this shell name. */
-const CLI_ACTOR = `cli:${process.env.USER ?? "local"}`;
+const cliActor = (io: CliIo) => `cli:${io.env.USER ?? "local"}`;
 
 const openStoreOf = async (config: Config) => (await import("./store/open")).openConfiguredStore(config, { create: false });
 
 /** The commands that read or change the ledger through its services: keys, budgets, holds, approvals, alerts, audit, spend. */
-async function storeCommand(command: string, config: Config, args: string[]): Promise<number> {
+async function storeCommand(command: string, config: Config, args: string[], actor: string): Promise<number> {
   // The command's flags are checked before the database is opened: a mistyped flag is named, whatever the database.
   let run: (store: () => Promise<AnyStore>) => Promise<void>;
   switch (command) {
     case "keys": {
       const m = await import("./cli/keys");
       m.checkKeysCommand(args);
-      run = (store) => m.keysCommand(store, args, CLI_ACTOR, config);
+      run = (store) => m.keysCommand(store, args, actor, config);
       break;
     }
     case "budgets": {
       const m = await import("./cli/budgets");
       m.checkBudgetsCommand(args);
-      run = (store) => m.budgetsCommand(store, args, CLI_ACTOR);
+      run = (store) => m.budgetsCommand(store, args, actor);
       break;
     }
     case "holds": {
       const m = await import("./cli/holds");
       m.checkHoldsCommand(args);
-      run = (store) => m.holdsCommand(store, args, CLI_ACTOR);
+      run = (store) => m.holdsCommand(store, args, actor);
       break;
     }
     case "approvals": {
       const m = await import("./cli/approvals");
       m.checkApprovalsCommand(args);
-      run = (store) => m.approvalsCommand(store, args, CLI_ACTOR);
+      run = (store) => m.approvalsCommand(store, args, actor);
       break;
     }
     case "alerts": {
       const m = await import("./cli/alerts");
       m.checkAlertsCommand(args);
-      run = (store) => m.alertsCommand(store, args, CLI_ACTOR, config);
+      run = (store) => m.alertsCommand(store, args, actor, config);
       break;
     }
     case "audit": {
@@ -248,12 +249,12 @@ async function backup(config: Config, args: string[]): Promise<number> {
   } finally {
     await store.close();
   }
-  console.log(`backed up ${config.dbPath} to ${file}`);
+  writeOut(`backed up ${config.dbPath} to ${file}`);
   return 0;
 }
 
 function help(text: string): number {
-  console.log(text);
+  writeOut(text);
   return 0;
 }
 
@@ -263,30 +264,39 @@ async function healthcheck(config: Config): Promise<number> {
   try {
     const res = await fetch(url, { signal: AbortSignal.timeout(5000) });
     const body = await res.text();
-    console.log(`${url}: ${res.status} ${body}`);
+    writeOut(`${url}: ${res.status} ${body}`);
     return res.status === 200 ? 0 : 1;
   } catch (err) {
-    console.error(`keybrake healthcheck: ${url}: ${err instanceof Error ? err.message : String(err)}`);
+    writeErr(`keybrake healthcheck: ${url}: ${err instanceof Error ? err.message : String(err)}`);
     return 1;
   }
 }
 
+/**
+ * Runs one command as `keybrake <argv>` would, its words and environment from `io` (the process's by default), and
+ * answers its exit code: 0, 1 for a failure, 2 for a usage, configuration or request error; -1 while `serve` runs.
+ */
+export function runCli(argv: string[], io: CliIo = cliIo()): Promise<number> {
+  return withCliIo(io, () => main(argv, io).catch(exitCodeOf));
+}
+
 /** A reader that went away (`keybrake audit --format ndjson | head`): stop quietly, as a Unix filter does. */
 const isBrokenPipe = (err: unknown) => (err as { code?: string } | null)?.code === "EPIPE";
-process.stdout.on("error", (err) => {
-  if (isBrokenPipe(err)) process.exit(0);
-});
 
-main(Bun.argv.slice(2)).then(
-  (code) => {
-    if (code >= 0) process.exit(code);
-  },
-  (err: unknown) => {
+function exitCodeOf(err: unknown): number {
+  if (isBrokenPipe(err)) return 0;
+  if (err instanceof ConfigError) writeErr(`keybrake: invalid configuration: ${err.message}`);
+  else if (err instanceof UsageError) writeErr(err.message);
+  else if (err instanceof KeybrakeError) writeErr(`keybrake: ${err.code}: ${err.message}`);
+  else writeErr(`keybrake: ${err instanceof Error ? err.message : String(err)}`);
+  return err instanceof ConfigError || err instanceof UsageError || err instanceof KeybrakeError ? 2 : 1;
+}
+
+if (import.meta.main) {
+  process.stdout.on("error", (err) => {
     if (isBrokenPipe(err)) process.exit(0);
-    if (err instanceof ConfigError) console.error(`keybrake: invalid configuration: ${err.message}`);
-    else if (err instanceof UsageError) console.error(err.message);
-    else if (err instanceof KeybrakeError) console.error(`keybrake: ${err.code}: ${err.message}`);
-    else console.error(`keybrake: ${err instanceof Error ? err.message : String(err)}`);
-    process.exit(err instanceof ConfigError || err instanceof UsageError || err instanceof KeybrakeError ? 2 : 1);
-  },
-);
+  });
+  runCli(Bun.argv.slice(2)).then((code) => {
+    if (code >= 0) process.exit(code);
+  });
+}

@@ -1,12 +1,10 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from "bun:test";
 import { statSync } from "node:fs";
 import { connect } from "node:net";
-import { join } from "node:path";
 import { csvField } from "../src/audit/service";
 import { startKeybrake, type Harness } from "./helpers/harness";
 import { mockStripe, type MockStripe } from "./helpers/mock-stripe";
-import { run } from "./helpers/process";
-import { keybrakeCommand } from "./helpers/binary";
+import { cliInProcess } from "./helpers/cli";
 
 type Json = Record<string, any>;
 let kb: Harness;
@@ -68,13 +66,10 @@ describe("CSV exports never carry a formula (SPEC §9)", () => {
     const http = await (await kb.admin("/audit/export?format=csv&decision=invalid_key")).text();
     expect(http).toContain(`,${cell},`);
     expect(http).not.toContain(`,"${FORMULA.replace(/"/g, '""')}"`);
-    const cli = await run(await keybrakeCommand("audit", "--decision", "invalid_key", "--format", "csv"), {
-      cwd: join(import.meta.dir, ".."),
-      env: { KEYBRAKE_DB: kb.dbPath },
-    });
+    const cli = await cliInProcess(["audit", "--decision", "invalid_key", "--format", "csv"], { KEYBRAKE_DB: kb.dbPath });
     expect(cli.code).toBe(0);
     expect(cli.stdout).toContain(`,${cell},`);
-  }, 30_000); // runs the CLI as a process
+  });
 
   test("csvField: =, +, -, @, tab and CR at the start of text get a leading '; numbers stay numbers", () => {
     for (const start of ["=", "+", "-", "@", "\t", "\r"]) expect(csvField(`${start}1+1`).replace(/^"/, "")).toStartWith(`'${start}`);

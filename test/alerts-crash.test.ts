@@ -5,13 +5,14 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { verifySignature } from "../src/alerts/payload";
 import { ensureBinary } from "./helpers/binary";
+import { cliInProcess } from "./helpers/cli";
 import { ADMIN_TOKEN } from "./helpers/harness";
 import { mockStripe, STRIPE_LIVE_SECRET, type MockStripe } from "./helpers/mock-stripe";
-import { run, startProcess, type Started } from "./helpers/process";
+import { startProcess, type Started } from "./helpers/process";
 import { Receiver, waitFor } from "./helpers/receiver";
 
 // SPEC §12 with the built binary: an event committed but not yet delivered when Keybrake is SIGKILLed is
-// delivered, with the same id, after the restart; and the CLI's `keybrake alerts`.
+// delivered, with the same id, after the restart; and the CLI's `keybrake alerts` (in the test process: cliInProcess).
 
 type Json = Record<string, any>;
 let binary: string;
@@ -102,7 +103,7 @@ describe("SIGKILL between the commit of an event and its delivery", () => {
 });
 
 describe("keybrake alerts (the CLI, on the same database)", () => {
-  const cli = (args: string[], db = "cli.db") => run([binary, ...args], { cwd: dir, env: env(db) });
+  const cli = (args: string[], db = "cli.db") => cliInProcess(args, env(db));
 
   test("--help on each subcommand prints its usage and does nothing", async () => {
     const commands = [
@@ -113,17 +114,14 @@ describe("keybrake alerts (the CLI, on the same database)", () => {
       ["alerts", "test"],
       ["alerts", "deliveries"],
     ];
-    // Side by side: each is a process start, and a second core can take one.
-    const results = await Promise.all(
-      commands.map((words) => run([binary, ...words, "--help"], { cwd: dir, env: { KEYBRAKE_DB: join(dir, "never.db") } })),
-    );
+    const results = await Promise.all(commands.map((words) => cliInProcess([...words, "--help"], { KEYBRAKE_DB: join(dir, "never.db") })));
     for (const [i, result] of results.entries()) {
       expect(result.code).toBe(0);
       expect(result.stdout).toContain("usage: keybrake alerts");
       expect(result.stdout).toContain(commands[i]!.at(-1)!);
     }
     expect(await Bun.file(join(dir, "never.db")).exists()).toBe(false);
-    expect((await run([binary, "--help"], { cwd: dir, env: {} })).stdout).toContain("keybrake alerts ...");
+    expect((await cliInProcess(["--help"])).stdout).toContain("keybrake alerts ...");
   });
 
   test("add prints the secret once; list never shows it; test signs and sends; remove deletes; bad input is named", async () => {

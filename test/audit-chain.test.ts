@@ -12,11 +12,10 @@ import { auditRow, openStore, type Store } from "../src/store/index";
 import { applyMigrations, embeddedMigrations } from "../src/store/migrate";
 import { auditEvents as pgAuditEvents } from "../src/store/pg/schema";
 import { auditEvents } from "../src/store/schema";
-import { keybrakeCommand } from "./helpers/binary";
+import { cliInProcess } from "./helpers/cli";
 import { type Harness, startKeybrake } from "./helpers/harness";
 import { type MockStripe, mockStripe } from "./helpers/mock-stripe";
 import { dropTestDatabase, testDatabaseUrl } from "./helpers/postgres";
-import { run } from "./helpers/process";
 import { Receiver, waitFor } from "./helpers/receiver";
 
 /**
@@ -68,9 +67,8 @@ describe("the canonical form and the hash", () => {
   });
 });
 
-/** `keybrake audit verify` (the built binary) on a SQLite file. */
-const verify = async (db: string, ...args: string[]) =>
-  run(await keybrakeCommand("audit", "verify", ...args), { cwd: dir, env: { KEYBRAKE_DB: db } });
+/** `keybrake audit verify` (in the test process: cliInProcess) on a SQLite file. */
+const verify = (db: string, ...args: string[]) => cliInProcess(["audit", "verify", ...args], { KEYBRAKE_DB: db });
 
 /** A copy of `source` (its WAL folded in), changed by `sql`. */
 function tampered(source: string, name: string, change: (db: Database) => void): string {

@@ -1,10 +1,9 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { keybrakeCommand } from "./helpers/binary";
+import { cliInProcess } from "./helpers/cli";
 import { ADMIN_TOKEN, type Harness, startKeybrake } from "./helpers/harness";
-import { run } from "./helpers/process";
 
 // SPEC §14's budgets as the admin API, the CLI and issuer tokens see them: made, read with usage, changed and
 // deleted; keys that draw from them. How calls count at budgets is the ledger's, tested with it.
@@ -271,7 +270,7 @@ describe("roles", () => {
   });
 });
 
-describe("keybrake budgets (the built binary)", () => {
+describe("keybrake budgets (the CLI, in the test process)", () => {
   let dir: string;
   let env: Record<string, string>;
   beforeAll(async () => {
@@ -282,9 +281,7 @@ describe("keybrake budgets (the built binary)", () => {
   });
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-  async function keybrake(...args: string[]) {
-    return run(await keybrakeCommand(...args), { cwd: dir, env });
-  }
+  const keybrake = (...args: string[]) => cliInProcess(args, env);
   /** A command that must succeed, its --json output parsed: a list of records (or `keys create`'s one). */
   async function ok(...args: string[]): Promise<any> {
     const result = await keybrake(...args, "--json");
@@ -359,15 +356,14 @@ describe("keybrake budgets (the built binary)", () => {
   }, 60_000);
 
   test("--help prints each subcommand's usage and opens nothing", async () => {
-    // Side by side: each is a process start, and a second core can take one.
     const subs = ["", "create", "list", "show", "update", "delete"];
-    const results = await Promise.all(
-      subs.map(async (sub) => run(await keybrakeCommand(...["budgets", sub, "--help"].filter(Boolean)), { cwd: dir, env: {} })),
-    );
+    const never = { KEYBRAKE_DB: join(dir, "never.db") };
+    const results = await Promise.all(subs.map((sub) => cliInProcess(["budgets", sub, "--help"].filter(Boolean), never)));
     for (const [i, result] of results.entries()) {
       expect(result.code).toBe(0);
       expect(result.stdout).toContain(`usage: keybrake budgets ${subs[i]}`.trim());
     }
-    expect((await run(await keybrakeCommand("--help"), { cwd: dir, env: {} })).stdout).toContain("keybrake budgets ...");
+    expect((await cliInProcess(["--help"], never)).stdout).toContain("keybrake budgets ...");
+    expect(existsSync(never.KEYBRAKE_DB)).toBe(false);
   });
 });

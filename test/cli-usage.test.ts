@@ -5,11 +5,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { tableLines } from "../src/cli/output";
 import { keybrakeCommand } from "./helpers/binary";
+import { cliInProcess } from "./helpers/cli";
 import { run, startProcess } from "./helpers/process";
 
-// The operator's CLI, run as the built binary in folders of its own: exit codes, output, and what it leaves behind.
-// Each test runs its own processes in a folder of its own (the audit tests only read theirs), so the tests run side
-// by side (`describe.concurrent`): their time is the binary's start, which a second core can take.
+// The operator's CLI in folders of its own: exit codes, output, and what it leaves behind. The commands run inside
+// the test process (cliInProcess: the binary's code without its start); what only a process shows runs the built
+// binary: --help and a bad word reaching the shell, a closed pipe, a start that fails, and the healthcheck's server.
+// Each test has a folder of its own (the audit tests only read theirs), so the tests run side by side.
 
 let dir: string;
 beforeAll(() => {
@@ -17,7 +19,12 @@ beforeAll(() => {
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
+/** `keybrake <args>` run in `cwd`: its default database is `cwd`/keybrake.db, as the binary's would be there. */
 async function keybrake(args: string[], opts: { cwd: string; env?: Record<string, string> }) {
+  return cliInProcess(args, { KEYBRAKE_DB: join(opts.cwd, "keybrake.db"), ...opts.env });
+}
+/** The same on the built binary, in `cwd`. */
+async function onBinary(args: string[], opts: { cwd: string; env?: Record<string, string> }) {
   return run(await keybrakeCommand(...args), { cwd: opts.cwd, env: opts.env ?? {} });
 }
 const emptyFolder = (name: string) => mkdtempSync(join(dir, `${name}-`));
@@ -83,6 +90,20 @@ describe.concurrent("--help prints the command's usage, exits 0 and does nothing
   });
 });
 
+test("on the built binary: --help exits 0 and prints the usage; a bad word exits 2 with one line naming it", async () => {
+  const cwd = emptyFolder("binary");
+  const help = await onBinary(["keys", "create", "--help"], { cwd, env: { KEYBRAKE_PORT: "not-a-port" } });
+  expect(help.code).toBe(0);
+  expect(help.stderr).toBe("");
+  expect(help.stdout).toContain("usage:");
+  expect(help.stdout).toContain("--daily-usd-cap");
+  const bad = await onBinary(["keys", "frob"], { cwd });
+  expect(bad.code).toBe(2);
+  expect(bad.stdout).toBe("");
+  expect(bad.stderr.trim().split("\n")).toEqual([expect.stringContaining('"frob"')]);
+  expect(readdirSync(cwd)).toEqual([]);
+});
+
 describe.concurrent("bad words are named", () => {
   const cases: [string[], string][] = [
     [["frob"], '"frob"'],
@@ -133,8 +154,8 @@ describe.concurrent("bad words are named", () => {
 
   test("the global flags are read with parseArgs anywhere before --: --db=x, --db x, after the command", async () => {
     const cwd = emptyFolder("global");
-    expect((await keybrake(["--db=a.db", "migrate"], { cwd })).code).toBe(0);
-    expect((await keybrake(["migrate", "--db", "b.db"], { cwd })).code).toBe(0);
+    expect((await keybrake([`--db=${join(cwd, "a.db")}`, "migrate"], { cwd })).code).toBe(0);
+    expect((await keybrake(["migrate", "--db", join(cwd, "b.db")], { cwd })).code).toBe(0);
     expect(readdirSync(cwd).sort()).toEqual(["a.db", "b.db"]);
   });
 });
@@ -286,7 +307,7 @@ describe.concurrent("storage errors name the path", () => {
 
   test("a Stripe publishable key given as the secret stops the start, naming the variable", async () => {
     const cwd = emptyFolder("pk");
-    const result = await keybrake(["serve"], {
+    const result = await onBinary(["serve"], {
       cwd,
       env: { KEYBRAKE_STRIPE_SECRET_KEY: "pk_live_51Habcdefghijklmnop", KEYBRAKE_PORT: "0" },
     });

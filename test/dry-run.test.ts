@@ -1,8 +1,7 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from "bun:test";
-import { keybrakeCommand } from "./helpers/binary";
+import { cliInProcess } from "./helpers/cli";
 import { startKeybrake, type Harness } from "./helpers/harness";
 import { mockStripe, type MockStripe } from "./helpers/mock-stripe";
-import { run } from "./helpers/process";
 
 // Dry runs (SPEC §16): `X-Keybrake-Dry-Run: 1` runs every check and the pricing, a pre-flight read included, and
 // answers 200 with the verdict; nothing is held, nothing forwarded, one audit row `decision: dry_run`.
@@ -143,7 +142,7 @@ describe("a dry run", () => {
 });
 
 describe("keybrake price", () => {
-  const price = async (...args: string[]) => run(await keybrakeCommand("price", "--base-url", kb.url, ...args), { cwd: kb.dir, env: {} });
+  const price = (...args: string[]) => cliInProcess(["price", "--base-url", kb.url, ...args]);
 
   test("prints the verdict of a dry run against the running server; exit 0 when allowed, 1 when refused", async () => {
     const charge = stripe.seedCharge(4500);
@@ -178,7 +177,7 @@ describe("keybrake price", () => {
     const noPath = await price("--key", "kb_live_nope", "POST");
     expect(noPath.code).toBe(2);
     expect(noPath.stderr).toContain("keybrake price: give METHOD and PATH");
-    const help = await run(await keybrakeCommand("price", "--help"), { cwd: kb.dir, env: {} });
+    const help = await cliInProcess(["price", "--help"]);
     expect(help.code).toBe(0);
     expect(help.stdout).toStartWith("usage: keybrake price --key");
   });

@@ -3,9 +3,9 @@ import { CreateBudgetBody, PatchBudgetBody } from "../src/budgets/model";
 import { BulkRevokeBody, CREATE_KEY_EXAMPLES, CreateKeyBody } from "../src/keys/model";
 import { loadConfig } from "../src/config";
 import { keybrakeCommand } from "./helpers/binary";
+import { cliInProcess } from "./helpers/cli";
 import { startKeybrake, withKeybrake, type Harness } from "./helpers/harness";
 import { mockStripe, STRIPE_500, type MockStripe } from "./helpers/mock-stripe";
-import { run } from "./helpers/process";
 
 // What a job sees when Keybrake stops it, what the operator's log says, and holds resolved by hand.
 
@@ -230,10 +230,7 @@ describe("ambiguous holds are resolved by hand like orphaned ones", () => {
     expect(await record()).toMatchObject({ spent_today_usd: 25, held_usd: 0 });
 
     // The CLI on the server's database: the same decision, from the shell.
-    const released = await run(await keybrakeCommand("holds", "release", small.id, "--json"), {
-      cwd: kb.dir,
-      env: { KEYBRAKE_DB: kb.dbPath },
-    });
+    const released = await cliInProcess(["holds", "release", small.id, "--json"], { KEYBRAKE_DB: kb.dbPath });
     expect(released.code).toBe(0);
     expect(JSON.parse(released.stdout)[0]).toMatchObject({ state: "released", cost_usd: 0 });
     expect(await spend()).toMatchObject({ spend_usd: 10, ambiguous_usd: 0 });

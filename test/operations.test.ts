@@ -8,12 +8,10 @@ import type { Store } from "../src/store/index";
 import { testClock, type TestClock } from "./helpers/clock";
 import { startKeybrake, type Harness } from "./helpers/harness";
 import { mockStripe, type MockStripe } from "./helpers/mock-stripe";
-import { run } from "./helpers/process";
-import { keybrakeCommand } from "./helpers/binary";
+import { cliInProcess } from "./helpers/cli";
 import { CONFIGURED_SECRETS, rawBytes, secretsIn } from "./helpers/secrets";
 
 type Json = Record<string, any>;
-const root = join(import.meta.dir, "..");
 let stripe: MockStripe;
 // Each test has a Keybrake and a clock of its own, the clock starting one minute before a UTC midnight: no test
 // moves another's time or counts another's rows.
@@ -269,7 +267,7 @@ describe("retention", () => {
 });
 
 describe("CLI on the database the server is using", () => {
-  const cli = async (...args: string[]) => run(await keybrakeCommand(...args), { cwd: root, env: { KEYBRAKE_DB: kb.dbPath } });
+  const cli = (...args: string[]) => cliInProcess(args, { KEYBRAKE_DB: kb.dbPath });
 
   test("keybrake audit (table, ndjson, csv) and keybrake spend --group-by label", async () => {
     const key = await stripeKey("cli-ops/run_1");

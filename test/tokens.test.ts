@@ -6,11 +6,10 @@ import { join } from "node:path";
 import { ACCESS_KEY, undeclaredRoutes } from "../src/auth/admin-auth";
 import { idempotencyDeriver } from "../src/proxy/idempotency";
 import { createApp } from "../src/server";
-import { keybrakeCommand } from "./helpers/binary";
+import { cliInProcess } from "./helpers/cli";
 import { testClock } from "./helpers/clock";
 import { ADMIN_TOKEN, startKeybrake, withKeybrake, type Harness } from "./helpers/harness";
 import { mockStripe, type MockStripe } from "./helpers/mock-stripe";
-import { run } from "./helpers/process";
 import { CONFIGURED_SECRETS, rawBytes, secretsIn } from "./helpers/secrets";
 
 // SPEC §3 and §10: admin, issuer and viewer tokens; one guard where every route declares the roles it needs.
@@ -465,7 +464,7 @@ describe("the CLI: keybrake tokens create | list | revoke", () => {
     const dir = mkdtempSync(join(tmpdir(), "keybrake-tokens-cli-"));
     try {
       const env = { KEYBRAKE_DB: join(dir, "kb.db") };
-      const cli = async (...args: string[]) => run(await keybrakeCommand(...args), { cwd: dir, env });
+      const cli = (...args: string[]) => cliInProcess(args, env);
       // No database yet: --help answers, a command names the missing file and creates nothing.
       expect((await cli("tokens", "--help")).code).toBe(0);
       const missing = await cli("tokens", "list");

@@ -5,6 +5,7 @@ import type { Store } from "../store/index";
 import { ALERT_EVENTS } from "../store/types";
 import { parseInput } from "../validation";
 import { type FlagNames, parseFlags, UsageError, withFlagNames } from "./args";
+import { writeErr, writeOut } from "./io";
 import { printRecord, printRecords } from "./output";
 
 const ADD_USAGE = `usage: keybrake alerts add --url URL [--events E1,E2] [--label-prefix P] [--format json|slack] [--json]
@@ -122,31 +123,31 @@ export async function alertsCommand(
       );
       const parsed = withFlagNames(command, FLAGS, () => parseInput(CreateWebhookBody, body, "flags"));
       const created = await service.createWebhook(await ctx(), parsed);
-      if (values.json) return console.log(JSON.stringify(created, null, 2));
+      if (values.json) return writeOut(JSON.stringify(created, null, 2));
       const { secret, ...record } = created;
       printRecord(record, false);
-      console.log(`\nsigning secret (shown once; verify Keybrake-Signature with it): ${secret}`);
+      writeOut(`\nsigning secret (shown once; verify Keybrake-Signature with it): ${secret}`);
       return;
     }
     case "list": {
       const { values } = parseFlags(command, rest, { json: { type: "boolean" } });
       const { data } = await service.listWebhooks(await ctx());
-      if (!values.json && data.length === 0) return console.error("keybrake: no webhooks; add one with keybrake alerts add --url URL");
+      if (!values.json && data.length === 0) return writeErr("keybrake: no webhooks; add one with keybrake alerts add --url URL");
       return printRecords(data, values.json ?? false, WEBHOOK_COLUMNS);
     }
     case "remove": {
       const { values, positionals } = parseFlags(command, rest, { json: { type: "boolean" } }, true);
       if (positionals.length !== 1) throw new UsageError(`${command}: give one webhook id (${command} --help)`);
       const removed = await service.deleteWebhook(await ctx(), positionals[0]!);
-      return values.json ? console.log(JSON.stringify(removed, null, 2)) : console.log(`removed ${removed.id} (${removed.url})`);
+      return values.json ? writeOut(JSON.stringify(removed, null, 2)) : writeOut(`removed ${removed.id} (${removed.url})`);
     }
     case "test": {
       const { values, positionals } = parseFlags(command, rest, { json: { type: "boolean" } }, true);
       if (positionals.length !== 1) throw new UsageError(`${command}: give one webhook id (${command} --help)`);
       const result = await service.testWebhook(await ctx(), positionals[0]!, config);
-      if (values.json) console.log(JSON.stringify(result, null, 2));
+      if (values.json) writeOut(JSON.stringify(result, null, 2));
       else if (result.delivered)
-        console.log(`delivered ${result.event_id} to ${result.webhook_id}: HTTP ${result.status} in ${result.duration_ms} ms`);
+        writeOut(`delivered ${result.event_id} to ${result.webhook_id}: HTTP ${result.status} in ${result.duration_ms} ms`);
       if (!result.delivered) throw new Error(`${command}: ${result.webhook_id} did not take ${result.event_id}: ${result.error}`);
       return;
     }
@@ -173,9 +174,9 @@ export async function alertsCommand(
         ),
       );
       const page = await service.listDeliveries(await ctx(), query);
-      if (!values.json && page.data.length === 0) return console.error("keybrake: no deliveries match");
+      if (!values.json && page.data.length === 0) return writeErr("keybrake: no deliveries match");
       printRecords(page.data, values.json ?? false, DELIVERY_COLUMNS);
-      if (page.next_cursor !== null) console.error(`keybrake: more deliveries match: add --cursor ${page.next_cursor} for the next page`);
+      if (page.next_cursor !== null) writeErr(`keybrake: more deliveries match: add --cursor ${page.next_cursor} for the next page`);
       return;
     }
     default:

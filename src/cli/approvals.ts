@@ -1,6 +1,7 @@
 import { decide, listApprovals, MAX_REASON_CHARS } from "../approvals/service";
 import type { ApprovalRecord, Store } from "../store/index";
 import { pageLimitFlag, parseFlags, UsageError } from "./args";
+import { writeOut } from "./io";
 import { printRecord, printRecords } from "./output";
 
 const LIST_USAGE = `usage: keybrake approvals list [--status pending|approved|denied|expired|used] [--limit N] [--json]
@@ -71,7 +72,7 @@ export async function approvalsCommand(store: () => Promise<Store>, args: string
         throw new UsageError(`${command}: --status is one of ${STATUSES.join(", ")}, not "${values.status}"`);
       const limit = pageLimitFlag(command, values.limit);
       const { data } = await listApprovals(await ctx(), { status, limit });
-      if (data.length === 0 && !values.json) return console.log(status ? `no ${status} approvals` : "no approvals yet");
+      if (data.length === 0 && !values.json) return writeOut(status ? `no ${status} approvals` : "no approvals yet");
       return printRecords(data, values.json ?? false, COLUMNS);
     }
     case "approve": {

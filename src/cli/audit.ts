@@ -5,6 +5,7 @@ import type { Store } from "../store/index";
 import { vendorChoices } from "../vendors/index";
 import { parseInput } from "../validation";
 import { type FlagNames, parseFlags, UsageError, withFlagNames } from "./args";
+import { cliIo, writeErr, writeOut } from "./io";
 import { printRecords } from "./output";
 
 const FILTER_HELP = `filters (the same as GET /audit):
@@ -116,20 +117,20 @@ async function verifyCommand(store: () => Promise<Store>, args: string[]) {
   const since = values.since === undefined ? undefined : parseTime(values.since, Date.now());
   if (since === null) throw new UsageError(`${command}: --since must be ${TIME_FORMS}`);
   const report = await verifyAudit(await store(), { since, heads });
-  if (values.json) console.log(JSON.stringify(report, null, 2));
+  if (values.json) writeOut(JSON.stringify(report, null, 2));
   else {
     const rate = report.seconds > 0 ? `, ${Math.round(report.rows / report.seconds).toLocaleString("en-US")} rows/s` : "";
-    console.log(
+    writeOut(
       `${report.rows.toLocaleString("en-US")} rows in ${report.chains.length} chain(s) checked in ${report.seconds.toFixed(2)} s${rate}`,
     );
     for (const c of report.chains) {
       const head = c.head ? `head seq ${c.head.seq} ${c.head.hash}` : "no head";
-      console.log(`  chain ${c.chain === "" ? "(from before the chain)" : c.chain}: ${c.rows.toLocaleString("en-US")} rows, ${head}`);
+      writeOut(`  chain ${c.chain === "" ? "(from before the chain)" : c.chain}: ${c.rows.toLocaleString("en-US")} rows, ${head}`);
     }
-    for (const h of report.heads) if (h.seq !== null) console.log(`  the head ${h.hash} is at seq ${h.seq}`);
+    for (const h of report.heads) if (h.seq !== null) writeOut(`  the head ${h.hash} is at seq ${h.seq}`);
     for (const p of report.problems) {
       const where = p.seq === null ? "" : `seq ${p.seq}${p.id ? ` (${p.id})` : ""}${p.chain ? ` in chain ${p.chain}` : ""}: `;
-      console.log(`FAIL ${where}${p.message}`);
+      writeOut(`FAIL ${where}${p.message}`);
     }
   }
   if (!report.ok) throw new Error(`audit verify: the audit does not verify (${report.problems.length} problem(s))`);
@@ -153,7 +154,7 @@ export async function auditCommand(store: () => Promise<Store>, args: string[]) 
     const page = await listAudit(await store(), q);
     printRecords(page.data, false, TABLE_COLUMNS);
     if (page.next_cursor !== null) {
-      console.error(
+      writeErr(
         `keybrake: stopped at --limit ${q.limit}; more rows match: add --cursor ${page.next_cursor} for the next page, ` +
           "raise --limit (at most 1000), narrow with --since, or use --format ndjson|csv for every row",
       );
@@ -167,7 +168,7 @@ export async function auditCommand(store: () => Promise<Store>, args: string[]) 
   const { format: _f, ...filters } = withFlagNames(command, FLAGS, () =>
     parseInput(ExportQuery, { ...filterQuery(values), format }, "flags"),
   );
-  const out = Bun.stdout.writer();
+  const out = cliIo().stream();
   if (format === "csv") out.write(csvHeader());
   for await (const page of auditRows(await store(), filters)) {
     for (const row of page) out.write(format === "csv" ? csvLine(row) : `${JSON.stringify(row)}\n`);

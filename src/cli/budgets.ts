@@ -3,6 +3,7 @@ import * as service from "../budgets/service";
 import type { Store } from "../store/index";
 import { parseInput } from "../validation";
 import { numberFlag, numberListFlag, parseFlags, UsageError, withFlagNames } from "./args";
+import { writeOut } from "./io";
 import { printRecord, printRecords } from "./output";
 
 const CREATE_USAGE = `usage: keybrake budgets create --name NAME (--daily-usd-cap N | --total-usd-cap N) [options]
@@ -125,7 +126,7 @@ export async function budgetsCommand(store: () => Promise<Store>, args: string[]
     case "list": {
       const { values } = parseFlags(command, rest, { json: { type: "boolean" } });
       const { data } = await service.listBudgets(await ctx());
-      if (data.length === 0 && !values.json) return console.log("no budgets yet (keybrake budgets create --help)");
+      if (data.length === 0 && !values.json) return writeOut("no budgets yet (keybrake budgets create --help)");
       return printRecords(data, values.json ?? false, COLUMNS);
     }
     case "show": {
@@ -149,7 +150,7 @@ export async function budgetsCommand(store: () => Promise<Store>, args: string[]
     case "delete": {
       const { values, positionals } = parseFlags(command, rest, { json: { type: "boolean" } }, true);
       const deleted = await service.deleteBudget(await ctx(), budgetIdOf(command, positionals));
-      return values.json ? printRecord(deleted, true) : console.log(`deleted ${deleted.id} (${deleted.name})`);
+      return values.json ? printRecord(deleted, true) : writeOut(`deleted ${deleted.id} (${deleted.name})`);
     }
     default:
       return checkBudgetsCommand(args);

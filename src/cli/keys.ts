@@ -7,6 +7,7 @@ import type { Store } from "../store/index";
 import { vendorChoices } from "../vendors/index";
 import { parseInput } from "../validation";
 import { type FlagNames, numberFlag, numberListFlag, parseFlags, UsageError, withFlagNames } from "./args";
+import { writeErr, writeOut } from "./io";
 import { printRecord, printRecords } from "./output";
 
 const CREATE_USAGE = `usage: keybrake keys create --vendor V (--daily-usd-cap N | --total-usd-cap N) --allow "METHOD /path" [--allow ...] [options]
@@ -144,11 +145,11 @@ export async function keysCommand(
       const parsed = withFlagNames(command, FLAGS, () => parseInput(CreateKeyBody, body, "flags"));
       const issued = await withFlagNames(command, FLAGS, async () => service.issueKey(await ctx(), parsed));
       const warnings = config ? issueWarnings(config, issued.vendor, issued.mode) : [];
-      for (const warning of warnings) console.error(`keybrake: warning: ${warning}`);
-      if (values.json) return console.log(JSON.stringify(warnings.length ? { ...issued, warnings } : issued, null, 2));
+      for (const warning of warnings) writeErr(`keybrake: warning: ${warning}`);
+      if (values.json) return writeOut(JSON.stringify(warnings.length ? { ...issued, warnings } : issued, null, 2));
       const { vault_key: _v, token: _t, ...record } = issued;
       printRecord(record, false);
-      console.log(`\nvault key (shown once): ${issued.vault_key}`);
+      writeOut(`\nvault key (shown once): ${issued.vault_key}`);
       return;
     }
     case "list": {
@@ -180,7 +181,7 @@ export async function keysCommand(
       const page = await service.listKeys(await ctx(), query);
       printRecords(page.data, values.json ?? false);
       if (page.next_cursor !== null) {
-        console.error(`keybrake: showing ${page.data.length} keys; more match: add --cursor ${page.next_cursor} for the next page`);
+        writeErr(`keybrake: showing ${page.data.length} keys; more match: add --cursor ${page.next_cursor} for the next page`);
       }
       return;
     }
@@ -210,7 +211,7 @@ export async function keysCommand(
       // A kill switch that silently did nothing is worse than one that fails: the operator must look again.
       if (result.revoked === 0)
         throw notFound(`active key matching ${"ids" in by ? `--ids ${values.ids}` : `--label-prefix ${by.label_prefix}`}; nothing revoked`);
-      return console.log(json ? JSON.stringify(result) : `revoked ${result.revoked} key(s)`);
+      return writeOut(json ? JSON.stringify(result) : `revoked ${result.revoked} key(s)`);
     }
     default:
       return checkKeysCommand(args);

@@ -1,3 +1,5 @@
+import { cliIo, writeErr, writeOut } from "./io";
+
 /** The key columns `keybrake keys list` shows, most wanted first: a narrow terminal loses ids, then the last ones. */
 const KEY_COLUMNS = [
   "id",
@@ -26,10 +28,10 @@ const isId = (column: string) => column === "id" || column.endsWith("_id");
 const GAP = "  ";
 
 /** The width tables must fit: `COLUMNS`, else the terminal's; null (no limit) when writing to a pipe or file. */
-export function terminalWidth(env: Record<string, string | undefined> = process.env): number | null {
-  const fromEnv = Number(env.COLUMNS);
+export function terminalWidth(io = cliIo()): number | null {
+  const fromEnv = Number(io.env.COLUMNS);
   if (Number.isInteger(fromEnv) && fromEnv > 0) return fromEnv;
-  return process.stdout.isTTY && process.stdout.columns ? process.stdout.columns : null;
+  return io.columns;
 }
 
 /** `airflow-billing/run_2026_11_22T06:00` in 16 characters: `airflow-…T06:00`. */
@@ -86,10 +88,10 @@ function render(records: Record<string, unknown>[], columns: string[]) {
  * columns left out to fit are named on stderr.
  */
 export function printRecords(records: Record<string, unknown>[], json: boolean, columns: string[] = KEY_COLUMNS) {
-  if (json) return console.log(JSON.stringify(records, null, 2));
+  if (json) return writeOut(JSON.stringify(records, null, 2));
   const table = tableLines(records, columns, terminalWidth());
-  for (const line of table.lines) console.log(line);
-  if (table.hidden.length) console.error(`(${table.hidden.join(", ")} left out to fit the terminal; --json shows every field)`);
+  for (const line of table.lines) writeOut(line);
+  if (table.hidden.length) writeErr(`(${table.hidden.join(", ")} left out to fit the terminal; --json shows every field)`);
 }
 
 /**
@@ -150,10 +152,10 @@ export function tableLines(
  * list of one, the shape these commands have always printed.
  */
 export function printRecord(record: Record<string, unknown>, json: boolean) {
-  if (json) return console.log(JSON.stringify([record], null, 2));
+  if (json) return writeOut(JSON.stringify([record], null, 2));
   const width = Math.max(...Object.keys(record).map((k) => k.length));
   for (const [field, value] of Object.entries(record)) {
     const shown = isMoney(field) && typeof value === "number" ? value.toFixed(Math.max(2, decimalsOf(value))) : text(value);
-    console.log(`${`${field}:`.padEnd(width + 1)} ${shown}`);
+    writeOut(`${`${field}:`.padEnd(width + 1)} ${shown}`);
   }
 }

@@ -1,6 +1,7 @@
 import { readFileSync } from "node:fs";
 import type { Config } from "../config";
 import { parseFlags, UsageError } from "./args";
+import { writeErr, writeOut } from "./io";
 import { printRecord } from "./output";
 
 export const PRICE_USAGE = `usage: keybrake price --key <vault key> [--base-url URL] METHOD PATH [-d BODY] [-H "Name: value"]... [--json]
@@ -66,10 +67,10 @@ export async function priceCommand(config: Pick<Config, "host" | "port">, args: 
   if (res.headers.get("x-keybrake-dry-run") !== "true" || answer === null) {
     // Not a verdict: an unknown vault key, a ledger that cannot be reached, or not a Keybrake at that address.
     const reason = answer && typeof answer.message === "string" ? `${answer.code}: ${answer.message}` : `HTTP ${res.status}`;
-    console.error(`${command}: ${base}${path}: ${reason}`);
+    writeErr(`${command}: ${base}${path}: ${reason}`);
     return 1;
   }
-  if (values.json) console.log(JSON.stringify(answer, null, 2));
+  if (values.json) writeOut(JSON.stringify(answer, null, 2));
   else printRecord(answer, false);
   return answer.decision === "allowed" ? 0 : 1;
 }

@@ -4,6 +4,7 @@ import { CreateTokenBody, ListTokensQuery } from "../tokens/model";
 import * as service from "../tokens/service";
 import { parseInput } from "../validation";
 import { type FlagNames, parseFlags, UsageError, withFlagNames } from "./args";
+import { writeOut } from "./io";
 import { printRecord, printRecords } from "./output";
 
 const CREATE_USAGE = `usage: keybrake tokens create --name NAME --role admin|issuer|viewer
@@ -88,10 +89,10 @@ export async function tokensCommand(store: Store, args: string[], actor: string)
       );
       const parsed = withFlagNames(command, FLAGS, () => policyFieldsNamed(() => parseInput(CreateTokenBody, body, "flags")));
       const created = await service.createToken(ctx, parsed);
-      if (values.json) return console.log(JSON.stringify(created, null, 2));
+      if (values.json) return writeOut(JSON.stringify(created, null, 2));
       const { token, ...record } = created;
       printRecord(record, false);
-      console.log(`\ntoken (shown once, only its hash is kept): ${token}`);
+      writeOut(`\ntoken (shown once, only its hash is kept): ${token}`);
       return;
     }
     case "list": {
@@ -101,15 +102,15 @@ export async function tokensCommand(store: Store, args: string[], actor: string)
       );
       const page = await service.listTokens(ctx, query);
       printRecords(page.data, values.json ?? false, COLUMNS);
-      if (!values.json && page.next_cursor) console.log(`\nmore: --cursor ${page.next_cursor}`);
+      if (!values.json && page.next_cursor) writeOut(`\nmore: --cursor ${page.next_cursor}`);
       return;
     }
     case "revoke": {
       const { values, positionals } = parseFlags(command, rest, { "revoke-keys": { type: "boolean" }, json: { type: "boolean" } }, true);
       if (positionals.length !== 1) throw new UsageError(`${command}: give one token id (${command} --help)`);
       const revoked = await service.revokeToken(ctx, positionals[0]!, values["revoke-keys"] ?? false);
-      if (values.json) return console.log(JSON.stringify(revoked, null, 2));
-      console.log(
+      if (values.json) return writeOut(JSON.stringify(revoked, null, 2));
+      writeOut(
         `revoked ${revoked.id} (${revoked.name}, ${revoked.role})${values["revoke-keys"] ? ` and ${revoked.revoked_keys} key(s) it minted` : ""}`,
       );
       return;
