@@ -24,7 +24,11 @@ test.if(!hasChromium && Boolean(process.env.CI))("CI has Chromium (.ci/run insta
 
 /** Screenshots to look at (git-ignored). */
 const SHOTS = join(import.meta.dir, "..", "test-artifacts", "ui");
-/** The flags that keep Chromium from calling out (no background networking, updates, sync or QUIC). */
+/**
+ * The flags that keep Chromium from calling out (no background networking, updates, sync or QUIC), and from work
+ * a test of one local site does not need: one renderer process (no site isolation), no throttling of a page that
+ * is not in front (a wait would last longer). Measured on the file alone: 18 s → 15 s, 13.4 → 12.4 s of CPU.
+ */
 const FLAGS = [
   "--headless",
   "--no-sandbox",
@@ -34,6 +38,11 @@ const FLAGS = [
   "--disable-background-networking",
   "--disable-component-update",
   "--disable-sync",
+  "--disable-extensions",
+  "--renderer-process-limit=1",
+  "--disable-site-isolation-trials",
+  "--disable-renderer-backgrounding",
+  "--disable-background-timer-throttling",
 ];
 
 type Json = Record<string, any>;
