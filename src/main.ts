@@ -176,7 +176,13 @@ async function main(argv: string[], io: CliIo): Promise<number> {
 /** Who the admin events of a command run from this shell name. */
 const cliActor = (io: CliIo) => `cli:${io.env.USER ?? "local"}`;
 
-const openStoreOf = async (config: Config) => (await import("./store/open")).openConfiguredStore(config, { create: false });
+/**
+ * The ledger a one-shot command reads and writes. On PostgreSQL, a pool of two, not serve's sixteen: Bun opens
+ * the whole pool at the first query, and a command runs one statement at a time (two lets a read go on beside a
+ * transaction).
+ */
+const openStoreOf = async (config: Config) =>
+  (await import("./store/open")).openConfiguredStore(config, { create: false, connections: 2 });
 
 /** The commands that read or change the ledger through its services: keys, budgets, holds, approvals, alerts, audit, spend. */
 async function storeCommand(command: string, config: Config, args: string[], actor: string): Promise<number> {

@@ -294,9 +294,10 @@ describe.skipIf(databaseUrl === null)("PostgreSQL: one chain per instance", () =
 
   test("two instances writing at once: each its own chain, in seq order; pruned across both; a change is caught in its chain", async () => {
     const { openPgStore } = await import("../src/store/pg/index");
+    // Four connections each, not serve's 16 (Bun opens the whole pool at once): the group commits still interleave.
     const [a, b] = await Promise.all([
-      openPgStore(databaseUrl!, { instanceId: "pg-a" }),
-      openPgStore(databaseUrl!, { instanceId: "pg-b" }),
+      openPgStore(databaseUrl!, { instanceId: "pg-a", connections: 4 }),
+      openPgStore(databaseUrl!, { instanceId: "pg-b", connections: 4 }),
     ]);
     try {
       // Many writes per event-loop turn: group commits of several rows, interleaved between the two. The first 20

@@ -41,7 +41,8 @@ const kinds: Kind[] = [
     async open() {
       const url = (await testDatabaseUrl({ migrated: true }))!;
       const { openPgStore } = await import("../src/store/pg/index");
-      const open = () => openPgStore(url, { instanceId: "budgets-ledger", leaseMs: 60_000 });
+      // Four connections, not serve's 16: Bun opens the whole pool at the first query.
+      const open = () => openPgStore(url, { instanceId: "budgets-ledger", leaseMs: 60_000, connections: 4 });
       return { store: await open(), reopen: open, remove: () => dropTestDatabase(url) };
     },
   },

@@ -101,9 +101,10 @@ const postgresKind: StoreKind = {
 
 async function openPg(url: string, instanceId: string): Promise<PgStore> {
   const { openPgStore } = await import("../src/store/pg/index");
-  // Four connections, not serve's 16: the file opens ~30 stores, and each connection costs the server ~40 ms of
-  // catalog warm-up. Every test's concurrency still spans several connections and both instances.
-  return openPgStore(url, { instanceId, leaseMs: LEASE_MS, connections: 4 });
+  // Two connections, not serve's 16: Bun opens the whole pool at the first query, the file opens ~30 stores, and
+  // each connection costs the server ~40 ms of catalog warm-up. Every test's concurrency still spans two
+  // connections per instance and both instances.
+  return openPgStore(url, { instanceId, leaseMs: LEASE_MS, connections: 2 });
 }
 
 const USD = 1_000_000;

@@ -11,10 +11,11 @@ type StoreConfig = Pick<Config, "dbPath" | "dbSynchronous" | "postgres">;
 /**
  * The ledger the configuration names: PostgreSQL when KEYBRAKE_DATABASE_URL is set (SPEC §13), else the SQLite
  * file. `create: false` (the CLI's commands other than serve and migrate): never a new ledger, never a migration.
+ * `connections`: PostgreSQL's pool size (16 by default, for serve; see PgOptions).
  */
 export async function openConfiguredStore(
   config: StoreConfig,
-  opts: { create?: boolean; onPrimaryMoved?: (where: string) => void } = {},
+  opts: { create?: boolean; connections?: number; onPrimaryMoved?: (where: string) => void } = {},
 ): Promise<AnyStore> {
   const pg = config.postgres;
   if (!pg) return openStore(config.dbPath, { synchronous: config.dbSynchronous, create: opts.create });
@@ -25,6 +26,7 @@ export async function openConfiguredStore(
       instanceId: pg.instanceId,
       leaseMs: pg.leaseMs,
       migrate: opts.create !== false,
+      connections: opts.connections,
       onPrimaryMoved: opts.onPrimaryMoved,
     });
   } catch (error) {

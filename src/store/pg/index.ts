@@ -29,8 +29,8 @@ export interface PgOptions {
   /** Hears that a failover moved this instance to another of KEYBRAKE_DATABASE_URL's hosts (`host:port`). */
   onPrimaryMoved?: (where: string) => void;
   /**
-   * The most connections this instance opens at once (16). A new one costs the server a warm-up of its catalog
-   * caches; tests that open many short-lived stores take fewer.
+   * The pool's size (16). Bun's pool opens every one of them at the first query, and each costs the server ~30 ms
+   * of CPU to start and warm its catalog caches: a one-shot CLI command and tests of short-lived stores take few.
    */
   connections?: number;
 }
