@@ -86,7 +86,14 @@ const charge = (key: string, amount: number) =>
 /** A link of the page's navigation. */
 const nav = (name: string) => page.getByRole("navigation", { name: "Pages" }).getByRole("link", { name, exact: true });
 
-const shot = (name: string) => page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true });
+/**
+ * Full-page screenshots to look at, with KEYBRAKE_UI_SCREENSHOTS=1: they cost Chromium ~3 s of CPU a run, and
+ * nothing asserts on them.
+ */
+const WANTS_SHOTS = process.env.KEYBRAKE_UI_SCREENSHOTS === "1";
+const shot = async (name: string) => {
+  if (WANTS_SHOTS) await page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true });
+};
 
 async function launchChromium(): Promise<BrowserContext> {
   const { chromium } = await import("playwright-core");
@@ -209,7 +216,7 @@ describe.skipIf(!hasChromium)("the dashboard in Chromium, served by dist/keybrak
     expect(await page.getByText("2 keys, 2 active").count()).toBe(1);
     await shot("runs-1280");
     // The README's picture (docs/dashboard.png is a copy of this one).
-    await page.screenshot({ path: join(SHOTS, "readme-runs.png"), clip: { x: 0, y: 0, width: 1280, height: 500 } });
+    if (WANTS_SHOTS) await page.screenshot({ path: join(SHOTS, "readme-runs.png"), clip: { x: 0, y: 0, width: 1280, height: 500 } });
     await page.setViewportSize({ width: 800, height: 900 });
     await shot("runs-800");
     await nav("Overview").click();
