@@ -4,7 +4,16 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { freePort } from "./process";
-import { asPostgres, debianPostgresBin, mustRun, mustRunAsync, runningAsRoot, shellLine, stopWhenProcessEnds } from "./postgres";
+import {
+  asPostgres,
+  debianPostgresBin,
+  initClusterData,
+  mustRun,
+  mustRunAsync,
+  runningAsRoot,
+  shellLine,
+  stopWhenProcessEnds,
+} from "./postgres";
 import { waitFor } from "./receiver";
 
 /**
@@ -54,9 +63,7 @@ export async function postgresWithStandby(): Promise<StandbyPair | null> {
   };
   try {
     if (runningAsRoot()) mustRun(["chown", "postgres", dir]);
-    mustRun(
-      asPostgres([join(bin, "initdb"), "-D", primary.data, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"]),
-    );
+    initClusterData(bin, primary.data);
     mustRun(asPostgres(primary.start));
     // -R: standby.signal and primary_conninfo, so the copy starts as a standby streaming from the primary.
     const from = ["-h", "127.0.0.1", "-p", String(primary.port), "-U", "postgres"];
