@@ -4,7 +4,7 @@ import { parseArgs } from "node:util";
 import { z } from "zod";
 import { ConfigError, decimalTable, flag, int } from "./env";
 import { type EndpointPattern, compilePattern, patternProblem } from "./endpoints";
-import { parsePostgresUrl } from "./postgres-url";
+import { parsePostgresUrl, takePoolSize } from "./postgres-url";
 import { registeredVendors } from "./vendors/index";
 import type { AnyVendor, VendorSettings } from "./vendors/types";
 
@@ -60,6 +60,7 @@ const CORE_ENV = {
       (v) => parsePostgresUrl(v) !== null,
       "must be a postgres://user:password@host:port/database URL (or host1:port1,host2:port2 for a primary and its standbys)",
     )
+    .refine((v) => takePoolSize(v) !== null, "pool_max_conns must be a whole number from 1 to 100")
     .optional(),
   // What names this instance's holds in the shared ledger: a restart under the same id recovers its own unfinished
   // holds at once; holds of an id whose lease lapsed are recovered by any instance. Default: host name and port.
@@ -125,7 +126,8 @@ export interface Config {
   dbPath: string;
   dbSynchronous: "normal" | "full";
   /** PostgreSQL (SPEC §13): the shared ledger's URL, this instance's id and how long its lease lasts unrenewed. */
-  postgres: { url: string; instanceId: string; leaseMs: number } | null;
+  /** `url` without `pool_max_conns`, which is `poolSize` (undefined: the store's default). */
+  postgres: { url: string; poolSize?: number; instanceId: string; leaseMs: number } | null;
   adminToken?: string;
   upstreamTimeoutMs: number;
   maxBodyBytes: number;
@@ -245,7 +247,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     dbSynchronous: e.KEYBRAKE_DB_SYNCHRONOUS,
     postgres: e.KEYBRAKE_DATABASE_URL
       ? {
-          url: e.KEYBRAKE_DATABASE_URL,
+          ...takePoolSize(e.KEYBRAKE_DATABASE_URL)!,
           instanceId: e.KEYBRAKE_INSTANCE_ID ?? `${hostname()}:${e.KEYBRAKE_PORT}`,
           leaseMs: e.KEYBRAKE_INSTANCE_LEASE_S * 1000,
         }

@@ -181,8 +181,7 @@ const cliActor = (io: CliIo) => `cli:${io.env.USER ?? "local"}`;
  * the whole pool at the first query, and a command runs one statement at a time (two lets a read go on beside a
  * transaction).
  */
-const openStoreOf = async (config: Config) =>
-  (await import("./store/open")).openConfiguredStore(config, { create: false, connections: 2 });
+const openStoreOf = async (config: Config) => (await import("./store/open")).openConfiguredStore(config, { create: false, connections: 2 });
 
 /** The commands that read or change the ledger through its services: keys, budgets, holds, approvals, alerts, audit, spend. */
 async function storeCommand(command: string, config: Config, args: string[], actor: string): Promise<number> {

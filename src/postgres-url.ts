@@ -35,3 +35,26 @@ export function parsePostgresUrl(url: string): PostgresUrl | null {
     password: decodeURIComponent(parsed[0]!.password),
   };
 }
+
+const POOL_PARAM = "pool_max_conns";
+
+/**
+ * KEYBRAKE_DATABASE_URL's `pool_max_conns=N` (pgx's name for it): how many connections each instance opens, 1 to
+ * 100, taken out of the URL (PostgreSQL would refuse it as a server setting). Without it, `poolSize` is undefined
+ * and the store's default holds; null when it is not a whole number from 1 to 100.
+ */
+export function takePoolSize(url: string): { url: string; poolSize?: number } | null {
+  const scheme = SCHEME.exec(url)?.[0] ?? "";
+  const authorityEnd = url.slice(scheme.length).search(/[/?#]|$/) + scheme.length;
+  const query = url.indexOf("?", authorityEnd);
+  if (query < 0) return { url };
+  const hash = url.indexOf("#", query);
+  const end = hash < 0 ? url.length : hash;
+  const params = new URLSearchParams(url.slice(query + 1, end));
+  const raw = params.get(POOL_PARAM);
+  if (raw === null) return { url };
+  if (!/^\d{1,3}$/.test(raw) || Number(raw) < 1 || Number(raw) > 100) return null;
+  params.delete(POOL_PARAM);
+  const rest = params.toString();
+  return { url: `${url.slice(0, query)}${rest ? `?${rest}` : ""}${url.slice(end)}`, poolSize: Number(raw) };
+}

@@ -44,6 +44,21 @@ describe("config", () => {
     ).toEqual(["KEYBRAKE_PROT", "KEYBRAKE_PORT_FILE"]);
   });
 
+  test("KEYBRAKE_DATABASE_URL's pool_max_conns sizes the pool and is taken out of the URL; other parameters stay", () => {
+    const sized = loadConfig({
+      KEYBRAKE_DATABASE_URL: "postgres://kb:s%40cret@db1:5432,db2:5432/kb?pool_max_conns=4&target_session_attrs=read-write",
+    });
+    expect(sized.postgres).toMatchObject({
+      url: "postgres://kb:s%40cret@db1:5432,db2:5432/kb?target_session_attrs=read-write",
+      poolSize: 4,
+    });
+    const alone = loadConfig({ KEYBRAKE_DATABASE_URL: "postgres://kb@db:5432/kb?pool_max_conns=8" }).postgres;
+    expect(alone).toMatchObject({ url: "postgres://kb@db:5432/kb", poolSize: 8 });
+    const plain = loadConfig({ KEYBRAKE_DATABASE_URL: "postgres://kb@db:5432/kb?sslmode=disable" }).postgres;
+    expect(plain?.url).toBe("postgres://kb@db:5432/kb?sslmode=disable");
+    expect(plain?.poolSize).toBeUndefined();
+  });
+
   test("flags override the environment", () => {
     const { env, rest } = flagsToEnv(["serve", "--port", "9001", "--db=/tmp/x.db", "--json"]);
     expect(rest).toEqual(["serve", "--json"]);
@@ -105,6 +120,9 @@ describe("config", () => {
     [{ KEYBRAKE_TWILIO_ACCOUNT_SID: "AC1" }, /^KEYBRAKE_TWILIO_ACCOUNT_SID: set together with KEYBRAKE_TWILIO_AUTH_TOKEN$/],
     [{ KEYBRAKE_STRIPE_SECRET_KEY_FILE: "/nonexistent/file" }, /^KEYBRAKE_STRIPE_SECRET_KEY_FILE: cannot read/],
     [{ KEYBRAKE_STRIPE_SECRET_KEY: "a", KEYBRAKE_STRIPE_SECRET_KEY_FILE: "/etc/hostname" }, /either/],
+    [{ KEYBRAKE_DATABASE_URL: "postgres://kb@db:5432/kb?pool_max_conns=0" }, /^KEYBRAKE_DATABASE_URL: pool_max_conns must be a whole/],
+    [{ KEYBRAKE_DATABASE_URL: "postgres://kb@db:5432/kb?pool_max_conns=4.5" }, /^KEYBRAKE_DATABASE_URL: pool_max_conns must be/],
+    [{ KEYBRAKE_DATABASE_URL: "postgres://kb@db:5432/kb?pool_max_conns=101" }, /^KEYBRAKE_DATABASE_URL: pool_max_conns must be/],
   ];
   for (const [env, message] of bad) {
     test(`${JSON.stringify(env)} is refused with one line naming the variable`, () => {

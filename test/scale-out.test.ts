@@ -1,3 +1,4 @@
+import { SQL } from "bun";
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -22,7 +23,16 @@ let stripe: MockStripe;
 const running = new Map<string, Started>();
 
 const LEASE_S = 2;
-const envFor = (id: string) => fleetInstanceEnv({ databaseUrl: databaseUrl!, id, leaseS: LEASE_S, stripeUrl: stripe.url });
+/**
+ * Four connections per instance, not the default 16 (KEYBRAKE_DATABASE_URL's pool_max_conns): each costs the
+ * server ~40 ms of CPU to start, and this file starts instances eight times. Races still span the three instances.
+ */
+const POOL = 4;
+const envFor = (id: string) => {
+  const sized = new URL(databaseUrl!);
+  sized.searchParams.set("pool_max_conns", String(POOL));
+  return fleetInstanceEnv({ databaseUrl: sized.href, id, leaseS: LEASE_S, stripeUrl: stripe.url });
+};
 const start = async (id: string) => {
   const started = await startProcess([binary], { cwd: dir, env: envFor(id) });
   running.set(id, started);
@@ -80,6 +90,14 @@ describe.skipIf(databaseUrl === null)("several instances on one PostgreSQL ledge
     expect(refused.length).toBe(283);
     expect(refused.every((a) => a.body.error?.code === "cap_exhausted" || a.body.code === "cap_exhausted")).toBe(true);
     expect(stripe.count("POST", "/v1/payment_intents")).toBe(17);
+    // pool_max_conns held: three instances, four connections each (Bun opens a pool whole), and the test's own.
+    const sessions = new SQL({ url: databaseUrl!, max: 1 });
+    try {
+      const [{ n }] = await sessions`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database()`;
+      expect(n).toBe(3 * POOL + 1);
+    } finally {
+      await sessions.close();
+    }
     // Every instance reads the same ledger: $493 settled, nothing held, and the audit says the same.
     for (const id of ids) {
       const record = (await admin(id, `/vault/keys/${key.id}`)).json;

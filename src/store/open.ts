@@ -11,7 +11,8 @@ type StoreConfig = Pick<Config, "dbPath" | "dbSynchronous" | "postgres">;
 /**
  * The ledger the configuration names: PostgreSQL when KEYBRAKE_DATABASE_URL is set (SPEC §13), else the SQLite
  * file. `create: false` (the CLI's commands other than serve and migrate): never a new ledger, never a migration.
- * `connections`: PostgreSQL's pool size (16 by default, for serve; see PgOptions).
+ * `connections`: PostgreSQL's pool size, for a one-shot command; else KEYBRAKE_DATABASE_URL's `pool_max_conns`, else
+ * the store's default (16; see PgOptions).
  */
 export async function openConfiguredStore(
   config: StoreConfig,
@@ -26,7 +27,7 @@ export async function openConfiguredStore(
       instanceId: pg.instanceId,
       leaseMs: pg.leaseMs,
       migrate: opts.create !== false,
-      connections: opts.connections,
+      connections: opts.connections ?? pg.poolSize,
       onPrimaryMoved: opts.onPrimaryMoved,
     });
   } catch (error) {
