@@ -206,6 +206,47 @@ describe("retries of ambiguous calls", () => {
     expect(stripe.moved.filter((m) => m.kind === "/v1/payment_intents")).toHaveLength(1);
   });
 
+  test("a full refund whose first attempt failed before Stripe acted, retried after another refund took most of the charge: settled at what the retry refunded, not its hold", async () => {
+    // Found by the money property (seed -1364485048): the retry's 2xx states its own total, so no floor applies.
+    const k = await key(100);
+    const charge = stripe.seedCharge(101);
+    stripe.failNext(
+      { kind: "status", status: 500, body: { error: { type: "api_error", message: "An unknown error occurred." } } },
+      1,
+      "POST",
+    );
+    const first = await post(k.vault_key, "/v1/refunds", `charge=${charge.id}`, { "idempotency-key": "full-refund" });
+    expect(first.status).toBe(500);
+    expect(await ledger(k.id)).toEqual([{ state: "ambiguous", hold_micros: 1_010_000, cost_micros: 1_010_000 }]);
+    expect((await post(k.vault_key, "/v1/refunds", `charge=${charge.id}&amount=100`, { "idempotency-key": "partial" })).status).toBe(200);
+    const retry = await post(k.vault_key, "/v1/refunds", `charge=${charge.id}`, { "idempotency-key": "full-refund" });
+    expect(retry.status).toBe(200);
+    expect(((await retry.json()) as Json).amount).toBe(1);
+    const entries = await ledger(k.id);
+    expect(entries.map((e) => [e.state, e.cost_micros]).sort()).toEqual([
+      ["settled", 10_000],
+      ["settled", 1_000_000],
+    ]);
+    const moved = stripe.moved.reduce((sum, m) => sum + m.amount * 10_000, 0);
+    expect(moved).toBe(1_010_000);
+    expect(entries.reduce((sum, e) => sum + (e.cost_micros ?? 0), 0)).toBe(moved);
+    expect(await auditMicros(k.id)).toBe(moved);
+  });
+
+  test("a capture Stripe acted on but whose answer was lost: the retry's replay, priced against the charge read after it, settles at what the first attempt counted", async () => {
+    const k = await key(100);
+    const charge = stripe.seedCharge(2900, "usd", false);
+    stripe.failNext({ kind: "drop_after" }, 1, "POST");
+    expect((await post(k.vault_key, `/v1/charges/${charge.id}/capture`, "", { "idempotency-key": "cap-gone" })).status).toBe(502);
+    expect(await ledger(k.id)).toEqual([{ state: "ambiguous", hold_micros: 29_000_000, cost_micros: 29_000_000 }]);
+    const retry = await post(k.vault_key, `/v1/charges/${charge.id}/capture`, "", { "idempotency-key": "cap-gone" });
+    expect(retry.status).toBe(200);
+    expect(retry.headers.get("idempotent-replayed")).toBe("true");
+    // The retry read the charge already captured: the answer's new money is 0, but the first attempt moved $29.
+    expect(await ledger(k.id)).toEqual([{ state: "settled", hold_micros: 29_000_000, cost_micros: 29_000_000 }]);
+    expect(stripe.moved.reduce((sum, m) => sum + m.amount * 10_000, 0)).toBe(29_000_000);
+  });
+
   test("empty, blank and over-long Idempotency-Keys are 400 invalid_idempotency_key; an empty one never satisfies require_idempotency_key", async () => {
     const k = await key(100, { require_idempotency_key: true });
     for (const bad of ["", "   ", "x".repeat(256)]) {

@@ -30,11 +30,13 @@ export function settlementFor(result: UpstreamResult, a: Admitted): { outcome: O
 export const heldAt = (a: Admitted): Settlement => ({ ...atHold(a.quote), costMicros: a.holdMicros });
 
 /**
- * A 2xx answer's settlement. A retry's 2xx may be the vendor's replay of the first attempt, priced against an
- * object this retry read after the first attempt had already moved its money: never below what that attempt counted.
+ * A 2xx answer's settlement. A retry's 2xx is the vendor's replay of the first attempt or, when that attempt never
+ * acted, the retry's own: an answer that states its total (a create's or a refund's amount) is exact either way. An
+ * answer priced against the object this retry read (`deductedMicros`) may deduct what the first attempt had already
+ * moved: it is never settled below what that attempt counted.
  */
 export function settledAt(a: Admitted, settlement: Settlement): { outcome: Outcome; settlement: Settlement } {
-  if (a.priorCostMicros !== null && settlement.costMicros < a.priorCostMicros)
+  if (a.priorCostMicros !== null && settlement.deductedMicros && settlement.costMicros < a.priorCostMicros)
     return { outcome: "settled", settlement: { ...settlement, costMicros: a.priorCostMicros } };
   return { outcome: "settled", settlement };
 }

@@ -357,6 +357,7 @@ function settleFromAnswer(
       source: "response",
       currency: s.currency,
       amountMinor: s.amountMinor,
+      ...(counted > 0 && { deductedMicros: counted }),
     };
     const id = (response as { id?: unknown }).id;
     if (track && typeof id === "string" && id !== "") settlement.track = track(s, id);

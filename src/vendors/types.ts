@@ -38,6 +38,11 @@ export interface Settlement {
   unreadable?: string;
   /** Where the final price can be read later (a Twilio message or call), for the reconciler. */
   reconcilePath?: string;
+  /**
+   * What the object had already moved when it was read before the call, deducted from the answer's total (a
+   * capture's or a pay's new money). A retry's 2xx that replays the first attempt is then priced too low.
+   */
+  deductedMicros?: number;
 }
 
 /** What a call commits, read before it is forwarded. */
